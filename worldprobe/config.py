@@ -1,0 +1,14 @@
+"""Project-wide settings in one place: defaults, environment variables, versions of pinned sources."""
+
+from __future__ import annotations
+
+DEFAULT_SEED = 0
+"""Seed used when a command is not given one. Every random choice takes a seed; this is its default."""
+
+WORKSPACE_ENV = "WORLDPROBE_WORKSPACE"
+CACHE_ENV = "WORLDPROBE_CACHE"
+DEFAULT_WORKSPACE = "workspace"
+APP_NAME = "worldprobe"
+
+TEST_FRACTION = 0.2
+"""Share of entities in the test split for builders that make their own split (the paper's ~20%)."""

@@ -1,0 +1,78 @@
+"""The six entity datasets: what each one predicts, how it is grouped, and which prompts it has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worldprobe.errors import WorldprobeError
+
+PLACE_TARGETS = ("latitude", "longitude")
+TIME_TARGETS = ("year",)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Static facts about one entity dataset (science.md section 2)."""
+
+    name: str
+    kind: str  # "place" or "time"
+    description: str
+    group_columns: tuple[str, ...]  # grouping columns every table of this dataset carries
+    holdout_columns: tuple[str, ...]  # columns the held-out block experiments use (paper Tables 3/4)
+    oracle_column: str  # the group whose mean is the "group oracle" control
+    prompts: tuple[str, ...]  # prompt names, see worldprobe.datasets.prompts
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return PLACE_TARGETS if self.kind == "place" else TIME_TARGETS
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        base = ("entity_id", "name", "text", *self.targets, "entity_type", "is_test", "source")
+        return base + tuple(c for c in self.group_columns if c not in base)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "world_place", "place", "places of the world (cities, structures, natural places)",
+            group_columns=("country", "entity_type"), holdout_columns=("country", "entity_type"),
+            oracle_column="country", prompts=("empty", "all_caps", "random", "coords"),
+        ),
+        DatasetSpec(
+            "us_place", "place", "places in the contiguous United States (cities, zips, counties, ...)",
+            group_columns=("state_id", "entity_type"), holdout_columns=("state_id", "entity_type"),
+            oracle_column="state_id", prompts=("empty", "random", "coords", "where_us"),
+        ),
+        DatasetSpec(
+            "nyc_place", "place", "points of interest in New York City",
+            group_columns=("borough", "facility_type", "entity_type"),
+            holdout_columns=("borough", "facility_type"),
+            oracle_column="borough", prompts=("empty", "random", "where_is", "where_nyc"),
+        ),
+        DatasetSpec(
+            "historical_figure", "time", "historical figures and their death year",
+            group_columns=("century", "occupation"), holdout_columns=("century", "occupation"),
+            oracle_column="century", prompts=("empty", "random", "when", "all_caps"),
+        ),
+        DatasetSpec(
+            "art", "time", "songs, movies and books and their release date",
+            group_columns=("decade", "entity_type", "creator"), holdout_columns=("decade", "entity_type"),
+            oracle_column="decade", prompts=("empty", "random", "release", "all_caps"),
+        ),
+        DatasetSpec(
+            "headline", "time", "news headlines and their publication date",
+            group_columns=("pub_year", "news_desk"), holdout_columns=("pub_year", "news_desk"),
+            oracle_column="pub_year", prompts=("empty", "empty_no_period", "when"),
+        ),
+    )
+}  # fmt: skip
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a dataset by name, or a clear error listing the known ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise WorldprobeError(f"unknown dataset {name!r}", hint=f"known datasets: {', '.join(DATASETS)}") from None

@@ -1,0 +1,52 @@
+"""Validation of entity tables: every stage after the builders can trust what passes here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from worldprobe.datasets.registry import DatasetSpec
+from worldprobe.errors import WorldprobeError
+
+YEAR_RANGE = (-3000.0, 2100.0)
+RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 180.0), "year": YEAR_RANGE}
+
+
+def validate(table: pd.DataFrame, spec: DatasetSpec, *, origin: str | None = None) -> pd.DataFrame:
+    """Check an entity table against the contract and return it unchanged.
+
+    Raises :class:`WorldprobeError` naming the dataset (or ``origin``, e.g. a file), the first bad row
+    (0-based position in the table) and the field.
+    """
+    where = origin or spec.name
+    missing = [c for c in spec.required_columns if c not in table.columns]
+    if missing:
+        raise WorldprobeError(f"missing column(s) {missing}", file=where, field=missing[0])
+    if table.empty:
+        raise WorldprobeError("the table has no rows", file=where)
+    for column in spec.targets:
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        low, high = RANGES[column]
+        bad = ~np.isfinite(values) | (values < low) | (values > high)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise WorldprobeError(
+                f"{column} {table[column].iloc[row]!r} is not a number in [{low:g}, {high:g}]",
+                file=where, row=row, field=column,
+            )  # fmt: skip
+    text = table["text"]
+    bad_text = text.isna().to_numpy() | ~text.map(lambda t: isinstance(t, str) and t.strip() != "").to_numpy()
+    _raise_first(bad_text, table, where, "text", "is empty")
+    stripped = text.map(lambda t: t != t.rstrip()).to_numpy()
+    _raise_first(stripped, table, where, "text", "ends in whitespace")
+    duplicated = table["entity_id"].duplicated().to_numpy()
+    _raise_first(duplicated, table, where, "entity_id", "is not unique")
+    if table["is_test"].dtype != bool:
+        raise WorldprobeError(f"is_test must be boolean, not {table['is_test'].dtype}", file=where, field="is_test")
+    return table
+
+
+def _raise_first(mask: np.ndarray, table: pd.DataFrame, where: str, field: str, problem: str) -> None:
+    if mask.any():
+        row = int(np.flatnonzero(mask)[0])
+        raise WorldprobeError(f"{field} {table[field].iloc[row]!r} {problem}", file=where, row=row, field=field)

@@ -1,0 +1,88 @@
+"""Writing and reading entity tables and their build reports (the contract between stages)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import worldprobe
+from worldprobe.datasets.registry import get_spec
+from worldprobe.datasets.schema import validate
+from worldprobe.errors import WorldprobeError
+from worldprobe.workspace import Workspace, as_workspace
+
+
+@dataclass
+class BuildReport:
+    """Provenance of one built table, written next to it as ``<name>.build.json``."""
+
+    dataset: str
+    source: str  # "paper", "packaged", "live"
+    inputs: list[dict[str, Any]]  # each: what (url or package==version or path), sha256, licence, attribution
+    rows_in: int
+    rows_out: int
+    dropped: dict[str, int]  # reason -> number of rows dropped for it
+    split_rule: str
+    seed: int | None
+    fingerprint: str = ""
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # builder-specific extras (e.g. split leaks)
+    worldprobe_version: str = worldprobe.__version__
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def fingerprint(table: pd.DataFrame) -> str:
+    """A content hash of the table (columns, order and values); later stages record it in their manifests."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(list(map(str, table.columns))).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def write_table(table: pd.DataFrame, report: BuildReport, workspace: Workspace | str | Path | None = None) -> Path:
+    """Validate ``table`` and write ``<name>.parquet`` and ``<name>.build.json``; return the parquet path."""
+    spec = get_spec(report.dataset)
+    table = table.reset_index(drop=True)
+    validate(table, spec)
+    ws = as_workspace(workspace)
+    report.rows_out = len(table)
+    report.fingerprint = fingerprint(table)
+    path = ws.dataset_table(spec.name)
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    ws.dataset_report(spec.name).write_text(report.to_json())
+    return path
+
+
+def load(name: str, workspace: Workspace | str | Path | None = None) -> pd.DataFrame:
+    """The validated entity table ``name`` from the workspace (build it first with ``worldprobe datasets build``)."""
+    spec = get_spec(name)
+    path = as_workspace(workspace).dataset_table(spec.name)
+    if not path.exists():
+        raise WorldprobeError("dataset not built yet", file=path, hint=f"run `worldprobe datasets build {name}` first")
+    return validate(pd.read_parquet(path), spec, origin=str(path))
+
+
+def load_report(name: str, workspace: Workspace | str | Path | None = None) -> dict[str, Any]:
+    """The build report of a built dataset, as written by :func:`write_table`."""
+    path = as_workspace(workspace).dataset_report(get_spec(name).name)
+    if not path.exists():
+        raise WorldprobeError("build report missing", file=path, hint=f"run `worldprobe datasets build {name}`")
+    return json.loads(path.read_text())

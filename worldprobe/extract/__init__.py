@@ -1,0 +1,1 @@
+"""Stage 2: run a model over entity texts and cache the residual stream at every layer."""

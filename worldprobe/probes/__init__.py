@@ -1,0 +1,1 @@
+"""Stage 3: probes (ridge, MLP), metrics, controls and neuron search on cached activations."""

@@ -1,0 +1,1 @@
+"""Stage 4: maps, timelines, layer curves and the HTML report."""

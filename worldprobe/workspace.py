@@ -1,0 +1,68 @@
+"""The one place that knows the workspace folder layout and the download cache location."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from worldprobe import config
+
+STAGES = ("datasets", "activations", "results", "reports")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace folder with one subfolder per stage (created on first use)."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, root: str | Path | None = None) -> Workspace:
+        """The workspace given, else ``$WORLDPROBE_WORKSPACE``, else ``./workspace``."""
+        chosen = root or os.environ.get(config.WORKSPACE_ENV) or config.DEFAULT_WORKSPACE
+        return cls(Path(chosen).expanduser().resolve())
+
+    def stage_dir(self, stage: str) -> Path:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        path = self.root / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def datasets(self) -> Path:
+        return self.stage_dir("datasets")
+
+    @property
+    def activations(self) -> Path:
+        return self.stage_dir("activations")
+
+    @property
+    def results(self) -> Path:
+        return self.stage_dir("results")
+
+    @property
+    def reports(self) -> Path:
+        return self.stage_dir("reports")
+
+    def dataset_table(self, name: str) -> Path:
+        return self.datasets / f"{name}.parquet"
+
+    def dataset_report(self, name: str) -> Path:
+        return self.datasets / f"{name}.build.json"
+
+
+def as_workspace(workspace: Workspace | str | Path | None) -> Workspace:
+    """Accept a Workspace, a path or None (default resolution) wherever the API takes a workspace."""
+    return workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+
+
+def cache_dir(*parts: str) -> Path:
+    """The download cache (``$WORLDPROBE_CACHE`` or the platform user cache), with optional subfolders."""
+    root = os.environ.get(config.CACHE_ENV) or platformdirs.user_cache_dir(config.APP_NAME)
+    path = Path(root).expanduser().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
