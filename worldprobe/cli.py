@@ -12,6 +12,7 @@ from worldprobe.datasets import cli as datasets_cli
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cli as extract_cli
 from worldprobe.probes import cli as probes_cli
+from worldprobe.probes import neurons_cli
 from worldprobe.reports import cli as reports_cli
 from worldprobe.workspace import Workspace
 
@@ -46,7 +47,7 @@ def main_options(
     ctx.obj = Workspace.resolve(workspace)
 
 
-for stage in (datasets_cli, extract_cli, probes_cli, reports_cli):
+for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli):
     stage.register(app)
 
 
