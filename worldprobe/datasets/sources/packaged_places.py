@@ -1,0 +1,1 @@
+"""Packaged-data builders for the places datasets."""
