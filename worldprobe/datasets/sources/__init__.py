@@ -96,6 +96,16 @@ def build(
             f"no {source!r} builder for dataset {dataset!r}",
             hint=f"sources for {dataset}: {', '.join(available().get(dataset, [])) or 'none yet'}",
         )
-    table, report = builder(options or BuildOptions())
+    options = options or BuildOptions()
+    table, report = builder(options)
+    report.details.setdefault(
+        "options",
+        {
+            "from_path": options.from_path,
+            "seed": options.seed,
+            "drop_split_leaks": options.drop_split_leaks,
+            "limit": options.limit,
+        },
+    )
     path = write_table(table, report, workspace)
     return path, report
