@@ -1,0 +1,253 @@
+"""Controls: each one measured on synthetic caches where the right answer is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+
+from worldprobe.errors import WorldprobeError
+from worldprobe.probes import controls
+from worldprobe.probes.controls import (
+    METRIC_COLUMNS,
+    alternative_world,
+    group_means,
+    lexical_predictions,
+    run_controls,
+    shuffled_targets,
+    within_group_metrics,
+)
+
+ALPHAS = np.logspace(-3, 3, 13)
+
+
+def make_probe():
+    """The project's RidgeProbe when it exists, else sklearn's RidgeCV (same estimator contract)."""
+    try:
+        from worldprobe.probes.ridge import RidgeProbe
+
+        return RidgeProbe()
+    except ImportError:
+        return RidgeCV(alphas=ALPHAS)
+
+
+@dataclass
+class FakeCache:
+    """An in-memory stand-in for ``worldprobe.extract.ActivationCache``."""
+
+    entities: pd.DataFrame
+    arrays: dict[int, np.ndarray]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.arrays)
+
+    def layer(self, layer: int) -> np.ndarray:
+        return self.arrays[layer]
+
+
+def world(n_groups: int = 12, per_group: int = 40, seed: int = 0):
+    """Places in equal-size countries: country centroids spread over the map, cities scattered around them.
+
+    Layer 0: noise. Layer 1: only which country (a random code per country). Layer 2: the position itself, linearly.
+    """
+    rng = np.random.default_rng(seed)
+    centroids = np.column_stack([rng.uniform(-60, 60, n_groups), rng.uniform(-170, 170, n_groups)])
+    group = np.repeat(np.arange(n_groups), per_group)
+    y = centroids[group] + rng.normal(0, 4, (len(group), 2))
+    n, d = len(group), 32
+    codes = rng.normal(size=(n_groups, d))
+    mixing = rng.normal(size=(2, d))
+    arrays = {
+        0: rng.normal(size=(n, d)),
+        1: codes[group] + 0.01 * rng.normal(size=(n, d)),
+        2: (y - y.mean(0)) / y.std(0) @ mixing + 0.05 * rng.normal(size=(n, d)),
+    }
+    entities = pd.DataFrame(
+        {
+            "entity_id": [f"e{i}" for i in range(n)],
+            "text": [f"town{i % 300} {chr(97 + g)}land" for i, g in enumerate(group)],
+            "country": [f"C{g}" for g in group],
+            "entity_type": "populated_place",
+            "is_test": rng.random(n) < 0.25,
+        }
+    )
+    targets = pd.DataFrame({"latitude": y[:, 0], "longitude": y[:, 1]})
+    cache = FakeCache(entities, {k: v.astype(np.float32) for k, v in arrays.items()}, {"n_layers": 2})
+    return cache, targets
+
+
+def main_predictions(cache: FakeCache, targets: pd.DataFrame) -> dict[int, np.ndarray]:
+    train = ~cache.entities["is_test"].to_numpy()
+    out = {}
+    for layer in cache.layers:
+        probe = make_probe().fit(cache.layer(layer)[train], targets.to_numpy()[train])
+        out[layer] = probe.predict(cache.layer(layer))
+    return out
+
+
+def run(names, cache, targets, workspace, predictions=None):
+    return run_controls(
+        names, workspace=workspace, dataset="world_place", model="tiny", prompt="empty", cache=cache,
+        targets=targets, layers=cache.layers, make_probe=make_probe,
+        predictions=predictions or main_predictions(cache, targets), seed=0,
+    )  # fmt: skip
+
+
+def value(frame, control, layer, metric, target="mean", split="test"):
+    sel = frame.query("control == @control and layer == @layer and metric == @metric and target == @target")
+    sel = sel[sel["split"] == split]
+    assert len(sel) == 1, sel
+    return float(sel["value"].iloc[0])
+
+
+def test_alternative_world_moves_groups_as_rigid_blocks():
+    groups = pd.Series(["a", "a", "b", "b", "c"])
+    y = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [10.0, 12.0], [-5.0, 5.0]])
+    alt = alternative_world(groups, y, seed=3)
+    for g in ("a", "b", "c"):
+        rows = (groups == g).to_numpy()
+        offsets_true = y[rows] - y[rows].mean(0)
+        np.testing.assert_allclose(alt[rows] - alt[rows].mean(0), offsets_true)  # internal layout kept
+        assert not np.allclose(alt[rows].mean(0), y[rows].mean(0))  # every group moved (cyclic permutation)
+    true_centroids = {tuple(y[(groups == g).to_numpy()].mean(0)) for g in "abc"}
+    alt_centroids = {tuple(alt[(groups == g).to_numpy()].mean(0)) for g in "abc"}
+    assert alt_centroids == true_centroids  # the groups swapped places among themselves
+    np.testing.assert_array_equal(alt, alternative_world(groups, y, seed=3))  # seeded
+    with pytest.raises(WorldprobeError):
+        alternative_world(pd.Series(["a", "a"]), y[:2], seed=0)
+
+
+def test_alt_world_gap_separates_geometry_from_group_lookup(workspace):
+    cache, targets = world()
+    frame = run(["alt_world"], cache, targets, workspace)
+    assert set(frame["control"]) == {"alt_world"}
+    geometry_gap = value(frame, "alt_world", 2, "r2_gap")
+    lookup_gap = value(frame, "alt_world", 1, "r2_gap")
+    assert geometry_gap > 0.2, geometry_gap  # the real map fits far better than a scrambled one
+    assert abs(lookup_gap) < 0.05, lookup_gap  # "which country" fits any arrangement of countries equally well
+    assert value(frame, "alt_world", 2, "n_permutations") == controls.ALT_WORLD_PERMUTATIONS
+    assert value(frame, "alt_world", 2, "r2_gap_std") >= 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda y: y * np.array([-1.0, 1.0]), id="mirror"),
+        pytest.param(lambda y: y @ np.array([[0.6, -0.8], [0.8, 0.6]]) + np.array([5.0, -7.0]), id="rotate"),
+        pytest.param(lambda y: 2020.0 - y[:, :1], id="reverse-time"),
+    ],
+)
+def test_affine_changes_do_not_lower_a_linear_probe(change):
+    """Mirroring, rotating or reversing time is no control: a linear probe fits them exactly as well."""
+    cache, targets = world(seed=1)
+    train = ~cache.entities["is_test"].to_numpy()
+    x, y = cache.layer(2), targets.to_numpy()
+
+    def test_r2(t):
+        pred = make_probe().fit(x[train], t[train]).predict(x[~train]).reshape((~train).sum(), -1)
+        return r2_score(t[~train], pred)
+
+    base = test_r2(y[:, :1]) if change(y).shape[1] == 1 else test_r2(y)
+    assert base > 0.9
+    assert test_r2(change(y)) >= base - 0.01
+
+
+def test_shuffled_targets_follow_the_text():
+    texts = pd.Series(["x", "y", "x", "z", "y", "w"])
+    y = np.arange(6, dtype=float).reshape(-1, 1) * 10
+    shuffled = shuffled_targets(texts, y, seed=0)
+    for text in texts.unique():
+        rows = (texts == text).to_numpy()
+        assert len(set(shuffled[rows, 0])) == 1  # identical inputs, identical targets
+    firsts = {0.0, 10.0, 30.0, 50.0}  # the first entity's target of each distinct text
+    assert set(shuffled[:, 0]) == firsts
+    np.testing.assert_array_equal(shuffled, shuffled_targets(texts, y, seed=0))
+
+
+def test_group_oracle_and_means():
+    groups = pd.Series(["a", "a", "b", "b", "c"])
+    y = np.array([1.0, 3.0, 10.0, 20.0, 7.0])
+    fit = np.array([True, True, True, False, False])
+    np.testing.assert_allclose(group_means(groups, y, fit)[:, 0], [2, 2, 10, 10, np.mean([1, 3, 10])])
+
+
+def test_within_group_correlation_sees_only_what_is_beyond_the_group():
+    rng = np.random.default_rng(0)
+    groups = pd.Series(np.repeat(list("abcdefgh"), 50))
+    centre = np.repeat(rng.normal(0, 100, 8), 50)
+    y = (centre + rng.normal(0, 1, 400)).reshape(-1, 1)
+    lookup = centre.reshape(-1, 1) + rng.normal(0, 0.01, (400, 1))  # knows only the group
+    knows = y + rng.normal(0, 0.5, (400, 1))  # knows the position inside the group too
+    assert abs(within_group_metrics(groups, y, lookup, ["year"])["year"]["pearson"]) < 0.2
+    assert within_group_metrics(groups, y, knows, ["year"])["year"]["pearson"] > 0.8
+    # both have a near-perfect plain correlation
+    assert np.corrcoef(y[:, 0], lookup[:, 0])[0, 1] > 0.99
+
+
+def test_lexical_control_reads_spelling_only():
+    rng = np.random.default_rng(0)
+    n = 600
+    region = rng.integers(0, 3, n)
+    y = np.column_stack([region * 30.0 + rng.normal(0, 1, n)])
+    stems = ["".join(rng.choice(list("bcdfgklmnprst"), 5)) for _ in range(n)]
+    suffix = np.array(["ford", "ville", "grad"])[region]
+    is_test = rng.random(n) < 0.3
+    spelled = lexical_predictions(pd.Series([s + x for s, x in zip(stems, suffix, strict=True)]), y, is_test, seed=0)
+    assert r2_score(y[is_test], spelled[is_test]) > 0.8
+    blind = lexical_predictions(pd.Series(stems), y, is_test, seed=0)
+    assert r2_score(y[is_test], blind[is_test]) < 0.2
+
+
+@pytest.mark.slow
+def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch):
+    cache, targets = world()
+    rng = np.random.default_rng(5)
+    twin = FakeCache(cache.entities, {k: rng.normal(size=v.shape).astype(np.float32) for k, v in cache.arrays.items()})
+    calls = []
+
+    def fake_run_extraction(dataset, model, prompt, **kw):
+        calls.append((dataset, model, prompt, kw))
+        return workspace.activations / "twin"
+
+    import worldprobe.extract as extract
+
+    monkeypatch.setattr(extract, "run_extraction", fake_run_extraction, raising=False)
+    monkeypatch.setattr(extract, "open_cache", lambda path: twin, raising=False)
+    frame = run(list(controls.CONTROLS), cache, targets, workspace)
+
+    assert list(frame.columns) == list(METRIC_COLUMNS)
+    assert set(frame["control"]) == set(controls.CONTROLS)
+    assert "none" not in set(frame["control"])
+    assert set(frame["target"]) == {"latitude", "longitude", "mean"}
+    assert frame["value"].notna().all()
+    assert calls[0][1] == "random:tiny" and calls[0][3]["limit"] == len(cache.entities)
+    assert value(frame, "random_init", 2, "r2") < 0.1  # random weights: noise activations
+    assert value(frame, "shuffled", 2, "r2") < 0.1  # the floor
+    assert value(frame, "group_oracle", 2, "r2") > 0.9  # countries explain most of a map
+    for layer in cache.layers:  # layer-free controls draw as flat lines
+        assert value(frame, "group_oracle", layer, "r2") == value(frame, "group_oracle", 0, "r2")
+        assert value(frame, "embedding", layer, "r2") == value(frame, "embedding", 0, "r2")
+    assert value(frame, "within_group", 2, "pearson") > 0.5  # layer 2 knows positions inside countries
+    assert value(frame, "within_group", 1, "pearson") < 0.3  # layer 1 knows only the country
+    np.testing.assert_array_equal(frame["rel_depth"].unique(), [0.0, 0.5, 1.0])
+
+    again = run(list(controls.CONTROLS), cache, targets, workspace)
+    pd.testing.assert_frame_equal(frame, again)  # deterministic under the seed
+
+
+def test_run_controls_rejects_bad_requests(workspace):
+    cache, targets = world(n_groups=3, per_group=10)
+    with pytest.raises(WorldprobeError, match="unknown control"):
+        run(["bogus"], cache, targets, workspace)
+    with pytest.raises(WorldprobeError, match="target rows"):
+        run(["shuffled"], cache, targets.iloc[:5], workspace, predictions=main_predictions(cache, targets))
+    no_zero = FakeCache(cache.entities, {1: cache.arrays[1], 2: cache.arrays[2]}, {"n_layers": 2})
+    with pytest.raises(WorldprobeError, match="no layer 0"):
+        run(["embedding"], no_zero, targets, workspace)
