@@ -1,0 +1,422 @@
+"""The ``paper`` source: the authors' release CSVs (Gurnee & Tegmark, GitHub wesg52/world-models) as entity tables.
+
+Each of the six datasets is read from its release CSV (downloaded with pooch into ``cache_dir("paper")``, or
+``--from`` a local file or URL), checked cell by cell (errors name the file, the 0-based data row and the column),
+and normalised to the entity table of docs/design.md. The release's own ``is_test`` split and row order are kept;
+``entity_id`` is ``"<dataset>:<data row>"``. Rows whose text sits on both sides of the release split are listed in
+the build report (``details["split_leaks"]``) and ``--drop-split-leaks`` removes their test side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+import pooch
+import requests
+
+from worldprobe.datasets.normalize import (
+    art_text,
+    canonical_country,
+    clean_whitespace,
+    fractional_year,
+    nyc_title_case,
+    world_place_text,
+)
+from worldprobe.datasets.schema import RANGES
+from worldprobe.datasets.sources import BuildOptions, register_builder
+from worldprobe.datasets.split import text_leaks
+from worldprobe.datasets.table import BuildReport
+from worldprobe.errors import WorldprobeError
+from worldprobe.workspace import cache_dir
+
+SOURCE = "paper"
+RELEASE_URL = "https://raw.githubusercontent.com/wesg52/world-models/main/data/entity_datasets/{name}.csv"
+RELEASE_HASHES: dict[str, str] = {
+    "world_place": "md5:6beb4ebd59265f6a41d64d647f75f864",
+    "us_place": "md5:8d8c47fc96aa5052c78ca457623851fe",
+}
+"""Known checksums of release files (pooch syntax); the other four have none published, their sha256 is recorded."""
+RELEASE = "Gurnee & Tegmark (2024) release, github.com/wesg52/world-models (code MIT licence)"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ReleaseFormat:
+    """One release CSV: its exact columns (science.md section 2), data licence, and the converter to an entity table."""
+
+    columns: tuple[str, ...]
+    licence: str
+    attribution: str
+    convert: Callable[[ReleaseCsv], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class ReleaseCsv:
+    """A release CSV read as strings, with parsers that name the file, row and column of a bad cell."""
+
+    origin: str  # the URL or path shown in errors and recorded in the build report
+    frame: pd.DataFrame
+
+    def strings(self, column: str) -> pd.Series:
+        """The column as stripped strings (missing cells are "")."""
+        return self.frame[column].astype(str).str.strip()
+
+    def numbers(
+        self, column: str, *, required: bool = True, limits: tuple[float, float] | None = None, whole: bool = False
+    ) -> pd.Series:
+        """The column as floats; a non-number, a missing required value, a value outside ``limits`` or (``whole``)
+        a fraction is an error."""
+        raw = self.strings(column)
+        values = pd.to_numeric(raw.where(raw != ""), errors="coerce").astype(float)
+        self._raise_first(values.isna() & (raw != ""), column, raw, "is not a number")
+        if required:
+            self._raise_first(raw == "", column, raw, "is missing")
+        if limits is not None:
+            low, high = limits
+            self._raise_first(~np.isfinite(values) & (raw != "") | (values < low) | (values > high), column, raw,
+                              f"is outside [{low:g}, {high:g}]")  # fmt: skip
+        if whole:
+            self._raise_first(values.notna() & (values != np.floor(values)), column, raw, "is not a whole number")
+        return values
+
+    def dates(self, column: str, date_format: str) -> pd.Series:
+        """The column as UTC datetimes (``date_format`` as in ``pd.to_datetime``); a bad or missing date is an error."""
+        raw = self.strings(column)
+        values = pd.to_datetime(raw.where(raw != ""), format=date_format, errors="coerce", utc=True)
+        self._raise_first(values.isna(), column, raw, f"is not a date ({date_format})")
+        return values
+
+    def flags(self, column: str) -> pd.Series:
+        """The column as booleans (True/False/1/0, any case); anything else is an error."""
+        raw = self.strings(column).str.casefold()
+        truth = raw.isin(["true", "1", "1.0"])
+        self._raise_first(~truth & ~raw.isin(["false", "0", "0.0"]), column, self.strings(column), "is not True/False")
+        return truth.astype(bool)
+
+    def _raise_first(self, mask: pd.Series, column: str, raw: pd.Series, problem: str) -> None:
+        if mask.any():
+            row = int(np.flatnonzero(mask.to_numpy())[0])
+            raise WorldprobeError(
+                f"{column} {raw.iloc[row]!r} {problem} (line {row + 2} of the file)",
+                file=self.origin, row=row, field=column,
+            )  # fmt: skip
+
+
+def _or_unknown(values: pd.Series) -> pd.Series:
+    return values.where(values != "", UNKNOWN)
+
+
+def _world(csv: ReleaseCsv) -> pd.DataFrame:
+    name = csv.frame["name"].astype(str)
+    return pd.DataFrame({
+        "name": name,
+        "text": name.map(world_place_text),
+        "latitude": csv.numbers("latitude", limits=RANGES["latitude"]),
+        "longitude": csv.numbers("longitude", limits=RANGES["longitude"]),
+        "entity_type": csv.strings("entity_type"),
+        "country": csv.strings("country").map(canonical_country),
+        "country_label": csv.strings("country"),
+        "entity_subtype": csv.strings("entity_subtype"),
+        "population": csv.numbers("population", required=False),
+        "total_area": csv.numbers("total_area", required=False),
+        "page_views": csv.numbers("page_views", required=False),
+        "is_test": csv.flags("is_test"),
+    })  # fmt: skip
+
+
+def _us(csv: ReleaseCsv) -> pd.DataFrame:
+    name = csv.frame["name"].astype(str)
+    entity_type = csv.strings("entity_type")
+    is_zip = entity_type == "zip"
+    text = name.map(clean_whitespace)
+    text[is_zip] = text[is_zip].str.zfill(5)  # zips are 5-char zero-padded text ("01001")
+    return pd.DataFrame({
+        "name": name,
+        "text": text,
+        "latitude": csv.numbers("latitude", limits=RANGES["latitude"]),
+        "longitude": csv.numbers("longitude", limits=RANGES["longitude"]),
+        "entity_type": entity_type,
+        "state_id": csv.strings("state_id"),
+        "state_name": csv.strings("state_name"),
+        "entity_subtype": csv.strings("entity_subtype"),
+        "county_fips": csv.numbers("county_fips", required=False),
+        "population": csv.numbers("population", required=False),
+        "density": csv.numbers("density", required=False),
+        "timezone": csv.strings("timezone"),
+        "page_views": csv.numbers("page_views", required=False),
+        "is_test": csv.flags("is_test"),
+    })  # fmt: skip
+
+
+def _nyc(csv: ReleaseCsv) -> pd.DataFrame:
+    name = csv.frame["name"].astype(str)
+    return pd.DataFrame({
+        "name": name,
+        "text": name.map(nyc_title_case),
+        "latitude": csv.numbers("latitude", limits=RANGES["latitude"]),
+        "longitude": csv.numbers("longitude", limits=RANGES["longitude"]),
+        "entity_type": "point_of_interest",
+        "borough": _or_unknown(csv.strings("borough_name")),
+        "facility_type": _or_unknown(csv.strings("facility_t_name")),
+        "complexid": csv.strings("complexid"),
+        "borough_code": csv.strings("borough"),
+        "facility_code": csv.strings("facility_t"),
+        "nad83_x": csv.numbers("nad83_x", required=False),
+        "nad83_y": csv.numbers("nad83_y", required=False),
+        "poi_source": csv.strings("source"),
+        "is_test": csv.flags("is_test"),
+    })  # fmt: skip
+
+
+def _figures(csv: ReleaseCsv) -> pd.DataFrame:
+    name = csv.frame["name"].astype(str)
+    death_year = csv.numbers("death_year", limits=RANGES["year"], whole=True)
+    occupation = csv.strings("occupation").str.lower()
+    return pd.DataFrame({
+        "name": name,
+        "text": name.map(clean_whitespace),
+        "year": death_year,
+        "entity_type": "person",
+        "century": (death_year // 100).astype(int),  # as the release's death_century: floor(year / 100)
+        "occupation": _or_unknown(occupation),
+        "wiki_id": csv.strings("wiki_id"),
+        "description": csv.strings("description"),
+        "gender": csv.strings("gender"),
+        "country": csv.strings("country"),
+        "birth_year": csv.numbers("birth_year", required=False),
+        "death_year": death_year,
+        "age": csv.numbers("age", required=False),
+        "cause_of_death": csv.strings("cause_of_death"),
+        "is_test": csv.flags("is_test"),
+    })  # fmt: skip
+
+
+def _art(csv: ReleaseCsv) -> pd.DataFrame:
+    title, creator = csv.strings("title"), csv.strings("creator")
+    complete = (title != "") & (creator != "")
+    text = pd.Series("", index=title.index, dtype=object)
+    text[complete] = [art_text(c, t) for c, t in zip(creator[complete], title[complete], strict=True)]
+    return pd.DataFrame({
+        "name": csv.frame["title"].astype(str),
+        "text": text,
+        "year": fractional_year(csv.dates("release_date", "%Y-%m-%d")),
+        "entity_type": csv.strings("entity_type"),
+        "decade": csv.numbers("decade").astype(int),
+        "creator": creator,
+        "release_date": csv.strings("release_date"),
+        "length": csv.numbers("length", required=False),
+        "page_name": csv.strings("page_name"),
+        "page_views": csv.numbers("page_views", required=False),
+        "is_test": csv.flags("is_test"),
+    })  # fmt: skip
+
+
+HEADLINE_TOPICS = ("trump", "biden", "coronavirus", "covid", "obama", "clinton", "iraq", "afghanistan", "china", "iran")
+
+
+def _headline(csv: ReleaseCsv) -> pd.DataFrame:
+    headline = csv.frame["headline"].astype(str)
+    table = pd.DataFrame({
+        "name": headline,
+        "text": headline.map(clean_whitespace),  # keeps the appended final period: the probed token
+        "year": fractional_year(csv.dates("pub_date", "ISO8601")),
+        "entity_type": "headline",
+        "pub_year": csv.numbers("year", limits=RANGES["year"]).astype(int),
+        "news_desk": csv.strings("news_desk"),
+        "pub_date": csv.strings("pub_date"),
+        "section": csv.strings("section"),
+        "print_section": csv.strings("print_section"),
+        "print_page": csv.numbers("print_page", required=False),
+        "word_count": csv.numbers("word_count", required=False),
+        "is_test": csv.flags("is_test"),
+    })  # fmt: skip
+    for topic in HEADLINE_TOPICS:
+        table[f"is_{topic}"] = csv.flags(f"is_{topic}")
+    return table
+
+
+DBPEDIA = ("CC BY-SA 3.0", "DBpedia (dbpedia.org), from Wikipedia; page views from Wikimedia")
+FORMATS: dict[str, ReleaseFormat] = {
+    "world_place": ReleaseFormat(
+        ("name", "entity_subtype", "country", "latitude", "longitude", "has_thumbnail", "page_views", "entity_type",
+         "total_area", "population", "is_test"),
+        *DBPEDIA, _world,
+    ),
+    "us_place": ReleaseFormat(
+        ("name", "latitude", "longitude", "state_id", "state_name", "county_fips", "population", "density",
+         "timezone", "entity_type", "entity_subtype", "page_views", "is_test"),
+        "CC BY 4.0 (SimpleMaps US cities and zips); CC BY-SA 3.0 (DBpedia)",
+        "SimpleMaps (simplemaps.com/data/us-cities, us-zips); DBpedia (dbpedia.org)", _us,
+    ),
+    "nyc_place": ReleaseFormat(
+        ("name", "source", "complexid", "saftype", "pri_add", "modified", "faci_dom", "facility_t", "b7_sc", "placeid",
+         "bin", "sos", "segmentid", "borough", "created", "latitude", "longitude", "nad83_x", "nad83_y",
+         "borough_name", "facility_t_name", "is_test"),
+        "NYC Open Data terms of use (public data)",
+        "NYC Open Data, Points Of Interest (data.cityofnewyork.us, rxuy-2muj)", _nyc,
+    ),
+    "historical_figure": ReleaseFormat(
+        ("wiki_id", "name", "description", "gender", "country", "occupation", "birth_year", "death_year",
+         "cause_of_death", "age", "death_century", "death_decade", "is_test"),
+        "CC BY 4.0",
+        "Annamoradnejad & Annamoradnejad (2022), Age dataset (from Wikidata)", _figures,
+    ),
+    "art": ReleaseFormat(
+        ("title", "creator", "release_date", "length", "page_name", "page_views", "entity_type", "is_test", "decade"),
+        *DBPEDIA, _art,
+    ),
+    "headline": ReleaseFormat(
+        ("headline", "word_count", "pub_date", "print_section", "print_page", "section", "news_desk", "year",
+         *(f"is_{topic}" for topic in HEADLINE_TOPICS), "is_test"),
+        "New York Times content: research use of headlines and metadata (NYT Archive API terms)",
+        "The New York Times (via Kaggle, johnbandy/new-york-times-headlines)", _headline,
+    ),
+}  # fmt: skip
+
+
+_BINARY_SIGNATURES = {
+    b"\x89PNG": "a PNG image",
+    b"\x1f\x8b": "a gzip archive",
+    b"PK\x03\x04": "a zip archive",
+    b"%PDF": "a PDF",
+    b"BZh": "a bzip2 archive",
+    b"\xfd7zXZ": "an xz archive",
+    b"\xff\xd8\xff": "a JPEG image",
+}
+
+
+def read_release(path: Path, columns: tuple[str, ...], *, origin: str | None = None) -> ReleaseCsv:
+    """Read a release CSV as strings; a non-CSV, an empty file or a missing column is a WorldprobeError."""
+    origin = origin or str(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8192)
+    if not head.strip():
+        raise WorldprobeError("the file is empty", file=origin, hint="re-download it or pass --from a good copy")
+    kind = next((name for magic, name in _BINARY_SIGNATURES.items() if head.startswith(magic)), None)
+    if kind or b"\x00" in head:
+        raise WorldprobeError(f"not a CSV text file (it looks like {kind or 'binary data'})", file=origin,
+                              hint="give the release CSV itself (uncompressed)")  # fmt: skip
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise WorldprobeError(f"not UTF-8 text ({error.reason} at byte {error.start})", file=origin) from None
+    except pd.errors.ParserError as error:
+        line = re.search(r"line (\d+)", str(error))
+        row = int(line.group(1)) - 2 if line else None
+        raise WorldprobeError(f"not a valid CSV: {str(error).strip()}", file=origin, row=row) from None
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise WorldprobeError(
+            f"missing column(s) {missing}", file=origin, field=missing[0],
+            hint=f"the release format has the columns {', '.join(columns)}",
+        )  # fmt: skip
+    if frame.empty:
+        raise WorldprobeError("the file has a header but no data rows", file=origin)
+    return ReleaseCsv(origin, frame)
+
+
+def _is_url(location: str) -> bool:
+    return urlparse(location).scheme in ("http", "https", "ftp")
+
+
+def _download(url: str, known_hash: str | None, fname: str) -> Path:
+    try:
+        return Path(pooch.retrieve(url, known_hash, fname=fname, path=cache_dir(SOURCE), progressbar=True))
+    except ValueError as error:  # pooch's checksum mismatch
+        raise WorldprobeError(
+            f"checksum mismatch: {error}", file=url, hint="the download is corrupt or the release file changed"
+        ) from None
+    except requests.exceptions.RequestException as error:
+        raise WorldprobeError(
+            f"download failed: {error}", file=url, hint="offline? pass --from a local copy of the release CSV"
+        ) from None
+
+
+def locate(dataset: str, from_path: str | None) -> tuple[Path, str]:
+    """The local file to read and what to record as its origin: the release URL, a ``--from`` URL, or a path."""
+    if from_path is None:
+        url = RELEASE_URL.format(name=dataset)
+        return _download(url, RELEASE_HASHES.get(dataset), f"{dataset}.csv"), url
+    if _is_url(from_path):
+        tag = hashlib.sha256(from_path.encode()).hexdigest()[:12]
+        return _download(from_path, None, f"{tag}-{Path(urlparse(from_path).path).name or dataset}"), from_path
+    path = Path(from_path).expanduser()
+    if not path.is_file():
+        raise WorldprobeError("no such file", file=path, hint=f"give the path or URL of {dataset}.csv")
+    return path, str(path.resolve())
+
+
+def _digests(path: Path) -> dict[str, str]:
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            sha256.update(block)
+            md5.update(block)
+    return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+
+
+def split_leaks(table: pd.DataFrame) -> list[dict[str, object]]:
+    """Texts found on both sides of the split, with the entity_ids on each side (sorted by text)."""
+    leaks = text_leaks(table)
+    return [
+        {
+            "text": text,
+            "train": rows.loc[~rows["is_test"], "entity_id"].tolist(),
+            "test": rows.loc[rows["is_test"], "entity_id"].tolist(),
+        }
+        for text, rows in leaks.groupby("text", sort=True)
+    ]
+
+
+def build_release(dataset: str, options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+    """Build ``dataset``'s entity table from its release CSV (the registered ``paper`` builder)."""
+    release_format = FORMATS[dataset]
+    path, origin = locate(dataset, options.from_path)
+    csv = read_release(path, release_format.columns, origin=origin)
+    table = release_format.convert(csv)
+    table.insert(0, "entity_id", [f"{dataset}:{row}" for row in range(len(table))])
+    table["source"] = SOURCE
+    dropped: dict[str, int] = {}
+
+    def drop(mask: pd.Series, reason: str) -> pd.DataFrame:
+        if mask.any():
+            dropped[reason] = dropped.get(reason, 0) + int(mask.sum())
+        return table[~mask]
+
+    table = drop(table["text"] == "", "empty_text")
+    leaks = split_leaks(table)
+    if options.drop_split_leaks:
+        leak_texts = {leak["text"] for leak in leaks}
+        table = drop(table["is_test"] & table["text"].isin(leak_texts), "split_leak_test_side")
+    if options.limit is not None:
+        table = drop(pd.Series(np.arange(len(table)) >= options.limit, index=table.index), "beyond_limit")
+    report = BuildReport(
+        dataset=dataset,
+        source=SOURCE,
+        inputs=[{
+            "what": origin, **_digests(path), "known_hash": RELEASE_HASHES.get(dataset) if options.from_path is None
+            else None, "licence": release_format.licence, "attribution": release_format.attribution,
+            "release": RELEASE,
+        }],
+        rows_in=len(csv.frame),
+        rows_out=len(table),
+        dropped=dropped,
+        split_rule="the release's is_test column, kept as published (not re-drawn)",
+        seed=None,
+        notes=[f"{len(leaks)} text(s) sit on both sides of the release split"
+               + ("; their test rows were dropped" if options.drop_split_leaks else " (kept; see details)")],
+        details={"split_leaks": leaks, "columns_in": list(csv.frame.columns)},
+    )  # fmt: skip
+    return table.reset_index(drop=True), report
+
+
+for _dataset in FORMATS:
+    register_builder(_dataset, SOURCE)(partial(build_release, _dataset))
