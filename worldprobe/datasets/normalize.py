@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 _SPACES = re.compile(r"\s+")
-_PARENTHESES = re.compile(r"\((.*?)\)")
+_PARENTHESES = re.compile(r"\s*\((.*?)\)")
 
 
 def clean_whitespace(text: str) -> str:
