@@ -1,0 +1,120 @@
+"""RidgeProbe: exact leave-one-out ridge against sklearn's RidgeCV, both regimes (n > d, n < d), the estimator API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.model_selection import cross_val_score
+
+from worldprobe.probes.ridge import DEFAULT_ALPHAS, RidgeProbe
+
+
+def _data(n: int, d: int, k: int = 2, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    scales = np.exp(rng.normal(0, 1.5, size=d))  # outlier dimensions, as in small LMs
+    X = rng.normal(size=(n, d)) * scales + rng.normal(size=d) * 3
+    w = rng.normal(size=(d, k)) / scales[:, None]
+    y = X @ w + rng.normal(size=(n, k)) * 2 + np.array([30.0, -80.0][:k])
+    return X, y
+
+
+def _sklearn_on_zscored(X, y, alphas):
+    """RidgeCV on the same z-scored targets our probe uses (alpha is chosen on the mean LOO error over targets);
+    predictions mapped back to target units. Ridge predictions are linear in y, so this is the honest comparison."""
+    mean, std = y.mean(axis=0), y.std(axis=0)
+    model = RidgeCV(alphas=alphas).fit(X, (y - mean) / std)
+    return model, lambda Z: model.predict(Z) * std + mean
+
+
+@pytest.mark.parametrize(("n", "d"), [(400, 60), (80, 300), (150, 150)])
+def test_matches_sklearn_ridgecv(n, d):
+    X, y = _data(n, d)
+    X_new, _ = _data(50, d, seed=1)
+    ours = RidgeProbe(alphas=DEFAULT_ALPHAS, standardize=False).fit(X, y)
+    theirs, predict = _sklearn_on_zscored(X, y, DEFAULT_ALPHAS)
+    assert ours.alpha_ == theirs.alpha_
+    expected = predict(X_new)
+    assert np.max(np.abs(ours.predict(X_new) - expected)) <= 1e-6 * np.max(np.abs(expected))
+    assert ours.loo_mse_[ours.alpha_index_] == pytest.approx(-theirs.best_score_, rel=1e-8)
+
+
+def test_single_target_matches_sklearn_on_raw_targets():
+    """With one target, z-scoring changes nothing: compare with RidgeCV fitted on the raw y."""
+    X, y = _data(300, 40, k=1)
+    y = y[:, 0]
+    ours = RidgeProbe(alphas=DEFAULT_ALPHAS, standardize=False).fit(X, y)
+    theirs = RidgeCV(alphas=DEFAULT_ALPHAS).fit(X, y)
+    assert ours.alpha_ == theirs.alpha_
+    assert ours.coef_.shape == (40,) and isinstance(ours.intercept_, float)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-6)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-6, atol=1e-9)
+    assert ours.intercept_ == pytest.approx(theirs.intercept_, rel=1e-6)
+
+
+def test_standardize_matches_sklearn_on_standardized_features():
+    X, y = _data(300, 50)
+    ours = RidgeProbe(alphas=DEFAULT_ALPHAS, standardize=True).fit(X, y)
+    Xs = (X - X.mean(axis=0)) / X.std(axis=0)
+    theirs, predict = _sklearn_on_zscored(Xs, y, DEFAULT_ALPHAS)
+    assert ours.alpha_ == theirs.alpha_
+    np.testing.assert_allclose(ours.predict(X), predict(Xs), rtol=1e-6)
+
+
+def test_loo_error_is_the_real_leave_one_out_error():
+    """Brute force: refit without each row and compare the held-out residuals with the closed form."""
+    X, y = _data(40, 8, k=1)
+    y = y[:, 0]
+    probe = RidgeProbe(alphas=[3.0], standardize=False).fit(X, y)
+    yz = (y - y.mean()) / y.std()
+    errors = [
+        yz[i] - Ridge(alpha=3.0).fit(np.delete(X, i, 0), np.delete(yz, i)).predict(X[i : i + 1])[0]
+        for i in range(len(y))
+    ]
+    assert probe.loo_mse_[0] == pytest.approx(np.mean(np.square(errors)), rel=1e-9)
+
+
+def test_alpha_on_edge_flag():
+    X, y = _data(200, 20)
+    assert RidgeProbe(alphas=[1e6, 1e7, 1e8], standardize=False).fit(X, y).alpha_on_edge_  # far too strong
+    assert not RidgeProbe(standardize=False).fit(X, y).alpha_on_edge_
+
+
+def test_reads_float16_memmap_and_rows(tmp_path):
+    X, y = _data(500, 30)
+    path = tmp_path / "layer.npy"
+    np.save(path, X.astype(np.float16))
+    mm = np.load(path, mmap_mode="r")
+    a = RidgeProbe().fit(mm, y).predict(mm)
+    b = RidgeProbe().fit(X.astype(np.float16).astype(np.float64), y).predict(X.astype(np.float16))
+    np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_sklearn_estimator_contract():
+    X, y = _data(200, 10, k=1)
+    probe = RidgeProbe(alphas=[0.1, 1.0], standardize=True)
+    assert probe.get_params() == {"alphas": [0.1, 1.0], "standardize": True, "device": "auto"}
+    assert clone(probe).get_params()["alphas"] == [0.1, 1.0]
+    scores = cross_val_score(probe, X, y[:, 0], cv=3)
+    assert scores.shape == (3,) and (scores > 0.5).all()
+    fitted = probe.fit(X, y[:, 0])
+    assert fitted.score(X, y[:, 0]) == pytest.approx(1 - np.var(y[:, 0] - fitted.predict(X)) / np.var(y[:, 0]))
+
+
+def test_rejects_bad_input():
+    X, y = _data(50, 5)
+    with pytest.raises(ValueError, match="NaN"):
+        RidgeProbe().fit(X, np.where(np.arange(50)[:, None] == 3, np.nan, y))
+    with pytest.raises(ValueError, match="rows"):
+        RidgeProbe().fit(X, y[:10])
+    with pytest.raises(ValueError, match="positive"):
+        RidgeProbe(alphas=[0.0, 1.0]).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        RidgeProbe().fit(X, y).predict(X[:, :3])
+
+
+def test_deterministic():
+    X, y = _data(300, 40)
+    a, b = RidgeProbe().fit(X, y), RidgeProbe().fit(X, y)
+    assert np.array_equal(a.coef_, b.coef_) and a.alpha_ == b.alpha_
