@@ -1,0 +1,327 @@
+"""The `paper` source: release CSVs (fixtures for all six formats, the real world/us files) to entity tables."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import FIXTURES, paper_csv
+
+from worldprobe.datasets import get_spec, load, load_report
+from worldprobe.datasets.schema import validate
+from worldprobe.datasets.sources import BuildOptions, available, build
+from worldprobe.datasets.sources import paper as paper_source
+from worldprobe.errors import WorldprobeError
+
+PAPER_FIXTURES = FIXTURES / "paper"
+DATASETS = ("world_place", "us_place", "nyc_place", "historical_figure", "art", "headline")
+
+
+def build_fixture(name: str, workspace, path=None, **options) -> tuple[pd.DataFrame, dict]:
+    source = path or PAPER_FIXTURES / f"{name}.csv"
+    build(name, "paper", BuildOptions(from_path=str(source), **options), workspace)
+    return load(name, workspace), load_report(name, workspace)
+
+
+def texts(table: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(table["entity_id"], table["text"], strict=True))
+
+
+def test_paper_builders_are_registered_for_all_six():
+    assert all("paper" in available()[name] for name in DATASETS)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_fixture_builds_with_release_split_order_and_report(name, workspace):
+    path = PAPER_FIXTURES / f"{name}.csv"
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table, report = build_fixture(name, workspace)
+    validate(table, get_spec(name))
+    kept = table["entity_id"].str.split(":").str[1].astype(int).to_numpy()
+    assert (np.diff(kept) > 0).all()  # release row order kept, ids are release rows
+    assert table["is_test"].tolist() == (raw["is_test"].iloc[kept] == "True").tolist()
+    assert (table["source"] == "paper").all()
+    assert list(raw.columns) == list(paper_source.FORMATS[name].columns)  # fixture has the exact release columns
+    item = report["inputs"][0]
+    assert item["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert item["licence"] and item["attribution"]
+    assert report["rows_in"] == len(raw) and report["rows_out"] == len(table)
+    assert report["rows_in"] - report["rows_out"] == sum(report["dropped"].values())
+
+
+def test_world_names_countries_and_leaks(workspace):
+    table, report = build_fixture("world_place", workspace)
+    text = texts(table)
+    assert text["world_place:1"] == "Syracuse, New York's Landmark Theatre"
+    assert text["world_place:2"] == "Dublin's St Mary's Church, Mary Street"
+    assert text["world_place:3"] == "Olympia's Kensington station"
+    assert text["world_place:9"] == "Afsluitdijk"
+    assert table.loc[table["entity_id"] == "world_place:9", "name"].item() == "Afsluitdijk "  # name as in the source
+    country = dict(zip(table["entity_id"], table["country"], strict=True))
+    assert country["world_place:6"] == country["world_place:7"] == "China"
+    assert country["world_place:3"] == country["world_place:8"] == "United Kingdom"
+    assert country["world_place:4"] == country["world_place:5"] == country["world_place:1"] == "United States"
+    assert table.loc[table["entity_id"] == "world_place:8", "country_label"].item() == "Scotland"
+    assert report["details"]["split_leaks"] == [
+        {"text": "California's Canyon Lake", "train": ["world_place:4"], "test": ["world_place:5"]}
+    ]
+    assert report["split_rule"].startswith("the release's is_test")
+
+
+def test_drop_split_leaks_removes_only_the_test_side(workspace):
+    table, report = build_fixture("us_place", workspace, drop_split_leaks=True)
+    assert "us_place:7" not in set(table["entity_id"]) and "us_place:6" in set(table["entity_id"])
+    assert report["dropped"] == {"split_leak_test_side": 1}
+    assert len(table) == 9
+
+
+def test_us_zips_padded_and_names_not_reordered(workspace):
+    table, _ = build_fixture("us_place", workspace)
+    text = texts(table)
+    assert text["us_place:2"] == "01001" and text["us_place:3"] == "01002"
+    assert text["us_place:5"] == "California State University, Bakersfield"
+    assert text["us_place:8"] == "Hoover Dam"
+    assert set(table["state_id"]) >= {"NY", "MA", "DC"}
+
+
+def test_nyc_title_case_groups_and_missing_borough(workspace):
+    table, report = build_fixture("nyc_place", workspace)
+    text = texts(table)
+    assert text["nyc_place:2"] == "The Museum of the City of New York"
+    assert text["nyc_place:4"] == "FDNY Engine 10 and Ladder 10"
+    assert table["name"].iloc[2] == "THE MUSEUM OF THE CITY OF NEW YORK"
+    row = table.set_index("entity_id").loc["nyc_place:8"]
+    assert row["borough"] == "unknown" and row["facility_type"] == "unknown"
+    assert table.set_index("entity_id").loc["nyc_place:7", "borough"] == "New Jersey"
+    assert "poi_source" in table and "complexid" in table  # the release's own `source` column does not clash
+    assert [leak["text"] for leak in report["details"]["split_leaks"]] == ["Whitestone"]
+
+
+def test_figures_years_centuries_and_occupations(workspace):
+    table, _ = build_fixture("historical_figure", workspace)
+    raw = pd.read_csv(PAPER_FIXTURES / "historical_figure.csv")
+    assert table["year"].tolist() == raw["death_year"].astype(float).tolist()
+    assert table["century"].tolist() == raw["death_century"].tolist()  # floor(year / 100), -347 -> -4
+    assert table.set_index("entity_id").loc["historical_figure:4", "occupation"] == "unknown"
+    assert table.set_index("entity_id").loc["historical_figure:0", "occupation"] == "philosopher"
+
+
+def test_art_text_dates_groups_and_dropped_rows(workspace):
+    table, report = build_fixture("art", workspace)
+    text = texts(table)
+    assert text["art:0"] == "Stephen King's It"
+    assert text["art:2"] == "Pablo Fenjves' If I Did It"
+    assert text["art:4"] == "Isaac Asimov's I, Robot"
+    year = dict(zip(table["entity_id"], table["year"], strict=True))
+    assert year["art:5"] == pytest.approx(2000 + 365 / 366)  # 2000-12-31, a leap year
+    assert year["art:0"] == pytest.approx(1986 + 257 / 365)
+    assert report["dropped"] == {"empty_text": 1}  # the row without a creator
+    assert set(table["decade"]) == {1950, 1960, 1980, 2000}
+    assert table.set_index("entity_id").loc["art:3", "creator"] == "Dominick Dunne"
+
+
+def test_headlines_keep_period_and_fractional_dates(workspace):
+    table, _ = build_fixture("headline", workspace)
+    assert table["text"].str.endswith(".").all()
+    assert table["text"].iloc[3] == 'Trump Says "Very Good" Talks With Iran.'
+    assert table["pub_year"].tolist() == [2010, 2020, 2020, 2019, 2016]
+    assert table["year"].iloc[2] == 2020.0 and table["year"].iloc[3] == pytest.approx(2019 + 364 / 365)
+    assert table["year"].iloc[4] == pytest.approx(2016 + 59 / 366)  # 29 February
+    assert table["is_china"].tolist() == [False, False, True, False, False]
+
+
+def test_limit_keeps_the_first_rows_and_counts_the_rest(workspace):
+    table, report = build_fixture("world_place", workspace, limit=4)
+    assert table["entity_id"].tolist() == [f"world_place:{i}" for i in range(4)]
+    assert report["dropped"] == {"beyond_limit": 8}
+
+
+# --- bad input: every error names the file, and the row and field where there is one ----------------------------
+
+
+def edited_fixture(tmp_path, name: str, edit) -> str:
+    frame = pd.read_csv(PAPER_FIXTURES / f"{name}.csv", dtype=str, keep_default_na=False)
+    edit(frame)
+    path = tmp_path / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def build_error(name: str, source: str, workspace) -> WorldprobeError:
+    with pytest.raises(WorldprobeError) as info:
+        build(name, "paper", BuildOptions(from_path=source), workspace)
+    assert source in str(info.value) or str(info.value.file).endswith(source.split("/")[-1])
+    return info.value
+
+
+def test_missing_column(tmp_path, workspace):
+    path = edited_fixture(tmp_path, "world_place", lambda f: f.drop(columns="country", inplace=True))
+    error = build_error("world_place", path, workspace)
+    assert error.field == "country" and "missing column" in error.message
+
+
+def test_latitude_out_of_range(tmp_path, workspace):
+    path = edited_fixture(tmp_path, "world_place", lambda f: f.__setitem__("latitude", f["latitude"].where(
+        f.index != 5, "123")))  # fmt: skip
+    error = build_error("world_place", path, workspace)
+    assert (error.row, error.field) == (5, "latitude") and "123" in error.message and "line 7" in error.message
+
+
+def test_latitude_not_a_number(tmp_path, workspace):
+    path = edited_fixture(tmp_path, "us_place", lambda f: f.__setitem__("longitude", f["longitude"].where(
+        f.index != 2, "east")))  # fmt: skip
+    error = build_error("us_place", path, workspace)
+    assert (error.row, error.field) == (2, "longitude") and "not a number" in error.message
+
+
+def test_unparsable_date(tmp_path, workspace):
+    path = edited_fixture(tmp_path, "art", lambda f: f.__setitem__("release_date", f["release_date"].where(
+        f.index != 3, "2007-13-45")))  # fmt: skip
+    error = build_error("art", path, workspace)
+    assert (error.row, error.field) == (3, "release_date") and "2007-13-45" in error.message
+
+
+def test_unparsable_headline_date(tmp_path, workspace):
+    path = edited_fixture(tmp_path, "headline", lambda f: f.__setitem__("pub_date", f["pub_date"].where(
+        f.index != 1, "yesterday")))  # fmt: skip
+    error = build_error("headline", path, workspace)
+    assert (error.row, error.field) == (1, "pub_date")
+
+
+def test_missing_death_year_and_bad_flag(tmp_path, workspace):
+    path = edited_fixture(tmp_path, "historical_figure", lambda f: f.__setitem__("death_year", f["death_year"].where(
+        f.index != 6, "")))  # fmt: skip
+    error = build_error("historical_figure", path, workspace)
+    assert (error.row, error.field) == (6, "death_year") and "missing" in error.message
+    path = edited_fixture(tmp_path, "nyc_place", lambda f: f.__setitem__("is_test", f["is_test"].where(
+        f.index != 0, "maybe")))  # fmt: skip
+    error = build_error("nyc_place", path, workspace)
+    assert (error.row, error.field) == (0, "is_test")
+
+
+def test_empty_file_and_header_only(tmp_path, workspace):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert "empty" in build_error("world_place", str(empty), workspace).message
+    header = tmp_path / "header.csv"
+    header.write_text(",".join(paper_source.FORMATS["world_place"].columns) + "\n")
+    assert "no data rows" in build_error("world_place", str(header), workspace).message
+
+
+@pytest.mark.parametrize(
+    "content,kind",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "PNG"),
+        (gzip.compress((PAPER_FIXTURES / "art.csv").read_bytes()), "gzip"),
+        (b"PK\x03\x04\x14\x00\x00\x00", "zip"),
+        (b"\x00\x01\x02binary", "binary"),
+    ],
+)
+def test_not_a_csv(tmp_path, workspace, content, kind):
+    path = tmp_path / "art.csv"
+    path.write_bytes(content)
+    error = build_error("art", str(path), workspace)
+    assert "not a CSV" in error.message and kind in error.message
+
+
+def test_not_utf8_and_ragged_rows(tmp_path, workspace):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes((PAPER_FIXTURES / "world_place.csv").read_text().encode("latin-1"))
+    assert "UTF-8" in build_error("world_place", str(latin), workspace).message
+    ragged = tmp_path / "ragged.csv"
+    lines = (PAPER_FIXTURES / "us_place.csv").read_text().splitlines()
+    lines[4] += ",extra,cells"
+    ragged.write_text("\n".join(lines) + "\n")
+    error = build_error("us_place", str(ragged), workspace)
+    assert error.row == 3 and "not a valid CSV" in error.message
+
+
+def test_wrong_format_and_missing_file(tmp_path, workspace):
+    error = build_error("headline", str(PAPER_FIXTURES / "art.csv"), workspace)
+    assert error.field == "headline"
+    with pytest.raises(WorldprobeError, match="no such file"):
+        build("art", "paper", BuildOptions(from_path=str(tmp_path / "nope.csv")), workspace)
+
+
+# --- download path, served from a local HTTP server (no network) -------------------------------------------------
+
+
+@pytest.fixture
+def fixture_server():
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(PAPER_FIXTURES))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("WORLDPROBE_CACHE", str(root))
+    return root
+
+
+def test_build_from_url(fixture_server, cache, workspace):
+    url = f"{fixture_server}/nyc_place.csv"
+    table, report = build_fixture("nyc_place", workspace, path=url)
+    assert len(table) == 9 and report["inputs"][0]["what"] == url
+    assert len(list((cache / "paper").glob("*nyc_place.csv"))) == 1
+
+
+def test_default_download_checks_the_known_hash(fixture_server, cache, workspace, monkeypatch):
+    fixture = PAPER_FIXTURES / "us_place.csv"
+    monkeypatch.setattr(paper_source, "RELEASE_URL", fixture_server + "/{name}.csv")
+    good = "md5:" + hashlib.md5(fixture.read_bytes()).hexdigest()
+    monkeypatch.setitem(paper_source.RELEASE_HASHES, "us_place", good)
+    _, report = build("us_place", "paper", BuildOptions(), workspace)
+    assert report.inputs[0]["what"] == f"{fixture_server}/us_place.csv" and report.inputs[0]["known_hash"] == good
+    assert (cache / "paper" / "us_place.csv").read_bytes() == fixture.read_bytes()
+    (cache / "paper" / "us_place.csv").unlink()
+    monkeypatch.setitem(paper_source.RELEASE_HASHES, "us_place", "md5:" + "0" * 32)
+    with pytest.raises(WorldprobeError, match="checksum mismatch") as info:
+        build("us_place", "paper", BuildOptions(), workspace)
+    assert info.value.file == f"{fixture_server}/us_place.csv"
+
+
+def test_download_failure_is_a_clear_error(fixture_server, cache, workspace):
+    with pytest.raises(WorldprobeError, match="download failed") as info:
+        build("art", "paper", BuildOptions(from_path=f"{fixture_server}/missing.csv"), workspace)
+    assert "--from" in str(info.value)
+
+
+# --- the real release files --------------------------------------------------------------------------------------
+
+
+def test_real_world_place(workspace):
+    started = time.perf_counter()
+    table, report = build_fixture("world_place", workspace, path=paper_csv("world_place"))
+    assert time.perf_counter() - started < 30
+    assert len(table) == 39_585 and int(table["is_test"].sum()) == 7_917
+    assert report["inputs"][0]["md5"] == paper_source.RELEASE_HASHES["world_place"].removeprefix("md5:")
+    assert not table["text"].str.endswith(" ").any()
+    assert table["country"].nunique() == 225 and (table["country"] == "United Kingdom").sum() == 5_667
+    assert [leak["text"] for leak in report["details"]["split_leaks"]] == ["California's Canyon Lake"]
+
+
+def test_real_us_place(workspace):
+    table, report = build_fixture("us_place", workspace, path=paper_csv("us_place"))
+    assert len(table) == 29_997 and int(table["is_test"].sum()) == 5_999
+    leaks = report["details"]["split_leaks"]
+    assert len(leaks) == 15 and {"Soap Lake", "Lincoln University"} <= {leak["text"] for leak in leaks}
+    table, report = build_fixture("us_place", workspace, path=paper_csv("us_place"), drop_split_leaks=True)
+    assert report["dropped"] == {"split_leak_test_side": sum(len(leak["test"]) for leak in leaks)}
+    assert len(table) == 29_997 - report["dropped"]["split_leak_test_side"]
+    zips = table.loc[table["entity_type"] == "zip", "text"]
+    assert len(zips) == 12_533 and zips.str.fullmatch(r"\d{5}").all()
+    assert table["state_id"].nunique() == 49
