@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from worldprobe import cli
 from worldprobe.datasets import load, load_report
 from worldprobe.datasets.sources import BuildOptions, build
 from worldprobe.datasets.sources.http import HttpClient, HttpSettings, paginate, retry_after
@@ -55,7 +57,7 @@ class Stub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -438,3 +440,30 @@ def test_headline_bad_key_and_malformed_month(stub, workspace, monkeypatch):
     server.script = [ok({"copyright": "x", "response": {"meta": {"hits": 0}}})]
     with pytest.raises(WorldprobeError, match="no 'response.docs'"):
         build("headline", "live", opts, workspace)
+
+
+# ------------------------------------------------------------------ through the command line
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["worldprobe", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as done:
+        code = done.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_live_build_with_limit_and_one_line_errors(stub, workspace, monkeypatch, capsys):
+    server = stub(socrata_route)
+    monkeypatch.setenv("WORLDPROBE_NYC_OPENDATA_URL", server.url)
+    ws = str(workspace.root)
+    code, out, _ = run(monkeypatch, capsys, "-w", ws, "datasets", "build", "nyc_place", "--source", "live",
+                       "--limit", "5")  # fmt: skip
+    assert code == 0 and "nyc_place: 4 rows" in out and "dropped 1 row(s): buoy" in out
+    assert len(server.requests) == 1  # one page of at most 5 records
+    monkeypatch.delenv("NYT_API_KEY", raising=False)
+    code, _, err = run(monkeypatch, capsys, "-w", ws, "datasets", "build", "headline", "--source", "live")
+    assert code == 2 and err.count("\n") == 1 and "NYT_API_KEY is not set" in err

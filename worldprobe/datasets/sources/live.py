@@ -98,17 +98,22 @@ class Drops(Counter):
 
 def _finish(
     dataset: str, table: pd.DataFrame, *, rows_in: int, drops: Drops, inputs: list[dict[str, Any]],
-    split_keys: pd.Series, split_rule: str, seed: int, notes: Iterable[str] = (), details: Mapping[str, Any] = (),
+    split_keys: pd.Series, split_rule: str, options: BuildOptions, notes: Iterable[str] = (),
+    details: Mapping[str, Any] = (),
 ) -> tuple[pd.DataFrame, BuildReport]:  # fmt: skip
-    """Add the seeded grouped split and the source column, and write the build report."""
+    """Keep the first ``options.limit`` rows, add the seeded grouped split and the source column; make the report."""
+    if options.limit is not None:
+        keep = np.arange(len(table)) < options.limit
+        split_keys = split_keys[keep]
+        table = drops.keep(table, keep, "beyond_limit")
     if table.empty:
         raise WorldprobeError("no rows left after filtering", file=dataset, hint=f"drops by reason: {dict(drops)}")
     table = table.reset_index(drop=True)
-    table["is_test"] = grouped_split(split_keys.reset_index(drop=True), seed=seed)
+    table["is_test"] = grouped_split(split_keys.reset_index(drop=True), seed=options.seed)
     table["source"] = SOURCE
     report = BuildReport(
         dataset=dataset, source=SOURCE, inputs=inputs, rows_in=rows_in, rows_out=len(table), dropped=dict(drops),
-        split_rule=split_rule, seed=seed, notes=list(notes), details=dict(details),
+        split_rule=split_rule, seed=options.seed, notes=list(notes), details=dict(details),
     )  # fmt: skip
     return table, report
 
@@ -216,7 +221,7 @@ def sparql_rows(client: HttpClient, endpoint: str, query: str, *, page_size: int
     return list(tqdm(rows, desc=f"wikidata {label}", unit=" rows", leave=False))
 
 
-def _wikidata_frame(options: BuildOptions, dataset: str, kinds: Iterable[WikidataKind], query_of: Callable):
+def _wikidata_frame(options: BuildOptions, kinds: Iterable[WikidataKind], query_of: Callable):
     client, endpoint = _client("wikidata", options, headers={"Accept": "application/sparql-results+json"})
     page_size = int(options.extra.get("page_size", DEFAULT_PAGE_SIZE))
     frames = []
@@ -271,7 +276,7 @@ def _min_sitelinks(options: BuildOptions, dataset: str) -> int:
 def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     """World places from Wikidata: settlements, structures and natural places with coordinates and a country."""
     minimum = _min_sitelinks(options, "world_place")
-    raw, inputs = _wikidata_frame(options, "world_place", WORLD_KINDS, lambda k: place_query(k, min_sitelinks=minimum))
+    raw, inputs = _wikidata_frame(options, WORLD_KINDS, lambda k: place_query(k, min_sitelinks=minimum))
     drops = Drops()
     table = _coordinates(_drop_unlabelled_and_repeats(raw, drops), drops)
     table = table.assign(
@@ -282,7 +287,7 @@ def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]
     columns = ["entity_id", "name", "text", "latitude", "longitude", "entity_type", "country", "sitelinks"]
     return _finish(
         "world_place", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=table["text"],
-        split_rule="grouped by text (identical names on one side), 20% test", seed=options.seed,
+        split_rule="grouped by text (identical names on one side), 20% test", options=options,
         notes=[f"popularity: at least {minimum} Wikipedia sitelinks", "one row per Wikidata item (first binding)"],
     )  # fmt: skip
 
@@ -291,9 +296,7 @@ def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]
 def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     """US places from Wikidata (cities, counties, colleges, structures, natural places), state via the P131 chain."""
     minimum = _min_sitelinks(options, "us_place")
-    raw, inputs = _wikidata_frame(
-        options, "us_place", US_KINDS, lambda k: place_query(k, min_sitelinks=minimum, us=True)
-    )
+    raw, inputs = _wikidata_frame(options, US_KINDS, lambda k: place_query(k, min_sitelinks=minimum, us=True))
     drops = Drops()
     table = _coordinates(_drop_unlabelled_and_repeats(raw, drops), drops)
     table = table.assign(name=table["itemLabel"], text=table["itemLabel"].str.strip(), state_id=table["iso"].str[3:])
@@ -301,7 +304,7 @@ def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     columns = ["entity_id", "name", "text", "latitude", "longitude", "entity_type", "state_id", "sitelinks"]
     return _finish(
         "us_place", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=table["text"],
-        split_rule="grouped by text (identical names on one side), 20% test", seed=options.seed,
+        split_rule="grouped by text (identical names on one side), 20% test", options=options,
         notes=[f"popularity: at least {minimum} sitelinks", "state: ISO 3166-2 code (P300) of a P131 ancestor",
                "contiguous 48 states + DC"],
     )  # fmt: skip
@@ -330,7 +333,7 @@ def wikidata_years(values: pd.Series, precisions: pd.Series) -> pd.Series:
 def build_art(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     """Films, books and songs from Wikidata with creator (P57/P50/P175) and publication date (P577), 1950-2022."""
     minimum = _min_sitelinks(options, "art")
-    raw, inputs = _wikidata_frame(options, "art", ART_KINDS, lambda k: art_query(k, min_sitelinks=minimum))
+    raw, inputs = _wikidata_frame(options, ART_KINDS, lambda k: art_query(k, min_sitelinks=minimum))
     drops = Drops()
     table = drops.keep(raw, ~raw["itemLabel"].str.fullmatch(r"Q\d+"), "no_english_label")
     table = drops.keep(table, ~table["creatorLabel"].str.fullmatch(r"Q\d+"), "creator_without_english_label")
@@ -347,7 +350,7 @@ def build_art(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     columns = ["entity_id", "name", "text", "year", "entity_type", "creator", "decade", "sitelinks"]
     return _finish(
         "art", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=table["creator"],
-        split_rule="grouped by creator (the paper's rule), 20% test", seed=options.seed,
+        split_rule="grouped by creator (the paper's rule), 20% test", options=options,
         notes=[f"popularity: at least {minimum} sitelinks", f"released {ART_YEARS[0]}-{ART_YEARS[1]}",
                f"{year_only} works dated to the year only are kept at mid-year (year + 0.5)"],
         details={"year_only_dates": year_only},
@@ -441,7 +444,7 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
                             attribution=ENDPOINTS["nyc_opendata"].attribution)]  # fmt: skip
     return _finish(
         "nyc_place", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=groups,
-        split_rule="grouped by complexid (the paper's rule) joined with identical text, 20% test", seed=options.seed,
+        split_rule="grouped by complexid (the paper's rule) joined with identical text, 20% test", options=options,
         notes=["filters: no BUOY/BOUY, names longer than 7 characters (the paper's)", "names ALL CAPS -> Title Case"],
     )  # fmt: skip
 
@@ -524,7 +527,7 @@ def build_historical_figure(options: BuildOptions) -> tuple[pd.DataFrame, BuildR
     table[columns[-3:]] = table[columns[-3:]].astype("string")
     return _finish(
         "historical_figure", table[columns], rows_in=len(raw), drops=drops, inputs=[entry], split_keys=table["text"],
-        split_rule="grouped by text (identical names on one side), 20% test", seed=options.seed,
+        split_rule="grouped by text (identical names on one side), 20% test", options=options,
         notes=[f"the paper's selection: first {per_decade} per death decade by Wikidata id, death year > -1000",
                "occupation lower-cased, 'unknown' when missing"],
     )  # fmt: skip
@@ -619,7 +622,7 @@ def build_headline(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
                "print_page", "print_section", "word_count"]  # fmt: skip
     return _finish(
         "headline", table[columns], rows_in=len(raw), drops=drops, inputs=[entry], split_keys=table["text"],
-        split_rule="grouped by text (identical headlines on one side), 20% test", seed=options.seed,
+        split_rule="grouped by text (identical headlines on one side), 20% test", options=options,
         notes=["the paper's filters: articles only; desks Foreign(World)/National,Politics,Washington(U.S.)/Obits; "
                "print page <= 10 (Foreign <= 5); no '?'; headline + '.'"],
     )  # fmt: skip
