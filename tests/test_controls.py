@@ -79,7 +79,7 @@ def world(n_groups: int = 12, per_group: int = 40, seed: int = 0):
         }
     )
     targets = pd.DataFrame({"latitude": y[:, 0], "longitude": y[:, 1]})
-    cache = FakeCache(entities, {k: v.astype(np.float32) for k, v in arrays.items()}, {"n_layers": 2})
+    cache = FakeCache(entities, {k: v.astype(np.float32) for k, v in arrays.items()}, {"n_layers": 2, "n_entities": n})
     return cache, targets
 
 
@@ -208,8 +208,8 @@ def test_lexical_control_reads_spelling_only():
 @pytest.mark.slow
 def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch):
     cache, targets = world()
-    rng = np.random.default_rng(5)
-    twin = FakeCache(cache.entities, {k: rng.normal(size=v.shape).astype(np.float32) for k, v in cache.arrays.items()})
+    # the twin holds the same entities in another order: rows must be matched by entity_id
+    twin = FakeCache(cache.entities[::-1].reset_index(drop=True), {k: v[::-1] for k, v in cache.arrays.items()})
     calls = []
 
     def fake_run_extraction(dataset, model, prompt, **kw):
@@ -227,8 +227,9 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
     assert "none" not in set(frame["control"])
     assert set(frame["target"]) == {"latitude", "longitude", "mean"}
     assert frame["value"].notna().all()
-    assert calls[0][1] == "random:tiny" and calls[0][3]["limit"] == len(cache.entities)
-    assert value(frame, "random_init", 2, "r2") < 0.1  # random weights: noise activations
+    assert calls[0][1] == "random:tiny" and calls[0][3]["limit"] == cache.manifest["n_entities"]
+    assert value(frame, "random_init", 0, "r2") < 0.1  # layer 0 is noise
+    assert value(frame, "random_init", 2, "r2") > 0.9  # the same activations, matched row by row
     assert value(frame, "shuffled", 2, "r2") < 0.1  # the floor
     assert value(frame, "group_oracle", 2, "r2") > 0.9  # countries explain most of a map
     for layer in cache.layers:  # layer-free controls draw as flat lines

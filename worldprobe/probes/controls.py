@@ -184,20 +184,24 @@ def _random_init(job: _Job) -> pd.DataFrame:
     """The same architecture and tokenizer with seeded random weights, through the same extraction and probe."""
     from worldprobe.extract import open_cache, run_extraction
 
+    limit = int(job.cache.manifest.get("n_entities", len(job.entities)))
     path = run_extraction(
-        job.dataset, f"random:{job.model}", job.prompt, workspace=job.workspace, layers=job.layers,
-        limit=len(job.entities), seed=job.seed,
+        job.dataset, f"random:{job.model}", job.prompt, workspace=job.workspace, layers=job.layers, limit=limit,
+        seed=job.seed,
     )  # fmt: skip
     twin = open_cache(path)
-    ids = twin.entities["entity_id"].astype(str).to_numpy()
-    if not np.array_equal(ids, job.entities["entity_id"].astype(str).to_numpy()):
+    position = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))
+    wanted = job.entities["entity_id"].astype(str)
+    if not wanted.isin(position.index).all():
         raise WorldprobeError(
-            "the random-init cache holds other entities than the model's cache", file=path,
+            "the random-init cache lacks entities of the model's cache", file=path,
             hint="rebuild both caches from the same dataset table and --limit",
         )  # fmt: skip
+    rows_of_twin = position[wanted].to_numpy()
     rows = []
     for layer in tqdm(job.layers, desc="random_init", unit="layer", leave=False):
-        rows += job.regression_rows("random_init", [layer], job.y, job.fit_predict(job.layer(layer, twin), job.y))
+        x = np.asarray(twin.layer(layer), dtype=np.float32)[rows_of_twin]
+        rows += job.regression_rows("random_init", [layer], job.y, job.fit_predict(x, job.y))
     return pd.DataFrame(rows)
 
 
