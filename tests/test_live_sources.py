@@ -324,6 +324,13 @@ def test_malformed_sparql_response_names_url_and_field(stub, workspace):
     assert info.value.field == "results.bindings"
 
 
+def test_empty_results_are_a_clear_error(stub, workspace):
+    server = stub(lambda path, query: ok({"head": {"vars": []}, "results": {"bindings": []}}))
+    with pytest.raises(WorldprobeError, match="returned no rows") as info:
+        build("art", "live", options("wikidata", server.url), workspace)
+    assert info.value.file == server.url
+
+
 def test_wikidata_retries_inside_a_build(stub, workspace):
     server = stub(sparql_route)
     server.script = [(429, {"Retry-After": "0"}, b""), (504, {}, b"gateway timeout")]

@@ -232,6 +232,10 @@ def _wikidata_frame(options: BuildOptions, kinds: Iterable[WikidataKind], query_
         frame = pd.DataFrame(rows, columns=None if rows else ["item", "itemLabel"])
         frames.append(frame.assign(entity_type=kind.entity_type))
     table = pd.concat(frames, ignore_index=True)
+    if table.empty:
+        raise WorldprobeError(
+            "the SPARQL queries returned no rows", file=endpoint, hint="lower extra['min_sitelinks']?"
+        )
     table["entity_id"] = table["item"].str.rsplit("/", n=1).str[-1]
     table["sitelinks"] = pd.to_numeric(table.get("sitelinks"), errors="coerce")
     inputs = [client.record(what=f"{endpoint} (SPARQL)", licence=ENDPOINTS["wikidata"].licence,
@@ -415,6 +419,10 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
 
     records = list(tqdm(paginate(page, page_size=page_size, limit=options.limit), desc="nyc poi", unit=" rows"))
     raw = pd.DataFrame.from_records(records)
+    if raw.empty:
+        raise WorldprobeError(
+            "the API returned no records", file=url, hint="check the resource id (extra['resource_id'])"
+        )
     drops = Drops()
     for column in ("name", "the_geom", "borough", "facility_t", "complexid"):
         if column not in raw.columns:
