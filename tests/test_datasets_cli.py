@@ -38,7 +38,7 @@ def test_build_show_and_list(monkeypatch, capsys, workspace):
     assert code == 0
     assert "rows: 9 (train 6, test 3)" in out
     assert "by borough (6 groups): Manhattan 3" in out and "unknown 1" in out
-    assert "latitude (train): 40.57 .. 40.81" in out
+    assert "latitude (train): 40.5712 .. 40.8077" in out
     assert "texts on both sides of the split: 1" in out
 
     code, out, _ = run(monkeypatch, capsys, "datasets", "list")

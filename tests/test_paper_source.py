@@ -243,6 +243,13 @@ def test_not_utf8_and_ragged_rows(tmp_path, workspace):
     assert error.row == 3 and "not a valid CSV" in error.message
 
 
+def test_byte_order_mark_is_accepted(tmp_path, workspace):
+    path = tmp_path / "art.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (PAPER_FIXTURES / "art.csv").read_bytes())
+    table, _ = build_fixture("art", workspace, path=path)
+    assert len(table) == 7
+
+
 def test_wrong_format_and_missing_file(tmp_path, workspace):
     error = build_error("headline", str(PAPER_FIXTURES / "art.csv"), workspace)
     assert error.field == "headline"

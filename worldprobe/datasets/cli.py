@@ -86,7 +86,7 @@ def show_command(ctx: typer.Context, name: str = typer.Argument(..., help="A bui
         for side, rows in (("train", table[~table["is_test"]]), ("test", table[table["is_test"]])):
             if len(rows):
                 values = rows[target]
-                typer.echo(f"  {target} ({side}): {values.min():.4g} .. {values.max():.4g}, mean {values.mean():.4g}")
+                typer.echo(f"  {target} ({side}): {values.min():.6g} .. {values.max():.6g}, mean {values.mean():.6g}")
     for column in dict.fromkeys(("entity_type", *spec.group_columns)):
         counts = table[column].value_counts()
         shown = _counts(counts.head(TOP_GROUPS).to_dict())

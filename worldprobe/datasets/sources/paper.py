@@ -305,7 +305,7 @@ def read_release(path: Path, columns: tuple[str, ...], *, origin: str | None = N
         raise WorldprobeError(f"not a CSV text file (it looks like {kind or 'binary data'})", file=origin,
                               hint="give the release CSV itself (uncompressed)")  # fmt: skip
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise WorldprobeError(f"not UTF-8 text ({error.reason} at byte {error.start})", file=origin) from None
     except pd.errors.ParserError as error:
