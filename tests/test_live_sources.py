@@ -179,6 +179,13 @@ def test_connection_refused_is_a_clear_error(stub):
     assert info.value.file == f"{dead}/x"
 
 
+def test_bad_url_fails_at_once():
+    client = HttpClient("t", settings=HttpSettings(**FAST))
+    with pytest.raises(WorldprobeError, match="request not possible"):
+        client.get("notaurl/sparql")
+    assert client.waits == []
+
+
 def test_rate_limit_spaces_network_requests(stub):
     server = stub(lambda path, query: ok({}))
     pauses: list[float] = []

@@ -133,7 +133,7 @@ class HttpClient:
             self._respect_rate_limit()
             try:
                 response = self.session.get(url, params=params, headers=headers, timeout=self.settings.timeout)
-            except requests.RequestException as error:
+            except (requests.ConnectionError, requests.Timeout) as error:
                 if attempt == self.settings.max_retries:
                     raise WorldprobeError(
                         f"request failed after {attempt + 1} attempts: {type(error).__name__}",
@@ -142,6 +142,8 @@ class HttpClient:
                     ) from None
                 self._wait(self._backoff(attempt))
                 continue
+            except requests.RequestException as error:  # a bad URL or similar: retrying cannot help
+                raise WorldprobeError(f"request not possible: {error}", file=shown) from None
             if response.status_code == 200:
                 return response.content
             if response.status_code not in RETRY_STATUSES:
