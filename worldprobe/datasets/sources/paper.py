@@ -341,7 +341,11 @@ def _download(url: str, known_hash: str | None, fname: str) -> Path:
 
 
 def locate(dataset: str, from_path: str | None) -> tuple[Path, str]:
-    """The local file to read and what to record as its origin: the release URL, a ``--from`` URL, or a path."""
+    """The local file to read and what to record as its origin: the release URL, a ``--from`` URL, or a path.
+
+    Downloads are cached in ``cache_dir("paper")``: the release files by name (re-fetched when a known checksum
+    does not match), ``--from`` URLs by a hash of the URL.
+    """
     if from_path is None:
         url = RELEASE_URL.format(name=dataset)
         return _download(url, RELEASE_HASHES.get(dataset), f"{dataset}.csv"), url
@@ -376,6 +380,13 @@ def split_leaks(table: pd.DataFrame) -> list[dict[str, object]]:
     ]
 
 
+def _drop(table: pd.DataFrame, mask: pd.Series, reason: str, dropped: dict[str, int]) -> pd.DataFrame:
+    """``table`` without the rows in ``mask``, counting them under ``reason``."""
+    if mask.any():
+        dropped[reason] = dropped.get(reason, 0) + int(mask.sum())
+    return table[~mask]
+
+
 def build_release(dataset: str, options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     """Build ``dataset``'s entity table from its release CSV (the registered ``paper`` builder)."""
     release_format = FORMATS[dataset]
@@ -385,19 +396,15 @@ def build_release(dataset: str, options: BuildOptions) -> tuple[pd.DataFrame, Bu
     table.insert(0, "entity_id", [f"{dataset}:{row}" for row in range(len(table))])
     table["source"] = SOURCE
     dropped: dict[str, int] = {}
-
-    def drop(mask: pd.Series, reason: str) -> pd.DataFrame:
-        if mask.any():
-            dropped[reason] = dropped.get(reason, 0) + int(mask.sum())
-        return table[~mask]
-
-    table = drop(table["text"] == "", "empty_text")
+    table = _drop(table, table["text"] == "", "empty_text", dropped)
     leaks = split_leaks(table)
     if options.drop_split_leaks:
         leak_texts = {leak["text"] for leak in leaks}
-        table = drop(table["is_test"] & table["text"].isin(leak_texts), "split_leak_test_side")
+        table = _drop(table, table["is_test"] & table["text"].isin(leak_texts), "split_leak_test_side", dropped)
     if options.limit is not None:
-        table = drop(pd.Series(np.arange(len(table)) >= options.limit, index=table.index), "beyond_limit")
+        table = _drop(
+            table, pd.Series(np.arange(len(table)) >= options.limit, index=table.index), "beyond_limit", dropped
+        )
     report = BuildReport(
         dataset=dataset,
         source=SOURCE,
