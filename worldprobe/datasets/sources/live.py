@@ -157,7 +157,7 @@ DEFAULT_MIN_SITELINKS = {"world_place": 10, "us_place": 3, "art": 5}
 DEFAULT_PAGE_SIZE = 10_000
 ART_YEARS = (1950, 2022)
 
-_PLACE_QUERY = """SELECT ?item ?itemLabel ?coord ?countryLabel ?sitelinks{state_vars} WHERE {{
+_PLACE_QUERY = """SELECT DISTINCT ?item ?itemLabel ?coord ?countryLabel ?sitelinks{state_vars} WHERE {{
   VALUES ?class {{ {classes} }}
   ?item wdt:P31{path} ?class ;
         wdt:P625 ?coord ;
@@ -166,13 +166,13 @@ _PLACE_QUERY = """SELECT ?item ?itemLabel ?coord ?countryLabel ?sitelinks{state_
   FILTER(?sitelinks >= {min_sitelinks})
   SERVICE wikibase:label {{ bd:serviceParam wikibase:language "en". }}
 }}
-ORDER BY ?item"""
+ORDER BY ?item ?country ?coord{state_vars}"""
 _US_STATE = """
   ?item wdt:P17 wd:Q30 ;
         wdt:P131+ ?state .
   ?state wdt:P300 ?iso .
   FILTER(STRSTARTS(?iso, "US-"))"""
-_ART_QUERY = """SELECT ?item ?itemLabel ?creatorLabel ?date ?precision ?sitelinks WHERE {{
+_ART_QUERY = """SELECT DISTINCT ?item ?itemLabel ?creatorLabel ?date ?precision ?sitelinks WHERE {{
   VALUES ?class {{ {classes} }}
   ?item wdt:P31 ?class ;
         wdt:{creator} ?creator ;
@@ -181,7 +181,9 @@ _ART_QUERY = """SELECT ?item ?itemLabel ?creatorLabel ?date ?precision ?sitelink
   FILTER(?sitelinks >= {min_sitelinks} && YEAR(?date) >= {first_year} && YEAR(?date) <= {last_year})
   SERVICE wikibase:label {{ bd:serviceParam wikibase:language "en". }}
 }}
-ORDER BY ?item"""
+ORDER BY ?item ?creator ?date ?precision"""
+"""Both queries order by every bound variable: a total order, so LIMIT/OFFSET pages neither skip nor repeat rows
+and "the first binding of an item" is the same on every run. DISTINCT folds items reached through several classes."""
 
 
 def place_query(kind: WikidataKind, *, min_sitelinks: int, us: bool = False) -> str:
