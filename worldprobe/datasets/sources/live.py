@@ -46,32 +46,33 @@ class Endpoint:
     name: str
     default: str | None
     env: str
-    settings: HttpSettings
     licence: str
     attribution: str
+    settings: HttpSettings = HttpSettings()  # not used by the Age dataset, which is one file fetched with pooch
 
 
 ENDPOINTS = {
     e.name: e
     for e in (
         Endpoint(
-            "wikidata", "https://query.wikidata.org/sparql", "WORLDPROBE_WIKIDATA_SPARQL_URL",
-            HttpSettings(min_interval=1.0), "CC0 1.0", "Wikidata contributors, Wikidata Query Service",
+            "wikidata", "https://query.wikidata.org/sparql", "WORLDPROBE_WIKIDATA_SPARQL_URL", "CC0 1.0",
+            "Wikidata contributors, Wikidata Query Service", HttpSettings(min_interval=1.0),
         ),
         Endpoint(
             "nyc_opendata", "https://data.cityofnewyork.us", "WORLDPROBE_NYC_OPENDATA_URL",
-            HttpSettings(min_interval=0.2), "NYC Open Data Terms of Use (public data, free to reuse)",
+            "NYC Open Data Terms of Use (public data, free to reuse)",
             "City of New York, Points of Interest (Department of City Planning), NYC Open Data",
+            HttpSettings(min_interval=0.2),
         ),
         Endpoint(
-            "age_dataset", None, "WORLDPROBE_AGE_DATASET_URL", HttpSettings(), "CC BY 4.0",
+            "age_dataset", None, "WORLDPROBE_AGE_DATASET_URL", "CC BY 4.0",
             "Annamoradnejad & Annamoradnejad (2022), Age dataset: a structured general-purpose dataset on life, "
             "work, and death of 1.22 million distinguished people (ICWSM workshop)",
         ),
         Endpoint(
             "nyt_archive", "https://api.nytimes.com/svc/archive/v1", "WORLDPROBE_NYT_ARCHIVE_URL",
-            HttpSettings(min_interval=12.0), "NYT APIs Terms of Use (non-commercial research; headlines (c) NYT)",
-            "The New York Times Archive API",
+            "NYT APIs Terms of Use (non-commercial research; headlines (c) NYT)", "The New York Times Archive API",
+            HttpSettings(min_interval=12.0),  # the Archive API allows 5 requests a minute
         ),
     )
 }  # fmt: skip
