@@ -1,9 +1,61 @@
-"""CLI commands of the extract stage."""
+"""CLI commands of the extract stage: ``worldprobe extract`` and ``worldprobe models``."""
 
 from __future__ import annotations
 
 import typer
 
+from worldprobe.cli_common import workspace_of
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.errors import WorldprobeError
+
+
+def extract(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", "-d", help="A built dataset (worldprobe datasets build ...)."),
+    model: str = typer.Option(
+        "smollm2-135m", "--model", "-m",
+        help="Preset (see `worldprobe models`), random:<preset>, hub id, local folder or .gguf file.",
+    ),
+    prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset (empty, coords, ...)."),
+    layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Entities per forward pass (default by model size)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto|float32|bfloat16|float16 (auto: float32 on CPU)."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (cuda uses device_map=auto)."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights (.[quant] extra)."),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="bitsandbytes 8-bit weights (LLM.int8)."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N entities of the dataset."),
+    mean: bool = typer.Option(False, "--mean", help="Average over the entity's tokens instead of its last token."),
+    gguf_file: str = typer.Option(None, "--gguf-file", help="A GGUF file (inside --model's folder, or a path)."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of random prompts and random:<model> weights."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    flush_every: int = typer.Option(2048, "--flush-every", help="Entities between progress-ledger writes."),
+) -> None:  # fmt: skip
+    """Cache each entity's residual stream (last token, every requested layer) for probes; resumable."""
+    from worldprobe.extract.runner import run_extraction
+
+    if load_in_4bit and load_in_8bit:
+        raise WorldprobeError("choose one of --load-in-4bit and --load-in-8bit")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    path = run_extraction(
+        dataset, model, prompt, workspace=workspace_of(ctx), layers=layers, batch_size=batch_size, dtype=dtype,
+        device=device, quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None, limit=limit,
+        aggregation="mean" if mean else "last", seed=seed, gguf_file=gguf_file, flush_rows=flush_every,
+    )  # fmt: skip
+    typer.echo(str(path))
+
+
+def models() -> None:
+    """List the model presets."""
+    from worldprobe.extract.models import PRESETS
+
+    for preset in PRESETS.values():
+        typer.echo(f"{preset.name:14s} {preset.n_layers:3d} x {preset.d_model:<5d} {preset.description}")
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the main `worldprobe` app."""
+    app.command("extract")(extract)
+    app.command("models")(models)

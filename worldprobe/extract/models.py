@@ -185,10 +185,6 @@ def find_decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(preferred[0][1])
 
 
-def _text_config(model: torch.nn.Module) -> Any:
-    return getattr(model.config, "text_config", None) or model.config
-
-
 def _dequantised_folder(gguf: Path, sha256: str) -> Path:
     """Load ``gguf`` once with transformers' GGUF loader and keep the float32 model as safetensors; reuse it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -222,15 +218,15 @@ def _checksum(path: Path) -> str:
     return sha256_of(path)
 
 
-def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, str | None, dict[str, Any]]:
-    """(folder or hub id to load from, tokenizer-only GGUF note, source record) for a model spec."""
+def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, dict[str, Any]]:
+    """(folder or hub id to load from, source record for the manifest) for a model spec."""
     if model in PRESETS:
         preset = PRESETS[model]
         if not preset.is_gguf:
-            return preset.hub_id, None, {"kind": "hub", "hub_id": preset.hub_id, "preset": model}
+            return preset.hub_id, {"kind": "hub", "hub_id": preset.hub_id, "preset": model}
         gguf = fetch_gguf(preset)
         source = {"kind": "gguf", "preset": model, "file": preset.gguf_filename, "sha256": preset.gguf_sha256}
-        return _dequantised_folder(gguf, preset.gguf_sha256), "gguf", source
+        return _dequantised_folder(gguf, preset.gguf_sha256), source
     path = Path(model).expanduser()
     if gguf_file is not None:
         path = path / gguf_file if path.is_dir() else Path(gguf_file).expanduser()
@@ -239,30 +235,22 @@ def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, str 
             raise WorldprobeError("GGUF file not found", file=path)
         sha = _checksum(path)
         source = {"kind": "gguf", "file": str(path.resolve()), "sha256": sha}
-        return _dequantised_folder(path.resolve(), sha), "gguf", source
+        return _dequantised_folder(path.resolve(), sha), source
     if path.is_dir():
         weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
         digest = hashlib.sha256()
         for file in weights:
             digest.update(file.name.encode() + _checksum(file).encode())
-        return path, None, {"kind": "folder", "path": str(path.resolve()), "sha256": digest.hexdigest()}
+        return path, {"kind": "folder", "path": str(path.resolve()), "sha256": digest.hexdigest()}
     if model.count("/") == 1 and not model.startswith((".", "/")):
-        return model, None, {"kind": "hub", "hub_id": model}
+        return model, {"kind": "hub", "hub_id": model}
     raise WorldprobeError(
         f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id",
         hint=f"presets: {', '.join(PRESETS)}; or random:<preset>",
     )
 
 
-def _hub_revision(model: torch.nn.Module) -> str | None:
-    return getattr(model.config, "_commit_hash", None)
-
-
-def _quantization_config(quantization: str | None) -> Any:
-    if quantization is None:
-        return None
-    if quantization not in QUANTIZATIONS:
-        raise WorldprobeError(f"unknown quantization {quantization!r}", hint="use 4bit or 8bit")
+def _quantization_config(quantization: str) -> Any:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -274,6 +262,54 @@ def _quantization_config(quantization: str | None) -> Any:
     if quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
     return BitsAndBytesConfig(load_in_8bit=True)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model spec resolves to before its weights are loaded (enough to name its activation cache)."""
+
+    folder: str | Path  # local folder or hub id that from_pretrained reads
+    source: dict[str, Any]
+    n_layers: int
+    d_model: int
+    dtype: str
+    device: str
+
+
+def describe_model(
+    model: str = DEFAULT_MODEL,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    quantization: str | None = None,
+    seed: int = DEFAULT_SEED,
+    gguf_file: str | None = None,
+) -> ModelInfo:
+    """Resolve a model spec (fetching/dequantising GGUF presets once) and read its config, without the weights."""
+    from transformers import AutoConfig
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    base = model.removeprefix(RANDOM_PREFIX)
+    is_raw_gguf = base not in PRESETS and (base.endswith(".gguf") or gguf_file is not None)
+    if quantization is not None and is_raw_gguf:
+        raise WorldprobeError(
+            "transformers cannot quantise a GGUF file with bitsandbytes",
+            hint="use a preset (loaded from its dequantised safetensors copy) or a safetensors checkpoint",
+        )
+    if quantization not in QUANTIZATIONS:
+        raise WorldprobeError(f"unknown quantization {quantization!r}", hint="use 4bit or 8bit")
+    folder, source = _resolve_source(base, gguf_file)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except OSError as error:
+        raise WorldprobeError(f"cannot load the config of model {base!r}: {str(error).splitlines()[0]}") from None
+    if source["kind"] == "hub" and getattr(config, "_commit_hash", None):
+        source = {**source, "revision": config._commit_hash}
+    if model.startswith(RANDOM_PREFIX):
+        source = {**source, "random_init": True, "seed": seed}
+    text = getattr(config, "text_config", None) or config
+    return ModelInfo(folder, source, int(text.num_hidden_layers), int(text.hidden_size), dtype, device)
 
 
 def load_model(
@@ -291,51 +327,35 @@ def load_model(
     ``model``: a preset name (see :data:`PRESETS`), ``random:<preset or id>`` (same config and tokenizer,
     weights initialised with ``seed``), a hub id, a local folder or a ``.gguf`` path (``gguf_file`` names a GGUF
     inside a folder). GGUF files are dequantised once and kept as safetensors in the cache.
-    ``quantization``: ``4bit``/``8bit`` through bitsandbytes (not with a raw GGUF file). On cuda the model is
-    placed with ``device_map="auto"`` (optionally bounded by ``max_memory``).
+    ``dtype``: auto (float32 on CPU, bfloat16 on cuda), float32, bfloat16, float16. ``quantization``: ``4bit`` or
+    ``8bit`` through bitsandbytes (not with a raw GGUF file). On cuda the model is placed with
+    ``device_map="auto"`` (optionally bounded by ``max_memory``).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    random_init = model.startswith(RANDOM_PREFIX)
-    base = model.removeprefix(RANDOM_PREFIX)
-    is_raw_gguf = base not in PRESETS and (base.endswith(".gguf") or gguf_file is not None)
-    if quantization is not None and is_raw_gguf:
-        raise WorldprobeError(
-            "transformers cannot quantise a GGUF file with bitsandbytes",
-            hint="use a preset (loaded from its dequantised safetensors copy) or a safetensors checkpoint",
-        )
-    folder, _, source = _resolve_source(base, gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    torch_dtype = DTYPES[dtype]
-    if random_init:
-        config = AutoConfig.from_pretrained(folder)
+    info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(info.folder)
+    torch_dtype = DTYPES[info.dtype]
+    if model.startswith(RANDOM_PREFIX):
         torch.manual_seed(seed)
-        lm = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-        source = {**source, "random_init": True, "seed": seed}
+        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(info.folder), dtype=torch_dtype)
     else:
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        qconfig = _quantization_config(quantization)
-        if qconfig is not None:
-            kwargs["quantization_config"] = qconfig
-        if device.startswith("cuda"):
-            kwargs["device_map"] = "auto" if device == "cuda" else device
+        if quantization is not None:
+            kwargs["quantization_config"] = _quantization_config(quantization)
+        if info.device.startswith("cuda"):
+            kwargs["device_map"] = "auto" if info.device == "cuda" else info.device
             if max_memory:
                 kwargs["max_memory"] = max_memory
         try:
-            lm = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            lm = AutoModelForCausalLM.from_pretrained(info.folder, **kwargs)
         except OSError as error:
-            raise WorldprobeError(f"cannot load model {base!r}: {str(error).splitlines()[0]}") from None
-        revision = _hub_revision(lm)
-        if source["kind"] == "hub" and revision:
-            source = {**source, "revision": revision}
-    if not device.startswith("cuda") and quantization is None:
-        lm = lm.to(device)
+            raise WorldprobeError(f"cannot load model {model!r}: {str(error).splitlines()[0]}") from None
+    if not info.device.startswith("cuda") and quantization is None:
+        lm = lm.to(info.device)
     lm.eval()
-    config = _text_config(lm)
     return LoadedModel(
-        model=lm, tokenizer=tokenizer, name=model, source=source, n_layers=int(config.num_hidden_layers),
-        d_model=int(config.hidden_size), decoder_layers=find_decoder_layers(lm), dtype=dtype, device=device,
-        quantization=quantization, seed=seed if random_init else None,
+        model=lm, tokenizer=tokenizer, name=model, source=info.source, n_layers=info.n_layers, d_model=info.d_model,
+        decoder_layers=find_decoder_layers(lm), dtype=info.dtype, device=info.device, quantization=quantization,
+        seed=seed if model.startswith(RANDOM_PREFIX) else None,
     )  # fmt: skip

@@ -1,0 +1,373 @@
+"""Batched forward passes with hooks on the decoder blocks, and :func:`run_extraction` (dataset -> cache).
+
+Layer l is the output of block l before the final norm (layer 0 = the embedding output, i.e. the input of block 0).
+Entity rows are gathered right after each block, so (batch x tokens x d) is never kept for more than one layer,
+and the forward pass stops after the deepest block needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import worldprobe
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.datasets.prompts import get_prompt
+from worldprobe.datasets.table import fingerprint, load, load_report
+from worldprobe.errors import WorldprobeError
+from worldprobe.extract import cache as cache_mod
+from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, describe_model, load_model
+from worldprobe.extract.tokens import EncodedEntity, encode_entities
+from worldprobe.workspace import Workspace, as_workspace
+
+AGGREGATIONS = ("last", "mean")
+DEFAULT_FLUSH_ROWS = 2048
+
+
+@dataclass
+class Batch:
+    """One padded batch: ``indices`` into the encoded list, tensors, and what to gather per row."""
+
+    indices: np.ndarray
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    last: torch.Tensor  # (B,) position of each entity's last token
+    weights: torch.Tensor | None  # (B, T) mean weights over entity tokens (aggregation "mean")
+
+
+def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
+    """``all`` | ``0,5,10`` | ``12:20`` (inclusive) | a list -> sorted layer ids in 0..n_layers."""
+    if spec is None or spec == "all":
+        return list(range(n_layers + 1))
+    if isinstance(spec, str):
+        chosen: list[int] = []
+        try:
+            for part in spec.split(","):
+                if ":" in part:
+                    lo, hi = (int(x) if x.strip() else d for x, d in zip(part.split(":"), (0, n_layers), strict=True))
+                    chosen.extend(range(lo, hi + 1))
+                else:
+                    chosen.append(int(part))
+        except ValueError:
+            raise WorldprobeError(f"cannot read layers {spec!r}", field="layers", hint="all, 0,5,10 or 12:20") from None
+    else:
+        chosen = [int(x) for x in spec]
+    bad = [x for x in chosen if not 0 <= x <= n_layers]
+    if bad or not chosen:
+        raise WorldprobeError(f"layers {bad or spec} outside 0..{n_layers}", field="layers")
+    return sorted(set(chosen))
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """An existing token to pad with (pad, else eos, else unk, else 0); padded positions are masked out."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def length_order(encoded: Sequence[EncodedEntity]) -> np.ndarray:
+    """Indices sorted by token length, longest first (stable), so batches carry little padding."""
+    return np.argsort(-np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded)), kind="stable")
+
+
+def collate(
+    encoded: Sequence[EncodedEntity],
+    indices: np.ndarray,
+    pad_id: int,
+    *,
+    padding_side: str = "right",
+    aggregation: str = "last",
+) -> Batch:
+    """Pad the chosen entities into one batch; explicit position ids make left and right padding equivalent."""
+    items = [encoded[i] for i in indices]
+    width = max(len(e) for e in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    last = torch.empty(len(items), dtype=torch.long)
+    weights = torch.zeros((len(items), width), dtype=torch.float32) if aggregation == "mean" else None
+    for row, item in enumerate(items):
+        shift = width - len(item) if padding_side == "left" else 0
+        ids[row, shift : shift + len(item)] = torch.tensor(item.input_ids)
+        mask[row, shift : shift + len(item)] = 1
+        last[row] = item.last + shift
+        if weights is not None:
+            weights[row, [p + shift for p in item.entity_positions]] = 1.0 / len(item.entity_positions)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return Batch(np.asarray(indices), ids, mask, positions, last, weights)
+
+
+def iter_batches(
+    encoded: Sequence[EncodedEntity],
+    batch_size: int,
+    pad_id: int,
+    *,
+    padding_side: str = "right",
+    aggregation: str = "last",
+    sort: bool = True,
+    start: int = 0,
+) -> Iterator[Batch]:
+    """Batches of ``batch_size`` entities (sorted by length unless ``sort=False``), from batch number ``start``."""
+    order = length_order(encoded) if sort else np.arange(len(encoded))
+    for begin in range(start * batch_size, len(order), batch_size):
+        yield collate(encoded, order[begin : begin + batch_size], pad_id, padding_side=padding_side,
+                      aggregation=aggregation)  # fmt: skip
+
+
+def gather_rows(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The entity rows of a (B, T, k) tensor: the last entity token, or the mean over entity tokens; float32."""
+    if batch.weights is not None:
+        return torch.einsum("bt,btk->bk", batch.weights.to(hidden.device), hidden.float())
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, batch.last.to(hidden.device)].float()
+
+
+class _StopForward(Exception):
+    """Raised by a hook after the deepest block needed: the rest of the model is not run."""
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value[0] if isinstance(value, tuple | list) else value
+
+
+def _block_of(module: torch.nn.Module, blocks: Sequence[torch.nn.Module]) -> int:
+    """1-based index of the decoder block containing ``module`` (0 when it is in none)."""
+    for i, block in enumerate(blocks, start=1):
+        if any(m is module for m in block.modules()):
+            return i
+    return len(blocks)
+
+
+@contextmanager
+def _tapped(
+    loaded: LoadedModel,
+    layers: Sequence[int],
+    sink: dict[Any, torch.Tensor],
+    current: list[Batch],
+    capture_inputs: Mapping[str, torch.nn.Module],
+    capture_outputs: Mapping[str, torch.nn.Module],
+    stop_after: int | None,
+) -> Iterator[None]:
+    """Register gathering hooks for the layers and extra modules, plus the stop hook; remove them afterwards."""
+    blocks = loaded.decoder_layers
+    handles = []
+
+    def output_hook(key: Any) -> Callable:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            sink[key] = gather_rows(_first_tensor(output), current[0]).cpu()
+
+        return hook
+
+    def input_hook(key: Any) -> Callable:
+        def hook(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+            sink[key] = gather_rows(args[0] if args else kwargs["hidden_states"], current[0]).cpu()
+
+        return hook
+
+    def stop(module: torch.nn.Module, args: Any, output: Any) -> None:
+        raise _StopForward
+
+    try:
+        for layer in layers:
+            if layer == 0:
+                handles.append(blocks[0].register_forward_pre_hook(input_hook(0), with_kwargs=True))
+            else:
+                handles.append(blocks[layer - 1].register_forward_hook(output_hook(layer)))
+        for name, module in capture_inputs.items():
+            handles.append(module.register_forward_pre_hook(input_hook(name), with_kwargs=True))
+        for name, module in capture_outputs.items():
+            handles.append(module.register_forward_hook(output_hook(name)))
+        if stop_after is not None:
+            handles.append(blocks[max(stop_after, 1) - 1].register_forward_hook(stop))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_batches(
+    loaded: LoadedModel,
+    encoded: Sequence[EncodedEntity],
+    batch_size: int,
+    *,
+    layers: Sequence[int] = (),
+    aggregation: str = "last",
+    padding_side: str = "right",
+    capture_inputs: Mapping[str, torch.nn.Module] | None = None,
+    capture_outputs: Mapping[str, torch.nn.Module] | None = None,
+    sort: bool = True,
+    start: int = 0,
+) -> Iterator[tuple[Batch, dict[Any, np.ndarray]]]:
+    """Run the model over ``encoded`` in batches and yield ``(batch, rows)`` per batch.
+
+    ``rows[layer]`` is (B, d_model) float32 for each requested layer; ``rows[name]`` is the gathered input
+    (``capture_inputs``) or output (``capture_outputs``) of any other module, e.g. an MLP's ``down_proj`` input for
+    neuron activations. Row i belongs to ``encoded[batch.indices[i]]``. The forward pass stops after the deepest
+    block any of these needs.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise WorldprobeError(f"unknown aggregation {aggregation!r}", hint="last or mean")
+    capture_inputs, capture_outputs = dict(capture_inputs or {}), dict(capture_outputs or {})
+    blocks = loaded.decoder_layers
+    depths = [max(layers, default=0)] + [
+        _block_of(m, blocks) for m in [*capture_inputs.values(), *capture_outputs.values()]
+    ]
+    stop_after = max(depths)
+    sink: dict[Any, torch.Tensor] = {}
+    current: list[Batch] = []
+    pad_id = pad_token_id(loaded.tokenizer)
+    device = loaded.input_device
+    with _tapped(loaded, layers, sink, current, capture_inputs, capture_outputs, stop_after), torch.inference_mode():
+        for batch in iter_batches(encoded, batch_size, pad_id, padding_side=padding_side, aggregation=aggregation,
+                                  sort=sort, start=start):  # fmt: skip
+            current[:] = [batch]
+            sink.clear()
+            with suppress(_StopForward):
+                loaded.model(
+                    input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                    position_ids=batch.position_ids.to(device), use_cache=False,
+                )  # fmt: skip
+            yield batch, {key: value.numpy() for key, value in sink.items()}
+
+
+def default_batch_size(loaded: LoadedModel) -> int:
+    """Entities per batch when not given: larger for small models, bounded for memory."""
+    if loaded.device.startswith("cuda"):
+        return 128
+    return 64 if loaded.d_model <= 1024 else 16
+
+
+def run_extraction(
+    dataset: str,
+    model: str = DEFAULT_MODEL,
+    prompt: str = "empty",
+    *,
+    workspace: Workspace | str | Path | None = None,
+    layers: str | Sequence[int] = "all",
+    batch_size: int | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    quantization: str | None = None,
+    limit: int | None = None,
+    aggregation: str = "last",
+    seed: int = DEFAULT_SEED,
+    gguf_file: str | None = None,
+    padding_side: str = "right",
+    flush_rows: int = DEFAULT_FLUSH_ROWS,
+    progress: bool = True,
+) -> Path:
+    """Cache the residual stream of every entity of a built dataset at the requested layers; return the folder.
+
+    Returns at once when a finished cache with the same settings (and all requested layers) exists; resumes an
+    unfinished one from its ledger; refuses a folder whose manifest disagrees, saying what differs.
+    """
+    ws = as_workspace(workspace)
+    prompt_obj = get_prompt(dataset, prompt)
+    if aggregation not in AGGREGATIONS:
+        raise WorldprobeError(f"unknown aggregation {aggregation!r}", field="aggregation", hint="last or mean")
+    table = load(dataset, ws)
+    data_fingerprint = load_report(dataset, ws).get("fingerprint") or fingerprint(table)
+    if limit is not None:
+        if limit < 1:
+            raise WorldprobeError(f"--limit must be positive, not {limit}", field="limit")
+        table = table.head(limit).reset_index(drop=True)
+    info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
+                          gguf_file=gguf_file)  # fmt: skip
+    wanted = parse_layers(layers, info.n_layers)
+    uses_seed = prompt_obj.random_tokens > 0 or model.startswith("random:")
+    identity = {
+        "dataset": dataset, "dataset_fingerprint": data_fingerprint, "model": model, "model_source": info.source,
+        "quantization": quantization, "dtype": info.dtype, "prompt": prompt, "aggregation": aggregation,
+        "seed": seed if uses_seed else None, "n_entities": len(table),
+        "entity_order_sha256": cache_mod.entity_order_sha256(table["entity_id"]), "layers": wanted,
+        "n_layers": info.n_layers, "d_model": info.d_model,
+    }  # fmt: skip
+    existing = _finished_superset(ws, identity)
+    if existing is not None:
+        return existing
+    all_layers = wanted == list(range(info.n_layers + 1))
+    path = ws.activations / cache_mod.cache_key(identity, all_layers=all_layers)
+    if (path / cache_mod.MANIFEST).exists():
+        found = cache_mod.read_manifest(path)
+        differences = cache_mod.diff_identity(found, identity)
+        if differences:
+            raise WorldprobeError(
+                "the cache folder holds different settings: " + "; ".join(differences), file=path,
+                hint="delete that folder or change the request",
+            )  # fmt: skip
+        if found.get("complete"):
+            return path
+    loaded = load_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file)
+    encoded = encode_entities(loaded.tokenizer, table["text"].tolist(), prompt_obj, seed,
+                              keys=table["entity_id"].astype(str).tolist())  # fmt: skip
+    manifest = {
+        **identity, "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
+        "random_prefix_tokens": prompt_obj.random_tokens, "bos_token": loaded.tokenizer.bos_token,
+        "padding_side": padding_side, "limit": limit, "device": loaded.device,
+        "layer_definition": "0 = embedding output (input of block 0); l = output of block l, before the final norm",
+        "versions": _versions(),
+    }  # fmt: skip
+    with cache_mod.CacheWriter.open(path, manifest, table) as writer:
+        ledger = writer.progress
+        size = int(ledger.get("batch_size") or batch_size or default_batch_size(loaded))
+        _fill(writer, loaded, encoded, wanted, size, ledger, aggregation, padding_side, flush_rows, progress)
+        writer.finish(batch_size=size)
+    return path
+
+
+def _fill(
+    writer: cache_mod.CacheWriter,
+    loaded: LoadedModel,
+    encoded: Sequence[EncodedEntity],
+    layers: list[int],
+    batch_size: int,
+    ledger: dict[str, Any],
+    aggregation: str,
+    padding_side: str,
+    flush_rows: int,
+    progress: bool,
+) -> None:
+    """The extraction loop: forward, write rows at their cache index, commit the ledger every ``flush_rows``."""
+    batches_done, rows_done = int(ledger.get("batches_done", 0)), int(ledger.get("rows_done", 0))
+    pending = 0
+    bar = tqdm(total=len(encoded), initial=rows_done, unit="entity", desc=f"extract {loaded.name}",
+               disable=not progress, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    for batch, rows in forward_batches(loaded, encoded, batch_size, layers=layers, aggregation=aggregation,
+                                       padding_side=padding_side, start=batches_done):  # fmt: skip
+        for layer in layers:
+            writer.write(layer, batch.indices, rows[layer])
+        batches_done += 1
+        rows_done += len(batch.indices)
+        pending += len(batch.indices)
+        bar.update(len(batch.indices))
+        if pending >= flush_rows:
+            writer.commit(batches_done, rows_done, batch_size)
+            pending = 0
+    bar.close()
+
+
+def _finished_superset(ws: Workspace, identity: dict[str, Any]) -> Path | None:
+    """A finished cache with the same identity whose layers include the requested ones (e.g. an all-layer cache)."""
+    for manifest_file in sorted(ws.activations.glob(f"*/{cache_mod.MANIFEST}")):
+        found = json.loads(manifest_file.read_text())
+        if not found.get("complete") or not set(identity["layers"]) <= set(found.get("layers", [])):
+            continue
+        if not cache_mod.diff_identity(found, {k: v for k, v in identity.items() if k != "layers"}):
+            return manifest_file.parent
+    return None
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {"worldprobe": worldprobe.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__}  # fmt: skip
