@@ -1,0 +1,92 @@
+"""Study files: parsing, checks before any work starts, planning and the disk estimate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worldprobe.errors import WorldprobeError
+from worldprobe.study import check_disk, estimate_disk, load_study, plan
+
+GOOD = """
+[study]
+name = "tiny"
+seed = 3
+
+[[datasets]]
+name = "world_place"
+limit = 50
+prompts = ["empty", "coords"]
+
+[extract]
+models = ["smollm2-135m"]
+random_init = ["smollm2-135m"]
+
+[probes]
+controls = ["shuffled"]
+
+[neurons]
+datasets = ["world_place"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_studies_parse():
+    quick = load_study()
+    assert quick.name == "quick"
+    assert {e.name for e in quick.datasets} == {
+        "world_place", "us_place", "nyc_place", "historical_figure", "art", "headline",
+    }  # fmt: skip
+    assert "random:smollm2-135m" in quick.all_models
+    assert load_study("paper").extract.models == ("llama-2-7b", "llama-2-13b", "llama-2-70b")
+
+
+def test_plan_lists_every_unit(tmp_path):
+    study = load_study(write(tmp_path, GOOD))
+    work = plan(study)
+    assert [u.label for u in work["extract"]] == [
+        "world_place x smollm2-135m x empty", "world_place x smollm2-135m x coords",
+        "world_place x random:smollm2-135m x empty", "world_place x random:smollm2-135m x coords",
+    ]  # fmt: skip
+    assert len(work["probes"]) == 2 and len(work["neurons"]) == 1 and len(work["report"]) == 1
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ('name = "world_place"', 'name = "moon_place"', "unknown dataset 'moon_place'"),
+        ('"empty", "coords"', '"empty", "where_nyc"', "has no prompt 'where_nyc'"),
+        ("random_init =", "random_inti =", "did you mean 'random_init'"),
+        ('models = ["smollm2-135m"]', 'models = ["smollm9-1t"]', "smollm9-1t"),
+        ("limit = 50", 'limit = 50\nsorce = "paper"', "did you mean 'source'"),
+    ],
+)
+def test_bad_study_files_fail_before_any_work(tmp_path, old, new, message):
+    path = write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(WorldprobeError, match=message) as info:
+        load_study(path)
+    assert str(path) in str(info.value)
+
+
+def test_not_toml(tmp_path):
+    with pytest.raises(WorldprobeError, match="not valid TOML"):
+        load_study(write(tmp_path, "[study\nname="))
+
+
+def test_disk_estimate_and_shortage(tmp_path, workspace):
+    study = load_study(write(tmp_path, GOOD))
+    estimates = estimate_disk(study, workspace)
+    smol = estimates[0]
+    assert (smol.n_layers, smol.d_model, smol.n_entities) == (30, 576, 50)
+    assert smol.bytes == 50 * 31 * 576 * 2
+    needed, free = check_disk(estimates, workspace)
+    assert needed == 4 * smol.bytes and free > needed
+    huge = load_study(write(tmp_path, GOOD.replace("limit = 50", "limit = 5_000_000_000")))
+    with pytest.raises(WorldprobeError, match="GB are free"):
+        check_disk(estimate_disk(huge, workspace), workspace)

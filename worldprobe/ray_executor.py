@@ -1,0 +1,49 @@
+"""Ray as the study's executor: the same units as the serial run, as Ray tasks (optional extra `ray`).
+
+``ray.init()`` starts a local Ray on a laptop; ``address="auto"`` joins a running cluster. Extraction tasks ask for
+one GPU each when the cluster has GPUs (``device_map`` shards a large model within a task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from worldprobe.errors import WorldprobeError
+
+
+class RayExecutor:
+    """Runs units as Ray tasks and returns their results in the order of the units."""
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None = None, num_workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise WorldprobeError("Ray is not installed", hint="pip install 'worldprobe[ray]'") from None
+        self._ray = ray
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                options["address"] = address
+            elif num_workers:
+                options["num_cpus"] = num_workers
+            ray.init(**options)
+        self.gpus = int(ray.cluster_resources().get("GPU", 0))
+
+    def map(self, fn: Callable[[Any], Any], units: Sequence[Any], progress: Callable[[], None]) -> list[Any]:
+        ray = self._ray
+        needs_gpu = self.gpus > 0 and any(getattr(u, "stage", "") == "extract" for u in units)
+        task = ray.remote(num_cpus=1, num_gpus=1 if needs_gpu else 0)(fn)
+        pending = {task.remote(unit): index for index, unit in enumerate(units)}
+        results: list[Any] = [None] * len(units)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                results[pending.pop(ref)] = ray.get(ref)
+                progress()
+        return results
+
+    def shutdown(self) -> None:
+        self._ray.shutdown()

@@ -1,0 +1,430 @@
+"""A whole study from one TOML file: datasets x models x prompts -> activations -> probes + controls -> report.
+
+``load_study`` parses and checks a study file before any work starts (unknown keys, datasets, prompts, models);
+``plan`` lists the work units of every stage; ``run_study`` runs them stage by stage through an executor (serial
+or Ray), skipping what is already done for the same inputs (each stage's own functions skip finished work).
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.datasets.registry import DATASETS, get_spec
+from worldprobe.errors import WorldprobeError
+from worldprobe.workspace import Workspace
+
+STAGES = ("datasets", "extract", "probes", "neurons", "report")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset of a study: where to build it from, how many entities, which prompts."""
+
+    name: str
+    source: str = "packaged"
+    limit: int | None = None
+    from_path: str | None = None
+    prompts: tuple[str, ...] = ("empty",)
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    models: tuple[str, ...] = ("smollm2-135m",)
+    random_init: tuple[str, ...] = ()  # models whose random-initialised twin is extracted too (controls)
+    layers: str = "all"
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int | None = None
+    quantization: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    probes: tuple[str, ...] = ("ridge",)
+    controls: tuple[str, ...] = ()
+    holdouts: bool = True  # the dataset's hold-out columns (DatasetSpec.holdout_columns)
+    standardize: bool | None = None  # None: the probe stage's measured default
+
+
+@dataclass(frozen=True)
+class NeuronSettings:
+    datasets: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    top_k: int = 10
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed, checked study file."""
+
+    name: str
+    path: Path
+    seed: int = DEFAULT_SEED
+    description: str = ""
+    datasets: tuple[DatasetEntry, ...] = ()
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    probes: ProbeSettings = field(default_factory=ProbeSettings)
+    neurons: NeuronSettings = field(default_factory=NeuronSettings)
+
+    @property
+    def all_models(self) -> tuple[str, ...]:
+        """The models to extract: the study's models and the random-init twins asked for."""
+        return self.extract.models + tuple(f"random:{m}" for m in self.extract.random_init)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def shipped_study(name: str) -> Path:
+    """Path of a study shipped with worldprobe (``quick``, ``paper``)."""
+    path = Path(str(resources.files("worldprobe") / "studies" / f"{name}.toml"))
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.toml"))
+        raise WorldprobeError(f"no shipped study {name!r}", hint=f"shipped studies: {', '.join(known)}")
+    return path
+
+
+def resolve_study_path(study: str | Path | None) -> Path:
+    """A study file path, or the name of a shipped study (default ``quick``)."""
+    if study is None:
+        return shipped_study("quick")
+    path = Path(study)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise WorldprobeError("study file not found", file=path)
+        return path
+    return shipped_study(str(study))
+
+
+def load_study(study: str | Path | None = None) -> Study:
+    """Parse and check a study file; every mistake is reported before any work starts."""
+    path = resolve_study_path(study)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise WorldprobeError(f"not valid TOML: {error}", file=path) from None
+    _check_keys(raw, {"study", "datasets", "extract", "probes", "neurons"}, path, "")
+    head = raw.get("study", {})
+    _check_keys(head, {"name", "seed", "description"}, path, "study")
+    datasets = tuple(_dataset_entry(item, path, i) for i, item in enumerate(raw.get("datasets", [])))
+    if not datasets:
+        raise WorldprobeError("a study needs at least one [[datasets]] entry", file=path, field="datasets")
+    study_obj = Study(
+        name=str(head.get("name", path.stem)),
+        path=path,
+        seed=int(head.get("seed", DEFAULT_SEED)),
+        description=str(head.get("description", "")),
+        datasets=datasets,
+        extract=_section(ExtractSettings, raw.get("extract", {}), path, "extract"),
+        probes=_section(ProbeSettings, raw.get("probes", {}), path, "probes"),
+        neurons=_section(NeuronSettings, raw.get("neurons", {}), path, "neurons"),
+    )
+    _check_names(study_obj)
+    return study_obj
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], path: Path, section: str) -> None:
+    if not isinstance(table, dict):
+        raise WorldprobeError(f"[{section}] must be a table", file=path, field=section)
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            where = f"{section}.{key}" if section else key
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(allowed))}"
+            raise WorldprobeError(f"unknown key {where!r}", file=path, field=where, hint=hint)
+
+
+def _section(cls: type, table: dict[str, Any], path: Path, section: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    _check_keys(table, names, path, section)
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in table.items()}
+    return cls(**values)
+
+
+def _dataset_entry(item: dict[str, Any], path: Path, index: int) -> DatasetEntry:
+    section = f"datasets[{index}]"
+    _check_keys(item, {f.name for f in fields(DatasetEntry)}, path, section)
+    if "name" not in item:
+        raise WorldprobeError("dataset entry without a name", file=path, field=f"{section}.name")
+    if item["name"] not in DATASETS:
+        raise WorldprobeError(
+            f"unknown dataset {item['name']!r}", file=path, field=f"{section}.name",
+            hint=f"known datasets: {', '.join(DATASETS)}",
+        )  # fmt: skip
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in item.items()}
+    return DatasetEntry(**values)
+
+
+def _check_names(study: Study) -> None:
+    from worldprobe.datasets.sources import SOURCE_MODULES
+
+    for entry in study.datasets:
+        spec = get_spec(entry.name)
+        if entry.source not in SOURCE_MODULES:
+            raise WorldprobeError(
+                f"unknown source {entry.source!r} for {entry.name}", file=study.path, field="datasets.source",
+                hint=f"sources: {', '.join(SOURCE_MODULES)}",
+            )  # fmt: skip
+        for prompt in entry.prompts:
+            if prompt not in spec.prompts:
+                raise WorldprobeError(
+                    f"dataset {entry.name!r} has no prompt {prompt!r}", file=study.path, field="datasets.prompts",
+                    hint=f"its prompts: {', '.join(spec.prompts)}",
+                )  # fmt: skip
+    for model in study.all_models:
+        check_model_name(model, origin=study.path)
+    quantization = study.extract.quantization
+    if quantization not in (None, "4bit", "8bit"):
+        raise WorldprobeError(
+            f"unknown quantization {quantization!r}", file=study.path, field="extract.quantization",
+            hint="4bit, 8bit or leave it out",
+        )  # fmt: skip
+    known = {entry.name for entry in study.datasets}
+    for name in study.neurons.datasets:
+        if name not in known:
+            raise WorldprobeError(
+                f"neurons.datasets names {name!r}, which the study does not build", file=study.path,
+                field="neurons.datasets",
+            )  # fmt: skip
+
+
+def check_model_name(model: str, *, origin: Path | None = None) -> None:
+    """A preset, ``random:<preset>``, a local folder or .gguf file, or a hub id ``org/name``; else a clear error."""
+    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX
+
+    name = model.removeprefix(RANDOM_PREFIX)
+    path = Path(name).expanduser()
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/")) and not path.exists()
+    if name in PRESETS or path.is_dir() or (path.suffix == ".gguf" and path.exists()) or looks_like_hub_id:
+        return
+    raise WorldprobeError(
+        f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id", file=origin, field="models",
+        hint=f"presets: {', '.join(PRESETS)}; or random:<preset>",
+    )  # fmt: skip
+
+
+def model_shape(model: str) -> tuple[int, int]:
+    """(number of blocks, residual width) of a model, from its preset or its config, without loading weights."""
+    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX
+
+    name = model.removeprefix(RANDOM_PREFIX)
+    if name in PRESETS:
+        return PRESETS[name].n_layers, PRESETS[name].d_model
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise WorldprobeError(f"cannot read the config of model {model!r}: {error}") from None
+    config = getattr(config, "text_config", config)
+    return int(config.num_hidden_layers), int(config.hidden_size)
+
+
+# ---------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work of one stage; ``run`` is picklable by reference (a module-level function)."""
+
+    stage: str
+    label: str
+    params: dict[str, Any]
+
+
+def plan(study: Study) -> dict[str, list[Unit]]:
+    """The work units of each stage, in order."""
+    units: dict[str, list[Unit]] = {stage: [] for stage in STAGES}
+    for entry in study.datasets:
+        units["datasets"].append(Unit("datasets", entry.name, {"entry": entry, "seed": study.seed}))
+        for model in study.all_models:
+            for prompt in entry.prompts:
+                label = f"{entry.name} x {model} x {prompt}"
+                params = {"dataset": entry.name, "model": model, "prompt": prompt, "limit": entry.limit}
+                units["extract"].append(Unit("extract", label, params))
+        for model in study.extract.models:
+            for prompt in entry.prompts:
+                for probe in study.probes.probes:
+                    label = f"{entry.name} x {model} x {prompt} x {probe}"
+                    params = {"dataset": entry.name, "model": model, "prompt": prompt, "probe": probe}
+                    units["probes"].append(Unit("probes", label, params))
+    for name in study.neurons.datasets:
+        for model in study.neurons.models or study.extract.models[:1]:
+            units["neurons"].append(Unit("neurons", f"{name} x {model}", {"dataset": name, "model": model}))
+    units["report"].append(Unit("report", "index.html", {}))
+    return units
+
+
+# ---------------------------------------------------------------- executors
+
+
+class SerialExecutor:
+    """Runs units one after another in this process."""
+
+    name = "serial"
+
+    def map(self, fn: Callable[[Unit], Any], units: Sequence[Unit], progress: Callable[[], None]) -> list[Any]:
+        results = []
+        for unit in units:
+            results.append(fn(unit))
+            progress()
+        return results
+
+
+def make_executor(name: str, *, address: str | None = None, num_workers: int | None = None) -> Any:
+    """``serial`` (default) or ``ray`` (optional extra: ``pip install worldprobe[ray]``)."""
+    if name == "serial":
+        return SerialExecutor()
+    if name == "ray":
+        from worldprobe.ray_executor import RayExecutor
+
+        return RayExecutor(address=address, num_workers=num_workers)
+    raise WorldprobeError(f"unknown executor {name!r}", hint="executors: serial, ray")
+
+
+# ---------------------------------------------------------------- disk estimate
+
+
+@dataclass(frozen=True)
+class CacheEstimate:
+    label: str
+    n_entities: int | None
+    n_layers: int
+    d_model: int
+
+    @property
+    def bytes(self) -> int | None:
+        """float16 storage of every layer (embeddings + blocks) at one token per entity."""
+        if self.n_entities is None:
+            return None
+        return self.n_entities * (self.n_layers + 1) * self.d_model * 2
+
+
+def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
+    """Activation bytes per cache, from the model's architecture and the number of entities."""
+    estimates = []
+    for unit in plan(study)["extract"]:
+        n_layers, d_model = model_shape(unit.params["model"])
+        n = _expected_entities(unit.params["dataset"], unit.params["limit"], workspace)
+        estimates.append(CacheEstimate(unit.label, n, n_layers, d_model))
+    return estimates
+
+
+def _expected_entities(dataset: str, limit: int | None, workspace: Workspace) -> int | None:
+    path = workspace.dataset_table(dataset)
+    if path.exists():
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(path).metadata.num_rows
+        return min(rows, limit) if limit else rows
+    return limit
+
+
+def check_disk(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tuple[int, int]:
+    """(bytes needed, bytes free); raises when the caches will not fit."""
+    needed = sum(e.bytes or 0 for e in estimates)
+    free = shutil.disk_usage(workspace.root if workspace.root.exists() else Path.cwd()).free
+    if needed > free:
+        raise WorldprobeError(
+            f"the activation caches need {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free",
+            file=workspace.root, hint="free disk space, lower the datasets' limit, or pick fewer layers",
+        )  # fmt: skip
+    return needed, free
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
+    """Carry out one unit (module-level so that Ray can ship it to a worker)."""
+    p = unit.params
+    if unit.stage == "datasets":
+        return _build_dataset(p["entry"], p["seed"], workspace)
+    if unit.stage == "extract":
+        from worldprobe.extract import run_extraction
+
+        x = study.extract
+        return run_extraction(
+            p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
+            dtype=x.dtype, device=x.device, quantization=x.quantization, limit=p["limit"], seed=study.seed,
+        )  # fmt: skip
+    if unit.stage == "probes":
+        from worldprobe.probes import run_probe
+
+        holdouts = get_spec(p["dataset"]).holdout_columns if study.probes.holdouts else ()
+        return run_probe(
+            p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
+            controls=study.probes.controls, standardize=study.probes.standardize, seed=study.seed,
+        )  # fmt: skip
+    if unit.stage == "neurons":
+        from worldprobe.probes.neurons import run_neuron_search
+
+        limit = next(e.limit for e in study.datasets if e.name == p["dataset"])
+        return run_neuron_search(
+            p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, limit=limit, seed=study.seed
+        )
+    if unit.stage == "report":
+        from worldprobe.reports import build_report
+
+        return build_report(workspace)
+    raise ValueError(f"unknown stage {unit.stage!r}")
+
+
+def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path:
+    """Build a dataset unless the workspace already holds one built from the same source and options."""
+    from worldprobe.datasets import load_report
+    from worldprobe.datasets.sources import BuildOptions, build
+
+    options = BuildOptions(from_path=entry.from_path, seed=seed)
+    path = workspace.dataset_table(entry.name)
+    if path.exists() and workspace.dataset_report(entry.name).exists():
+        report = load_report(entry.name, workspace)
+        built_with = report.get("details", {}).get("options", {})
+        if (
+            report.get("source") == entry.source
+            and built_with.get("seed") == seed
+            and (built_with.get("from_path") == entry.from_path)
+        ):
+            return path
+    return build(entry.name, entry.source, options, workspace)[0]
+
+
+def run_study(
+    study: Study,
+    workspace: Workspace,
+    *,
+    executor: Any | None = None,
+    stages: Sequence[str] = STAGES,
+    echo: Callable[[str], None] = print,
+) -> dict[str, list[Any]]:
+    """Run the study's stages in order with one progress bar per stage; return each stage's results."""
+    from tqdm.auto import tqdm
+
+    executor = executor or SerialExecutor()
+    work = plan(study)
+    outputs: dict[str, list[Any]] = {}
+    for stage in STAGES:
+        if stage not in stages or not work[stage]:
+            continue
+        with tqdm(total=len(work[stage]), desc=f"{stage:>8}", unit="task") as bar:
+            outputs[stage] = executor.map(_bound(study, workspace), work[stage], progress=lambda: bar.update(1))
+    return outputs
+
+
+@dataclass(frozen=True)
+class _bound:
+    """``run_unit`` with the study and workspace bound (picklable, unlike a lambda)."""
+
+    study: Study
+    workspace: Workspace
+
+    def __call__(self, unit: Unit) -> Any:
+        return run_unit(unit, self.study, self.workspace)

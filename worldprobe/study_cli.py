@@ -1,0 +1,50 @@
+"""CLI command of the whole study (`worldprobe run`)."""
+
+from __future__ import annotations
+
+import typer
+
+from worldprobe.cli_common import workspace_of
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `run` command to the main `worldprobe` app."""
+    app.command("run")(run)
+
+
+def run(
+    ctx: typer.Context,
+    study: str = typer.Argument(
+        None, help="A study TOML file, or the name of a shipped study (`quick`, `paper`). Default: quick."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the work and the disk it needs, then stop."),
+    executor: str = typer.Option("serial", "--executor", help="`serial` or `ray` (needs the optional `ray` extra)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (e.g. `auto`); default: a local Ray."),
+    workers: int = typer.Option(None, "--workers", help="Number of local Ray workers (default: CPU count)."),
+) -> None:
+    """Run a whole study: datasets -> activations -> probes + controls + neurons -> report.
+
+    Finished work is skipped, so running the same command again after an interruption resumes it.
+    """
+    from worldprobe.study import check_disk, estimate_disk, load_study, make_executor, plan, run_study
+    from worldprobe.study_summary import summary_table
+
+    workspace = workspace_of(ctx)
+    parsed = load_study(study)
+    estimates = estimate_disk(parsed, workspace)
+    needed, free = check_disk(estimates, workspace)
+    if dry_run:
+        for stage, units in plan(parsed).items():
+            typer.echo(f"{stage}: {len(units)} task(s)")
+            for unit in units:
+                typer.echo(f"  {unit.label}")
+        typer.echo("activation caches (float16, every layer):")
+        for e in estimates:
+            size = f"{e.bytes / 1e6:9.1f} MB" if e.bytes is not None else "  unknown (dataset not built yet, no limit)"
+            typer.echo(f"  {e.label:<55} {size}")
+        typer.echo(f"total {needed / 1e9:.2f} GB needed, {free / 1e9:.1f} GB free in {workspace.root}")
+        return
+    outputs = run_study(parsed, workspace, executor=make_executor(executor, address=address, num_workers=workers))
+    typer.echo(summary_table(workspace, parsed))
+    for path in outputs.get("report", []):
+        typer.echo(f"report: {path}")
