@@ -11,10 +11,12 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from worldprobe.datasets.prompts import Prompt
 from worldprobe.errors import WorldprobeError
+from worldprobe.extract.models import LoadedModel
+from worldprobe.extract.tokens import encode_entities
 from worldprobe.probes.neurons import (
     NEURON_COLUMNS,
-    Batch,
     CorrelationStats,
     add_cosines,
     mlp_search,
@@ -86,17 +88,12 @@ def tiny_llama(seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast
     return model, tokenizer, t
 
 
-def batches_of(tokenizer, texts: list[str], batch_size: int = 37):
-    """Right-padded batches with BOS; the probed token is the last real token."""
+def loaded_of(model: LlamaForCausalLM, tokenizer) -> LoadedModel:
+    return LoadedModel(model, tokenizer, "tiny", {}, n_layers=2, d_model=D, decoder_layers=list(model.model.layers))
 
-    def make(rows: np.ndarray):
-        for start in range(0, len(rows), batch_size):
-            part = rows[start : start + batch_size]
-            enc = tokenizer(["<s> " + texts[i] for i in part], padding=True, return_tensors="pt")
-            last = enc["attention_mask"].sum(dim=1) - 1
-            yield Batch(part, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, last)
 
-    return make
+def encode(tokenizer, texts: list[str]):
+    return encode_entities(tokenizer, texts, Prompt("empty"))
 
 
 @pytest.mark.slow
@@ -107,7 +104,9 @@ def test_planted_mlp_neuron_is_found_first_on_train_and_holds_on_test():
     texts = [f"w{(w * 7) % N_WORDS} w{w}" for w in words]  # two words; the entity's last one carries t
     year = 1000.0 + 600.0 * t[words] + rng.normal(0, 10, N_WORDS)
     is_test = rng.random(N_WORDS) < 0.3
-    rows, selections = mlp_search(model, model.model.layers, batches_of(tokenizer, texts), year, is_test, ["year"], k=5)
+    loaded, encoded = loaded_of(model, tokenizer), encode(tokenizer, texts)
+    assert encoded[0].last == 2  # BOS, first word, last word
+    rows = mlp_search(loaded, encoded, year, is_test, ["year"], k=5, batch_size=37)
     table = neuron_table(rows, dataset="art", model="tiny")
     assert list(table.columns) == list(NEURON_COLUMNS)
     first = table.query("layer == 1 and rank == 1").iloc[0]
@@ -119,9 +118,7 @@ def test_planted_mlp_neuron_is_found_first_on_train_and_holds_on_test():
     # selection used train rows only: the same search with test targets scrambled gives the same train ranking
     scrambled = year.copy()
     scrambled[is_test] = rng.permutation(scrambled[is_test])
-    again, _ = mlp_search(
-        model, model.model.layers, batches_of(tokenizer, texts, 11), scrambled, is_test, ["year"], k=5
-    )
+    again = mlp_search(loaded, encoded, scrambled, is_test, ["year"], k=5, batch_size=11)
     again = neuron_table(again, dataset="art", model="tiny")
     pd.testing.assert_series_equal(again["neuron"], table["neuron"])
     np.testing.assert_allclose(again["train_pearson"], table["train_pearson"], atol=1e-9)
@@ -147,7 +144,7 @@ def test_mlp_search_rejects_layers_outside_the_model():
     model, tokenizer, _ = tiny_llama()
     texts = [f"w{i}" for i in range(20)]
     with pytest.raises(WorldprobeError, match="MLP layers"):
-        mlp_search(model, model.model.layers, batches_of(tokenizer, texts), np.arange(20.0), np.arange(20) % 4 == 0,
+        mlp_search(loaded_of(model, tokenizer), encode(tokenizer, texts), np.arange(20.0), np.arange(20) % 4 == 0,
                    ["year"], layers=[5])  # fmt: skip
 
 
@@ -169,3 +166,47 @@ def test_residual_search_finds_a_planted_coordinate():
     add_cosines(rows, {3: coef}, ["latitude", "longitude"])
     top = {(r["target"], r["neuron"]): r["cos_in"] for r in rows}
     assert top[("latitude", 17)] == pytest.approx(0.6) and top[("longitude", 40)] == pytest.approx(-1.0)
+
+
+@pytest.mark.slow
+def test_neurons_command_end_to_end_on_a_saved_tiny_llama(workspace, tmp_path):
+    from typer.testing import CliRunner
+
+    from worldprobe.cli import app
+    from worldprobe.datasets.table import BuildReport, write_table
+
+    model, tokenizer, t = tiny_llama()
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    rng = np.random.default_rng(2)
+    words = rng.permutation(N_WORDS)
+    table = pd.DataFrame(
+        {
+            "entity_id": [f"p{i}" for i in range(N_WORDS)],
+            "name": [f"w{w}" for w in words],
+            "text": [f"w{w}" for w in words],
+            "year": 1000.0 + 600.0 * t[words] + rng.normal(0, 10, N_WORDS),
+            "entity_type": "person",
+            "is_test": rng.random(N_WORDS) < 0.3,
+            "source": "test",
+            "occupation": "poet",
+        }
+    )
+    table["century"] = (table["year"] // 100).astype(int)
+    write_table(table, BuildReport("historical_figure", "test", [], N_WORDS, 0, {}, "random", 0), workspace)
+
+    args = ["neurons", "--dataset", "historical_figure", "--model", str(folder), "--top-k", "3", "--batch-size", "50"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    path = next(workspace.results.glob("historical_figure__*__neurons__*/neurons.parquet"))
+    found = pd.read_parquet(path)
+    assert list(found.columns) == list(NEURON_COLUMNS)
+    mlp = found[found["kind"] == "mlp"]
+    assert mlp.query("layer == 1 and rank == 1")["neuron"].iloc[0] == PLANTED
+    assert set(found.loc[found["kind"] == "residual", "layer"]) == {0, 1, 2}
+    assert mlp["cos_in"].notna().all() and mlp["cos_out"].notna().all()
+    assert "year" in result.output and str(path) in result.output
+    stamp = path.stat().st_mtime_ns
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert path.stat().st_mtime_ns == stamp  # the same search is not redone

@@ -10,8 +10,9 @@ layer of the activation cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,13 +21,22 @@ from scipy import stats
 from sklearn.metrics import r2_score
 from tqdm.auto import tqdm
 
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.datasets.prompts import get_prompt
+from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
+from worldprobe.extract.cache import open_cache
+from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, load_model
+from worldprobe.extract.runner import default_batch_size, forward_batches, parse_layers, run_extraction
+from worldprobe.extract.tokens import EncodedEntity, encode_entities
+from worldprobe.workspace import Workspace, as_workspace
 
 NEURON_COLUMNS = (
     "dataset", "model", "layer", "kind", "neuron", "target", "rank",
     "train_pearson", "test_spearman", "test_r2", "cos_in", "cos_out",
 )  # fmt: skip
 DEFAULT_TOP_K = 10
+NEURONS_FILE = "neurons.parquet"
 CHUNK_ROWS = 4096
 
 
@@ -174,15 +184,6 @@ def residual_search(
 # --- MLP neurons via forward hooks ------------------------------------------------------------------------------
 
 
-@dataclass
-class Batch:
-    """One forward pass: entity rows (positions in the entity table), the model inputs and each row's probed token."""
-
-    rows: np.ndarray
-    inputs: dict[str, torch.Tensor]
-    last: torch.Tensor  # (b,) index of the entity's last token in each sequence
-
-
 def mlp_modules(decoder_layers: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
     """The down projection of every block (its input is the MLP's neuron activations, e.g. act(gate) * up)."""
     found = []
@@ -197,83 +198,62 @@ def mlp_modules(decoder_layers: Sequence[torch.nn.Module]) -> list[torch.nn.Modu
     return found
 
 
-def _run_with_hooks(
-    model: torch.nn.Module,
-    modules: Sequence[torch.nn.Module],
-    batches: Iterable[Batch],
-    columns: Sequence[np.ndarray | None],
-) -> Iterator[tuple[Batch, list[np.ndarray | None]]]:
-    """Forward every batch; yield, per block, the chosen neuron columns (None: all; empty: skip) at the last token."""
-    captured: dict[int, np.ndarray] = {}
-    current: dict[str, torch.Tensor] = {}
-
-    def hook(index: int):
-        def pre_hook(_module, args):
-            cols = columns[index]
-            if cols is not None and len(cols) == 0:
-                return
-            acts = args[0][torch.arange(args[0].shape[0]), current["last"]]
-            if cols is not None:
-                acts = acts[:, torch.as_tensor(cols, dtype=torch.long)]
-            captured[index] = acts.detach().to(torch.float64).cpu().numpy()
-
-        return pre_hook
-
-    handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(modules)]
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                captured.clear()
-                current["last"] = batch.last.to(next(model.parameters()).device)
-                model(**batch.inputs)
-                yield batch, [captured.get(i) for i in range(len(modules))]
-    finally:
-        for handle in handles:
-            handle.remove()
+def _mlp_rows(
+    loaded: LoadedModel,
+    encoded: Sequence[EncodedEntity],
+    rows: np.ndarray,
+    layers: Sequence[int],
+    batch_size: int,
+    desc: str,
+) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
+    """Forward the entities ``rows`` (positions in ``encoded``); yield (entity rows, {layer: (b, d_mlp) activations at
+    the entity's last token}) per batch. Only one batch of activations is ever held."""
+    modules = mlp_modules(loaded.decoder_layers)
+    capture = {f"mlp{layer}": modules[layer - 1] for layer in layers}
+    subset = [encoded[i] for i in rows]
+    with tqdm(total=len(rows), desc=desc, unit="entity", dynamic_ncols=True) as bar:
+        for batch, found in forward_batches(loaded, subset, batch_size, capture_inputs=capture):
+            bar.update(len(batch.indices))
+            yield rows[batch.indices], {layer: found[f"mlp{layer}"] for layer in layers}
 
 
 def mlp_search(
-    model: torch.nn.Module,
-    decoder_layers: Sequence[torch.nn.Module],
-    make_batches: Callable[[np.ndarray], Iterable[Batch]],
+    loaded: LoadedModel,
+    encoded: Sequence[EncodedEntity],
     y: np.ndarray,
     is_test: np.ndarray,
     target_names: Sequence[str],
     *,
     k: int = DEFAULT_TOP_K,
     layers: Sequence[int] | None = None,
-) -> tuple[list[dict], list[Selection]]:
-    """Rank every MLP neuron of the chosen ``layers`` (1-based block numbers, like cache layers) on train rows and
-    score the top ``k`` per layer and target on test rows. ``make_batches(rows)`` yields :class:`Batch` es covering
-    exactly ``rows`` (entity positions)."""
+    batch_size: int = 32,
+) -> list[dict]:
+    """Rank every MLP neuron of ``layers`` (1-based block numbers, like cache layers; default all) by |Pearson r| on
+    the train rows and score the top ``k`` per layer and target on the test rows.
+
+    ``encoded[i]`` is entity i rendered under the prompt (``worldprobe.extract.tokens.encode_entities``).
+    """
     y = np.asarray(y, dtype=np.float64).reshape(len(is_test), -1)
-    modules = mlp_modules(decoder_layers)
-    wanted = sorted(set(range(1, len(modules) + 1) if layers is None else (int(v) for v in layers if v >= 1)))
-    if not wanted or wanted[-1] > len(modules):
-        raise WorldprobeError(f"MLP layers must be in 1..{len(modules)}, got {list(layers or [])}", field="layers")
-    columns: list[np.ndarray | None] = [None if i + 1 in wanted else np.array([], int) for i in range(len(modules))]
-    acc: dict[int, CorrelationStats] = {}
+    n_blocks = len(mlp_modules(loaded.decoder_layers))
+    wanted = sorted({int(v) for v in (range(1, n_blocks + 1) if layers is None else layers) if v != 0})
+    if not wanted or wanted[0] < 1 or wanted[-1] > n_blocks:
+        raise WorldprobeError(f"MLP layers must be in 1..{n_blocks}, got {list(layers or [])}", field="layers")
     train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
-    for batch, acts in _run_with_hooks(model, modules, make_batches(train), columns):
-        for i, values in enumerate(acts):
-            if values is None:
-                continue
-            acc.setdefault(i + 1, CorrelationStats(values.shape[1], y.shape[1])).update(values, y[batch.rows])
+    acc: dict[int, CorrelationStats] = {}
+    for entity_rows, found in _mlp_rows(loaded, encoded, train, wanted, batch_size, "neurons: train pass"):
+        for layer, values in found.items():
+            acc.setdefault(layer, CorrelationStats(values.shape[1], y.shape[1])).update(values, y[entity_rows])
     selections = [select(layer, "mlp", acc[layer], k) for layer in wanted]
-    chosen = {s.layer: s.neurons for s in selections}
-    columns = [chosen.get(i + 1, np.array([], int)) for i in range(len(modules))]
-    recorded: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
-    order: list[np.ndarray] = []
-    for batch, acts in _run_with_hooks(model, modules, make_batches(test), columns):
-        order.append(batch.rows)
-        for layer in wanted:
-            recorded[layer].append(acts[layer - 1])
-    position = np.argsort(np.concatenate(order)) if order else np.array([], int)
+    recorded = {s.layer: np.empty((len(test), len(s.neurons))) for s in selections}
+    where = {row: i for i, row in enumerate(test)}
+    for entity_rows, found in _mlp_rows(loaded, encoded, test, wanted, batch_size, "neurons: test pass"):
+        slots = [where[r] for r in entity_rows]
+        for s in selections:
+            recorded[s.layer][slots] = found[s.layer][:, s.neurons]
     rows = []
-    for selection in selections:
-        values = np.concatenate(recorded[selection.layer])[position] if order else np.empty((0, 0))
-        rows += score(selection, values, y[np.sort(test)], target_names)
-    return rows, selections
+    for s in selections:
+        rows += score(s, recorded[s.layer], y[test], target_names)
+    return rows
 
 
 # --- weights against the probe direction ------------------------------------------------------------------------
@@ -340,3 +320,79 @@ def neuron_table(rows: list[dict], *, dataset: str, model: str) -> pd.DataFrame:
         if column not in frame:
             frame[column] = np.nan
     return frame[list(NEURON_COLUMNS)].sort_values(["kind", "target", "layer", "rank"], ignore_index=True)
+
+
+# --- the whole search over a dataset ----------------------------------------------------------------------------
+
+
+def probe_directions(
+    layer_array: Callable[[int], np.ndarray], layers: Sequence[int], y: np.ndarray, is_test: np.ndarray
+) -> dict[int, np.ndarray]:
+    """The ridge probe's coefficients (n_targets, d_model), in raw residual units, per layer (fit on train rows)."""
+    from worldprobe.probes.ridge import RidgeProbe
+
+    out = {}
+    for layer in tqdm(layers, desc="neurons: probe directions", unit="layer"):
+        probe = RidgeProbe().fit(layer_array(layer)[np.flatnonzero(~is_test)], y[~is_test])
+        out[layer] = np.atleast_2d(probe.coef_)
+    return out
+
+
+def find_neurons(
+    dataset: str,
+    model: str = DEFAULT_MODEL,
+    prompt: str = "empty",
+    *,
+    workspace: Workspace | str | Path | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    layers: str | Sequence[int] = "all",
+    limit: int | None = None,
+    seed: int = DEFAULT_SEED,
+    batch_size: int | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+) -> Path:
+    """Rank MLP neurons and residual coordinates of ``model`` for ``dataset``'s targets; write ``neurons.parquet``
+    into ``results/<dataset>__<model>__<prompt>__neurons__<key>/`` and return the folder.
+
+    Uses (or builds) the activation cache for the residual search and the probe directions, and runs the model twice
+    more (train rows, then test rows) for the MLP neurons. A finished search with the same inputs is not redone.
+    """
+    from worldprobe.probes.results import run_dir, run_key
+
+    if top_k < 1:
+        raise WorldprobeError(f"--top-k must be at least 1, not {top_k}", field="top_k")
+    ws = as_workspace(workspace)
+    spec = get_spec(dataset)
+    path = run_extraction(
+        dataset, model, prompt, workspace=ws, layers=layers, limit=limit, seed=seed, dtype=dtype, device=device,
+        batch_size=batch_size,
+    )  # fmt: skip
+    cache = open_cache(path)
+    chosen = parse_layers(layers, cache.n_layers)
+    settings = {"search": "neurons", "top_k": top_k, "layers": chosen, "seed": seed, "targets": list(spec.targets)}
+    folder = run_dir(ws.results, dataset, model, prompt, "neurons", run_key([cache.manifest], settings))
+    if (folder / NEURONS_FILE).exists():
+        return folder
+    entities = cache.entities.reset_index(drop=True)
+    y = entities[list(spec.targets)].to_numpy(dtype=np.float64)
+    is_test = entities["is_test"].to_numpy(dtype=bool)
+    rows = residual_search(cache.layer, chosen, y, is_test, spec.targets, k=top_k)
+    blocks = None
+    if any(layer >= 1 for layer in chosen):
+        loaded = load_model(model, dtype=dtype, device=device, seed=seed)
+        encoded = encode_entities(
+            loaded.tokenizer, entities["text"].tolist(), get_prompt(dataset, prompt), seed,
+            keys=entities["entity_id"].astype(str).tolist(),
+        )  # fmt: skip
+        rows += mlp_search(
+            loaded, encoded, y, is_test, spec.targets, k=top_k, layers=[v for v in chosen if v >= 1],
+            batch_size=batch_size or default_batch_size(loaded),
+        )  # fmt: skip
+        blocks = loaded.decoder_layers
+    add_cosines(rows, probe_directions(cache.layer, chosen, y, is_test), spec.targets, blocks)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (NEURONS_FILE + ".tmp")
+    neuron_table(rows, dataset=dataset, model=model).to_parquet(tmp, index=False)
+    tmp.replace(folder / NEURONS_FILE)
+    return folder

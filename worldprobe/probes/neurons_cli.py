@@ -2,8 +2,46 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import typer
+
+from worldprobe.cli_common import workspace_of
+from worldprobe.config import DEFAULT_SEED
 
 
 def register(app: typer.Typer) -> None:
     """Add the `neurons` command to the main `worldprobe` app."""
+    app.command("neurons")(neurons)
+
+
+def neurons(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", "-d", help="A built dataset, e.g. world_place."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model preset, hub id or folder."),
+    prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset."),
+    top_k: int = typer.Option(10, "--top-k", "-k", help="Neurons kept per layer and target (chosen on train rows)."),
+    layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (layer 0 has residual dims only)."),
+    limit: int = typer.Option(None, "--limit", help="Use only the first N entities (the cache is built with it)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Entities per forward pass (default by model size)."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of random prompts and random-init models."),
+) -> None:
+    """Find single MLP neurons and residual dimensions that encode the targets: ranked by Pearson r on train rows,
+    scored (Spearman, R² of a line fitted on train) on test rows, with the cosine of each neuron's weights to the
+    probe direction. Writes neurons.parquet into the results folder."""
+    from worldprobe.probes.neurons import NEURONS_FILE, find_neurons
+
+    folder = find_neurons(
+        dataset, model, prompt, workspace=workspace_of(ctx), top_k=top_k, layers=layers, limit=limit, seed=seed,
+        batch_size=batch_size,
+    )  # fmt: skip
+    table = pd.read_parquet(folder / NEURONS_FILE)
+    typer.echo(best_neurons(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"wrote {folder / NEURONS_FILE}")
+
+
+def best_neurons(table: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """Per kind and target, the ``n`` rank-1 neurons (one per layer) with the largest |train r| (chosen on train)."""
+    first = table[table["rank"] == 1].assign(strength=lambda f: f["train_pearson"].abs())
+    top = first.sort_values("strength", ascending=False).groupby(["kind", "target"], sort=True).head(n)
+    columns = ["kind", "target", "layer", "neuron", "train_pearson", "test_spearman", "test_r2", "cos_in", "cos_out"]
+    return top.sort_values(["kind", "target", "strength"], ascending=[True, True, False])[columns]
