@@ -91,6 +91,7 @@ def test_default_source_is_packaged(monkeypatch, capsys, workspace):
     assert code == 0 and "--drop-split-leaks" in out and "packaged" in out
 
 
+@pytest.mark.slow
 def test_real_world_place_through_the_cli(monkeypatch, capsys, workspace):
     source = paper_csv("world_place")
     code, out, _ = run(

@@ -310,6 +310,7 @@ def test_download_failure_is_a_clear_error(fixture_server, cache, workspace):
 # --- the real release files --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_world_place(workspace):
     started = time.perf_counter()
     table, report = build_fixture("world_place", workspace, path=paper_csv("world_place"))
@@ -321,6 +322,7 @@ def test_real_world_place(workspace):
     assert [leak["text"] for leak in report["details"]["split_leaks"]] == ["California's Canyon Lake"]
 
 
+@pytest.mark.slow
 def test_real_us_place(workspace):
     table, report = build_fixture("us_place", workspace, path=paper_csv("us_place"))
     assert len(table) == 29_997 and int(table["is_test"].sum()) == 5_999
