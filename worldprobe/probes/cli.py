@@ -1,9 +1,50 @@
-"""CLI commands of the probes stage."""
+"""CLI commands of the probes stage: ``worldprobe probe``."""
 
 from __future__ import annotations
 
 import typer
 
+from worldprobe.cli_common import workspace_of
+from worldprobe.config import DEFAULT_SEED
+
+
+def probe(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose activation cache to probe."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model of the cache (as given to extract)."),
+    prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt of the cache."),
+    probe_kind: str = typer.Option("ridge", "--probe", help="ridge | mlp."),
+    layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive); must be cached."),
+    target: str = typer.Option(None, "--target", help="Any numeric column of the entity table (default: the "
+                               "dataset's targets, e.g. latitude+longitude)."),
+    log_target: bool = typer.Option(False, "--log-target", help="Probe log10 of --target (non-positive rows dropped)."),
+    holdout: list[str] = typer.Option([], "--holdout", help="Column for held-out blocks at the best layer (repeat)."),
+    standardize: bool = typer.Option(None, "--standardize/--no-standardize",
+                                     help="Z-score activation dimensions on train rows (default: on, measured)."),
+    control: list[str] = typer.Option([], "--control", help="Control to run beside the probe (repeat), e.g. "
+                                      "shuffled, lexical, embedding, group_oracle, within_group, alt_world."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of the MLP probe and of the controls."),
+) -> None:  # fmt: skip
+    """Fit probes on every requested layer of a cached run; write metrics, predictions, hold-outs and a summary."""
+    from worldprobe.probes.experiments import run_probe
+    from worldprobe.probes.results import read_summary
+
+    folder = run_probe(
+        dataset, model, prompt, workspace=workspace_of(ctx), probe=probe_kind,
+        layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),
+        controls=tuple(control), standardize=standardize, seed=seed,
+    )  # fmt: skip
+    summary = read_summary(folder)
+    best = summary["best_test"]
+    typer.echo(
+        f"best layer {summary['best_layer']}/{summary['n_layers']}: test R² {best.get('r2:mean', float('nan')):.3f}"
+        + (f", {best['haversine_km:mean']:.0f} km" if "haversine_km:mean" in best else "")
+    )
+    if summary.get("alpha_on_edge_layers"):
+        typer.secho(f"note: best alpha on the grid edge at layers {summary['alpha_on_edge_layers']}", fg="yellow")
+    typer.echo(str(folder))
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the main `worldprobe` app."""
+    app.command("probe")(probe)

@@ -1,0 +1,210 @@
+"""`worldprobe probe` end to end on small activation caches written in the documented format (extract's
+CacheWriter): the layer sweep, results files, skipping finished work, held-out blocks, new targets, transfer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from worldprobe.errors import WorldprobeError
+from worldprobe.extract.cache import CacheWriter, entity_order_sha256, open_cache
+from worldprobe.probes import cross_prompt_transfer, probe_cache, run_probe
+from worldprobe.probes.results import METRIC_COLUMNS, read_metrics, read_summary
+
+N_LAYERS, D = 4, 24
+CENTRES = {"France": (46.0, 2.0), "Japan": (36.0, 138.0), "Brazil": (-10.0, -52.0), "United Kingdom": (54.0, -2.0),
+           "Kenya": (0.0, 38.0), "Canada": (56.0, -100.0)}  # fmt: skip
+
+
+def world_entities(per_country: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for country, (lat, lon) in CENTRES.items():
+        for i in range(per_country):
+            label = "England" if country == "United Kingdom" and i % 2 else country  # an alias to canonicalise
+            rows.append({"latitude": lat + rng.normal(0, 3), "longitude": lon + rng.normal(0, 3), "country": label,
+                         "entity_type": ("populated_place", "structure")[i % 2],
+                         "population": float(rng.integers(0, 10**6)) if i % 7 else np.nan})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.insert(0, "entity_id", [f"w{i:04d}" for i in range(len(table))])
+    table.insert(1, "name", [f"place {i}" for i in range(len(table))])
+    table.insert(2, "text", table["name"])
+    table["is_test"] = np.random.default_rng(seed + 1).random(len(table)) < 0.25
+    table["source"] = "synthetic"
+    return table
+
+
+def write_cache(workspace, entities: pd.DataFrame, prompt: str = "empty", noise: float = 1.0, seed: int = 0):
+    """A cache whose layer l encodes (lat, lon, log population) more cleanly as l grows (layer 0: nothing)."""
+    rng = np.random.default_rng(seed)
+    signal = np.column_stack([entities["latitude"], entities["longitude"], np.log10(entities["population"] + 1)])
+    signal = np.nan_to_num(signal)
+    mixing = rng.normal(size=(3, D))
+    manifest = {
+        "dataset": "world_place", "dataset_fingerprint": "synthetic", "model": "tiny", "model_source": "test",
+        "quantization": None, "dtype": "float32", "prompt": prompt, "aggregation": "last", "seed": 0,
+        "layers": list(range(N_LAYERS + 1)), "n_layers": N_LAYERS, "d_model": D, "n_entities": len(entities),
+        "entity_order_sha256": entity_order_sha256(entities["entity_id"]),
+    }  # fmt: skip
+    path = workspace.activations / f"world_place__tiny__{prompt}"
+    with CacheWriter.open(path, manifest, entities) as writer:
+        for layer in range(N_LAYERS + 1):
+            acts = (layer / N_LAYERS) * signal @ mixing + rng.normal(0, noise, size=(len(entities), D))
+            acts[:, 0] *= 50  # an outlier dimension
+            writer.write(layer, np.arange(len(entities)), acts.astype(np.float32))
+        writer.finish()
+    return open_cache(path)
+
+
+@pytest.fixture
+def cached(workspace):
+    entities = world_entities()
+    return workspace, write_cache(workspace, entities), entities
+
+
+def test_layer_sweep_writes_results(cached):
+    workspace, cache, entities = cached
+    folder = run_probe("world_place", "tiny", "empty", workspace=workspace, progress=False)
+    metrics = read_metrics(folder)
+    assert list(metrics.columns) == list(METRIC_COLUMNS)
+    assert set(metrics["layer"]) == set(range(N_LAYERS + 1)) and set(metrics["split"]) == {"train", "test"}
+    assert (metrics["control"] == "none").all() and metrics["standardize"].all()
+    r2 = metrics.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")["value"]
+    assert r2[0] < 0.1 and r2[N_LAYERS] > 0.9  # layer 0 holds no signal, the last layer a clean one
+    assert set(metrics.query("layer == 4 and split == 'test'")["metric"]) >= {
+        "r2", "spearman", "pearson", "mae", "haversine_km", "proximity"}  # fmt: skip
+    assert metrics.query("metric == 'rel_depth'").empty and (metrics["rel_depth"] == metrics["layer"] / 4).all()
+    summary = read_summary(folder)
+    assert summary["best_layer"] == int(r2.idxmax()) and summary["complete"]
+    assert summary["best_test"]["r2:mean"] == pytest.approx(r2.max())
+    preds = pd.read_parquet(folder / "predictions.parquet")
+    assert set(preds["layer"]) == {summary["best_layer"]} and len(preds) == len(entities)
+    assert {"true_latitude", "pred_latitude", "true_longitude", "pred_longitude", "country"} <= set(preds.columns)
+    np.testing.assert_allclose(preds["true_latitude"], entities["latitude"])
+
+
+def test_same_inputs_are_skipped_and_results_are_deterministic(cached, monkeypatch):
+    workspace, _, _ = cached
+    first = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], progress=False)
+    before = read_metrics(first)
+    import worldprobe.probes.experiments as experiments
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed a finished run")
+
+    monkeypatch.setattr(experiments, "layer_sweep", boom)
+    assert run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], progress=False) == first
+    monkeypatch.undo()
+    other = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], standardize=False, progress=False)
+    assert other != first
+    (first / "summary.json").unlink()  # an unfinished run is recomputed, identically
+    again = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], progress=False)
+    pd.testing.assert_frame_equal(read_metrics(again), before)
+    assert set(pd.read_parquet(again / "predictions.parquet")["layer"]) == {2, 4}
+
+
+def test_standardize_is_recorded_and_matters_with_outlier_dimensions(cached):
+    workspace, _, _ = cached
+    on = read_metrics(run_probe("world_place", "tiny", workspace=workspace, layers=[4], progress=False))
+    off = read_metrics(
+        run_probe("world_place", "tiny", workspace=workspace, layers=[4], standardize=False, progress=False)
+    )
+    assert on["standardize"].all() and not off["standardize"].any()
+    alpha = lambda m: m.query("metric == 'alpha'")["value"].item()  # noqa: E731
+    assert alpha(on) != alpha(off)
+
+
+def test_holdout_blocks_by_country_and_type(cached):
+    workspace, _, entities = cached
+    folder = run_probe("world_place", "tiny", workspace=workspace, holdouts=("country", "entity_type"), progress=False)
+    hold = pd.read_parquet(folder / "holdouts.parquet")
+    countries = hold.query("column == 'country'")
+    assert set(countries["block"]) == {*CENTRES, "(mean)"}  # "England" rows joined the United Kingdom block
+    uk = countries.query("block == 'United Kingdom' and setting == 'held_out' and metric == 'haversine_km'")
+    assert uk["n_rows"].item() == 60
+    nominal = countries.query("block == 'United Kingdom' and setting == 'nominal' and metric == 'haversine_km'")
+    assert nominal["n_rows"].item() == int(entities.query("country in ['United Kingdom', 'England']")["is_test"].sum())
+    # never having seen a country costs accuracy, but the probe still places it on the right continent
+    assert uk["value"].item() > nominal["value"].item()
+    assert uk["value"].item() < 4000
+    types = hold.query("column == 'entity_type' and block != '(mean)'")
+    assert set(types["block"]) == {"populated_place", "structure"}
+    mean = hold.query("block == '(mean)' and setting == 'held_out' and metric == 'r2' and target == 'mean'")
+    per_block = hold.query("block != '(mean)' and setting == 'held_out' and metric == 'r2' and target == 'mean'")
+    assert mean.groupby("column")["value"].first().to_dict() == pytest.approx(
+        per_block.groupby("column")["value"].mean().to_dict()
+    )
+
+
+def test_new_target_on_an_old_cache(cached):
+    workspace, cache, entities = cached
+    folder = run_probe("world_place", "tiny", workspace=workspace, target="population", log_target=True,
+                       layers=[0, 4], progress=False)  # fmt: skip
+    summary = read_summary(folder)
+    assert summary["targets"] == ["log10_population"]
+    dropped = int((entities["population"].isna() | (entities["population"] <= 0)).sum())
+    assert summary["rows"]["dropped_no_target"] == dropped > 0
+    r2 = read_metrics(folder).query("split == 'test' and metric == 'r2' and target == 'mean'")
+    r2 = r2.set_index("layer")["value"]
+    assert r2[4] > 0.6 and r2[0] < 0.1
+    # the Python API takes any array aligned with the cache
+    result = probe_cache(cache, np.log10(entities["population"]), layers=[4])
+    assert result.dropped == dropped and result.best_layer == 4
+    assert result.metrics.query("split == 'test' and metric == 'r2' and target == 'mean'")["value"].item() == r2[4]
+    with pytest.raises(WorldprobeError, match="not numeric"):
+        run_probe("world_place", "tiny", workspace=workspace, target="country", progress=False)
+    with pytest.raises(WorldprobeError, match="align"):
+        probe_cache(cache, np.zeros(5))
+
+
+def test_bad_requests_are_clear(cached):
+    workspace, _, _ = cached
+    with pytest.raises(WorldprobeError, match="not in the cache|outside"):
+        run_probe("world_place", "tiny", workspace=workspace, layers=[9], progress=False)
+    with pytest.raises(WorldprobeError, match="unknown probe"):
+        run_probe("world_place", "tiny", workspace=workspace, probe="svm", progress=False)
+    with pytest.raises(WorldprobeError, match="hold out"):
+        run_probe("world_place", "tiny", workspace=workspace, holdouts=("continent",), progress=False)
+    with pytest.raises(WorldprobeError, match="does not exist"):
+        run_probe("world_place", "tiny", "coords", workspace=workspace, progress=False)
+
+
+@pytest.mark.slow
+def test_mlp_probe_and_controls_land_in_the_same_table(cached):
+    workspace, _, _ = cached
+    folder = run_probe("world_place", "tiny", workspace=workspace, probe="mlp", layers=[4],
+                       controls=("shuffled", "group_oracle"), progress=False)  # fmt: skip
+    metrics = read_metrics(folder)
+    assert set(metrics["control"]) == {"none", "shuffled", "group_oracle"}
+    assert (metrics["probe"] == "mlp").all() and metrics["standardize"].all()
+    r2 = metrics.query("split == 'test' and metric == 'r2' and target == 'mean'").set_index("control")["value"]
+    assert r2["none"] > 0.8 and r2["shuffled"] < 0.2
+    assert "weight_decay" in set(metrics["metric"])
+
+
+def test_cross_prompt_transfer(cached):
+    workspace, _, entities = cached
+    shuffled = entities.sample(frac=1.0, random_state=3).reset_index(drop=True)  # another cache order
+    write_cache(workspace, shuffled, prompt="coords", seed=0)
+    table = cross_prompt_transfer("world_place", "tiny", "empty", "coords", workspace=workspace, layers=[4])
+    r2 = table.query("metric == 'r2' and target == 'mean'").set_index("setting")["value"]
+    # both caches use the same mixing of the same signal, so a probe transfers once entities are matched by id
+    assert r2["within"] > 0.9 and r2["transfer"] > 0.85
+
+
+def test_cli_probe(cached, capsys):
+    from typer.testing import CliRunner
+
+    from worldprobe.cli import app
+
+    workspace, _, _ = cached
+    result = CliRunner().invoke(app, ["--workspace", str(workspace.root), "probe", "--dataset", "world_place",
+                                      "--model", "tiny", "--layers", "3:4", "--holdout", "entity_type"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "best layer 4/4" in result.output
+    folder = result.output.strip().splitlines()[-1]
+    summary = json.loads((workspace.root / "results" / folder.split("/")[-1] / "summary.json").read_text())
+    assert summary["layers"] == [3, 4] and summary["settings"]["holdouts"] == ["entity_type"]

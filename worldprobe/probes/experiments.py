@@ -1,0 +1,477 @@
+"""The study's comparisons on cached activations: layer sweep, held-out blocks, cross-prompt transfer, prompt and
+model comparison, and probes of arbitrary targets aligned with a cache (science.md sections 5 and 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from tqdm.auto import tqdm
+
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.datasets.registry import get_spec
+from worldprobe.errors import WorldprobeError
+from worldprobe.probes import metrics
+from worldprobe.probes.mlp import MLPProbe
+from worldprobe.probes.results import HOLDOUT_COLUMNS, is_complete, run_dir, run_key, write_results
+from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE, RidgeProbe
+from worldprobe.workspace import as_workspace
+
+PROBES = ("ridge", "mlp")
+HOLDOUT_MAX_BLOCKS = 20
+"""Held-out blocks per column: the largest ``HOLDOUT_MAX_BLOCKS`` groups (paper: the 20 largest countries)."""
+HOLDOUT_MIN_ROWS = 10
+MEAN_BLOCK = "(mean)"
+"""The ``block`` label of the mean over blocks in holdouts.parquet."""
+
+
+def make_probe_factory(
+    probe: str = "ridge", *, standardize: bool | None = None, seed: int = DEFAULT_SEED, alphas=None
+) -> Callable[[], BaseEstimator]:
+    """A zero-argument factory of fresh, unfitted probes with the given settings."""
+    std = DEFAULT_STANDARDIZE if standardize is None else standardize
+    if probe == "ridge":
+        return lambda: RidgeProbe(alphas=alphas, standardize=std)
+    if probe == "mlp":
+        return lambda: MLPProbe(standardize=std, seed=seed)
+    raise WorldprobeError(f"unknown probe {probe!r}", field="probe", hint=f"one of {', '.join(PROBES)}")
+
+
+def resolve_targets(
+    entities: pd.DataFrame, dataset: str, target: str | None = None, log_target: bool = False
+) -> tuple[pd.DataFrame, str]:
+    """The target columns (named, in cache order) and their kind ("place", "time" or "numeric").
+
+    Without ``target`` the dataset's own targets; otherwise any numeric column of the entity table, optionally
+    log10-transformed (named ``log10_<column>``; non-positive values become NaN and are dropped and counted later).
+    """
+    spec = get_spec(dataset)
+    if target is None:
+        names, kind = list(spec.targets), spec.kind
+    else:
+        if target not in entities.columns:
+            numeric = [c for c in entities.columns if pd.api.types.is_numeric_dtype(entities[c])]
+            raise WorldprobeError(f"no column {target!r} in the entity table", field=target, hint=f"numeric: {numeric}")
+        if not pd.api.types.is_numeric_dtype(entities[target]) or pd.api.types.is_bool_dtype(entities[target]):
+            raise WorldprobeError(f"column {target!r} is not numeric", field=target)
+        names, kind = [target], ("time" if target == "year" else "numeric")
+    frame = entities[names].astype(float).reset_index(drop=True)
+    if log_target:
+        if kind == "place":
+            raise WorldprobeError("--log-target applies to one numeric target, not to coordinates", field="target")
+        frame = np.log10(frame.where(frame > 0)).rename(columns=lambda c: f"log10_{c}")
+        kind = "numeric"
+    return frame, kind
+
+
+def score(true: pd.DataFrame, pred: pd.DataFrame, kind: str, *, proximity: bool = True) -> list[tuple[str, str, float]]:
+    """(target, metric, value) rows for one split: r2/spearman/pearson per target and their mean, mae per target,
+    and for places haversine_km, for time abs_error_years, and the proximity error (target ``mean``)."""
+    out: list[tuple[str, str, float]] = []
+    if len(true) < 2:
+        return out
+    for name, fn in (
+        ("r2", metrics.r2_per_target),
+        ("spearman", metrics.spearman_per_target),
+        ("pearson", metrics.pearson_per_target),
+    ):
+        per = fn(true, pred)
+        out += [(t, name, float(v)) for t, v in per.items()] + [("mean", name, float(per.mean()))]
+    out += [(t, "mae", float(v)) for t, v in metrics.mae_per_target(true, pred).items()]
+    if kind == "place":
+        out.append(("mean", "haversine_km", float(metrics.haversine_km(true, pred).mean())))
+    elif kind == "time":
+        col = true.columns[0]
+        out.append((col, "abs_error_years", float(metrics.abs_error_years(true[col], pred[col]).mean())))
+    if proximity:
+        p_true = true if kind == "place" else true.iloc[:, 0]
+        p_pred = pred[list(true.columns)] if kind == "place" else pred[true.columns[0]]
+        prox_kind = "place" if kind == "place" else "time"
+        out.append(("mean", "proximity", float(metrics.proximity_error(p_true, p_pred, kind=prox_kind).mean())))
+    return out
+
+
+@dataclass
+class ProbeResult:
+    """What a layer sweep returns: tidy metric rows, predictions for every row, the fitted probes and the best layer."""
+
+    metrics: pd.DataFrame  # columns: layer, split, target, metric, value
+    predictions: dict[int, np.ndarray]  # layer -> (n_rows, n_targets) in target column order, every row
+    targets: pd.DataFrame
+    kind: str
+    best_layer: int
+    probes: dict[int, BaseEstimator] = field(default_factory=dict)
+    dropped: int = 0  # rows without a finite target (not fitted, not scored)
+
+    def prediction_frame(self, layer: int) -> pd.DataFrame:
+        """Predictions of one layer as a DataFrame named like the targets."""
+        return pd.DataFrame(self.predictions[layer], columns=self.targets.columns)
+
+
+def layer_sweep(
+    layer_of: Callable[[int], Any],
+    targets: pd.DataFrame,
+    is_test: np.ndarray,
+    layers: Sequence[int],
+    make_probe: Callable[[], BaseEstimator],
+    *,
+    kind: str = "numeric",
+    keep_probes: bool = False,
+    progress: bool = True,
+) -> ProbeResult:
+    """Fit a fresh probe per layer on the train rows (finite targets) and score train and test rows.
+
+    ``layer_of(l)`` returns the (n, d) activations of layer ``l`` in the row order of ``targets``.
+    """
+    is_test = np.asarray(is_test, dtype=bool)
+    y = targets.to_numpy(dtype=np.float64)
+    valid = np.isfinite(y).all(axis=1)
+    train, test = np.flatnonzero(valid & ~is_test), np.flatnonzero(valid & is_test)
+    if len(train) < 3 or len(test) < 2:
+        raise WorldprobeError(f"too few rows with a target: {len(train)} train, {len(test)} test", field="targets")
+    rows, preds, probes = [], {}, {}
+    for layer in tqdm(list(layers), desc="probing layers", unit="layer", disable=not progress):
+        x = layer_of(layer)
+        probe = make_probe().fit(x[train], y[train])
+        pred = np.asarray(probe.predict(x), dtype=np.float64).reshape(len(y), -1)
+        preds[layer] = pred
+        if keep_probes:
+            probes[layer] = probe
+        pred_df = pd.DataFrame(pred, columns=targets.columns)
+        for split, idx in (("train", train), ("test", test)):
+            true_s, pred_s = targets.iloc[idx].reset_index(drop=True), pred_df.iloc[idx].reset_index(drop=True)
+            rows += [(layer, split, t, m, v) for t, m, v in score(true_s, pred_s, kind, proximity=split == "test")]
+        rows += [(layer, "train", "mean", m, v) for m, v in _probe_settings(probe)]
+    table = pd.DataFrame(rows, columns=["layer", "split", "target", "metric", "value"])
+    r2_test = table.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")["value"]
+    return ProbeResult(
+        metrics=table, predictions=preds, targets=targets, kind=kind, best_layer=int(r2_test.idxmax()),
+        probes=probes, dropped=int((~valid).sum()),
+    )  # fmt: skip
+
+
+def _probe_settings(probe: BaseEstimator) -> list[tuple[str, float]]:
+    if isinstance(probe, RidgeProbe):
+        return [("alpha", probe.alpha_), ("alpha_on_edge", float(probe.alpha_on_edge_))]
+    if isinstance(probe, MLPProbe):
+        return [("weight_decay", probe.weight_decay_), ("best_epoch", float(probe.best_epoch_[probe.weight_decay_]))]
+    return []
+
+
+def probe_cache(
+    cache,
+    targets: pd.DataFrame | pd.Series | np.ndarray,
+    *,
+    layers: Sequence[int] | None = None,
+    probe: str = "ridge",
+    is_test: np.ndarray | None = None,
+    kind: str = "numeric",
+    standardize: bool | None = None,
+    seed: int = DEFAULT_SEED,
+) -> ProbeResult:
+    """Probe any targets aligned with a cache's entity order (no re-extraction).
+
+    ``targets``: an array (n,) / (n, k), a Series or a DataFrame with one named column per target; NaN rows are
+    skipped and counted in ``result.dropped``. The split defaults to the cache's ``is_test`` column.
+    """
+    n = len(cache.entities)
+    if isinstance(targets, pd.Series):
+        frame = targets.reset_index(drop=True).to_frame(name=targets.name or "target")
+    elif isinstance(targets, pd.DataFrame):
+        frame = targets.reset_index(drop=True)
+    else:
+        arr = np.asarray(targets, dtype=np.float64)
+        arr = arr[:, None] if arr.ndim == 1 else arr
+        frame = pd.DataFrame(
+            arr, columns=["target"] if arr.shape[1] == 1 else [f"target_{i}" for i in range(arr.shape[1])]
+        )
+    if len(frame) != n:
+        raise WorldprobeError(f"{len(frame)} targets for a cache of {n} entities; align them with cache.entities")
+    split = cache.entities["is_test"].to_numpy(dtype=bool) if is_test is None else np.asarray(is_test, dtype=bool)
+    return layer_sweep(
+        cache.layer, frame.astype(float), split, list(cache.layers if layers is None else layers),
+        make_probe_factory(probe, standardize=standardize, seed=seed), kind=kind,
+    )  # fmt: skip
+
+
+def holdout_blocks(
+    x,
+    targets: pd.DataFrame,
+    groups: pd.Series,
+    is_test: np.ndarray,
+    nominal_pred: np.ndarray,
+    make_probe: Callable[[], BaseEstimator],
+    *,
+    kind: str,
+    max_blocks: int = HOLDOUT_MAX_BLOCKS,
+    min_rows: int = HOLDOUT_MIN_ROWS,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Held-out blocks (paper Tables 3/4) for one grouping column at one layer.
+
+    For each of the largest ``max_blocks`` groups (at least ``min_rows`` rows; "unknown"/missing skipped): train on
+    every row outside the block and score the block's rows ("held_out"), next to the random-split probe's predictions
+    ``nominal_pred`` on the block's test rows ("nominal"). The proximity error of a block row counts the
+    predictions of all rows by the same probe. Also the mean over blocks (block ``(mean)``). Columns: block, n_rows,
+    setting, target, metric, value.
+    """
+    y = targets.to_numpy(dtype=np.float64)
+    valid = np.isfinite(y).all(axis=1)
+    labels = groups.astype("string").reset_index(drop=True)
+    counts = labels[valid & labels.notna().to_numpy() & (labels != "unknown").to_numpy()].value_counts()
+    blocks = [b for b, c in counts.items() if c >= min_rows][:max_blocks]
+    nominal_df = pd.DataFrame(nominal_pred, columns=targets.columns)
+    rows = []
+    for block in tqdm(blocks, desc=f"held-out blocks of {groups.name}", unit="block", disable=not progress):
+        inside = valid & (labels == block).fillna(False).to_numpy()
+        train = np.flatnonzero(valid & ~inside)
+        probe = make_probe().fit(x[train], y[train])
+        held_df = pd.DataFrame(
+            np.asarray(probe.predict(x), dtype=np.float64).reshape(len(y), -1), columns=targets.columns
+        )
+        for setting, pred_df, scored in (
+            ("held_out", held_df, inside),
+            ("nominal", nominal_df, inside & np.asarray(is_test, dtype=bool)),
+        ):
+            idx = np.flatnonzero(scored)
+            if len(idx) < 2:
+                continue
+            values = score(targets.iloc[idx].reset_index(drop=True), pred_df.iloc[idx].reset_index(drop=True), kind,
+                           proximity=False)  # fmt: skip
+            values.append(("mean", "proximity", _block_proximity(targets, pred_df, idx, valid, kind)))
+            rows += [(str(block), len(idx), setting, t, m, v) for t, m, v in values]
+    table = pd.DataFrame(rows, columns=["block", "n_rows", "setting", "target", "metric", "value"])
+    if len(table):
+        mean = table.groupby(["setting", "target", "metric"], as_index=False).agg(
+            n_rows=("n_rows", "sum"), value=("value", "mean")
+        )
+        mean["block"] = MEAN_BLOCK
+        table = pd.concat([table, mean[table.columns]], ignore_index=True)
+    return table
+
+
+def _block_proximity(targets: pd.DataFrame, pred: pd.DataFrame, idx: np.ndarray, valid: np.ndarray, kind: str) -> float:
+    """Mean proximity error of rows ``idx`` against every valid row's prediction."""
+    pool = np.flatnonzero(valid)
+    position = np.searchsorted(pool, idx)
+    if kind == "place":
+        true, prd = targets.iloc[pool], pred.iloc[pool]
+        return float(metrics.proximity_error(true, prd, kind="place", rows=position).mean())
+    col = targets.columns[0]
+    values = metrics.proximity_error(
+        targets[col].to_numpy()[pool], pred[col].to_numpy()[pool], kind="time", rows=position
+    )
+    return float(values.mean())
+
+
+def cross_prompt_transfer(
+    dataset: str,
+    model: str,
+    train_prompt: str,
+    test_prompt: str,
+    *,
+    workspace=None,
+    layers: Sequence[int] | None = None,
+    target: str | None = None,
+    log_target: bool = False,
+    probe: str = "ridge",
+    standardize: bool | None = None,
+    seed: int = DEFAULT_SEED,
+) -> pd.DataFrame:
+    """Train on ``train_prompt``'s activations (train rows) and score on ``test_prompt``'s (test rows), next to a
+    probe trained and scored on ``test_prompt`` itself. Entities are matched by ``entity_id``.
+
+    Columns: train_prompt, test_prompt, setting (transfer|within), layer, split, target, metric, value.
+    """
+    from worldprobe.extract import find_cache, open_cache
+    from worldprobe.workspace import as_workspace
+
+    ws = as_workspace(workspace)
+    a = open_cache(find_cache(ws, dataset, model, train_prompt, "last"))
+    b = open_cache(find_cache(ws, dataset, model, test_prompt, "last"))
+    ids_a, ids_b = a.entities["entity_id"].astype(str), b.entities["entity_id"].astype(str)
+    common = np.intersect1d(ids_a.to_numpy(), ids_b.to_numpy())
+    if len(common) == 0:
+        raise WorldprobeError(f"caches of prompts {train_prompt!r} and {test_prompt!r} share no entity_id")
+    pos_a = pd.Series(np.arange(len(ids_a)), index=ids_a).loc[common].to_numpy()
+    pos_b = pd.Series(np.arange(len(ids_b)), index=ids_b).loc[common].to_numpy()
+    ents = b.entities.iloc[pos_b].reset_index(drop=True)
+    tgt, kind = resolve_targets(ents, dataset, target, log_target)
+    y = tgt.to_numpy(dtype=np.float64)
+    is_test = ents["is_test"].to_numpy(dtype=bool)
+    valid = np.isfinite(y).all(axis=1)
+    train, test = np.flatnonzero(valid & ~is_test), np.flatnonzero(valid & is_test)
+    make = make_probe_factory(probe, standardize=standardize, seed=seed)
+    rows = []
+    shared_layers = [layer for layer in (a.layers if layers is None else layers) if layer in b.layers]
+    for layer in tqdm(shared_layers, desc=f"transfer {train_prompt} -> {test_prompt}", unit="layer"):
+        xa, xb = np.asarray(a.layer(layer))[pos_a], np.asarray(b.layer(layer))[pos_b]
+        for setting, x_fit in (("transfer", xa), ("within", xb)):
+            fitted = make().fit(x_fit[train], y[train])
+            pred = pd.DataFrame(np.asarray(fitted.predict(xb[test])).reshape(len(test), -1), columns=tgt.columns)
+            for t, m, v in score(tgt.iloc[test].reset_index(drop=True), pred, kind):
+                rows.append((train_prompt if setting == "transfer" else test_prompt, test_prompt, setting, layer,
+                             "test", t, m, v))  # fmt: skip
+    return pd.DataFrame(rows, columns=["train_prompt", "test_prompt", "setting", "layer", "split", "target", "metric",
+                                       "value"])  # fmt: skip
+
+
+def compare_prompts(dataset: str, model: str, prompts: Sequence[str], **run_options) -> pd.DataFrame:
+    """One metrics table over several prompts (one cache each) of the same dataset and model (``run_probe`` each)."""
+    from worldprobe.probes.results import read_metrics
+
+    return pd.concat([read_metrics(run_probe(dataset, model, p, **run_options)) for p in prompts], ignore_index=True)
+
+
+def compare_models(dataset: str, models: Sequence[str], prompt: str = "empty", **run_options) -> pd.DataFrame:
+    """One metrics table over several models; its ``n_layers`` and ``rel_depth`` columns put curves on one axis."""
+    from worldprobe.probes.results import read_metrics
+
+    return pd.concat([read_metrics(run_probe(dataset, m, prompt, **run_options)) for m in models], ignore_index=True)
+
+
+def run_probe(
+    dataset: str,
+    model: str,
+    prompt: str = "empty",
+    *,
+    workspace=None,
+    probe: str = "ridge",
+    layers: Sequence[int] | str | None = None,
+    target: str | None = None,
+    log_target: bool = False,
+    holdouts: Sequence[str] = (),
+    controls: Sequence[str] = (),
+    standardize: bool | None = None,
+    seed: int = DEFAULT_SEED,
+    progress: bool = True,
+) -> Path:
+    """Probe one finished activation cache and write ``results/<run-key>/``; return that folder.
+
+    Layer sweep over ``layers`` (default: every cached layer), train and test metrics per layer, predictions for the
+    best layer (and every layer asked for explicitly), held-out blocks at the best layer for each column in
+    ``holdouts``, and the named ``controls`` (``worldprobe.probes.controls``) in the same metrics table. A finished run
+    with the same caches and settings is not recomputed.
+    """
+    from worldprobe.extract import find_cache, open_cache
+
+    ws = as_workspace(workspace)
+    spec = get_spec(dataset)
+    if probe not in PROBES:
+        raise WorldprobeError(f"unknown probe {probe!r}", field="probe", hint=f"one of {', '.join(PROBES)}")
+    std = DEFAULT_STANDARDIZE if standardize is None else bool(standardize)
+    cache = open_cache(find_cache(ws, dataset, model, prompt, "last"))
+    available = [int(v) for v in cache.layers]
+    if layers is None:
+        chosen = available
+    else:
+        from worldprobe.extract.runner import parse_layers
+
+        chosen = parse_layers(layers, int(cache.manifest["n_layers"]))
+    missing = [v for v in chosen if v not in available]
+    if missing:
+        raise WorldprobeError(f"layers {missing} are not in the cache", field="layers", hint=f"cached: {available}")
+    entities = cache.entities.reset_index(drop=True)
+    bad = [c for c in holdouts if c not in entities.columns]
+    if bad:
+        raise WorldprobeError(
+            f"no column {bad[0]!r} to hold out", field="holdout", hint=f"{list(spec.holdout_columns)}"
+        )
+    settings = {
+        "probe": probe, "layers": chosen, "target": target, "log_target": log_target, "holdouts": list(holdouts),
+        "controls": list(controls), "standardize": std, "seed": seed,
+        "alphas": [float(a) for a in DEFAULT_ALPHAS] if probe == "ridge" else None,
+    }  # fmt: skip
+    key = run_key([cache.manifest], settings)
+    folder = run_dir(ws.results, dataset, model, prompt, probe, key)
+    if is_complete(folder, key):
+        return folder
+
+    targets, kind = resolve_targets(entities, dataset, target, log_target)
+    is_test = entities["is_test"].to_numpy(dtype=bool)
+    make = make_probe_factory(probe, standardize=std, seed=seed)
+    result = layer_sweep(cache.layer, targets, is_test, chosen, make, kind=kind, progress=progress)
+    n_layers = int(cache.manifest["n_layers"])
+    ids = {"dataset": dataset, "model": model, "n_layers": n_layers, "prompt": prompt, "probe": probe, "seed": seed}
+    table = result.metrics.assign(**ids, control="none", standardize=std)
+    table["rel_depth"] = table["layer"] / n_layers
+    frames = [table]
+    if controls:
+        from worldprobe.probes.controls import run_controls
+
+        valid = np.isfinite(targets.to_numpy(dtype=np.float64)).all(axis=1)
+        view = cache if valid.all() else _RowSubset(cache, valid)
+        ctl = run_controls(
+            list(controls), workspace=ws, dataset=dataset, model=model, prompt=prompt, cache=view,
+            targets=targets[valid].reset_index(drop=True), layers=chosen, make_probe=make,
+            predictions={k: v[valid] for k, v in result.predictions.items()}, seed=seed,
+        )  # fmt: skip
+        frames.append(ctl.assign(standardize=std))
+    metrics_table = pd.concat(frames, ignore_index=True)
+
+    best = result.best_layer
+    hold = []
+    for column in holdouts:
+        groups = entities[column]
+        if column == "country":
+            from worldprobe.datasets.normalize import canonical_country
+
+            groups = groups.map(canonical_country)
+        blocks = holdout_blocks(cache.layer(best), targets, groups.rename(column), is_test, result.predictions[best],
+                                make, kind=kind, progress=progress)  # fmt: skip
+        hold.append(blocks.assign(dataset=dataset, model=model, prompt=prompt, layer=best, probe=probe, column=column))
+    holdouts_table = pd.concat(hold, ignore_index=True) if hold else pd.DataFrame(columns=list(HOLDOUT_COLUMNS))
+
+    kept = sorted({best} | (set(chosen) if layers is not None else set()))
+    predictions = _prediction_table(entities, spec, targets, result, kept, ids)
+    best_rows = table.query("layer == @best and split == 'test'")
+    summary = {
+        "run_key": key, "dataset": dataset, "model": model, "prompt": prompt, "probe": probe, "kind": kind,
+        "n_layers": n_layers, "layers": chosen, "best_layer": best, "best_rel_depth": best / n_layers,
+        "best_test": {f"{r.metric}:{r.target}": r.value for r in best_rows.itertuples()},
+        "targets": list(targets.columns), "settings": settings,
+        "alpha_on_edge_layers": table.query("metric == 'alpha_on_edge' and value == 1")["layer"].tolist(),
+        "rows": {"entities": len(entities), "dropped_no_target": result.dropped,
+                 "train": int((~is_test).sum()), "test": int(is_test.sum())},
+        "cache": {"path": str(getattr(cache, "path", "")),
+                  "dataset_fingerprint": cache.manifest.get("dataset_fingerprint"),
+                  "entity_order_sha256": cache.manifest.get("entity_order_sha256")},
+    }  # fmt: skip
+    return write_results(folder, metrics=metrics_table, predictions=predictions, holdouts=holdouts_table,
+                         summary=summary)  # fmt: skip
+
+
+def _prediction_table(entities, spec, targets, result: ProbeResult, kept, ids) -> pd.DataFrame:
+    base_cols = ["entity_id", "name", "text", "is_test", *[c for c in spec.group_columns if c in entities.columns]]
+    frames = []
+    for layer in kept:
+        frame = entities[list(dict.fromkeys(base_cols))].copy()
+        for i, col in enumerate(targets.columns):
+            frame[f"true_{col}"] = targets[col].to_numpy()
+            frame[f"pred_{col}"] = result.predictions[layer][:, i]
+        frame.insert(0, "control", "none")
+        frame.insert(0, "probe", ids["probe"])
+        frame.insert(0, "layer", layer)
+        frame.insert(0, "prompt", ids["prompt"])
+        frame.insert(0, "model", ids["model"])
+        frame.insert(0, "dataset", ids["dataset"])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+class _RowSubset:
+    """A view of an activation cache restricted to some rows (for controls when some targets are missing)."""
+
+    def __init__(self, cache, keep: np.ndarray) -> None:
+        self._cache, self._keep = cache, keep
+        self.manifest = cache.manifest
+        self.layers = cache.layers
+        self.entities = cache.entities.reset_index(drop=True)[keep].reset_index(drop=True)
+
+    def layer(self, layer: int) -> np.ndarray:
+        return np.asarray(self._cache.layer(layer))[self._keep]

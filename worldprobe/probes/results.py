@@ -1,0 +1,110 @@
+"""Writing and reading a probe run's results folder (docs/design.md "Results") and the run key that lets
+``worldprobe probe`` skip work whose results already exist for the same inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import worldprobe
+from worldprobe.errors import WorldprobeError
+
+METRIC_COLUMNS = (
+    "dataset", "model", "n_layers", "prompt", "layer", "rel_depth", "probe", "control",
+    "standardize", "split", "target", "metric", "value", "seed",
+)  # fmt: skip
+HOLDOUT_COLUMNS = (
+    "dataset", "model", "prompt", "layer", "probe", "column", "block", "n_rows", "setting", "target", "metric", "value",
+)  # fmt: skip
+SUMMARY = "summary.json"
+RESULT_FILES = ("metrics.parquet", "predictions.parquet", "holdouts.parquet", SUMMARY)
+
+_MANIFEST_KEYS = (
+    "dataset", "dataset_fingerprint", "model", "model_source", "quantization", "dtype", "prompt", "aggregation",
+    "seed", "layers", "n_layers", "d_model", "n_entities", "entity_order_sha256",
+)  # fmt: skip
+
+
+def run_key(manifests: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """A hash of the caches' identities (their manifests' content keys) and the probe settings."""
+    payload = {
+        "caches": [{k: m.get(k) for k in _MANIFEST_KEYS} for m in manifests],
+        "settings": settings,
+        "results_format": 1,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
+
+
+def run_dir(results_root: Path, dataset: str, model: str, prompt: str, probe: str, key: str) -> Path:
+    """``results/<dataset>__<model>__<prompt>__<probe>__<key>`` with unsafe characters of the model replaced."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset}__{model}__{prompt}__{probe}")
+    return results_root / f"{safe}__{key}"
+
+
+def is_complete(folder: Path, key: str) -> bool:
+    """Whether ``folder`` holds a finished run with this key."""
+    path = folder / SUMMARY
+    if not path.exists():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return summary.get("run_key") == key and summary.get("complete") is True
+
+
+def write_results(
+    folder: Path,
+    *,
+    metrics: pd.DataFrame,
+    predictions: pd.DataFrame,
+    holdouts: pd.DataFrame,
+    summary: dict[str, Any],
+) -> Path:
+    """Write the four result files; the summary goes last (it marks the run complete)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics lack columns {missing}")
+    for frame, name in ((metrics[list(METRIC_COLUMNS)], "metrics"), (predictions, "predictions"),
+                        (holdouts.reindex(columns=list(HOLDOUT_COLUMNS)), "holdouts")):  # fmt: skip
+        tmp = folder / f"{name}.parquet.tmp"
+        frame.reset_index(drop=True).to_parquet(tmp, index=False)
+        tmp.replace(folder / f"{name}.parquet")
+    summary = {**summary, "complete": True, "worldprobe_version": worldprobe.__version__}
+    tmp = folder / f"{SUMMARY}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    tmp.replace(folder / SUMMARY)
+    return folder
+
+
+def read_metrics(folder: Path) -> pd.DataFrame:
+    """The metrics table of a results folder."""
+    path = Path(folder) / "metrics.parquet"
+    if not path.exists():
+        raise WorldprobeError("no metrics in this results folder", file=path, hint="run `worldprobe probe` first")
+    return pd.read_parquet(path)
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """The summary.json of a results folder."""
+    path = Path(folder) / SUMMARY
+    if not path.exists():
+        raise WorldprobeError("no summary in this results folder", file=path, hint="run `worldprobe probe` first")
+    return json.loads(path.read_text())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, tuple, set)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
