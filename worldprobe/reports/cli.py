@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from worldprobe.cli_common import workspace_of
+from worldprobe.config import DEFAULT_SEED
+
+
+def report(
+    ctx: typer.Context,
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Folder for index.html and figures/ (default workspace/reports)."
+    ),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed of the sampled points (error lines, hover, example entities)."),
+) -> None:
+    """Draw maps, timelines and layer curves from workspace/results/ and write one offline index.html."""
+    from worldprobe.reports.build import build_report
+
+    written = build_report(workspace_of(ctx), out, seed)
+    for note in written.missing:
+        typer.secho(f"missing: {note}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{len(written.figures)} figures, {len(written.sections)} dataset(s)")
+    typer.echo(str(written.index))
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the main `worldprobe` app."""
+    app.command("report")(report)

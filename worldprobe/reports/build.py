@@ -1,0 +1,170 @@
+"""Turn everything in ``results/`` into figures and one ``index.html``: the ``worldprobe report`` job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.reports import curves, holdouts, maps, neurons, timelines
+from worldprobe.reports.figure import FigureFile
+from worldprobe.reports.results import Results, load_results, primary_prompt
+from worldprobe.reports.summary import display_table, summary_table
+from worldprobe.workspace import Workspace
+
+
+@dataclass
+class Block:
+    """One model's part of a dataset section: a heading, figures and tables (HTML strings come from html.py)."""
+
+    heading: str
+    figures: list[FigureFile] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    """Everything the report shows about one dataset."""
+
+    dataset: str
+    kind: str
+    blocks: list[Block] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """A written report: where it is, its summary, sections and what was missing."""
+
+    index: Path
+    summary: pd.DataFrame
+    sections: list[Section]
+    missing: list[str]
+
+    @property
+    def figures(self) -> list[FigureFile]:
+        return [f for s in self.sections for b in s.blocks for f in b.figures]
+
+
+def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED) -> Report:
+    """Read ``workspace/results``; write ``out/figures/*.png|svg`` and ``out/index.html`` (out: workspace/reports)."""
+    from worldprobe.reports.html import write_html
+
+    out = Path(out) if out is not None else workspace.reports
+    results = load_results(workspace.results)
+    summary = summary_table(results.metrics) if not results.metrics.empty else pd.DataFrame()
+    models = sorted(set(results.metrics.get("model", [])) | set(results.predictions.get("model", [])))
+    palette = curves.model_palette(models)
+    sections = []
+    for dataset in tqdm(results.datasets, desc="report", unit="dataset"):
+        sections.append(_section(results, summary, dataset, out, palette, seed))
+    missing = results.missing + [f"{s.dataset}: {note}" for s in sections for note in s.notes]
+    report = Report(out / "index.html", display_table(summary), sections, missing)
+    write_html(report)
+    return report
+
+
+def _section(
+    results: Results, summary: pd.DataFrame, dataset: str, out: Path, palette: dict[str, tuple], seed: int
+) -> Section:
+    section = Section(dataset, results.kind(dataset))
+    predictions = _rows(results.predictions, dataset)
+    metrics = _rows(results.metrics, dataset)
+    n_test = _n_test(predictions)
+    overview = Block("Across depth")
+    if not metrics.empty:
+        overview.figures += [
+            f
+            for f in (
+                curves.layer_curves(metrics, dataset, out, n_test, palette),
+                curves.prompt_curves(metrics, dataset, out, n_test),
+            )
+            if f is not None
+        ]
+    if overview.figures:
+        section.blocks.append(overview)
+    if predictions.empty:
+        section.notes.append("no predictions.parquet: no map or timeline")
+    best = summary[summary["dataset"] == dataset] if not summary.empty else pd.DataFrame()
+    for model in sorted(set(predictions.get("model", [])) | set(metrics.get("model", []))):
+        block = Block(model)
+        _predictions_figures(block, section, predictions, best, model, out, seed)
+        _holdouts(block, _rows(results.holdouts, dataset), model, metrics, out)
+        _neurons(block, _rows(results.neurons, dataset), model, out)
+        if block.figures or block.tables:
+            section.blocks.append(block)
+    return section
+
+
+def _rows(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    return table[table["dataset"] == dataset] if "dataset" in table.columns else table.iloc[0:0]
+
+
+def _n_test(predictions: pd.DataFrame) -> str:
+    if predictions.empty:
+        return "not recorded"
+    test = predictions[predictions["is_test"].astype(bool)]
+    return str(test.groupby(["model", "prompt"])["entity_id"].nunique().max())
+
+
+def _predictions_figures(
+    block: Block, section: Section, predictions: pd.DataFrame, best: pd.DataFrame, model: str, out: Path, seed: int
+) -> None:
+    """The map (places) or timeline (time) of one model at its best layer, primary prompt, test rows."""
+    rows = predictions[(predictions["model"] == model) & (predictions["control"].fillna("none") == "none")]
+    rows = rows[rows["is_test"].astype(bool)]
+    if rows.empty:
+        section.notes.append(f"{model}: no test predictions, so no map or timeline")
+        return
+    prompt = primary_prompt(rows["prompt"])
+    rows = rows[rows["prompt"] == prompt]
+    probe = "ridge" if "ridge" in set(rows["probe"]) else sorted(set(rows["probe"]))[0]
+    rows = rows[rows["probe"] == probe]
+    wanted = best.loc[(best["model"] == model) & (best["prompt"] == prompt), "best_layer"]
+    available = sorted(set(rows["layer"]))
+    layer = int(wanted.iat[0]) if len(wanted) and int(wanted.iat[0]) in available else int(available[-1])
+    if len(wanted) and int(wanted.iat[0]) not in available:
+        section.notes.append(f"{model}: no predictions at the best layer {int(wanted.iat[0])}; showing layer {layer}")
+    rows = rows[rows["layer"] == layer]
+    n_layers = _n_layers(best, model, layer)
+    if section.kind == "place":
+        data = maps.MapInput(section.dataset, model, prompt, layer, n_layers, rows)
+        figures, notes = maps.map_figures(data, out, seed)
+        block.figures += figures
+        section.notes += notes
+    else:
+        data = timelines.TimelineInput(section.dataset, model, prompt, layer, n_layers, rows)
+        block.figures.append(timelines.timeline_figure(data, out, seed))
+        block.tables.append(("Example test entities", timelines.example_table(rows, seed)))
+
+
+def _n_layers(best: pd.DataFrame, model: str, layer: int) -> int:
+    known = best.loc[best["model"] == model, "n_layers"] if not best.empty else pd.Series(dtype=int)
+    return int(known.iat[0]) if len(known) else max(layer, 1)
+
+
+def _holdouts(block: Block, rows: pd.DataFrame, model: str, metrics: pd.DataFrame, out: Path) -> None:
+    rows = rows[rows["model"] == model] if not rows.empty else rows
+    if rows.empty:
+        return
+    known = metrics.loc[metrics["model"] == model, "n_layers"] if not metrics.empty else pd.Series(dtype=int)
+    n_layers = int(known.iat[0]) if len(known) else int(rows["layer"].max())
+    figure = holdouts.holdout_figure(rows, rows["dataset"].iat[0], model, n_layers, out)
+    if figure is not None:
+        block.figures.append(figure)
+    for column in dict.fromkeys(rows["column"]):
+        table = holdouts.holdout_table(rows, column)
+        block.tables.append((f"Held-out blocks by {column} ({table['metric'].iat[0]})", table.drop(columns="metric")))
+
+
+def _neurons(block: Block, rows: pd.DataFrame, model: str, out: Path) -> None:
+    rows = rows[rows["model"] == model] if not rows.empty else rows
+    if rows.empty:
+        return
+    figure = neurons.neuron_figure(rows, rows["dataset"].iat[0], model, out)
+    if figure is not None:
+        block.figures.append(figure)
+    block.tables.append(("Top neurons (selected on train rows, scored on test rows)", neurons.neuron_table(rows)))

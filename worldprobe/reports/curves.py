@@ -1,0 +1,141 @@
+"""Layer curves: test R² and Spearman against relative depth, one line per model or prompt, controls beside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+
+from worldprobe.reports.figure import Caption, FigureFile, file_stem, new_figure, save
+from worldprobe.reports.results import primary_prompt
+
+METRICS = {"r2": "test R² (mean over targets)", "spearman": "test Spearman ρ (mean over targets)"}
+CONTROL_STYLES = {
+    "shuffled": dict(ls=(0, (1, 1.5)), marker="v"),
+    "random_init": dict(ls="--", marker="s"),
+    "embedding": dict(ls="", marker="D"),
+    "alt_world": dict(ls="-.", marker=""),
+}
+FLAT_COLOURS = {"lexical": "#7f7f7f", "group_oracle": "#000000"}
+DEPTH_LABEL = "relative depth (layer / number of layers)"
+
+
+def _test_rows(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = metrics[(metrics["split"] == "test") & (metrics["target"] == "mean") & (metrics["metric"] == metric)].copy()
+    missing = rows["rel_depth"].isna() & (rows["layer"] >= 0)
+    rows.loc[missing, "rel_depth"] = rows.loc[missing, "layer"] / rows.loc[missing, "n_layers"]
+    return rows
+
+
+def _is_flat(rows: pd.DataFrame) -> bool:
+    """A control without layers (lexical, group oracle): negative layer or no depth."""
+    return bool(rows["rel_depth"].isna().all())
+
+
+def model_palette(models: list[str]) -> dict[str, tuple]:
+    """One colour per model, stable across every figure of a report."""
+    return dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
+
+
+def layer_curves(
+    metrics: pd.DataFrame, dataset: str, out_dir: Path, n_test: str, palette: dict[str, tuple]
+) -> FigureFile | None:
+    """Probe and controls against depth for every model (primary prompt, each probe); ``None`` without test rows."""
+    rows = metrics[metrics["dataset"] == dataset]
+    if rows.empty:
+        return None
+    prompt = primary_prompt(rows["prompt"])
+    rows = rows[rows["prompt"] == prompt]
+    panels = [m for m in METRICS if not _test_rows(rows, m).empty]
+    within = _test_rows(rows[rows["control"] == "within_group"], "pearson")
+    if not panels:
+        return None
+    fig, axes = new_figure(
+        1, len(panels) + (not within.empty), width=5.2 * (len(panels) + (not within.empty)), height=4.6
+    )
+    axes = np.atleast_1d(axes)
+    controls_seen: list[str] = []
+    for ax, metric in zip(axes, panels, strict=False):
+        data = _test_rows(rows, metric)
+        for (model, probe), probe_rows in data[data["control"] == "none"].groupby(["model", "probe"]):
+            curve = probe_rows.groupby("rel_depth")["value"].mean()
+            ax.plot(curve.index, curve.values, color=palette[model], lw=2, ls="-" if probe == "ridge" else ":")
+        for control, control_rows in data[data["control"] != "none"].groupby("control"):
+            if control == "within_group":
+                continue
+            controls_seen.append(control)
+            _draw_control(ax, control, control_rows, palette)
+        ax.set(xlabel=DEPTH_LABEL, ylabel=METRICS[metric], xlim=(-0.02, 1.02))
+        ax.set_title(METRICS[metric].split(" (")[0])
+        ax.grid(alpha=0.3)
+    if not within.empty:
+        ax = axes[-1]
+        for model, model_rows in within.groupby("model"):
+            curve = model_rows.groupby("rel_depth")["value"].mean()
+            ax.plot(curve.index, curve.values, color=palette[model], lw=2)
+        ax.set(xlabel=DEPTH_LABEL, ylabel="test Pearson r after subtracting group means", xlim=(-0.02, 1.02))
+        ax.set_title("within-group correlation")
+        ax.grid(alpha=0.3)
+    _legends(axes[0], rows, palette, sorted(set(controls_seen)))
+    models = sorted(set(rows["model"]))
+    caption = Caption(dataset, ", ".join(models), prompt, "all (x = layer / layers)", "test", n_test)
+    title = f"{dataset}: probe quality across depth, with controls"
+    return save(fig, out_dir, file_stem(dataset, "layers"), title, caption)
+
+
+def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, palette: dict[str, tuple]) -> None:
+    """Dashed per-model lines, a min-max band when a control has several seeds, a flat line without layers."""
+    if _is_flat(rows):
+        value = rows["value"].mean()
+        ax.axhline(value, color=FLAT_COLOURS.get(control, "#555555"), lw=1, ls=(0, (4, 2)))
+        ax.annotate(f"{control} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"), ha="right",
+                    va="bottom", fontsize=7, color=FLAT_COLOURS.get(control, "#555555"))  # fmt: skip
+        return
+    style = CONTROL_STYLES.get(control, dict(ls="--", marker="o"))
+    for model, model_rows in rows.dropna(subset=["rel_depth"]).groupby("model"):
+        by_depth = model_rows.groupby(["rel_depth", "seed"])["value"].mean().groupby("rel_depth")
+        mean, low, high = by_depth.mean(), by_depth.min(), by_depth.max()
+        colour = palette[model]
+        ax.plot(mean.index, mean.values, color=colour, lw=1.2, ls=style["ls"], marker=style["marker"], ms=3)
+        if (high - low).max() > 0:
+            ax.fill_between(mean.index, low.values, high.values, color=colour, alpha=0.15, lw=0)
+
+
+def _legends(ax: Axes, rows: pd.DataFrame, palette: dict[str, tuple], controls: list[str]) -> None:
+    models = [Line2D([], [], color=palette[m], lw=2, label=m) for m in sorted(set(rows["model"]))]
+    probes = sorted(set(rows["probe"]))
+    styles = [Line2D([], [], color="#444", lw=2, ls="-" if p == "ridge" else ":", label=f"{p} probe") for p in probes]
+    for control in controls:
+        if control in FLAT_COLOURS or control not in CONTROL_STYLES:
+            flat = FLAT_COLOURS.get(control, "#555555")
+            styles.append(Line2D([], [], color=flat, lw=1, ls=(0, (4, 2)), label=f"{control} (no layers)"))
+        else:
+            style = CONTROL_STYLES[control]
+            band = " ±seeds" if control == "alt_world" else ""
+            styles.append(Line2D([], [], color="#444", ms=3, label=f"control: {control}{band}", **style))
+    ax.add_artist(ax.legend(handles=models, title="model", loc="upper left", fontsize=7, title_fontsize=8))
+    ax.legend(handles=styles, loc="lower right", fontsize=7, framealpha=0.85)
+
+
+def prompt_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, n_test: str) -> FigureFile | None:
+    """Test R² against depth, one line per prompt, one panel per model; ``None`` when the dataset has one prompt."""
+    rows = _test_rows(metrics[(metrics["dataset"] == dataset) & (metrics["control"] == "none")], "r2")
+    prompts = sorted(set(rows["prompt"]))
+    if len(prompts) < 2:
+        return None
+    models = sorted(set(rows["model"]))
+    colours = dict(zip(prompts, sns.color_palette("Dark2", len(prompts)), strict=True))
+    fig, axes = new_figure(1, len(models), width=max(6.0, 4.6 * len(models)), height=4.4, sharey=True)
+    for ax, model in zip(np.atleast_1d(axes), models, strict=True):
+        for prompt, prompt_rows in rows[rows["model"] == model].groupby("prompt"):
+            curve = prompt_rows.groupby("rel_depth")["value"].mean()
+            ax.plot(curve.index, curve.values, color=colours[prompt], lw=2, label=prompt or "empty")
+        ax.set(xlabel=DEPTH_LABEL, ylabel=METRICS["r2"], title=model, xlim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(title="prompt", fontsize=7, title_fontsize=8, loc="lower right")
+    caption = Caption(dataset, ", ".join(models), ", ".join(prompts), "all", "test", n_test)
+    return save(fig, out_dir, file_stem(dataset, "prompts"), f"{dataset}: probe R² by prompt", caption)

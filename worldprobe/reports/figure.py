@@ -1,0 +1,113 @@
+"""What every report figure shares: the caption, the PNG + SVG files, and hover points for the HTML page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+DPI = 100
+SAFE = str.maketrans({c: "_" for c in " /\\:*?\"<>|'"})
+
+
+@dataclass(frozen=True)
+class Caption:
+    """Where a figure's numbers come from: dataset, model, prompt, layer, split and number of entities."""
+
+    dataset: str
+    model: str
+    prompt: str
+    layer: str  # "12 of 24 (50% depth)", "all", "best per model"
+    split: str
+    n: int | str
+
+    def __str__(self) -> str:
+        return (
+            f"dataset {self.dataset} · model {self.model} · prompt {self.prompt or 'empty'} · "
+            f"layer {self.layer} · split {self.split} · n = {self.n}"
+        )
+
+
+@dataclass
+class HoverPoint:
+    """One point of a figure the HTML page can hover: its position as a fraction of the image, and a label."""
+
+    x: float
+    y: float
+    label: str
+
+
+@dataclass
+class FigureFile:
+    """A saved figure: PNG and SVG paths (relative to the report folder), title, caption, hover points."""
+
+    key: str
+    png: str
+    svg: str
+    title: str
+    caption: str
+    hover: list[HoverPoint] = field(default_factory=list)
+
+
+def layer_text(layer: int, n_layers: int) -> str:
+    """``"12 of 24 (50% depth)"``."""
+    return f"{layer} of {n_layers} ({layer / n_layers:.0%} depth)"
+
+
+def file_stem(*parts: object) -> str:
+    """A file-name-safe stem from parts such as dataset, model and figure kind."""
+    return "__".join(str(p).translate(SAFE) for p in parts if str(p))
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, width: float = 10, height: float = 5, **kwargs) -> tuple[Figure, Any]:
+    """A constrained-layout figure that leaves a strip at the bottom for the caption."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), layout="constrained", dpi=DPI, **kwargs)
+    fig.get_layout_engine().set(rect=(0, 0.045, 1, 0.955))
+    return fig, axes
+
+
+@dataclass
+class Hover:
+    """Points of one axes to make hoverable in the HTML page: data coordinates and one label each."""
+
+    ax: Axes
+    x: np.ndarray
+    y: np.ndarray
+    labels: list[str]
+
+    def points(self, fig: Figure) -> list[HoverPoint]:
+        """Positions as fractions of the saved image (0,0 = top left); call once the layout is final."""
+        pixels = self.ax.transData.transform(np.column_stack([self.x, self.y]))
+        width, height = fig.canvas.get_width_height()
+        return [
+            HoverPoint(round(float(px / width), 5), round(float(1 - py / height), 5), label)
+            for (px, py), label in zip(pixels, self.labels, strict=True)
+            if np.isfinite(px) and np.isfinite(py)
+        ]
+
+
+def save(fig: Figure, out_dir: Path, stem: str, title: str, caption: Caption, hover: Hover | None = None) -> FigureFile:
+    """Title the figure, write its caption at the bottom, save ``figures/<stem>.png`` and ``.svg``, close it."""
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    fig.text(0.5, 0.008, str(caption), ha="center", va="bottom", fontsize=8, color="#444444")
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figures / f"{stem}.png", dpi=DPI, metadata=_metadata("png"))  # lays the figure out once
+    fig.set_layout_engine("none")  # keep that layout for the SVG and the hover positions
+    points = hover.points(fig) if hover else []
+    fig.savefig(figures / f"{stem}.svg", dpi=DPI, metadata=_metadata("svg"))
+    plt.close(fig)
+    return FigureFile(stem, f"figures/{stem}.png", f"figures/{stem}.svg", title, str(caption), points)
+
+
+def _metadata(suffix: str) -> dict[str, str | None]:
+    """No creation date in the files, so the same results give byte-identical figures."""
+    return {"Software": None} if suffix == "png" else {"Date": None}

@@ -1,0 +1,72 @@
+"""Held-out blocks (paper Tables 3/4) as bar charts: each block's error under the random split vs held out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from worldprobe.reports.figure import Caption, FigureFile, file_stem, layer_text, new_figure, save
+
+METRIC_LABELS = {
+    "proximity": "proximity error (fraction; 0 = perfect, 0.5 = chance)",
+    "haversine_km": "error (km; lower is better)",
+    "abs_error_years": "absolute error (years; lower is better)",
+    "r2": "R² within the block (higher is better)",
+    "spearman": "Spearman ρ within the block (higher is better)",
+}
+SETTINGS = {"nominal": ("random split (nominal)", "#8c9fbf"), "held_out": ("block held out of training", "#d62728")}
+MAX_BLOCKS = 20
+
+
+def holdout_metric(rows: pd.DataFrame) -> str:
+    """The metric to draw: the first of ``METRIC_LABELS`` present, else the first one found."""
+    present = list(dict.fromkeys(rows["metric"]))
+    return next((m for m in METRIC_LABELS if m in present), present[0])
+
+
+def holdout_table(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One row per block of ``column``: n_rows, nominal and held-out value of the chosen metric (target ``mean``)."""
+    rows = rows[rows["column"] == column]
+    metric = holdout_metric(rows)
+    rows = rows[(rows["metric"] == metric) & (rows["target"] == _target(rows))]
+    table = rows.pivot_table(index="block", columns="setting", values="value", aggfunc="mean")
+    table["n_rows"] = rows.groupby("block")["n_rows"].max()
+    table = table.sort_values("n_rows", ascending=False).head(MAX_BLOCKS).reset_index()
+    return table.assign(metric=metric)
+
+
+def _target(rows: pd.DataFrame) -> str:
+    targets = list(dict.fromkeys(rows["target"]))
+    return "mean" if "mean" in targets else targets[0]
+
+
+def holdout_figure(rows: pd.DataFrame, dataset: str, model: str, n_layers: int, out_dir: Path) -> FigureFile | None:
+    """One panel per hold-out column: grouped bars per block (nominal vs held out); ``None`` without rows."""
+    if rows.empty:
+        return None
+    columns = list(dict.fromkeys(rows["column"]))
+    fig, axes = new_figure(len(columns), 1, width=10, height=3.6 * len(columns) + 0.6)
+    axes = np.atleast_1d(axes)
+    for ax, column in zip(axes, columns, strict=True):
+        table = holdout_table(rows, column)
+        positions = np.arange(len(table))
+        for offset, (setting, (label, colour)) in zip((-0.2, 0.2), SETTINGS.items(), strict=True):
+            if setting in table:
+                ax.bar(positions + offset, table[setting], width=0.4, color=colour, label=label)
+                ax.axhline(table[setting].mean(), color=colour, lw=1, ls="--", label=f"{label}, mean over blocks")
+        ax.set_xticks(positions, [f"{b}\n(n={n})" for b, n in zip(table["block"], table["n_rows"], strict=True)])
+        ax.tick_params(axis="x", labelsize=7, rotation=45 if len(table) > 8 else 0)
+        ax.set(xlabel=f"held-out block of {column} (n = entities in the block)", ylabel=METRIC_LABELS.get(
+            table["metric"].iat[0], table["metric"].iat[0]))  # fmt: skip
+        ax.set_title(f"by {column}")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(axis="y", alpha=0.3)
+    layers = sorted(set(rows["layer"]))
+    layer = layer_text(layers[0], n_layers) if len(layers) == 1 else ", ".join(map(str, layers))
+    prompt = ", ".join(sorted(set(rows["prompt"])))
+    n = int(rows.drop_duplicates(["column", "block"]).groupby("column")["n_rows"].sum().max())
+    caption = Caption(dataset, model, prompt, layer, "test rows of each block", n)
+    title = f"{dataset}: held-out blocks, {model} (trained without the block vs with it)"
+    return save(fig, out_dir, file_stem(dataset, model, "holdouts"), title, caption)

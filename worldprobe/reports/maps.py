@@ -1,0 +1,145 @@
+"""Maps of place datasets: test entities at their predicted and true positions over real outlines, and error lines."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import shapely
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.lines import Line2D
+from pyproj import Geod
+
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.reports.figure import Caption, FigureFile, Hover, file_stem, layer_text, new_figure, save
+from worldprobe.reports.geography import MAPS, MapSpec, map_for, outlines, project_geometries, regions
+
+ERROR_SAMPLE = 400
+HOVER_SAMPLE = 1500
+GEOD = Geod(ellps="WGS84")
+
+
+@dataclass
+class MapInput:
+    """The test predictions of one dataset, model, prompt and layer."""
+
+    dataset: str
+    model: str
+    prompt: str
+    layer: int
+    n_layers: int
+    rows: pd.DataFrame  # one row per test entity with true_/pred_ latitude and longitude
+
+
+def error_km(rows: pd.DataFrame) -> np.ndarray:
+    """Great-circle distance (km, WGS84) between each true and predicted point, inputs named, never reordered."""
+    lat = rows["pred_latitude"].clip(-90, 90).to_numpy()
+    _, _, metres = GEOD.inv(rows["true_longitude"].to_numpy(), rows["true_latitude"].to_numpy(),
+                            rows["pred_longitude"].to_numpy(), lat)  # fmt: skip
+    return np.asarray(metres) / 1000
+
+
+def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tuple[list[FigureFile], list[str]]:
+    """Write the positions figure (predicted | true) and the error-lines figure; return them and any notes."""
+    spec = map_for(data.dataset)
+    table, note = outlines(spec.name)
+    rows = data.rows.reset_index(drop=True)
+    region = regions(spec, rows, table)
+    palette = dict(zip(sorted(region.unique()), sns.color_palette("tab10", region.nunique()), strict=True))
+    colours = np.array([palette[r] for r in region])
+    true_x, true_y = spec.project(rows["true_longitude"], rows["true_latitude"])
+    pred_x, pred_y = spec.project(rows["pred_longitude"], rows["pred_latitude"].clip(-90, 90))
+    km = error_km(rows)
+    base = Caption(data.dataset, data.model, data.prompt, layer_text(data.layer, data.n_layers), "test", len(rows))
+    stem = file_stem(data.dataset, data.model, data.prompt, "map")
+
+    fig, (ax_pred, ax_true) = new_figure(1, 2, width=13, height=4.6 if spec.name == "world" else 5)
+    for ax, x, y, what in ((ax_pred, pred_x, pred_y, "predicted"), (ax_true, true_x, true_y, "true")):
+        _draw_background(ax, spec, table, true_x, true_y)
+        ax.scatter(x, y, c=colours, s=6, alpha=0.7, linewidths=0, rasterized=True)
+        ax.set_title(f"{what} position (median error {np.median(km):,.0f} km)" if what == "predicted" else what)
+    _region_legend(ax_true, palette, spec.region_label)
+    sample = _sample(len(rows), HOVER_SAMPLE, seed)
+    hover = Hover(ax_pred, pred_x[sample], pred_y[sample], [_label(rows.iloc[i], km[i]) for i in sample])
+    title = f"{data.dataset}: test entities placed by the {data.model} probe, coloured by true {spec.region_label}"
+    positions = save(fig, out_dir, stem, title, base, hover)
+
+    fig, ax = new_figure(1, 1, width=9, height=5.6)
+    _draw_background(ax, spec, table, true_x, true_y)
+    sample = _sample(len(rows), ERROR_SAMPLE, seed)
+    segments = np.stack([np.column_stack([true_x, true_y]), np.column_stack([pred_x, pred_y])], axis=1)[sample]
+    ax.add_collection(LineCollection(segments, colors=colours[sample], linewidths=0.7, alpha=0.6))
+    ax.scatter(true_x[sample], true_y[sample], c=colours[sample], s=8, linewidths=0, label="true position")
+    ax.scatter(pred_x[sample], pred_y[sample], c=colours[sample], s=14, marker="x", linewidths=0.8, label="predicted")
+    handles = [
+        Line2D([], [], marker="o", ls="", color="#555", label="true position"),
+        Line2D([], [], marker="x", ls="", color="#555", label="predicted position"),
+        Line2D([], [], color="#555", label="error (true → predicted)"),
+    ]
+    ax.add_artist(ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9))
+    _region_legend(ax, palette, spec.region_label, loc="lower right")
+    ax.set_title(f"{len(sample)} of {len(rows)} test entities; median error {np.median(km[sample]):,.0f} km")
+    title = f"{data.dataset}: prediction errors of the {data.model} probe"
+    errors = save(fig, out_dir, file_stem(data.dataset, data.model, data.prompt, "errors"), title, base)
+    return [positions, errors], [note] if note else []
+
+
+def _sample(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, k), replace=False))
+
+
+def _label(row: pd.Series, km: float) -> str:
+    where = f" ({row['country']})" if isinstance(row.get("country"), str) else ""
+    return (
+        f"{row['name']}{where} — true {_latlon(row['true_latitude'], row['true_longitude'])}; "
+        f"predicted {_latlon(row['pred_latitude'], row['pred_longitude'])}; error {km:,.0f} km"
+    )
+
+
+def _latlon(lat: float, lon: float) -> str:
+    return f"{abs(lat):.2f}°{'N' if lat >= 0 else 'S'} {abs(lon):.2f}°{'E' if lon >= 0 else 'W'}"
+
+
+def _draw_background(ax: Axes, spec: MapSpec, table: pd.DataFrame | None, x: np.ndarray, y: np.ndarray) -> None:
+    """Outlines (when available), equal aspect, the view of the map, km axis labels."""
+    if table is not None:
+        rings = _projected_rings(spec.name)
+        ax.add_collection(PolyCollection(rings, facecolors="#eeeeee", edgecolors="#9a9a9a", linewidths=0.4))
+    if spec.view is not None:
+        lon0, lon1, lat0, lat1 = spec.view
+        grid_lon, grid_lat = np.meshgrid(np.linspace(lon0, lon1, 30), np.linspace(lat0, lat1, 30))
+        vx, vy = spec.project(grid_lon.ravel(), grid_lat.ravel())
+    elif table is not None:
+        vx, vy = spec.project(np.array([-180, 180, 0, 0]), np.array([0, 0, -90, 90]))
+    else:
+        vx, vy = x, y
+    pad_x, pad_y = 0.03 * np.ptp(vx), 0.03 * np.ptp(vy)
+    ax.set_xlim(vx.min() - pad_x, vx.max() + pad_x)
+    ax.set_ylim(vy.min() - pad_y, vy.max() + pad_y)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"easting (km, {spec.projection_name})")
+    ax.set_ylabel("northing (km)")
+    ax.tick_params(labelsize=7)
+
+
+@functools.cache
+def _projected_rings(name: str) -> list[np.ndarray]:
+    """Exterior rings of every polygon part of map ``name``'s outlines, projected (holes are drawn as own rings)."""
+    spec = MAPS[name]
+    geometries = project_geometries(spec, outlines(name)[0]["geometry"].to_numpy())
+    parts = shapely.get_parts(shapely.get_parts(geometries))
+    polygons = parts[shapely.get_type_id(parts) == shapely.GeometryType.POLYGON]
+    rings = list(shapely.get_exterior_ring(polygons))
+    for polygon in polygons:
+        rings += [polygon.interiors[i] for i in range(len(polygon.interiors))]
+    return [np.asarray(ring.coords)[:, :2] for ring in rings if ring is not None and not ring.is_empty]
+
+
+def _region_legend(ax: Axes, palette: dict[str, tuple], label: str, loc: str = "lower left") -> None:
+    handles = [Line2D([], [], marker="o", ls="", color=colour, label=name) for name, colour in palette.items()]
+    ax.legend(handles=handles, title=f"true {label}", loc=loc, fontsize=7, title_fontsize=8, framealpha=0.9)
