@@ -101,7 +101,8 @@ def built(tmp_path_factory):
     return root
 
 
-def _no_split_leaks(table: pd.DataFrame, key: str) -> None:
+def _no_split_leaks(table: pd.DataFrame, key: str, report: dict) -> None:
+    assert report["details"]["split_leaks"] == []
     sides = table.groupby(key)["is_test"].nunique()
     assert (sides == 1).all(), sides[sides > 1].index[:5].tolist()
     assert 0.18 <= table["is_test"].mean() <= 0.22
@@ -119,7 +120,7 @@ def test_historical_figures(built):
     assert (twain["year"], twain["occupation"], twain["century"]) == (1910.0, "writer", 1900)
     assert table["year"].between(-2000, 2006).all() and (table["year"] < 0).sum() > 50
     assert (table["year"] == table["death_year"]).all()
-    _no_split_leaks(table, "text")
+    _no_split_leaks(table, "text", report)
 
 
 def test_art_films(built):
@@ -134,8 +135,8 @@ def test_art_films(built):
     assert report["details"]["placeholder_dates_kept_at_midpoint"] == placeholders.sum() > 0
     assert (table.loc[placeholders, "year"] % 1 == 0.5).all()
     assert table["year"].between(1950, 2015).all() and (table["entity_type"] == "movie").all()
-    _no_split_leaks(table, "creator")
-    _no_split_leaks(table, "text")
+    _no_split_leaks(table, "creator", report)
+    _no_split_leaks(table, "text", report)
 
 
 def test_headlines(built):
@@ -148,7 +149,7 @@ def test_headlines(built):
     assert (table["pub_year"] == np.floor(table["year"])).all()
     assert table["text"].str.endswith(".").all() and not table["text"].str.contains(r"https?://|@\w+:|^RT ").any()
     assert not table["text"].duplicated().any()
-    _no_split_leaks(table, "text")
+    _no_split_leaks(table, "text", report)
 
 
 @pytest.mark.slow

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from worldprobe.datasets.normalize import art_text, clean_whitespace, fractional_year
 from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.split import grouped_split, text_leaks
+from worldprobe.datasets.sources.paper import split_leaks
+from worldprobe.datasets.split import grouped_split
 from worldprobe.datasets.table import BuildReport
 from worldprobe.errors import WorldprobeError
 from worldprobe.pins import ARCHIVES
@@ -226,7 +227,7 @@ def build_historical_figures(options: BuildOptions) -> tuple[pd.DataFrame, Build
             "completed by a longer lemma containing it; occupation = first lemma of the instance hypernym.",
             "century = floor(death_year / 100) * 100 (1900 means 1900-1999; -500 means 500-401 BC).",
         ],
-        details={"split_leaks": len(text_leaks(table)), "birth_year_unknown": int(table["birth_year"].isna().sum())},
+        details={"split_leaks": split_leaks(table), "birth_year_unknown": int(table["birth_year"].isna().sum())},
     )
     return table, report
 
@@ -310,7 +311,7 @@ def build_art(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
             "creator = first listed director; all directors are in 'directors'.",
         ],
         details={
-            "split_leaks": len(text_leaks(table)),
+            "split_leaks": split_leaks(table),
             "placeholder_dates_kept_at_midpoint": placeholders,
             "co_directed": int(table["directors"].str.contains(",").sum()),
         },
@@ -428,6 +429,6 @@ def build_headlines(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
             "Date decoded from the tweet id: ms = (id >> 22) + 1288834974657 (UTC); year = fractional year of the "
             "UTC date. URLs, @handles, 'RT' and '#' removed; every text ends with an appended '.'.",
         ],
-        details={"split_leaks": len(text_leaks(table)), "accounts": int(table["news_desk"].nunique())},
+        details={"split_leaks": split_leaks(table), "accounts": int(table["news_desk"].nunique())},
     )
     return table, report
