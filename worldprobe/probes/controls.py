@@ -65,7 +65,9 @@ def run_controls(
 
     ``targets`` holds the target columns in cache order, ``predictions[layer]`` the main probe's predictions for every
     row (columns in target order); the split is ``cache.entities["is_test"]``.
+    ``names`` may be ``["all"]`` for every control in :data:`CONTROLS`.
     """
+    names = list(CONTROLS) if "all" in names else list(names)
     unknown = [n for n in names if n not in CONTROLS]
     if unknown:
         raise WorldprobeError(f"unknown control(s) {unknown}", field="control", hint=f"known: {', '.join(CONTROLS)}")
