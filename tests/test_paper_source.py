@@ -137,10 +137,14 @@ def test_headlines_keep_period_and_fractional_dates(workspace):
     assert table["is_china"].tolist() == [False, False, True, False, False]
 
 
-def test_limit_keeps_the_first_rows_and_counts_the_rest(workspace):
+def test_limit_keeps_a_seeded_sample_in_order_and_counts_the_rest(workspace):
     table, report = build_fixture("world_place", workspace, limit=4)
-    assert table["entity_id"].tolist() == [f"world_place:{i}" for i in range(4)]
+    rows = [int(entity_id.split(":")[1]) for entity_id in table["entity_id"]]
+    assert len(rows) == 4 and rows == sorted(rows)
     assert report["dropped"] == {"beyond_limit": 8}
+    again, _ = build_fixture("world_place", workspace, limit=4)
+    other, _ = build_fixture("world_place", workspace, limit=4, seed=5)
+    assert again["entity_id"].tolist() == table["entity_id"].tolist() != other["entity_id"].tolist()
 
 
 # --- bad input: every error names the file, and the row and field where there is one ----------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from worldprobe.config import DEFAULT_SEED
@@ -41,7 +42,7 @@ class BuildOptions:
     from_path: str | None = None  # a local file or URL to read instead of the default location
     seed: int = DEFAULT_SEED
     drop_split_leaks: bool = False
-    limit: int | None = None
+    limit: int | None = None  # a seeded sample of this many rows (see apply_limit)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,6 +80,21 @@ def available() -> dict[str, list[str]]:
     return table
 
 
+def apply_limit(table: pd.DataFrame, report: BuildReport, options: BuildOptions) -> pd.DataFrame:
+    """A seeded random sample of ``options.limit`` rows in table order; the rest counted as ``beyond_limit``.
+
+    A sample (not the first rows) keeps a small table representative: builders order rows by source and size.
+    The split of the kept rows is the full table's, so whole groups still sit on one side.
+    """
+    if options.limit is None or len(table) <= options.limit:
+        return table
+    if options.limit < 1:
+        raise WorldprobeError(f"limit must be positive, not {options.limit}", field="limit")
+    rows = np.sort(np.random.default_rng(options.seed).choice(len(table), size=options.limit, replace=False))
+    report.dropped["beyond_limit"] = report.dropped.get("beyond_limit", 0) + len(table) - options.limit
+    return table.iloc[rows].reset_index(drop=True)
+
+
 def build(
     dataset: str,
     source: str = DEFAULT_SOURCE,
@@ -98,6 +114,7 @@ def build(
         )
     options = options or BuildOptions()
     table, report = builder(options)
+    table = apply_limit(table, report, options)
     report.details.setdefault(
         "options",
         {

@@ -67,10 +67,7 @@ def _input(archive: PackagedArchive, member: str, licence: str, attribution: str
 
 
 def _split(table: pd.DataFrame, key: str, options: BuildOptions, dropped: Counter[str]) -> pd.DataFrame:
-    """The first ``options.limit`` rows (the rest counted as dropped) with a seeded split grouped by ``key``."""
-    if options.limit is not None and len(table) > options.limit:
-        dropped["beyond_limit"] += len(table) - options.limit
-        table = table.iloc[: options.limit]
+    """The table with a seeded split grouped by ``key``."""
     table = table.reset_index(drop=True)
     table["is_test"] = grouped_split(table[key], seed=options.seed)
     return table

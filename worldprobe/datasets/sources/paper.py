@@ -401,10 +401,6 @@ def build_release(dataset: str, options: BuildOptions) -> tuple[pd.DataFrame, Bu
     if options.drop_split_leaks:
         leak_texts = {leak["text"] for leak in leaks}
         table = _drop(table, table["is_test"] & table["text"].isin(leak_texts), "split_leak_test_side", dropped)
-    if options.limit is not None:
-        table = _drop(
-            table, pd.Series(np.arange(len(table)) >= options.limit, index=table.index), "beyond_limit", dropped
-        )
     report = BuildReport(
         dataset=dataset,
         source=SOURCE,
