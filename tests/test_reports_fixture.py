@@ -21,8 +21,8 @@ PLACES = {
                               ("Queens", 40.72, -73.82, 0.05), ("Bronx", 40.85, -73.88, 0.03),
                               ("Staten Island", 40.58, -74.15, 0.04)]),
 }  # fmt: skip
-LAYERED_CONTROLS = ("shuffled", "random_init", "alt_world")
 FLAT_CONTROLS = {"lexical": 0.4, "group_oracle": 0.85}
+"""Controls without layers; the controls stage repeats their value at every layer (a flat line)."""
 
 
 def _entities(dataset: str, n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -87,7 +87,7 @@ def write_results(
         for model, n_layers in (models or MODELS).items():
             for prompt in prompts:
                 penalty = 0.0 if prompt == "empty" else 0.15
-                peak = {"nyc_place": 0.3, "historical_figure": 0.75}.get(dataset, 0.85) - penalty
+                peak = {"nyc_place": 0.3, "historical_figure": 0.75}.get(dataset, 0.85) - penalty - n_layers / 200
                 depth = np.arange(n_layers + 1) / n_layers
                 curve = dict(enumerate((peak * (1 - np.exp(-6 * depth) - 0.15 * depth**2)).tolist()))
                 best = max(curve, key=curve.get)
@@ -98,18 +98,14 @@ def write_results(
                     for layer, value in curve.items():
                         rows += _metric_rows(base, layer, n_layers, 0.02, "shuffled")
                         rows += _metric_rows(base, layer, n_layers, value * 0.4, "random_init")
-                        for s in range(3):
-                            rows += _metric_rows(base, layer, n_layers, value * (0.6 + 0.05 * s), "alt_world", s)
-                        rows.append(
-                            base
-                            | dict(layer=layer, rel_depth=layer / n_layers, control="within_group", split="test")
-                            | dict(target="mean", metric="pearson", value=0.3 * value, seed=0)
-                        )
-                    for control, value in FLAT_CONTROLS.items():
-                        rows += _metric_rows(base, -1, n_layers, value, control)
-                    rows += _metric_rows(base, 0, n_layers, curve[0] + 0.05, "embedding")
+                        rows += _metric_rows(base, layer, n_layers, curve[0] + 0.05, "embedding")
+                        for control, flat in FLAT_CONTROLS.items():
+                            rows += _metric_rows(base, layer, n_layers, flat, control)
+                        at = base | dict(layer=layer, rel_depth=layer / n_layers, split="test", target="mean", seed=0)
+                        rows.append(at | dict(control="within_group", metric="pearson", value=0.3 * value))
+                        for metric, alt in (("r2", 0.6 * value), ("r2_std", 0.03), ("r2_gap", 0.4 * value)):
+                            rows.append(at | dict(control="alt_world", metric=metric, value=alt))
                 metrics = pd.DataFrame(rows)
-                metrics.loc[metrics["layer"] < 0, "rel_depth"] = np.nan
                 keep = [layer for layer in (0, n_layers // 2, best) if layer != best] + [best]
                 predictions = pd.concat(
                     [

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, new_figure, save
@@ -17,10 +18,13 @@ METRICS = {"r2": "test R² (mean over targets)", "spearman": "test Spearman ρ (
 CONTROL_STYLES = {
     "shuffled": dict(ls=(0, (1, 1.5)), marker="v"),
     "random_init": dict(ls="--", marker="s"),
-    "embedding": dict(ls="", marker="D"),
     "alt_world": dict(ls="-.", marker=""),
+    "embedding": dict(ls=(0, (6, 2, 1, 2)), marker=""),
+    "lexical": dict(ls=(0, (4, 2)), marker=""),
+    "group_oracle": dict(ls=(0, (1, 1)), marker=""),
 }
-FLAT_COLOURS = {"lexical": "#7f7f7f", "group_oracle": "#000000"}
+FLAT_CONTROLS = ("embedding", "lexical", "group_oracle")
+"""Controls without a depth (one value repeated at every layer, or no layer at all): drawn as horizontal lines."""
 DEPTH_LABEL = "relative depth (layer / number of layers)"
 
 
@@ -31,9 +35,8 @@ def _test_rows(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows
 
 
-def _is_flat(rows: pd.DataFrame) -> bool:
-    """A control without layers (lexical, group oracle): negative layer or no depth."""
-    return bool(rows["rel_depth"].isna().all())
+def _is_flat(control: str, rows: pd.DataFrame) -> bool:
+    return control in FLAT_CONTROLS or bool(rows["rel_depth"].isna().all())
 
 
 def model_palette(models: list[str]) -> dict[str, tuple]:
@@ -64,11 +67,12 @@ def layer_curves(
         for (model, probe), probe_rows in data[data["control"] == "none"].groupby(["model", "probe"]):
             curve = probe_rows.groupby("rel_depth")["value"].mean()
             ax.plot(curve.index, curve.values, color=palette[model], lw=2, ls="-" if probe == "ridge" else ":")
+        spreads = _test_rows(rows, f"{metric}_std")
         for control, control_rows in data[data["control"] != "none"].groupby("control"):
             if control == "within_group":
                 continue
             controls_seen.append(control)
-            _draw_control(ax, control, control_rows, palette)
+            _draw_control(ax, control, control_rows, spreads[spreads["control"] == control], palette)
         ax.set(xlabel=DEPTH_LABEL, ylabel=METRICS[metric], xlim=(-0.02, 1.02))
         ax.set_title(METRICS[metric].split(" (")[0])
         ax.grid(alpha=0.3)
@@ -80,45 +84,44 @@ def layer_curves(
         ax.set(xlabel=DEPTH_LABEL, ylabel="test Pearson r after subtracting group means", xlim=(-0.02, 1.02))
         ax.set_title("within-group correlation")
         ax.grid(alpha=0.3)
-    _legends(axes[0], rows, palette, sorted(set(controls_seen)))
+    _legends(fig, rows, palette, sorted(set(controls_seen)))
     models = sorted(set(rows["model"]))
     caption = Caption(dataset, ", ".join(models), prompt, "all (x = layer / layers)", "test", n_test)
     title = f"{dataset}: probe quality across depth, with controls"
     return save(fig, out_dir, file_stem(dataset, "layers"), title, caption)
 
 
-def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, palette: dict[str, tuple]) -> None:
-    """Dashed per-model lines, a min-max band when a control has several seeds, a flat line without layers."""
-    if _is_flat(rows):
-        value = rows["value"].mean()
-        ax.axhline(value, color=FLAT_COLOURS.get(control, "#555555"), lw=1, ls=(0, (4, 2)))
-        ax.annotate(f"{control} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"), ha="right",
-                    va="bottom", fontsize=7, color=FLAT_COLOURS.get(control, "#555555"))  # fmt: skip
-        return
+def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, spread: pd.DataFrame, palette: dict) -> None:
+    """Per-model lines in the control's style; a band of ±1 std (or min-max over seeds); horizontal when flat."""
     style = CONTROL_STYLES.get(control, dict(ls="--", marker="o"))
-    for model, model_rows in rows.dropna(subset=["rel_depth"]).groupby("model"):
+    for model, model_rows in rows.groupby("model"):
+        colour = palette[model]
+        if _is_flat(control, model_rows):
+            value = model_rows["value"].mean()
+            ax.axhline(value, color=colour, lw=1.2, ls=style["ls"])
+            ax.annotate(f"{control} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"), ha="right",
+                        va="bottom", fontsize=7, color=colour)  # fmt: skip
+            continue
         by_depth = model_rows.groupby(["rel_depth", "seed"])["value"].mean().groupby("rel_depth")
         mean, low, high = by_depth.mean(), by_depth.min(), by_depth.max()
-        colour = palette[model]
+        std = spread[spread["model"] == model].groupby("rel_depth")["value"].mean()
+        if not std.empty:
+            low, high = mean - std.reindex(mean.index).fillna(0), mean + std.reindex(mean.index).fillna(0)
         ax.plot(mean.index, mean.values, color=colour, lw=1.2, ls=style["ls"], marker=style["marker"], ms=3)
         if (high - low).max() > 0:
             ax.fill_between(mean.index, low.values, high.values, color=colour, alpha=0.15, lw=0)
 
 
-def _legends(ax: Axes, rows: pd.DataFrame, palette: dict[str, tuple], controls: list[str]) -> None:
-    models = [Line2D([], [], color=palette[m], lw=2, label=m) for m in sorted(set(rows["model"]))]
-    probes = sorted(set(rows["probe"]))
-    styles = [Line2D([], [], color="#444", lw=2, ls="-" if p == "ridge" else ":", label=f"{p} probe") for p in probes]
+def _legends(fig: Figure, rows: pd.DataFrame, palette: dict[str, tuple], controls: list[str]) -> None:
+    """One legend outside the axes: a colour per model, a line style per probe and control."""
+    handles = [Line2D([], [], color=palette[m], lw=2, label=f"model {m}") for m in sorted(set(rows["model"]))]
+    for probe in sorted(set(rows["probe"])):
+        handles.append(Line2D([], [], color="#444", lw=2, ls="-" if probe == "ridge" else ":", label=f"{probe} probe"))
     for control in controls:
-        if control in FLAT_COLOURS or control not in CONTROL_STYLES:
-            flat = FLAT_COLOURS.get(control, "#555555")
-            styles.append(Line2D([], [], color=flat, lw=1, ls=(0, (4, 2)), label=f"{control} (no layers)"))
-        else:
-            style = CONTROL_STYLES[control]
-            band = " ±seeds" if control == "alt_world" else ""
-            styles.append(Line2D([], [], color="#444", ms=3, label=f"control: {control}{band}", **style))
-    ax.add_artist(ax.legend(handles=models, title="model", loc="upper left", fontsize=7, title_fontsize=8))
-    ax.legend(handles=styles, loc="lower right", fontsize=7, framealpha=0.85)
+        style = CONTROL_STYLES.get(control, dict(ls="--", marker="o"))
+        what = " (no depth)" if control in FLAT_CONTROLS else " ± spread" if control == "alt_world" else ""
+        handles.append(Line2D([], [], color="#444", ms=3, label=f"control: {control}{what}", **style))
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
 
 
 def prompt_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, n_test: str) -> FigureFile | None:

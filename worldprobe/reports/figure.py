@@ -103,7 +103,8 @@ def save(fig: Figure, out_dir: Path, stem: str, title: str, caption: Caption, ho
     fig.savefig(figures / f"{stem}.png", dpi=DPI, metadata=_metadata("png"))  # lays the figure out once
     fig.set_layout_engine("none")  # keep that layout for the SVG and the hover positions
     points = hover.points(fig) if hover else []
-    fig.savefig(figures / f"{stem}.svg", dpi=DPI, metadata=_metadata("svg"))
+    with matplotlib.rc_context({"svg.hashsalt": stem}):  # stable SVG ids: the same results give the same files
+        fig.savefig(figures / f"{stem}.svg", dpi=DPI, metadata=_metadata("svg"))
     plt.close(fig)
     return FigureFile(stem, f"figures/{stem}.png", f"figures/{stem}.svg", title, str(caption), points)
 

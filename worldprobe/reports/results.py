@@ -47,45 +47,67 @@ class Results:
         return "place" if "true_latitude" in self.predictions.columns else "time"
 
 
-def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]], summaries: list[dict[str, Any]]) -> None:
+def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]]) -> dict[str, Any]:
+    """Append the run's tables to ``frames``; return its summary (with ``run``)."""
+    summary_path = folder / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text()) | {"run": folder.name}
+    except json.JSONDecodeError as error:
+        raise WorldprobeError(f"summary is not valid JSON: {error.msg}", file=summary_path, row=error.lineno) from error
     for table in TABLES:
         path = folder / f"{table}.parquet"
         if path.exists():
             try:
-                frames[table].append(pd.read_parquet(path))
+                frames[table].append(pd.read_parquet(path).assign(run=folder.name))
             except Exception as error:  # pyarrow raises several types for a damaged file
                 raise WorldprobeError(f"cannot read results table: {error}", file=path) from error
-    summary = folder / "summary.json"
-    if summary.exists():
-        try:
-            summaries.append(json.loads(summary.read_text()) | {"run": folder.name})
-        except json.JSONDecodeError as error:
-            raise WorldprobeError(f"summary is not valid JSON: {error.msg}", file=summary, row=error.lineno) from error
+    return summary
 
 
 def load_results(results_dir: Path) -> Results:
-    """Concatenate the tables of every run folder under ``results_dir`` (missing tables become empty frames)."""
-    runs = sorted(p for p in results_dir.glob("*") if p.is_dir() and any(p.glob("*.parquet")))
+    """Concatenate the tables of every finished run folder under ``results_dir``.
+
+    A folder without ``summary.json`` (or with ``"complete": false``) is still being written: it is skipped and
+    named in ``missing``. When two runs hold the same row key (a re-run), the newer run's value is kept.
+    Missing tables become empty frames, each named in ``missing``.
+    """
+    folders = [p for p in results_dir.glob("*") if p.is_dir() and any(p.glob("*.parquet"))]
+    runs, missing = [], []
+    for folder in sorted(folders, key=lambda p: ((p / "summary.json").stat().st_mtime_ns, p.name)
+                         if (p / "summary.json").exists() else (0, p.name)):  # fmt: skip
+        if not (folder / "summary.json").exists():
+            missing.append(f"run {folder.name} has no summary.json (still running or interrupted): skipped")
+        elif json.loads((folder / "summary.json").read_text() or "{}").get("complete", True) is False:
+            missing.append(f"run {folder.name} is marked incomplete: skipped")
+        else:
+            runs.append(folder)
     if not runs:
         raise WorldprobeError(
-            "no results found",
+            "no finished results found",
             file=results_dir,
             hint="run `worldprobe probe --dataset ... --model ...` first (or `worldprobe run`)",
         )
     frames: dict[str, list[pd.DataFrame]] = {table: [] for table in TABLES}
-    summaries: list[dict[str, Any]] = []
-    for folder in runs:
-        _read_run(folder, frames, summaries)
-    tables = {t: pd.concat(f, ignore_index=True) if f else pd.DataFrame() for t, f in frames.items()}
-    results = Results(**tables, summaries=summaries, runs=runs)
+    summaries = [_read_run(folder, frames) for folder in runs]
+    tables = {t: _latest(pd.concat(f, ignore_index=True)) if f else pd.DataFrame() for t, f in frames.items()}
+    results = Results(**tables, summaries=summaries, runs=runs, missing=missing)
     for table in TABLES:
         if tables[table].empty:
-            results.missing.append(f"no {table}.parquet in any run: the report has no {table} section")
+            results.missing.append(f"no {table} in any run: the report has no {table} section")
     if not results.metrics.empty:
-        metrics = results.metrics
-        metrics["control"] = metrics["control"].fillna("none")
+        results.metrics["control"] = results.metrics["control"].fillna("none")
         _note_missing_controls(results)
+    if not results.predictions.empty and "control" in results.predictions:
+        results.predictions["control"] = results.predictions["control"].fillna("none")
     return results
+
+
+def _latest(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows a newer run repeats (same values in every column but ``value``-like ones and ``run``)."""
+    measured = {"value", "run", "n_rows", "train_pearson", "test_spearman", "test_r2", "cos_in", "cos_out"}
+    measured |= {c for c in table.columns if c.startswith("pred_")}
+    keys = [c for c in table.columns if c not in measured]
+    return table.drop_duplicates(subset=keys, keep="last").drop(columns="run").reset_index(drop=True)
 
 
 def _note_missing_controls(results: Results) -> None:

@@ -52,9 +52,10 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
             present = set(scope["control"])
             for control in (c for c in CONTROL_ORDER if c in present):
                 if control == "alt_world":
-                    row["alt_world_gap"] = row["r2"] - _value(scope, "r2", control, layer)
+                    gap = _value(scope, "r2_gap", control, layer)
+                    row["alt_world_gap"] = gap if np.isfinite(gap) else row["r2"] - _value(scope, "r2", control, layer)
                 else:
-                    row[f"{control}_r2"] = _value(scope, "r2", control)
+                    row[f"{control}_r2"] = _value(scope, "r2", control)  # a flat control has one value
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,0 +1,234 @@
+"""The reports stage: figures, summary, partial results, the CLI, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from test_reports_fixture import write_results
+from typer.testing import CliRunner
+
+from worldprobe.cli import app
+from worldprobe.reports.build import build_report
+from worldprobe.reports.figure import Caption, Hover, new_figure, save
+from worldprobe.reports.geography import MAPS, regions
+from worldprobe.reports.maps import error_km
+from worldprobe.reports.results import load_results
+from worldprobe.reports.summary import summary_table
+from worldprobe.reports.timelines import bin_width, error_by_bin, year_text
+from worldprobe.workspace import Workspace
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One report from a fixture with a place and a time dataset, two models, two prompts, controls, hold-outs."""
+    root = tmp_path_factory.mktemp("reports")
+    write_results(root, datasets=("world_place", "historical_figure"), n=200)
+    return build_report(Workspace(root), root / "report")
+
+
+def test_year_text_and_error_bins():
+    assert [year_text(y) for y in (1850.4, 0.2, -449.6)] == ["1850", "0", "450 BC"]
+    rows = pd.DataFrame({"true_year": [1905.0, 1915.0, 1911.0], "pred_year": [1915.0, 1905.0, 1913.0]})
+    assert bin_width(rows["true_year"]) == 10 and bin_width(pd.Series([-500.0, 1900.0])) == 100
+    bins = error_by_bin(rows)
+    assert bins["start"].tolist() == [1900, 1910]
+    assert bins["mean"].tolist() == [10.0, 6.0] and bins["size"].tolist() == [1, 2]
+
+
+def test_error_km_takes_named_columns():
+    rows = pd.DataFrame({"true_latitude": [10.0, 10.0], "true_longitude": [0.0, 120.0],
+                         "pred_latitude": [11.0, 11.0], "pred_longitude": [0.0, 120.0]})  # fmt: skip
+    assert np.allclose(error_km(rows), 110.6, atol=0.5)  # one degree of latitude, at any longitude
+
+
+def test_regions_from_outlines_states_and_fallback():
+    outline = pd.DataFrame({"region": ["West", "East", ""], "name": ["a", "b", "c"],
+                            "geometry": [shapely.box(-10, -10, 0, 10), shapely.box(0, -10, 10, 10),
+                                         shapely.box(50, 50, 60, 60)]})  # fmt: skip
+    places = pd.DataFrame({"true_latitude": [0.0, 0.0, 0.0, 55.0], "true_longitude": [-5.0, 5.0, 11.0, 55.0]})
+    assert regions(MAPS["world"], places, outline).tolist() == ["West", "East", "East", "other"]
+    states = pd.DataFrame({"state_id": ["CA", "NY", "TX", "ZZ"]})
+    assert regions(MAPS["us"], states, None).tolist() == ["West", "Northeast", "South", "other"]
+    boroughs = places.assign(borough=["Bronx", "Queens", None, "Bronx"])
+    assert regions(MAPS["nyc"], boroughs, None).tolist() == ["Bronx", "Queens", "unknown", "Bronx"]
+
+
+def test_hover_positions_land_on_the_drawn_points(tmp_path):
+    fig, ax = new_figure(1, 2, width=8, height=4)
+    x, y = np.array([0.2, 0.7, 0.9]), np.array([0.3, 0.8, 0.1])
+    ax[1].scatter(x, y, s=40, color="red")
+    ax[1].set(xlim=(0, 1), ylim=(0, 1))
+    caption = Caption("d", "m", "empty", "1 of 2 (50% depth)", "test", 3)
+    figure = save(fig, tmp_path, "hover", "title", caption, Hover(ax[1], x, y, ["a", "b", "c"]))
+    image = mpimg.imread(tmp_path / figure.png)
+    height, width = image.shape[:2]
+    for point in figure.hover:
+        r, g, b = image[int(point.y * height), int(point.x * width), :3]
+        assert r > 0.9 and g < 0.2 and b < 0.2, (point, (r, g, b))
+    assert [p.label for p in figure.hover] == ["a", "b", "c"]
+    svg = (tmp_path / figure.svg).read_text()
+    assert "dataset d · model m · prompt empty · layer 1 of 2 (50% depth) · split test · n = 3" in svg
+
+
+def test_summary_picks_best_layer_and_every_control(tmp_path):
+    write_results(tmp_path, datasets=("us_place",), prompts=("empty",), n=40)
+    metrics = load_results(tmp_path / "results").metrics
+    table = summary_table(metrics).set_index("model")
+    curve = metrics.query("model == 'tiny-a' and control == 'none' and split == 'test' and metric == 'r2'")
+    best = curve.loc[curve["value"].idxmax()]
+    assert table.loc["tiny-a", "best_layer"] == best["layer"]
+    assert table.loc["tiny-a", "r2"] == pytest.approx(best["value"])
+    gap = metrics.query("model == 'tiny-a' and control == 'alt_world' and metric == 'r2_gap'")
+    assert table.loc["tiny-a", "alt_world_gap"] == pytest.approx(gap.loc[gap["layer"] == best["layer"], "value"].iat[0])
+    for column in ("shuffled_r2", "random_init_r2", "embedding_r2", "lexical_r2", "group_oracle_r2"):
+        assert np.isfinite(table.loc["tiny-a", column]), column
+    assert table.loc["tiny-a", "lexical_r2"] == pytest.approx(0.4)
+    assert 0 < table.loc["tiny-a", "within_group_r"] < table.loc["tiny-a", "r2"]
+
+
+def test_results_skip_unfinished_runs_and_keep_the_newest(tmp_path):
+    results = write_results(tmp_path, datasets=("nyc_place",), models={"m": 4}, prompts=("empty",), n=30)
+    (run,) = results.iterdir()
+    newer = results / "rerun"
+    shutil.copytree(run, newer)
+    metrics = pd.read_parquet(newer / "metrics.parquet")
+    metrics["value"] += 1
+    metrics.to_parquet(newer / "metrics.parquet")
+    (newer / "summary.json").touch()
+    unfinished = results / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "summary.json").unlink()
+    loaded = load_results(results)
+    assert len(loaded.metrics) == len(metrics)
+    assert np.allclose(np.sort(loaded.metrics["value"]), np.sort(metrics["value"]))
+    assert any("unfinished" in note and "skipped" in note for note in loaded.missing)
+
+
+@pytest.mark.slow
+def test_report_writes_every_figure_with_caption(report):
+    assert report.index.exists()
+    kinds = {Path(f.png).stem.rsplit("__", 1)[-1] for f in report.figures}
+    assert kinds == {"layers", "prompts", "map", "errors", "timeline", "holdouts", "neurons"}
+    assert len(report.figures) == 2 * 2 + 2 * (2 + 2) + 2 * (1 + 2)
+    for figure in report.figures:
+        png, svg = report.index.parent / figure.png, report.index.parent / figure.svg
+        assert png.stat().st_size > 5_000 and svg.stat().st_size > 5_000
+        assert re.search(r"dataset \S+ · model .+ · prompt .+ · layer .+ · split .+ · n = \d+", figure.caption)
+    maps = [f for f in report.figures if f.png.endswith("__map.png")]
+    assert maps and all(len(f.hover) > 10 for f in maps)
+
+
+@pytest.mark.slow
+def test_report_page_is_offline_and_summarises(report):
+    html = report.index.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the page must not reference any host"
+    assert "@import" not in html and "url(" not in html
+    summary = html[html.index('id="summary"') : html.index('id="world_place"')]
+    for heading in ("best layer", "test R²", "Spearman ρ", "within-group r", "random-init R²", "alt-world gap ΔR²"):
+        assert heading in summary, heading
+    assert summary.count("<tr") == 1 + 2 * 2  # heading + (2 datasets x 2 models)
+    assert "art: no results" in html and "headline: no results" in html
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == len(report.figures) and all((report.index.parent / i).exists() for i in images)
+
+
+@pytest.mark.slow
+def test_same_results_give_the_same_report(tmp_path):
+    write_results(tmp_path, datasets=("nyc_place",), models={"m": 4}, prompts=("empty",), n=40, holdouts=False)
+    first = build_report(Workspace(tmp_path), tmp_path / "first")
+    second = build_report(Workspace(tmp_path), tmp_path / "second")
+    assert second.index.read_text() == first.index.read_text()
+    for figure in first.figures:
+        for path in (figure.png, figure.svg):
+            assert (tmp_path / "second" / path).read_bytes() == (tmp_path / "first" / path).read_bytes(), path
+
+
+def test_cli_on_partial_results_says_what_is_missing(workspace):
+    write_results(workspace.root, datasets=("us_place",), models={"m": 6}, prompts=("empty",), controls=False,
+                  holdouts=False, neurons=False, n=60)  # fmt: skip
+    result = CliRunner().invoke(app, ["report", "--out", str(workspace.root / "out")])
+    assert result.exit_code == 0, result.output
+    assert "missing: us_place: no results for control(s) shuffled, random_init" in result.output
+    assert "missing: world_place: no results" in result.output
+    assert "missing: no holdouts in any run" in result.output
+    assert (workspace.root / "out" / "index.html").exists()
+    assert (workspace.root / "out" / "figures" / "us_place__m__empty__map.png").exists()
+
+
+def test_cli_without_results_is_a_clear_error(workspace):
+    result = CliRunner().invoke(app, ["report"])
+    assert result.exit_code != 0
+    assert "no finished results found" in str(result.exception)
+
+
+def _driver(profile: Path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium/chromedriver not installed (apt-get install chromium "
+                    "chromium-driver; .ci/run installs them)")  # fmt: skip
+def test_report_opens_offline_in_chromium(report, tmp_path):
+    driver = _driver(tmp_path / "profile")
+    try:
+        driver.get_log("performance")  # drop the start page's own requests: only the report's count
+        driver.get(report.index.as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);"
+        )
+        assert len(images) == len(report.figures) > 0
+        assert all(complete and width > 0 for _, complete, width in images), images
+        assert driver.save_screenshot(str(tmp_path / "report-top.png"))
+
+        frame = driver.find_element("css selector", ".frame[data-hover]")
+        points = json.loads(driver.execute_script(
+            "return document.getElementById(arguments[0].dataset.hover).textContent;", frame))  # fmt: skip
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", frame)
+        box = driver.execute_script("const b = arguments[0].querySelector('img').getBoundingClientRect();"
+                                    "return [b.left, b.top, b.width, b.height];", frame)  # fmt: skip
+        x, y, _ = points[0]
+        driver.execute_cdp_cmd(  # a real pointer move through the DevTools protocol
+            "Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box[0] + x * box[2], "y": box[1] + y * box[3]}
+        )
+        tooltip = driver.find_element("id", "tooltip")
+        assert tooltip.is_displayed()
+        assert tooltip.text in {p[2] for p in points}
+        assert driver.save_screenshot(str(tmp_path / "report.png"))
+        print(f"screenshots: {tmp_path / 'report-top.png'} {tmp_path / 'report.png'}")
+
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert not errors, errors
+        events = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+        requested = [  # every request the report's document made (Chromium's own pages have chrome:// documents)
+            e["params"]["request"]["url"]
+            for e in events
+            if e["method"] == "Network.requestWillBeSent" and e["params"].get("documentURL", "").startswith("file://")
+        ]
+        assert sum(url.endswith(".png") for url in requested) == len(report.figures), "images missing from the log"
+        offline = [url for url in requested if not url.startswith(("file://", "data:"))]
+        assert not offline, offline
+    finally:
+        driver.quit()
