@@ -141,7 +141,12 @@ def _holdouts(entities: pd.DataFrame, base: dict, layer: int, column: str, rng: 
                 | dict(layer=layer, column=column, block=str(block), n_rows=int(count), setting=setting)
                 | dict(target="mean", metric="proximity", value=value)
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    mean = table.groupby(["setting", "metric"], as_index=False).agg(n_rows=("n_rows", "sum"), value=("value", "mean"))
+    first = table.iloc[0]
+    return pd.concat(
+        [table, mean.assign(**{c: first[c] for c in table.columns if c not in mean and c != "block"}, block="(mean)")]
+    )
 
 
 def _neurons(dataset: str, model: str, n_layers: int, targets: tuple[str, ...], rng) -> pd.DataFrame:

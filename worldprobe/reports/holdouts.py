@@ -18,6 +18,8 @@ METRIC_LABELS = {
 }
 SETTINGS = {"nominal": ("random split (nominal)", "#8c9fbf"), "held_out": ("block held out of training", "#d62728")}
 MAX_BLOCKS = 20
+MEAN_BLOCK = "(mean)"
+"""The probe stage's row with the mean over blocks (drawn as a line, not a bar)."""
 
 
 def holdout_metric(rows: pd.DataFrame) -> str:
@@ -27,14 +29,17 @@ def holdout_metric(rows: pd.DataFrame) -> str:
 
 
 def holdout_table(rows: pd.DataFrame, column: str) -> pd.DataFrame:
-    """One row per block of ``column``: n_rows, nominal and held-out value of the chosen metric (target ``mean``)."""
+    """One row per block of ``column`` (largest first), then the mean over blocks: n_rows, nominal and held-out value
+    of the chosen metric (target ``mean``)."""
     rows = rows[rows["column"] == column]
     metric = holdout_metric(rows)
     rows = rows[(rows["metric"] == metric) & (rows["target"] == _target(rows))]
     table = rows.pivot_table(index="block", columns="setting", values="value", aggfunc="mean")
     table["n_rows"] = rows.groupby("block")["n_rows"].max()
-    table = table.sort_values("n_rows", ascending=False).head(MAX_BLOCKS).reset_index()
-    return table.assign(metric=metric)
+    blocks = table.drop(index=MEAN_BLOCK, errors="ignore").sort_values("n_rows", ascending=False).head(MAX_BLOCKS)
+    mean = table.loc[[MEAN_BLOCK]] if MEAN_BLOCK in table.index else blocks.mean().to_frame(MEAN_BLOCK).T
+    mean["n_rows"] = blocks["n_rows"].sum()
+    return pd.concat([blocks, mean]).rename_axis("block").reset_index().assign(metric=metric)
 
 
 def _target(rows: pd.DataFrame) -> str:
@@ -47,26 +52,28 @@ def holdout_figure(rows: pd.DataFrame, dataset: str, model: str, n_layers: int, 
     if rows.empty:
         return None
     columns = list(dict.fromkeys(rows["column"]))
-    fig, axes = new_figure(len(columns), 1, width=10, height=3.6 * len(columns) + 0.6)
+    fig, axes = new_figure(len(columns), 1, width=12, height=3.6 * len(columns) + 0.6)
     axes = np.atleast_1d(axes)
     for ax, column in zip(axes, columns, strict=True):
-        table = holdout_table(rows, column)
+        full = holdout_table(rows, column)
+        table, mean = full.iloc[:-1], full.iloc[-1]
         positions = np.arange(len(table))
         for offset, (setting, (label, colour)) in zip((-0.2, 0.2), SETTINGS.items(), strict=True):
             if setting in table:
                 ax.bar(positions + offset, table[setting], width=0.4, color=colour, label=label)
-                ax.axhline(table[setting].mean(), color=colour, lw=1, ls="--", label=f"{label}, mean over blocks")
-        ax.set_xticks(positions, [f"{b}\n(n={n})" for b, n in zip(table["block"], table["n_rows"], strict=True)])
+                ax.axhline(mean[setting], color=colour, lw=1, ls="--", label=f"{label}: mean over blocks")
+        ax.set_xticks(positions, [f"{b}\n(n={n:.0f})" for b, n in zip(table["block"], table["n_rows"], strict=True)])
         ax.tick_params(axis="x", labelsize=7, rotation=45 if len(table) > 8 else 0)
         ax.set(xlabel=f"held-out block of {column} (n = entities in the block)", ylabel=METRIC_LABELS.get(
             table["metric"].iat[0], table["metric"].iat[0]))  # fmt: skip
         ax.set_title(f"by {column}")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
         ax.grid(axis="y", alpha=0.3)
     layers = sorted(set(rows["layer"]))
     layer = layer_text(layers[0], n_layers) if len(layers) == 1 else ", ".join(map(str, layers))
     prompt = ", ".join(sorted(set(rows["prompt"])))
-    n = int(rows.drop_duplicates(["column", "block"]).groupby("column")["n_rows"].sum().max())
+    blocks = rows[rows["block"] != MEAN_BLOCK].drop_duplicates(["column", "block"])
+    n = int(blocks.groupby("column")["n_rows"].sum().max())
     caption = Caption(dataset, model, prompt, layer, "test rows of each block", n)
     title = f"{dataset}: held-out blocks, {model} (trained without the block vs with it)"
     return save(fig, out_dir, file_stem(dataset, model, "holdouts"), title, caption)
