@@ -243,6 +243,13 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
     pd.testing.assert_frame_equal(frame, again)  # deterministic under the seed
 
 
+def test_control_names_resolve_in_a_fixed_order():
+    assert controls.resolve_controls(["alt_world", "shuffled"]) == ["shuffled", "alt_world"]
+    assert controls.resolve_controls(["all"]) == list(controls.CONTROLS)
+    with pytest.raises(WorldprobeError, match="unknown control"):
+        controls.resolve_controls(["shuffle"])
+
+
 def test_run_controls_rejects_bad_requests(workspace):
     cache, targets = world(n_groups=3, per_group=10)
     with pytest.raises(WorldprobeError, match="unknown control"):

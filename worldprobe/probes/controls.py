@@ -67,10 +67,7 @@ def run_controls(
     row (columns in target order); the split is ``cache.entities["is_test"]``.
     ``names`` may be ``["all"]`` for every control in :data:`CONTROLS`.
     """
-    names = list(CONTROLS) if "all" in names else list(names)
-    unknown = [n for n in names if n not in CONTROLS]
-    if unknown:
-        raise WorldprobeError(f"unknown control(s) {unknown}", field="control", hint=f"known: {', '.join(CONTROLS)}")
+    names = resolve_controls(names)
     entities = cache.entities.reset_index(drop=True)
     if len(entities) != len(targets):
         raise WorldprobeError(f"{len(targets)} target rows for a cache of {len(entities)} entities", field="targets")
@@ -80,11 +77,21 @@ def run_controls(
         make_probe=make_probe, predictions=predictions, seed=seed, workspace=workspace,
     )  # fmt: skip
     frames = []
-    for name in tqdm([n for n in CONTROLS if n in names], desc="controls", unit="control"):
+    for name in tqdm(names, desc="controls", unit="control"):
         frames.append(_RUNNERS[name](job))
     if not frames:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
     return pd.concat(frames, ignore_index=True)[list(METRIC_COLUMNS)]
+
+
+def resolve_controls(names: Sequence[str]) -> list[str]:
+    """The controls to run, in :data:`CONTROLS` order; ``all`` stands for every one; unknown names are an error."""
+    unknown = [n for n in names if n not in CONTROLS and n != "all"]
+    if unknown:
+        raise WorldprobeError(
+            f"unknown control(s) {unknown}", field="control", hint=f"known: all, {', '.join(CONTROLS)}"
+        )
+    return [n for n in CONTROLS if n in names or "all" in names]
 
 
 class _Job:
