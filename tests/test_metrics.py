@@ -98,3 +98,12 @@ def test_proximity_error_blocks_equal_one_pass_and_random_is_half():
     np.testing.assert_array_equal(small, whole)
     assert 0.4 < small.mean() < 0.6
     assert metrics.proximity_error(true, true, kind="place").max() == 0.0
+
+
+def test_predictions_beyond_the_globe_are_measured_not_refused():
+    """A linear probe can predict latitude 95 or longitude 200: clip latitude to the pole, wrap longitude."""
+    true = pd.DataFrame({"latitude": [89.0, 0.0], "longitude": [0.0, 170.0]})
+    pred = pd.DataFrame({"latitude": [95.0, 0.0], "longitude": [0.0, 200.0]})  # 200°E is 160°W, 30° from 170°E
+    np.testing.assert_allclose(metrics.haversine_km(true, pred), [111.195, 30 * 111.195], rtol=1e-3)
+    with pytest.raises(WorldprobeError, match="swapped"):
+        metrics.haversine_km(pred, true)  # true points are checked strictly

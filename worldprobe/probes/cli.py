@@ -24,11 +24,17 @@ def probe(
     control: list[str] = typer.Option([], "--control", help="Control to run beside the probe (repeat), e.g. "
                                       "shuffled, lexical, embedding, group_oracle, within_group, alt_world."),
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of the MLP probe and of the controls."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice; 1 is "
+                                "often fastest on a CPU shared with other jobs)."),
 ) -> None:  # fmt: skip
     """Fit probes on every requested layer of a cached run; write metrics, predictions, hold-outs and a summary."""
     from worldprobe.probes.experiments import run_probe
     from worldprobe.probes.results import read_summary
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     folder = run_probe(
         dataset, model, prompt, workspace=workspace_of(ctx), probe=probe_kind,
         layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),

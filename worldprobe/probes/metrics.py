@@ -64,12 +64,13 @@ def abs_error_years(true: pd.Series | np.ndarray, pred: pd.Series | np.ndarray) 
     return np.abs(np.asarray(pred, dtype=float) - np.asarray(true, dtype=float))
 
 
-def latlon(points: pd.DataFrame | np.ndarray, *, what: str = "points") -> np.ndarray:
+def latlon(points: pd.DataFrame | np.ndarray, *, what: str = "points", predicted: bool = False) -> np.ndarray:
     """An (n, 2) float array in (latitude, longitude) order, checked.
 
     A DataFrame must name its columns ``latitude`` and ``longitude`` (their order does not matter); an array must
-    already be in (lat, lon) order. Raises when a latitude lies outside [-90, 90] (columns look swapped) or a
-    longitude outside [-180, 180].
+    already be in (lat, lon) order. True points (``predicted=False``) raise when a latitude lies outside [-90, 90]
+    (columns look swapped) or a longitude outside [-180, 180]. A probe's predictions are unbounded: their latitudes
+    are clipped to [-90, 90] (the nearest pole) and their longitudes taken as they are (haversine is periodic).
     """
     if isinstance(points, pd.DataFrame):
         if LAT not in points.columns or LON not in points.columns:
@@ -82,6 +83,8 @@ def latlon(points: pd.DataFrame | np.ndarray, *, what: str = "points") -> np.nda
         arr = np.asarray(points, dtype=float)
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise WorldprobeError(f"{what} must be (n, 2) in (latitude, longitude) order, got shape {arr.shape}")
+    if predicted:
+        return np.column_stack([np.clip(arr[:, 0], -90.0, 90.0), arr[:, 1]])
     if np.nanmax(np.abs(arr[:, 0]), initial=0.0) > 90:
         raise WorldprobeError(
             f"{what}: a latitude lies outside [-90, 90] (max |lat| = {np.nanmax(np.abs(arr[:, 0])):.1f})",
@@ -104,7 +107,7 @@ def haversine_matrix_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def haversine_km(true: pd.DataFrame | np.ndarray, pred: pd.DataFrame | np.ndarray) -> np.ndarray:
     """Great-circle error (km) per entity between true and predicted points, each in (latitude, longitude) order
     (named DataFrame columns, or (n, 2) arrays already in that order; see ``latlon``)."""
-    t, p = latlon(true, what="true points"), latlon(pred, what="predicted points")
+    t, p = latlon(true, what="true points"), latlon(pred, what="predicted points", predicted=True)
     if len(t) != len(p):
         raise WorldprobeError(f"true has {len(t)} points but pred has {len(p)}")
     lat1, lon1, lat2, lon2 = (np.radians(v) for v in (t[:, 0], t[:, 1], p[:, 0], p[:, 1]))
@@ -128,7 +131,7 @@ def proximity_error(
     ``block_size`` rows, so memory is ``block_size x n``, never ``n x n``.
     """
     if kind == "place":
-        t, p = latlon(true, what="true points"), latlon(pred, what="predicted points")
+        t, p = latlon(true, what="true points"), latlon(pred, what="predicted points", predicted=True)
         dist = haversine_matrix_km
     elif kind == "time":
         t = np.asarray(true, dtype=float).reshape(-1, 1)
