@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import re
 from dataclasses import dataclass, field
@@ -202,6 +203,13 @@ def _dataset_fingerprint(ws: Workspace, dataset: str) -> str | None:
     return json.loads(report.read_text()).get("fingerprint") or None
 
 
+def _release_pages(array: np.memmap) -> None:
+    """Drop flushed pages from this process's memory (they stay in the file): RSS does not grow with the cache."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
 @dataclass
 class CacheWriter:
     """Writes one cache: preallocated memmaps, rows at their cache index, ledger after each flushed chunk.
@@ -315,6 +323,7 @@ class CacheWriter:
         """Flush the memmaps, then record progress atomically (a crash after this loses nothing before it)."""
         for array in self.arrays.values():
             array.flush()
+            _release_pages(array)
         _write_json(
             self.path / PROGRESS, {"batches_done": batches_done, "rows_done": rows_done, "batch_size": batch_size}
         )
