@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from worldprobe.datasets.registry import DATASETS
 from worldprobe.reports.results import best_layers, primary_prompt
 
 CONTROL_ORDER = ("shuffled", "random_init", "embedding", "lexical", "group_oracle", "alt_world")
@@ -57,7 +58,10 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
                 else:
                     row[f"{control}_r2"] = _value(scope, "r2", control)  # a flat control has one value
             rows.append(row)
-    return pd.DataFrame(rows)
+    order = {name: i for i, name in enumerate(DATASETS)}
+    table = pd.DataFrame(rows)
+    return table.sort_values(["dataset", "model"], key=lambda c: c.map(order).fillna(len(order)) if c.name == "dataset"
+                             else c, kind="stable").reset_index(drop=True)  # fmt: skip
 
 
 COLUMN_TITLES = {
