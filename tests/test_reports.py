@@ -85,7 +85,9 @@ def test_summary_picks_best_layer_and_every_control(tmp_path):
     write_results(tmp_path, datasets=("us_place",), prompts=("empty",), n=40)
     metrics = load_results(tmp_path / "results").metrics
     table = summary_table(metrics).set_index("model")
-    curve = metrics.query("model == 'tiny-a' and control == 'none' and split == 'test' and metric == 'r2'")
+    curve = metrics.query(
+        "model == 'tiny-a' and control == 'none' and split == 'test' and metric == 'r2' and target == 'mean'"
+    )
     best = curve.loc[curve["value"].idxmax()]
     assert table.loc["tiny-a", "best_layer"] == best["layer"]
     assert table.loc["tiny-a", "r2"] == pytest.approx(best["value"])
@@ -109,7 +111,12 @@ def test_results_skip_unfinished_runs_and_keep_the_newest(tmp_path):
     unfinished = results / "unfinished"
     shutil.copytree(run, unfinished)
     (unfinished / "summary.json").unlink()
+    custom = results / "population"
+    shutil.copytree(run, custom)
+    population = metrics.assign(target=metrics["target"].replace({"latitude": "population", "longitude": "population"}))
+    population.assign(value=-5.0).to_parquet(custom / "metrics.parquet")
     loaded = load_results(results)
+    assert any("population" in note and "not drawn" in note for note in loaded.missing)
     assert len(loaded.metrics) == len(metrics)
     assert np.allclose(np.sort(loaded.metrics["value"]), np.sort(metrics["value"]))
     assert any("unfinished" in note and "skipped" in note for note in loaded.missing)

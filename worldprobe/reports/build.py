@@ -129,6 +129,15 @@ def _predictions_figures(
     if len(wanted) and int(wanted.iat[0]) not in available:
         section.notes.append(f"{model}: no predictions at the best layer {int(wanted.iat[0])}; showing layer {layer}")
     rows = rows[rows["layer"] == layer]
+    columns = [f"{side}_{t}" for t in (("latitude", "longitude") if section.kind == "place" else ("year",))
+               for side in ("true", "pred")]  # fmt: skip
+    if not set(columns) <= set(rows.columns):
+        section.notes.append(f"{model}: predictions lack {', '.join(sorted(set(columns) - set(rows.columns)))}")
+        return
+    finite = rows[columns].notna().all(axis=1)
+    if not finite.all():
+        section.notes.append(f"{model}: {int((~finite).sum())} test predictions without a value left out")
+        rows = rows[finite]
     n_layers = _n_layers(best, model, layer)
     if section.kind == "place":
         data = maps.MapInput(section.dataset, model, prompt, layer, n_layers, rows)

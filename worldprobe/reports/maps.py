@@ -62,7 +62,7 @@ def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tupl
     for ax, x, y, what in ((ax_pred, pred_x, pred_y, "predicted"), (ax_true, true_x, true_y, "true")):
         _draw_background(ax, spec, table, true_x, true_y)
         ax.scatter(x, y, c=colours, s=6, alpha=0.7, linewidths=0, rasterized=True)
-        ax.set_title(f"{what} position (median error {np.median(km):,.0f} km)" if what == "predicted" else what)
+        ax.set_title(f"{what} position (median error {np.nanmedian(km):,.0f} km)" if what == "predicted" else what)
     _region_legend(ax_true, palette, spec.region_label)
     sample = _sample(len(rows), HOVER_SAMPLE, seed)
     hover = Hover(ax_pred, pred_x[sample], pred_y[sample], [_label(rows.iloc[i], km[i]) for i in sample])
@@ -83,7 +83,7 @@ def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tupl
     ]
     ax.add_artist(ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9))
     _region_legend(ax, palette, spec.region_label, loc="lower right")
-    ax.set_title(f"{len(sample)} of {len(rows)} test entities; median error {np.median(km[sample]):,.0f} km")
+    ax.set_title(f"{len(sample)} of {len(rows)} test entities; median error {np.nanmedian(km[sample]):,.0f} km")
     title = f"{data.dataset}: prediction errors of the {data.model} probe"
     errors = save(fig, out_dir, file_stem(data.dataset, data.model, data.prompt, "errors"), title, base)
     return [positions, errors], [note] if note else []

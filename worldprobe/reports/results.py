@@ -47,20 +47,37 @@ class Results:
         return "place" if "true_latitude" in self.predictions.columns else "time"
 
 
-def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]]) -> dict[str, Any]:
-    """Append the run's tables to ``frames``; return its summary (with ``run``)."""
+def _custom_targets(metrics: pd.DataFrame) -> list[str]:
+    """Targets of a run that are not its dataset's own (e.g. ``--target population``); [] for a standard run."""
+    dataset = str(metrics["dataset"].iat[0]) if len(metrics) else ""
+    if dataset not in DATASETS:
+        return []
+    own = set(DATASETS[dataset].targets)
+    probed = set(metrics.loc[metrics["control"].fillna("none") == "none", "target"]) - {"mean"}
+    return sorted(probed) if probed and probed != own else []
+
+
+def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]], missing: list[str]) -> dict[str, Any]:
+    """Append the run's tables to ``frames`` (unless it probes other targets); return its summary (with ``run``)."""
     summary_path = folder / "summary.json"
     try:
         summary = json.loads(summary_path.read_text()) | {"run": folder.name}
     except json.JSONDecodeError as error:
         raise WorldprobeError(f"summary is not valid JSON: {error.msg}", file=summary_path, row=error.lineno) from error
+    tables = {}
     for table in TABLES:
         path = folder / f"{table}.parquet"
         if path.exists():
             try:
-                frames[table].append(pd.read_parquet(path).assign(run=folder.name))
+                tables[table] = pd.read_parquet(path).assign(run=folder.name)
             except Exception as error:  # pyarrow raises several types for a damaged file
                 raise WorldprobeError(f"cannot read results table: {error}", file=path) from error
+    custom = _custom_targets(tables["metrics"]) if "metrics" in tables else []
+    if custom:
+        missing.append(f"run {folder.name} probes other targets ({', '.join(custom)}): not drawn")
+        return summary
+    for table, frame in tables.items():
+        frames[table].append(frame)
     return summary
 
 
@@ -88,7 +105,7 @@ def load_results(results_dir: Path) -> Results:
             hint="run `worldprobe probe --dataset ... --model ...` first (or `worldprobe run`)",
         )
     frames: dict[str, list[pd.DataFrame]] = {table: [] for table in TABLES}
-    summaries = [_read_run(folder, frames) for folder in runs]
+    summaries = [_read_run(folder, frames, missing) for folder in runs]
     tables = {t: _latest(pd.concat(f, ignore_index=True)) if f else pd.DataFrame() for t, f in frames.items()}
     results = Results(**tables, summaries=summaries, runs=runs, missing=missing)
     for table in TABLES:

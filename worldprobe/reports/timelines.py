@@ -62,7 +62,7 @@ def timeline_figure(data: TimelineInput, out_dir: Path, seed: int = DEFAULT_SEED
     ax_scatter.set(
         xlabel="true year (CE; negative = BC)",
         ylabel="predicted year (CE)",
-        title=f"median |error| {np.median(error):,.0f} years",
+        title=f"median |error| {np.nanmedian(error):,.0f} years",
     )
     ax_scatter.legend(loc="upper left", fontsize=8)
 
