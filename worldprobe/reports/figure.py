@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 DPI = 100
 SAFE = str.maketrans({c: "_" for c in " /\\:*?\"<>|'"})
@@ -69,9 +66,9 @@ def file_stem(*parts: object) -> str:
 
 def new_figure(nrows: int = 1, ncols: int = 1, width: float = 10, height: float = 5, **kwargs) -> tuple[Figure, Any]:
     """A constrained-layout figure that leaves a strip at the bottom for the caption."""
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), layout="constrained", dpi=DPI, **kwargs)
+    fig = Figure(figsize=(width, height), layout="constrained", dpi=DPI)  # no pyplot: no global backend or state
     fig.get_layout_engine().set(rect=(0, 0.045, 1, 0.955))
-    return fig, axes
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 @dataclass
@@ -105,7 +102,6 @@ def save(fig: Figure, out_dir: Path, stem: str, title: str, caption: Caption, ho
     points = hover.points(fig) if hover else []
     with matplotlib.rc_context({"svg.hashsalt": stem}):  # stable SVG ids: the same results give the same files
         fig.savefig(figures / f"{stem}.svg", dpi=DPI, metadata=_metadata("svg"))
-    plt.close(fig)
     return FigureFile(stem, f"figures/{stem}.png", f"figures/{stem}.svg", title, str(caption), points)
 
 
