@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 
 DPI = 100
+PNG_COLOURS = 256
 SAFE = str.maketrans({c: "_" for c in " /\\:*?\"<>|'"})
 
 
@@ -97,12 +100,20 @@ def save(fig: Figure, out_dir: Path, stem: str, title: str, caption: Caption, ho
     fig.text(0.5, 0.008, str(caption), ha="center", va="bottom", fontsize=8, color="#444444")
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    fig.savefig(figures / f"{stem}.png", dpi=DPI, metadata=_metadata("png"))  # lays the figure out once
+    _write_png(fig, figures / f"{stem}.png")  # lays the figure out once
     fig.set_layout_engine("none")  # keep that layout for the SVG and the hover positions
     points = hover.points(fig) if hover else []
     with matplotlib.rc_context({"svg.hashsalt": stem}):  # stable SVG ids: the same results give the same files
         fig.savefig(figures / f"{stem}.svg", dpi=DPI, metadata=_metadata("svg"))
     return FigureFile(stem, f"figures/{stem}.png", f"figures/{stem}.svg", title, str(caption), points)
+
+
+def _write_png(fig: Figure, path: Path) -> None:
+    """Save as a 256-colour PNG: a third of the size of full colour, the same look for plots."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata=_metadata("png"))
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(PNG_COLOURS).save(path, format="png", optimize=True)
 
 
 def _metadata(suffix: str) -> dict[str, str | None]:
