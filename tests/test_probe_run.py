@@ -208,3 +208,10 @@ def test_cli_probe(cached, capsys):
     folder = result.output.strip().splitlines()[-1]
     summary = json.loads((workspace.root / "results" / folder.split("/")[-1] / "summary.json").read_text())
     assert summary["layers"] == [3, 4] and summary["settings"]["holdouts"] == ["entity_type"]
+
+
+def test_a_block_with_nothing_outside_it_is_skipped_with_a_warning(cached):
+    workspace, _, _ = cached
+    with pytest.warns(UserWarning, match="source=synthetic: 0 rows outside it, skipped"):
+        folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], holdouts=("source",), progress=False)
+    assert pd.read_parquet(folder / "holdouts.parquet").empty

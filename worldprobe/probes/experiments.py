@@ -3,6 +3,7 @@ model comparison, and probes of arbitrary targets aligned with a cache (science.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,9 @@ def holdout_blocks(
     for block in tqdm(blocks, desc=f"held-out blocks of {groups.name}", unit="block", disable=not progress):
         inside = valid & (labels == block).fillna(False).to_numpy()
         train = np.flatnonzero(valid & ~inside)
+        if len(train) < min_rows:
+            warnings.warn(f"held-out block {groups.name}={block}: {len(train)} rows outside it, skipped", stacklevel=2)
+            continue
         probe = make_probe().fit(x[train], y[train])
         held_df = pd.DataFrame(
             np.asarray(probe.predict(x), dtype=np.float64).reshape(len(y), -1), columns=targets.columns
