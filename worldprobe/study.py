@@ -349,12 +349,12 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
     if unit.stage == "datasets":
         return _build_dataset(p["entry"], p["seed"], workspace)
     if unit.stage == "extract":
-        from worldprobe.extract import run_extraction
+        from worldprobe.extract.runner import run_extraction
 
         x = study.extract
         return run_extraction(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
-            dtype=x.dtype, device=x.device, quantization=x.quantization, limit=p["limit"], seed=study.seed,
+            dtype=x.dtype, device=x.device, quantization=x.quantization, seed=study.seed,
         )  # fmt: skip
     if unit.stage == "probes":
         from worldprobe.probes import run_probe
@@ -365,16 +365,17 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
             controls=study.probes.controls, standardize=study.probes.standardize, seed=study.seed,
         )  # fmt: skip
     if unit.stage == "neurons":
-        from worldprobe.probes.neurons import run_neuron_search
+        from worldprobe.probes.neurons import find_neurons
 
-        limit = next(e.limit for e in study.datasets if e.name == p["dataset"])
-        return run_neuron_search(
-            p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, limit=limit, seed=study.seed
-        )
+        x = study.extract
+        return find_neurons(
+            p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, layers=x.layers,
+            seed=study.seed, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+        )  # fmt: skip
     if unit.stage == "report":
         from worldprobe.reports import build_report
 
-        return build_report(workspace)
+        return build_report(workspace, seed=study.seed).index
     raise ValueError(f"unknown stage {unit.stage!r}")
 
 
@@ -383,16 +384,13 @@ def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path
     from worldprobe.datasets import load_report
     from worldprobe.datasets.sources import BuildOptions, build
 
-    options = BuildOptions(from_path=entry.from_path, seed=seed)
+    options = BuildOptions(from_path=entry.from_path, seed=seed, limit=entry.limit)
     path = workspace.dataset_table(entry.name)
     if path.exists() and workspace.dataset_report(entry.name).exists():
         report = load_report(entry.name, workspace)
         built_with = report.get("details", {}).get("options", {})
-        if (
-            report.get("source") == entry.source
-            and built_with.get("seed") == seed
-            and (built_with.get("from_path") == entry.from_path)
-        ):
+        wanted = {"from_path": entry.from_path, "seed": seed, "limit": entry.limit}
+        if report.get("source") == entry.source and all(built_with.get(k) == v for k, v in wanted.items()):
             return path
     return build(entry.name, entry.source, options, workspace)[0]
 
