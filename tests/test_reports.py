@@ -100,7 +100,7 @@ def test_summary_picks_best_layer_and_every_control(tmp_path):
 
 
 def test_results_skip_unfinished_runs_and_keep_the_newest(tmp_path):
-    results = write_results(tmp_path, datasets=("nyc_place",), models={"m": 4}, prompts=("empty",), n=30)
+    results = write_results(tmp_path, datasets=("nyc_place",), models={"m": 4}, prompts=("empty",), n=30, neurons=False)
     (run,) = results.iterdir()
     newer = results / "rerun"
     shutil.copytree(run, newer)

@@ -128,8 +128,10 @@ def write_results(
                     _holdouts(entities, base, best, spec.holdout_columns[0], rng).to_parquet(
                         folder / "holdouts.parquet"
                     )
-                if neurons and prompt == "empty":
-                    _neurons(dataset, model, n_layers, spec.targets, rng).to_parquet(folder / "neurons.parquet")
+                if neurons and prompt == "empty":  # the neurons command writes its own folder, without a summary
+                    search = results / f"{dataset}__{model}__{prompt}__neurons__0123456789abcdef"
+                    search.mkdir()
+                    _neurons(dataset, model, n_layers, spec.targets, rng).to_parquet(search / "neurons.parquet")
     return results
 
 
@@ -172,4 +174,4 @@ def test_fixture_follows_the_design_columns(tmp_path):
             "target", "metric", "value", "seed"} <= set(metrics.columns)  # fmt: skip
     predictions = pd.read_parquet(results / "historical_figure__tiny-b__empty" / "predictions.parquet")
     assert {"true_year", "pred_year", "century", "occupation", "entity_id", "is_test"} <= set(predictions.columns)
-    assert len(list(results.iterdir())) == 4
+    assert len(list(results.iterdir())) == 4 + 4  # probe runs + neuron searches

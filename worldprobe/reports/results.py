@@ -61,9 +61,10 @@ def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]], missing: list
     """Append the run's tables to ``frames`` (unless it probes other targets); return its summary (with ``run``)."""
     summary_path = folder / "summary.json"
     try:
-        summary = json.loads(summary_path.read_text()) | {"run": folder.name}
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     except json.JSONDecodeError as error:
         raise WorldprobeError(f"summary is not valid JSON: {error.msg}", file=summary_path, row=error.lineno) from error
+    summary["run"] = folder.name
     tables = {}
     for table in TABLES:
         path = folder / f"{table}.parquet"
@@ -84,18 +85,15 @@ def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]], missing: list
 def load_results(results_dir: Path) -> Results:
     """Concatenate the tables of every finished run folder under ``results_dir``.
 
-    A folder without ``summary.json`` (or with ``"complete": false``) is still being written: it is skipped and
-    named in ``missing``. When two runs hold the same row key (a re-run), the newer run's value is kept.
-    Missing tables become empty frames, each named in ``missing``.
+    A probe run without ``summary.json`` (or with ``"complete": false``) is still being written: it is skipped and
+    named in ``missing``; a neurons-only folder needs no summary. When two runs hold the same row key (a re-run),
+    the newer run's value is kept. Missing tables become empty frames, each named in ``missing``.
     """
     folders = [p for p in results_dir.glob("*") if p.is_dir() and any(p.glob("*.parquet"))]
     runs, missing = [], []
-    for folder in sorted(folders, key=lambda p: ((p / "summary.json").stat().st_mtime_ns, p.name)
-                         if (p / "summary.json").exists() else (0, p.name)):  # fmt: skip
-        if not (folder / "summary.json").exists():
-            missing.append(f"run {folder.name} has no summary.json (still running or interrupted): skipped")
-        elif json.loads((folder / "summary.json").read_text() or "{}").get("complete", True) is False:
-            missing.append(f"run {folder.name} is marked incomplete: skipped")
+    for folder in sorted(folders, key=_age):
+        if _unfinished(folder):
+            missing.append(f"run {folder.name} has no finished summary.json (still running or interrupted): skipped")
         else:
             runs.append(folder)
     if not runs:
@@ -117,6 +115,23 @@ def load_results(results_dir: Path) -> Results:
     if not results.predictions.empty and "control" in results.predictions:
         results.predictions["control"] = results.predictions["control"].fillna("none")
     return results
+
+
+def _age(folder: Path) -> tuple[int, str]:
+    """Older runs first, so a re-run's rows replace them."""
+    files = [p for p in (folder / "summary.json", folder / "neurons.parquet") if p.exists()]
+    return (max(p.stat().st_mtime_ns for p in files) if files else 0, folder.name)
+
+
+def _unfinished(folder: Path) -> bool:
+    """A probe run (metrics or predictions) is finished once its summary says so; a neurons-only folder always is."""
+    if not any((folder / f"{t}.parquet").exists() for t in ("metrics", "predictions")):
+        return False
+    path = folder / "summary.json"
+    try:
+        return not path.exists() or json.loads(path.read_text()).get("complete", True) is False
+    except json.JSONDecodeError:
+        return True
 
 
 def _latest(table: pd.DataFrame) -> pd.DataFrame:
