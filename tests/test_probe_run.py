@@ -11,7 +11,7 @@ import pytest
 
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import CacheWriter, entity_order_sha256, open_cache
-from worldprobe.probes import cross_prompt_transfer, probe_cache, run_probe
+from worldprobe.probes import compare_models, compare_prompts, cross_prompt_transfer, probe_cache, run_probe
 from worldprobe.probes.results import METRIC_COLUMNS, read_metrics, read_summary
 
 N_LAYERS, D = 4, 24
@@ -37,22 +37,25 @@ def world_entities(per_country: int = 60, seed: int = 0) -> pd.DataFrame:
     return table
 
 
-def write_cache(workspace, entities: pd.DataFrame, prompt: str = "empty", noise: float = 1.0, seed: int = 0):
+def write_cache(
+    workspace, entities: pd.DataFrame, prompt: str = "empty", noise: float = 1.0, seed: int = 0,
+    model: str = "tiny", n_layers: int = N_LAYERS,
+):  # fmt: skip
     """A cache whose layer l encodes (lat, lon, log population) more cleanly as l grows (layer 0: nothing)."""
     rng = np.random.default_rng(seed)
     signal = np.column_stack([entities["latitude"], entities["longitude"], np.log10(entities["population"] + 1)])
     signal = np.nan_to_num(signal)
     mixing = rng.normal(size=(3, D))
     manifest = {
-        "dataset": "world_place", "dataset_fingerprint": "synthetic", "model": "tiny", "model_source": "test",
+        "dataset": "world_place", "dataset_fingerprint": "synthetic", "model": model, "model_source": "test",
         "quantization": None, "dtype": "float32", "prompt": prompt, "aggregation": "last", "seed": 0,
-        "layers": list(range(N_LAYERS + 1)), "n_layers": N_LAYERS, "d_model": D, "n_entities": len(entities),
+        "layers": list(range(n_layers + 1)), "n_layers": n_layers, "d_model": D, "n_entities": len(entities),
         "entity_order_sha256": entity_order_sha256(entities["entity_id"]),
     }  # fmt: skip
-    path = workspace.activations / f"world_place__tiny__{prompt}"
+    path = workspace.activations / f"world_place__{model}__{prompt}"
     with CacheWriter.open(path, manifest, entities) as writer:
-        for layer in range(N_LAYERS + 1):
-            acts = (layer / N_LAYERS) * signal @ mixing + rng.normal(0, noise, size=(len(entities), D))
+        for layer in range(n_layers + 1):
+            acts = (layer / n_layers) * signal @ mixing + rng.normal(0, noise, size=(len(entities), D))
             acts[:, 0] *= 50  # an outlier dimension
             writer.write(layer, np.arange(len(entities)), acts.astype(np.float32))
         writer.finish()
@@ -215,3 +218,15 @@ def test_a_block_with_nothing_outside_it_is_skipped_with_a_warning(cached):
     with pytest.warns(UserWarning, match="source=synthetic: 0 rows outside it, skipped"):
         folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], holdouts=("source",), progress=False)
     assert pd.read_parquet(folder / "holdouts.parquet").empty
+
+
+def test_prompt_and_model_comparisons_share_one_table(cached):
+    workspace, _, entities = cached
+    write_cache(workspace, entities, prompt="coords", noise=3.0)
+    write_cache(workspace, entities, model="deeper", n_layers=8)
+    prompts = compare_prompts("world_place", "tiny", ["empty", "coords"], workspace=workspace, progress=False)
+    r2 = prompts.query("split == 'test' and metric == 'r2' and target == 'mean' and layer == 4")
+    assert r2.set_index("prompt")["value"]["empty"] > r2.set_index("prompt")["value"]["coords"]  # noisier cache
+    models = compare_models("world_place", ["tiny", "deeper"], workspace=workspace, progress=False)
+    assert models.groupby("model")["n_layers"].first().to_dict() == {"tiny": 4, "deeper": 8}
+    assert models.query("model == 'deeper' and layer == 4")["rel_depth"].eq(0.5).all()
