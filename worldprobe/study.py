@@ -44,6 +44,7 @@ class ExtractSettings:
     device: str = "auto"
     batch_size: int | None = None
     quantization: str | None = None
+    flush_rows: int | None = None  # rows between ledger commits (None: the extract stage's default)
 
 
 @dataclass(frozen=True)
@@ -355,6 +356,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         return run_extraction(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
             dtype=x.dtype, device=x.device, quantization=x.quantization, seed=study.seed,
+            **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
         )  # fmt: skip
     if unit.stage == "probes":
         from worldprobe.probes import run_probe

@@ -9,5 +9,15 @@ Python API (see README "2. Extraction")::
 
 from worldprobe.extract.cache import ActivationCache, cache_key, find_cache, open_cache
 from worldprobe.extract.models import PRESETS, LoadedModel, load_model
+from worldprobe.extract.runner import run_extraction
 
-__all__ = ["PRESETS", "ActivationCache", "LoadedModel", "cache_key", "find_cache", "load_model", "open_cache"]
+__all__ = [
+    "PRESETS",
+    "ActivationCache",
+    "LoadedModel",
+    "cache_key",
+    "find_cache",
+    "load_model",
+    "open_cache",
+    "run_extraction",
+]
