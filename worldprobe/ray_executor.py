@@ -12,6 +12,11 @@ from typing import Any
 from worldprobe.errors import WorldprobeError
 
 
+def _call(fn: Callable[[Any], Any], unit: Any) -> Any:
+    """The Ray task: a plain function (Ray cannot wrap a callable object) that applies ``fn`` to one unit."""
+    return fn(unit)
+
+
 class RayExecutor:
     """Runs units as Ray tasks and returns their results in the order of the units."""
 
@@ -35,8 +40,9 @@ class RayExecutor:
     def map(self, fn: Callable[[Any], Any], units: Sequence[Any], progress: Callable[[], None]) -> list[Any]:
         ray = self._ray
         needs_gpu = self.gpus > 0 and any(getattr(u, "stage", "") == "extract" for u in units)
-        task = ray.remote(num_cpus=1, num_gpus=1 if needs_gpu else 0)(fn)
-        pending = {task.remote(unit): index for index, unit in enumerate(units)}
+        task = ray.remote(num_cpus=1, num_gpus=1 if needs_gpu else 0)(_call)
+        fn_ref = ray.put(fn)
+        pending = {task.remote(fn_ref, unit): index for index, unit in enumerate(units)}
         results: list[Any] = [None] * len(units)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

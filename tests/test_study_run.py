@@ -1,0 +1,148 @@
+"""A whole (reduced) study end to end: serial run, re-run that redoes nothing, Ray with 2 workers, kill -9 resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from worldprobe.study import load_study, run_study
+from worldprobe.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+COUNTRIES = {"Aland": (10.0, 20.0), "Borea": (50.0, -100.0), "Cydon": (-30.0, 140.0), "Dorra": (35.0, 5.0)}
+COLUMNS = ["name", "entity_subtype", "country", "latitude", "longitude", "has_thumbnail", "page_views", "entity_type",
+           "total_area", "population", "is_test"]  # fmt: skip
+
+
+def release_csv(path: Path, n: int = 160) -> Path:
+    """A synthetic world_place release CSV: towns of four countries around their centres, 20% test rows."""
+    rng = np.random.default_rng(0)
+    countries = rng.choice(list(COUNTRIES), n)
+    centre = np.array([COUNTRIES[c] for c in countries])
+    letters = np.array(list("abcdefghiklmnoprstuvz"))
+    names = ["".join(rng.choice(letters, 6)).title() + f" {c[:2]}" + str(i) for i, c in enumerate(countries)]
+    table = pd.DataFrame(
+        {"name": names, "entity_subtype": "Town", "country": countries,
+         "latitude": centre[:, 0] + rng.normal(0, 3, n), "longitude": centre[:, 1] + rng.normal(0, 3, n),
+         "has_thumbnail": 1, "page_views": 6000.0, "entity_type": rng.choice(["populated_place", "structure"], n),
+         "total_area": "", "population": "", "is_test": np.arange(n) % 5 == 0}
+    )  # fmt: skip
+    table[COLUMNS].to_csv(path, index=False)
+    return path
+
+
+def study_file(tmp_path: Path, model: Path, *, n: int = 160, batch_size: int = 8, flush_rows: int = 64) -> Path:
+    csv = release_csv(tmp_path / "world_place.csv", n)
+    text = f"""
+[study]
+name = "reduced"
+seed = 1
+
+[[datasets]]
+name = "world_place"
+source = "paper"
+from_path = "{csv}"
+
+[extract]
+models = ["{model}"]
+random_init = ["{model}"]
+dtype = "float32"
+batch_size = {batch_size}
+flush_rows = {flush_rows}
+
+[probes]
+controls = ["shuffled", "lexical", "embedding", "group_oracle", "within_group", "alt_world", "random_init"]
+
+[neurons]
+datasets = ["world_place"]
+top_k = 3
+"""
+    path = tmp_path / "reduced.toml"
+    path.write_text(text)
+    return path
+
+
+def metrics_of(workspace: Workspace) -> pd.DataFrame:
+    frames = [pd.read_parquet(p) for p in sorted(workspace.results.glob("*/metrics.parquet"))]
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values(list(table.columns.drop("value"))).reset_index(drop=True)
+
+
+def layer_files(workspace: Workspace) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(workspace.activations)): p.read_bytes()
+        for p in sorted(workspace.activations.glob("*/layer_*.npy"))
+    }
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory, tiny_llama_dir):
+    root = tmp_path_factory.mktemp("serial")
+    study = load_study(study_file(root, tiny_llama_dir))
+    workspace = Workspace(root / "ws")
+    outputs = run_study(study, workspace)
+    return study, workspace, outputs
+
+
+def test_serial_run_writes_every_stage(serial_run):
+    study, workspace, outputs = serial_run
+    assert outputs["report"][0].name == "index.html" and outputs["report"][0].exists()
+    metrics = metrics_of(workspace)
+    assert {"none", "shuffled", "lexical", "alt_world", "random_init"} <= set(metrics["control"])
+    assert len(layer_files(workspace)) == 2 * 5  # the model and its random twin, embeddings + 4 blocks
+    assert list(workspace.results.glob("*/neurons.parquet"))
+
+
+def test_rerun_redoes_nothing(serial_run):
+    study, workspace, _ = serial_run
+    stamps = {p: p.stat().st_mtime_ns for p in workspace.root.rglob("*") if p.suffix in {".parquet", ".npy"}}
+    started = time.perf_counter()
+    run_study(study, workspace, stages=("datasets", "extract", "probes", "neurons"))
+    assert time.perf_counter() - started < 60
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+def test_ray_with_two_workers_matches_serial(serial_run, tmp_path):
+    pytest.importorskip("ray")
+    from worldprobe.ray_executor import RayExecutor
+
+    study, serial_ws, _ = serial_run
+    ray_ws = Workspace(tmp_path / "ws")
+    executor = RayExecutor(num_workers=2)
+    try:
+        run_study(study, ray_ws, executor=executor, stages=("datasets", "extract", "probes", "neurons"))
+    finally:
+        executor.shutdown()
+    pd.testing.assert_frame_equal(metrics_of(ray_ws), metrics_of(serial_ws))
+    assert layer_files(ray_ws) == layer_files(serial_ws)
+
+
+def test_kill_9_during_extraction_then_rerun_matches(serial_run, tmp_path, tiny_llama_dir):
+    _, serial_ws, _ = serial_run
+    path = study_file(tmp_path, tiny_llama_dir, flush_rows=8)
+    workspace = Workspace(tmp_path / "ws")
+    command = [sys.executable, "-m", "worldprobe.cli", "--workspace", str(workspace.root), "run", str(path)]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, ledgers = time.time() + 300, []
+    while time.time() < deadline and process.poll() is None and not ledgers:
+        ledgers = list(workspace.root.glob("activations/*/progress.json"))
+        time.sleep(0.02)
+    assert ledgers, process.stderr.read().decode()[-2000:] if process.poll() is not None else "no ledger in time"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "report:" in resumed.stdout
+    # Same bytes as the uninterrupted run (only the ledger interval differs), no missing or duplicate rows.
+    assert layer_files(workspace) == layer_files(serial_ws)
+    pd.testing.assert_frame_equal(metrics_of(workspace), metrics_of(serial_ws))
