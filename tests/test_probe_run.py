@@ -230,3 +230,14 @@ def test_prompt_and_model_comparisons_share_one_table(cached):
     models = compare_models("world_place", ["tiny", "deeper"], workspace=workspace, progress=False)
     assert models.groupby("model")["n_layers"].first().to_dict() == {"tiny": 4, "deeper": 8}
     assert models.query("model == 'deeper' and layer == 4")["rel_depth"].eq(0.5).all()
+
+
+def test_time_targets_get_year_errors():
+    from worldprobe.probes.experiments import score
+
+    true = pd.DataFrame({"year": [1900.0, 1950.0, 2000.0, 2010.0]})
+    pred = pd.DataFrame({"year": [1910.0, 1940.0, 2000.0, 2030.0]})
+    values = {(t, m): v for t, m, v in score(true, pred, "time")}
+    assert values[("year", "abs_error_years")] == pytest.approx(10.0)  # (10 + 10 + 0 + 20) / 4
+    assert values[("year", "mae")] == pytest.approx(10.0)
+    assert ("mean", "proximity") in values and ("mean", "haversine_km") not in values
