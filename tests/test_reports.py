@@ -19,6 +19,7 @@ from worldprobe.cli import app
 from worldprobe.reports.build import build_report
 from worldprobe.reports.figure import Caption, Hover, new_figure, save
 from worldprobe.reports.geography import MAPS, regions
+from worldprobe.reports.holdouts import holdout_table
 from worldprobe.reports.maps import error_km
 from worldprobe.reports.results import load_results
 from worldprobe.reports.summary import summary_table
@@ -97,6 +98,16 @@ def test_summary_picks_best_layer_and_every_control(tmp_path):
         assert np.isfinite(table.loc["tiny-a", column]), column
     assert table.loc["tiny-a", "lexical_r2"] == pytest.approx(0.4)
     assert 0 < table.loc["tiny-a", "within_group_r"] < table.loc["tiny-a", "r2"]
+
+
+def test_holdout_table_sorts_blocks_and_keeps_the_stage_mean(tmp_path):
+    results = write_results(tmp_path, datasets=("world_place",), models={"m": 4}, prompts=("empty",), n=120)
+    rows = load_results(results).holdouts
+    table = holdout_table(rows, "country")
+    assert table["block"].iat[-1] == "(mean)" and table["n_rows"].iloc[:-1].is_monotonic_decreasing
+    stage_mean = rows[(rows["block"] == "(mean)") & (rows["setting"] == "held_out")]["value"].iat[0]
+    assert table["held_out"].iat[-1] == pytest.approx(stage_mean)
+    assert (table["held_out"].iloc[:-1] > table["nominal"].iloc[:-1]).all()
 
 
 def test_results_skip_unfinished_runs_and_keep_the_newest(tmp_path):
