@@ -128,3 +128,11 @@ def test_embedded_smollm2_preset_extracts_sensible_rows():
                               output_hidden_states=True).hidden_states  # fmt: skip
     np.testing.assert_allclose(rows[15][0], hidden[15][0, -1].numpy(), rtol=1e-4, atol=1e-4)
     assert 100 < np.abs(rows[30]).max() < 65504  # the residual grows with depth but fits float16
+
+
+@pytest.mark.model
+def test_a_gguf_path_is_checksummed_and_reuses_its_dequantised_copy():
+    gguf = fetch_gguf("smollm2-135m")
+    loaded = load_model(str(gguf))
+    assert loaded.source == {"kind": "gguf", "file": str(gguf.resolve()), "sha256": PRESETS["smollm2-135m"].gguf_sha256}
+    assert (loaded.n_layers, loaded.d_model) == (30, 576)

@@ -27,6 +27,7 @@ def extract(
     mean: bool = typer.Option(False, "--mean", help="Average over the entity's tokens instead of its last token."),
     gguf_file: str = typer.Option(None, "--gguf-file", help="A GGUF file (inside --model's folder, or a path)."),
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of random prompts and random:<model> weights."),
+    max_memory: str = typer.Option(None, "--max-memory", help="device_map limits: 0=20GiB,cpu=64GiB."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     flush_every: int = typer.Option(2048, "--flush-every", help="Entities between progress-ledger writes."),
 ) -> None:  # fmt: skip
@@ -43,8 +44,22 @@ def extract(
         dataset, model, prompt, workspace=workspace_of(ctx), layers=layers, batch_size=batch_size, dtype=dtype,
         device=device, quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None, limit=limit,
         aggregation="mean" if mean else "last", seed=seed, gguf_file=gguf_file, flush_rows=flush_every,
+        max_memory=_parse_max_memory(max_memory),
     )  # fmt: skip
     typer.echo(str(path))
+
+
+def _parse_max_memory(text: str | None) -> dict[int | str, str] | None:
+    """``0=20GiB,1=20GiB,cpu=64GiB`` -> ``{0: "20GiB", 1: "20GiB", "cpu": "64GiB"}`` (accelerate's max_memory)."""
+    if not text:
+        return None
+    limits: dict[int | str, str] = {}
+    for item in text.split(","):
+        device, sep, size = item.partition("=")
+        if not sep or not size.strip():
+            raise WorldprobeError(f"cannot read {item!r} in --max-memory", field="max-memory", hint="0=20GiB,cpu=64GiB")
+        limits[int(device) if device.strip().isdigit() else device.strip()] = size.strip()
+    return limits
 
 
 def models() -> None:

@@ -212,10 +212,18 @@ def _dequantised_folder(gguf: Path, sha256: str) -> Path:
 
 
 def _checksum(path: Path) -> str:
+    """sha256 of a weights file, remembered in the cache by (path, size, mtime) so large files are hashed once."""
     ok = path.with_name(path.name + ".sha256-ok")
     if ok.exists() and ok.stat().st_mtime >= path.stat().st_mtime:
         return ok.read_text().strip()
-    return sha256_of(path)
+    stat = path.resolve().stat()
+    stamp = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = cache_dir("checksums") / f"{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.sha256"
+    if memo.exists():
+        return memo.read_text().strip()
+    digest = sha256_of(path)
+    memo.write_text(digest)
+    return digest
 
 
 def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, dict[str, Any]]:

@@ -263,6 +263,7 @@ def run_extraction(
     gguf_file: str | None = None,
     padding_side: str = "right",
     flush_rows: int = DEFAULT_FLUSH_ROWS,
+    max_memory: dict[Any, str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Cache the residual stream of every entity of a built dataset at the requested layers; return the folder.
@@ -306,7 +307,8 @@ def run_extraction(
             )  # fmt: skip
         if found.get("complete"):
             return path
-    loaded = load_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file)
+    loaded = load_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file,
+                        max_memory=max_memory)  # fmt: skip
     encoded = encode_entities(loaded.tokenizer, table["text"].tolist(), prompt_obj, seed,
                               keys=table["entity_id"].astype(str).tolist())  # fmt: skip
     manifest = {

@@ -1,0 +1,71 @@
+"""The `worldprobe extract` and `worldprobe models` commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from worldprobe.cli import app
+from worldprobe.errors import WorldprobeError
+from worldprobe.extract import open_cache
+from worldprobe.extract.cli import _parse_max_memory
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_extract_command_writes_a_cache(workspace, tiny_llama_dir, make_entity_table):
+    make_entity_table(workspace, ["Paris", "Kraków", "São Paulo", "Tokyo"])
+    args = ["--workspace", str(workspace.root), "extract", "--dataset", "world_place", "--model", str(tiny_llama_dir),
+            "--prompt", "coords", "--layers", "0,3", "--mean", "--batch-size", "3", "--limit", "3",
+            "--seed", "5"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cache = open_cache(result.stdout.strip().splitlines()[-1])
+    assert cache.layers == [0, 3] and cache.n_entities == 3 and cache.manifest["aggregation"] == "mean"
+    assert cache.manifest["batch_size"] == 3 and cache.manifest["prompt"] == "coords"
+
+
+def test_models_command_lists_the_presets():
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0 and "smollm2-135m" in result.output and "qwen2.5-1.5b" in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--load-in-4bit", "--load-in-8bit"], "choose one of --load-in-4bit and --load-in-8bit"),
+        (["--prompt", "where_nyc"], "dataset 'world_place' has no prompt 'where_nyc'"),
+        (["--dataset", "us_place"], "dataset not built yet"),
+    ],
+)
+def test_user_errors_name_the_problem(workspace, tiny_llama_dir, make_entity_table, extra, message):
+    make_entity_table(workspace, ["Paris"])
+    base = ["--workspace", str(workspace.root), "extract", "--dataset", "world_place", "--model", str(tiny_llama_dir)]
+    result = CliRunner().invoke(app, base + extra)
+    assert isinstance(result.exception, WorldprobeError) and message in str(result.exception)
+
+
+def test_the_entry_point_prints_a_user_error_as_one_line(workspace, make_entity_table):
+    make_entity_table(workspace, ["Paris"])
+    command = [sys.executable, "-m", "worldprobe.cli", "--workspace", str(workspace.root), "extract", "--dataset",
+               "world_place", "--model", "no-such-model"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2 and "neither a preset" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_max_memory_option_is_parsed():
+    assert _parse_max_memory("0=20GiB, 1=18GiB,cpu=64GiB") == {0: "20GiB", 1: "18GiB", "cpu": "64GiB"}
+    assert _parse_max_memory(None) is None
+    with pytest.raises(WorldprobeError, match="max-memory"):
+        _parse_max_memory("0:20GiB")
