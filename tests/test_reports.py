@@ -184,6 +184,17 @@ def test_cli_on_partial_results_says_what_is_missing(workspace):
     assert (workspace.root / "out" / "figures" / "us_place__m__empty__map.png").exists()
 
 
+def test_metrics_without_predictions_still_make_a_report(tmp_path):
+    results = write_results(tmp_path, datasets=("art",), models={"m": 4}, prompts=("empty",), controls=False,
+                            holdouts=False, neurons=False, n=30)  # fmt: skip
+    for path in results.glob("*/predictions.parquet"):
+        path.unlink()
+    report = build_report(Workspace(tmp_path), tmp_path / "out")
+    assert [Path(f.png).name for f in report.figures] == ["art__layers.png"]
+    assert "no predictions in any run: the report has no predictions section" in report.missing
+    assert "art: no predictions.parquet: no map or timeline" in report.missing
+
+
 def test_cli_without_results_is_a_clear_error(workspace):
     result = CliRunner().invoke(app, ["report"])
     assert result.exit_code != 0

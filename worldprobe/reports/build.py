@@ -91,7 +91,8 @@ def _section(
     best = summary[summary["dataset"] == dataset] if not summary.empty else pd.DataFrame()
     for model in sorted(set(predictions.get("model", [])) | set(metrics.get("model", []))):
         block = Block(model)
-        _predictions_figures(block, section, predictions, best, model, out, seed)
+        if not predictions.empty:
+            _predictions_figures(block, section, predictions, best, model, out, seed)
         _holdouts(block, _rows(results.holdouts, dataset), model, metrics, out)
         _neurons(block, _rows(results.neurons, dataset), model, out)
         if block.figures or block.tables:
