@@ -10,7 +10,7 @@ import pandas as pd
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, layer_text, new_figure, save
 
 METRIC_LABELS = {
-    "proximity": "proximity error (fraction; 0 = perfect, 0.5 = chance)",
+    "proximity": "proximity error\n(0 = perfect, 0.5 = chance)",
     "haversine_km": "error (km; lower is better)",
     "abs_error_years": "absolute error (years; lower is better)",
     "r2": "R² within the block (higher is better)",
@@ -52,7 +52,7 @@ def holdout_figure(rows: pd.DataFrame, dataset: str, model: str, n_layers: int, 
     if rows.empty:
         return None
     columns = list(dict.fromkeys(rows["column"]))
-    fig, axes = new_figure(len(columns), 1, width=12, height=3.6 * len(columns) + 0.6)
+    fig, axes = new_figure(len(columns), 1, width=12, height=4.4 * len(columns) + 0.6)
     axes = np.atleast_1d(axes)
     for ax, column in zip(axes, columns, strict=True):
         full = holdout_table(rows, column)
