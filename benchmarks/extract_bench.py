@@ -44,7 +44,7 @@ def build_world_place(root: Path, csv: Path) -> Workspace:
 
 
 def time_extract(ws: Workspace, loaded, model: str, n: int, dtype: str, batch_size: int) -> tuple[Timing, Path]:
-    """(wall, CPU) seconds of run_extraction with the model preloaded (tokenise, forward with hooks, write memmaps, manifest)."""
+    """(wall, CPU) seconds of run_extraction, model preloaded (tokenise, hooked forward, memmap writes, manifest)."""
     original = runner.load_model
     runner.load_model = lambda *a, **k: loaded
     try:
@@ -134,8 +134,10 @@ def main() -> None:
         }
         for clock, i in (("wall", 0), ("cpu", 1)):  # CPU time is robust to other processes sharing the machine
             row |= {
-                f"{clock}_extract_entities_per_s": n / extract[i], f"{clock}_bare_forward_entities_per_s": n / bare[i],
-                f"{clock}_original_way_entities_per_s": n / original[i], f"{clock}_extract_vs_bare": bare[i] / extract[i],
+                f"{clock}_extract_entities_per_s": n / extract[i],
+                f"{clock}_bare_forward_entities_per_s": n / bare[i],
+                f"{clock}_original_way_entities_per_s": n / original[i],
+                f"{clock}_extract_vs_bare": bare[i] / extract[i],
                 f"{clock}_extract_vs_original": original[i] / extract[i],
             }  # fmt: skip
         results.append(row)
