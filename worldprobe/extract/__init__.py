@@ -9,14 +9,18 @@ Python API (see README "2. Extraction")::
 
 from worldprobe.extract.cache import ActivationCache, cache_key, find_cache, open_cache
 from worldprobe.extract.models import PRESETS, LoadedModel, load_model
-from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.runner import forward_batches, run_extraction
+from worldprobe.extract.tokens import EncodedEntity, encode_entities
 
 __all__ = [
     "PRESETS",
     "ActivationCache",
+    "EncodedEntity",
     "LoadedModel",
     "cache_key",
+    "encode_entities",
     "find_cache",
+    "forward_batches",
     "load_model",
     "open_cache",
     "run_extraction",
