@@ -172,6 +172,7 @@ def test_same_results_give_the_same_report(tmp_path):
             assert (tmp_path / "second" / path).read_bytes() == (tmp_path / "first" / path).read_bytes(), path
 
 
+@pytest.mark.slow
 def test_cli_on_partial_results_says_what_is_missing(workspace):
     write_results(workspace.root, datasets=("us_place",), models={"m": 6}, prompts=("empty",), controls=False,
                   holdouts=False, neurons=False, n=60)  # fmt: skip
