@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--entities", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
     parser.add_argument("--rss", nargs="*", type=int, default=[2000, 20000], help="entity counts for peak RSS")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--csv", type=Path, default=CSV)
