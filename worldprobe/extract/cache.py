@@ -204,7 +204,8 @@ def _dataset_fingerprint(ws: Workspace, dataset: str) -> str | None:
 
 
 def _release_pages(array: np.memmap) -> None:
-    """Drop flushed pages from this process's memory (they stay in the file): RSS does not grow with the cache."""
+    """Unmap written pages from this process (the data stays in the page cache and the file; msync still writes it):
+    RSS does not grow with the cache."""
     mapping = getattr(array, "_mmap", None)
     if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
         mapping.madvise(mmap.MADV_DONTNEED)
@@ -302,6 +303,7 @@ class CacheWriter:
         if array.dtype == np.float16 and np.abs(values).max(initial=0.0) > FLOAT16_MAX:
             array = self._widen(layer)
         array[rows] = values
+        _release_pages(array)  # rows land on scattered pages: keep at most one batch of them resident
 
     def _widen(self, layer: int) -> np.memmap:
         """Rewrite a float16 layer file as float32 (values beyond the float16 range must not become inf)."""
