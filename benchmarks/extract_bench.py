@@ -82,7 +82,7 @@ def time_original(loaded, texts: list[str]) -> Timing:
             out = loaded.model(**enc, output_hidden_states=True)
             last = enc["attention_mask"].sum(1) - 1
             layers = [h.to("cpu", copy=True) for h in out.hidden_states]
-            _ = torch.stack([h[torch.arange(h.shape[0]), last] for h in layers], 1).numpy()
+            _ = torch.stack([h[torch.arange(h.shape[0]), last] for h in layers], 1).float().numpy()
     return time.perf_counter() - start, time.process_time() - cpu
 
 
