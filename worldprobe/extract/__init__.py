@@ -7,21 +7,15 @@ Python API (see README "2. Extraction")::
     X, y = cache.layer(18), cache.entities[["latitude", "longitude"]].to_numpy()
 """
 
-from worldprobe.extract.cache import ActivationCache, cache_key, find_cache, open_cache
-from worldprobe.extract.models import PRESETS, LoadedModel, load_model
-from worldprobe.extract.runner import forward_batches, run_extraction
-from worldprobe.extract.tokens import EncodedEntity, encode_entities
+from worldprobe.lazy import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "ActivationCache",
-    "EncodedEntity",
-    "LoadedModel",
-    "cache_key",
-    "encode_entities",
-    "find_cache",
-    "forward_batches",
-    "load_model",
-    "open_cache",
-    "run_extraction",
-]
+_EXPORTS = {
+    "ActivationCache": "worldprobe.extract.cache", "cache_key": "worldprobe.extract.cache",
+    "find_cache": "worldprobe.extract.cache", "open_cache": "worldprobe.extract.cache",
+    "PRESETS": "worldprobe.extract.models", "LoadedModel": "worldprobe.extract.models",
+    "load_model": "worldprobe.extract.models", "forward_batches": "worldprobe.extract.runner",
+    "run_extraction": "worldprobe.extract.runner", "EncodedEntity": "worldprobe.extract.tokens",
+    "encode_entities": "worldprobe.extract.tokens",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,28 +6,16 @@ Python API::
     folder = run_probe("world_place", "smollm2-135m", "empty", holdouts=("country",))
 """
 
-from worldprobe.probes.experiments import (
-    ProbeResult,
-    compare_models,
-    compare_prompts,
-    cross_prompt_transfer,
-    holdout_blocks,
-    layer_sweep,
-    probe_cache,
-    run_probe,
-)
-from worldprobe.probes.mlp import MLPProbe
-from worldprobe.probes.ridge import RidgeProbe
+from worldprobe.lazy import lazy_exports
 
-__all__ = [
-    "MLPProbe",
-    "ProbeResult",
-    "RidgeProbe",
-    "compare_models",
-    "compare_prompts",
-    "cross_prompt_transfer",
-    "holdout_blocks",
-    "layer_sweep",
-    "probe_cache",
-    "run_probe",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        ["ProbeResult", "compare_models", "compare_prompts", "cross_prompt_transfer", "holdout_blocks", "layer_sweep",
+         "probe_cache", "run_probe"],
+        "worldprobe.probes.experiments",
+    ),
+    "MLPProbe": "worldprobe.probes.mlp",
+    "RidgeProbe": "worldprobe.probes.ridge",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

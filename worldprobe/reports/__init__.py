@@ -4,16 +4,7 @@
 loading matplotlib.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from worldprobe.lazy import lazy_exports
 
 __all__ = ["build_report"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "build_report":
-        from worldprobe.reports.build import build_report
-
-        return build_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"build_report": "worldprobe.reports.build"})
