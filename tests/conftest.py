@@ -88,3 +88,15 @@ def _write_entity_table(workspace, texts: list[str], dataset: str = "world_place
 def make_entity_table():
     """A function ``(workspace, texts) -> table`` writing a small valid world_place table with these texts."""
     return _write_entity_table
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: the CI machine is shared (two threads oversubscribe it) and reductions
+    stay deterministic."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
@@ -21,12 +20,7 @@ from worldprobe.extract.runner import run_extraction
 NAMES = ["Paris", "São Paulo", "Kraków", "Washington, D.C.", "New York City", "Москва", "Ōsaka", "Zürich", "Tokyo"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def texts(n: int) -> list[str]:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from worldprobe.cli import app
@@ -14,13 +13,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import open_cache
 from worldprobe.extract.cli import _parse_max_memory
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_extract_command_writes_a_cache(workspace, tiny_llama_dir, make_entity_table):

@@ -17,12 +17,7 @@ from worldprobe.pins import ARCHIVES
 TEXTS = ["Paris", "São Paulo", "Kraków", "Washington, D.C.", "New York City", "Tokyo", "Cairo", "Zürich"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def last_rows(loaded, layers, texts=TEXTS, prompt="empty"):
