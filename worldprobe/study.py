@@ -375,10 +375,27 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
             seed=study.seed, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
         )  # fmt: skip
     if unit.stage == "report":
-        from worldprobe.reports import build_report
-
-        return build_report(workspace, seed=study.seed).index
+        return _build_report(workspace, study.seed)
     raise ValueError(f"unknown stage {unit.stage!r}")
+
+
+def _build_report(workspace: Workspace, seed: int) -> Path:
+    """Write the report unless it was already written from exactly these results (same files, sizes and times)."""
+    import hashlib
+    import json
+
+    from worldprobe.reports import build_report
+
+    files = sorted(p for p in workspace.results.rglob("*") if p.is_file())
+    listing = [(str(p.relative_to(workspace.results)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    inputs = hashlib.sha256(json.dumps([listing, seed]).encode()).hexdigest()
+    stamp = workspace.reports / "built-from.json"
+    index = workspace.reports / "index.html"
+    if index.exists() and stamp.exists() and json.loads(stamp.read_text()).get("results_sha256") == inputs:
+        return index
+    index = build_report(workspace, seed=seed).index
+    stamp.write_text(json.dumps({"results_sha256": inputs, "seed": seed}))
+    return index
 
 
 def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path:
