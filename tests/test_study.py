@@ -90,3 +90,9 @@ def test_disk_estimate_and_shortage(tmp_path, workspace):
     huge = load_study(write(tmp_path, GOOD.replace("limit = 50", "limit = 5_000_000_000")))
     with pytest.raises(WorldprobeError, match="GB are free"):
         check_disk(estimate_disk(huge, workspace), workspace)
+
+
+def test_paper_study_estimate_uses_release_sizes(workspace):
+    estimates = {e.label: e for e in estimate_disk(load_study("paper"), workspace)}
+    seven_b = estimates["world_place x llama-2-7b x empty"]
+    assert seven_b.bytes == 39_585 * 33 * 4096 * 2  # science.md: about 10.7 GB

@@ -312,21 +312,29 @@ class CacheEstimate:
 def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
     """Activation bytes per cache, from the model's architecture and the number of entities."""
     estimates = []
+    sources = {entry.name: entry.source for entry in study.datasets}
     for unit in plan(study)["extract"]:
         n_layers, d_model = model_shape(unit.params["model"])
-        n = _expected_entities(unit.params["dataset"], unit.params["limit"], workspace)
+        dataset = unit.params["dataset"]
+        n = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
         estimates.append(CacheEstimate(unit.label, n, n_layers, d_model))
     return estimates
 
 
-def _expected_entities(dataset: str, limit: int | None, workspace: Workspace) -> int | None:
+def _expected_entities(dataset: str, source: str, limit: int | None, workspace: Workspace) -> int | None:
+    """Entities a cache will hold: the built table's rows, else the release's size for the paper source, else limit."""
     path = workspace.dataset_table(dataset)
     if path.exists():
         import pyarrow.parquet as pq
 
         rows = pq.ParquetFile(path).metadata.num_rows
-        return min(rows, limit) if limit else rows
-    return limit
+    elif source == "paper":
+        from worldprobe.datasets.sources.paper import RELEASE_ROWS
+
+        rows = RELEASE_ROWS[dataset]
+    else:
+        return limit
+    return min(rows, limit) if limit else rows
 
 
 def check_disk(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tuple[int, int]:

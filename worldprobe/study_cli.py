@@ -32,7 +32,6 @@ def run(
     workspace = workspace_of(ctx)
     parsed = load_study(study)
     estimates = estimate_disk(parsed, workspace)
-    needed, free = check_disk(estimates, workspace)
     if dry_run:
         for stage, units in plan(parsed).items():
             typer.echo(f"{stage}: {len(units)} task(s)")
@@ -42,8 +41,10 @@ def run(
         for e in estimates:
             size = f"{e.bytes / 1e6:9.1f} MB" if e.bytes is not None else "  unknown (dataset not built yet, no limit)"
             typer.echo(f"  {e.label:<55} {size}")
+        needed, free = check_disk(estimates, workspace)
         typer.echo(f"total {needed / 1e9:.2f} GB needed, {free / 1e9:.1f} GB free in {workspace.root}")
         return
+    check_disk(estimates, workspace)
     outputs = run_study(parsed, workspace, executor=make_executor(executor, address=address, num_workers=workers))
     typer.echo(summary_table(workspace, parsed))
     for path in outputs.get("report", []):

@@ -44,6 +44,11 @@ RELEASE_HASHES: dict[str, str] = {
     "us_place": "md5:8d8c47fc96aa5052c78ca457623851fe",
 }
 """Known checksums of release files (pooch syntax); the other four have none published, their sha256 is recorded."""
+RELEASE_ROWS: dict[str, int] = {
+    "world_place": 39_585, "us_place": 29_997, "nyc_place": 19_838, "historical_figure": 37_539, "art": 31_321,
+    "headline": 28_389,
+}  # fmt: skip
+"""Rows of each release file (science.md section 2), e.g. for disk estimates before a download."""
 RELEASE = "Gurnee & Tegmark (2024) release, github.com/wesg52/world-models (code MIT licence)"
 UNKNOWN = "unknown"
 
