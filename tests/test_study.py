@@ -44,7 +44,11 @@ def test_shipped_studies_parse():
         "world_place", "us_place", "nyc_place", "historical_figure", "art", "headline",
     }  # fmt: skip
     assert "random:smollm2-135m" in quick.all_models
-    assert load_study("paper").extract.models == ("llama-2-7b", "llama-2-13b", "llama-2-70b")
+    paper = load_study("paper")
+    assert paper.extract.models == ("llama-2-7b", "llama-2-13b", "llama-2-70b")
+    assert (
+        paper.extract.quantization_of("llama-2-70b") == "8bit" and paper.extract.quantization_of("llama-2-7b") is None
+    )
 
 
 def test_plan_lists_every_unit(tmp_path):
@@ -65,6 +69,7 @@ def test_plan_lists_every_unit(tmp_path):
         ("random_init =", "random_inti =", "did you mean 'random_init'"),
         ('models = ["smollm2-135m"]', 'models = ["smollm9-1t"]', "smollm9-1t"),
         ("limit = 50", 'limit = 50\nsorce = "paper"', "did you mean 'source'"),
+        ("[probes]", 'quantization = { "smollm2-135m" = "3bit" }\n[probes]', "unknown quantization '3bit'"),
     ],
 )
 def test_bad_study_files_fail_before_any_work(tmp_path, old, new, message):

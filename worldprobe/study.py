@@ -43,7 +43,16 @@ class ExtractSettings:
     dtype: str = "auto"
     device: str = "auto"
     batch_size: int | None = None
-    quantization: str | None = None
+    quantization: str | dict[str, str] | None = (
+        None  # "4bit"/"8bit" for all models, or per model: {"llama-2-70b" = "8bit"}
+    )
+
+    def quantization_of(self, model: str) -> str | None:
+        """The quantisation of one model (a random twin is quantised like its model)."""
+        if isinstance(self.quantization, dict):
+            return self.quantization.get(model.removeprefix("random:"))
+        return self.quantization
+
     flush_rows: int | None = None  # rows between ledger commits (None: the extract stage's default)
 
 
@@ -182,12 +191,13 @@ def _check_names(study: Study) -> None:
                 )  # fmt: skip
     for model in study.all_models:
         check_model_name(model, origin=study.path)
-    quantization = study.extract.quantization
-    if quantization not in (None, "4bit", "8bit"):
-        raise WorldprobeError(
-            f"unknown quantization {quantization!r}", file=study.path, field="extract.quantization",
-            hint="4bit, 8bit or leave it out",
-        )  # fmt: skip
+    for model in study.all_models:
+        quantization = study.extract.quantization_of(model)
+        if quantization not in (None, "4bit", "8bit"):
+            raise WorldprobeError(
+                f"unknown quantization {quantization!r} for {model}", file=study.path, field="extract.quantization",
+                hint="4bit, 8bit or leave it out",
+            )  # fmt: skip
     known = {entry.name for entry in study.datasets}
     for name in study.neurons.datasets:
         if name not in known:
@@ -363,7 +373,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         x = study.extract
         return run_extraction(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
-            dtype=x.dtype, device=x.device, quantization=x.quantization, seed=study.seed,
+            dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=study.seed,
             **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
         )  # fmt: skip
     if unit.stage == "probes":
