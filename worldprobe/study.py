@@ -209,12 +209,11 @@ def _check_names(study: Study) -> None:
 
 def check_model_name(model: str, *, origin: Path | None = None) -> None:
     """A preset, ``random:<preset>``, a local folder or .gguf file, or a hub id ``org/name``; else a clear error."""
-    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX
+    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX, looks_like_hub_id
 
     name = model.removeprefix(RANDOM_PREFIX)
     path = Path(name).expanduser()
-    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/")) and not path.exists()
-    if name in PRESETS or path.is_dir() or (path.suffix == ".gguf" and path.exists()) or looks_like_hub_id:
+    if name in PRESETS or path.is_dir() or (path.suffix == ".gguf" and path.exists()) or looks_like_hub_id(name):
         return
     raise WorldprobeError(
         f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id", file=origin, field="models",
@@ -223,20 +222,14 @@ def check_model_name(model: str, *, origin: Path | None = None) -> None:
 
 
 def model_shape(model: str) -> tuple[int, int]:
-    """(number of blocks, residual width) of a model, from its preset or its config, without loading weights."""
-    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX
+    """(number of blocks, residual width) of a model without loading weights: from its preset, else its config."""
+    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX, describe_model
 
     name = model.removeprefix(RANDOM_PREFIX)
-    if name in PRESETS:
+    if name in PRESETS:  # no GGUF fetch for a dry run
         return PRESETS[name].n_layers, PRESETS[name].d_model
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise WorldprobeError(f"cannot read the config of model {model!r}: {error}") from None
-    config = getattr(config, "text_config", config)
-    return int(config.num_hidden_layers), int(config.hidden_size)
+    info = describe_model(name)
+    return info.n_layers, info.d_model
 
 
 # ---------------------------------------------------------------- planning
@@ -463,3 +456,17 @@ class _bound:
 
     def __call__(self, unit: Unit) -> Any:
         return run_unit(unit, self.study, self.workspace)
+
+
+def results_table(study: Study, workspace: Workspace) -> str:
+    """The report's summary (best layer, R², Spearman, controls per dataset and model) of the study's datasets, as
+    plain text for the end of a run."""
+    from worldprobe.reports.results import load_results
+    from worldprobe.reports.summary import display_table, summary_table
+
+    metrics = load_results(workspace.results).metrics
+    if not metrics.empty:
+        metrics = metrics[metrics["dataset"].isin([entry.name for entry in study.datasets])]
+    if metrics.empty:
+        return "no probe results yet"
+    return display_table(summary_table(metrics)).to_string(index=False)

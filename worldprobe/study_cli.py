@@ -26,8 +26,7 @@ def run(
 
     Finished work is skipped, so running the same command again after an interruption resumes it.
     """
-    from worldprobe.study import check_disk, estimate_disk, load_study, make_executor, plan, run_study
-    from worldprobe.study_summary import summary_table
+    from worldprobe.study import check_disk, estimate_disk, load_study, make_executor, plan, results_table, run_study
 
     workspace = workspace_of(ctx)
     parsed = load_study(study)
@@ -46,6 +45,6 @@ def run(
         return
     check_disk(estimates, workspace)
     outputs = run_study(parsed, workspace, executor=make_executor(executor, address=address, num_workers=workers))
-    typer.echo(summary_table(workspace, parsed))
+    typer.echo(results_table(parsed, workspace))
     for path in outputs.get("report", []):
         typer.echo(f"report: {path}")

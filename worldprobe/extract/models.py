@@ -226,6 +226,11 @@ def _checksum(path: Path) -> str:
     return digest
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """``org/name`` (not a relative or absolute path): read as a Hugging Face hub id when it is no local folder."""
+    return name.count("/") == 1 and not name.startswith((".", "/"))
+
+
 def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, dict[str, Any]]:
     """(folder or hub id to load from, source record for the manifest) for a model spec."""
     if model in PRESETS:
@@ -250,7 +255,7 @@ def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, dict
         for file in weights:
             digest.update(file.name.encode() + _checksum(file).encode())
         return path, {"kind": "folder", "path": str(path.resolve()), "sha256": digest.hexdigest()}
-    if model.count("/") == 1 and not model.startswith((".", "/")):
+    if looks_like_hub_id(model):
         return model, {"kind": "hub", "hub_id": model}
     raise WorldprobeError(
         f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id",
