@@ -51,6 +51,14 @@ def test_shipped_studies_parse():
     )
 
 
+def test_random_init_control_runs_only_for_models_with_a_twin(tmp_path):
+    text = GOOD.replace('models = ["smollm2-135m"]', 'models = ["smollm2-135m", "gemma3-270m"]')
+    text = text.replace('controls = ["shuffled"]', 'controls = ["random_init", "shuffled"]')
+    study = load_study(write(tmp_path, text))
+    assert study.controls_for("smollm2-135m") == ("random_init", "shuffled")
+    assert study.controls_for("gemma3-270m") == ("shuffled",)
+
+
 def test_plan_lists_every_unit(tmp_path):
     study = load_study(write(tmp_path, GOOD))
     work = plan(study)

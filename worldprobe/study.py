@@ -89,6 +89,11 @@ class Study:
         """The models to extract: the study's models and the random-init twins asked for."""
         return self.extract.models + tuple(f"random:{m}" for m in self.extract.random_init)
 
+    def controls_for(self, model: str) -> tuple[str, ...]:
+        """The controls of one model's probe runs: ``random_init`` only for the models whose twin the study extracts
+        (otherwise the probe stage would extract an unplanned twin)."""
+        return tuple(c for c in self.probes.controls if c != "random_init" or model in self.extract.random_init)
+
 
 # ---------------------------------------------------------------- parsing
 
@@ -249,11 +254,13 @@ def plan(study: Study) -> dict[str, list[Unit]]:
     units: dict[str, list[Unit]] = {stage: [] for stage in STAGES}
     for entry in study.datasets:
         units["datasets"].append(Unit("datasets", entry.name, {"entry": entry, "seed": study.seed}))
-        for model in study.all_models:
+    for model in study.all_models:  # model-major: a serial run loads each model once (see extract.models)
+        for entry in study.datasets:
             for prompt in entry.prompts:
                 label = f"{entry.name} x {model} x {prompt}"
                 params = {"dataset": entry.name, "model": model, "prompt": prompt, "limit": entry.limit}
                 units["extract"].append(Unit("extract", label, params))
+    for entry in study.datasets:
         for model in study.extract.models:
             for prompt in entry.prompts:
                 for probe in study.probes.probes:
@@ -375,7 +382,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         holdouts = get_spec(p["dataset"]).holdout_columns if study.probes.holdouts else ()
         return run_probe(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
-            controls=study.probes.controls, standardize=study.probes.standardize, seed=study.seed,
+            controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
         )  # fmt: skip
     if unit.stage == "neurons":
         from worldprobe.probes.neurons import find_neurons
@@ -444,6 +451,10 @@ def run_study(
             continue
         with tqdm(total=len(work[stage]), desc=f"{stage:>8}", unit="task") as bar:
             outputs[stage] = executor.map(_bound(study, workspace), work[stage], progress=lambda: bar.update(1))
+        if stage == "extract":
+            from worldprobe.extract.models import release_kept_model
+
+            release_kept_model()  # the last extracted model is not needed by the probes
     return outputs
 
 
