@@ -42,7 +42,7 @@ def test_cache_layout_manifest_and_values(workspace, tiny_llama_dir, make_entity
     layer = cache.layer(3)
     assert layer.shape == (40, 64) and layer.dtype == np.float16 and not layer.flags.writeable
     # rows are in dataset order although batches ran sorted by length
-    loaded = runner.load_model(str(tiny_llama_dir))
+    loaded = runner.load_model_kept(str(tiny_llama_dir))
     from worldprobe.datasets.prompts import PROMPTS
     from worldprobe.extract.tokens import encode_entities
 
@@ -58,7 +58,7 @@ def test_finished_cache_is_reused_and_covers_layer_subsets(workspace, tiny_llama
     def no_loading(*args, **kwargs):
         raise AssertionError("the model must not be loaded again")
 
-    monkeypatch.setattr(runner, "load_model", no_loading)
+    monkeypatch.setattr(runner, "load_model_kept", no_loading)
     assert run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, progress=False) == path
     assert run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, layers="1:2") == path
     assert find_cache(workspace, "world_place", str(tiny_llama_dir), layers=[2]) == path

@@ -9,7 +9,7 @@ import torch
 from worldprobe.datasets.prompts import PROMPTS
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import PRESETS, load_model
-from worldprobe.extract.models import fetch_gguf, find_decoder_layers
+from worldprobe.extract.models import fetch_gguf, find_decoder_layers, load_model_kept, release_kept_model
 from worldprobe.extract.runner import forward_batches
 from worldprobe.extract.tokens import encode_entities
 from worldprobe.pins import ARCHIVES
@@ -59,6 +59,15 @@ def test_random_twin_is_seeded_and_differs_from_the_trained_weights(tiny_llama_d
     assert torch.equal(weight(a), weight(b)) and not torch.equal(weight(a), weight(c))
     assert not torch.equal(weight(a), weight(trained))
     assert a.source["random_init"] and a.source["seed"] == 3 and a.tokenizer.vocab == trained.tokenizer.vocab
+
+
+def test_kept_model_is_reused_for_the_same_request_only(tiny_llama_dir):
+    release_kept_model()
+    first = load_model_kept(str(tiny_llama_dir), seed=1)
+    assert load_model_kept(str(tiny_llama_dir), seed=1) is first
+    other = load_model_kept(f"random:{tiny_llama_dir}", seed=1)
+    assert other is not first and load_model_kept(str(tiny_llama_dir), seed=1) is not first
+    release_kept_model()
 
 
 def test_bfloat16_rows_stay_close_to_float32(tiny_llama_dir):

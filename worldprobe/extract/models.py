@@ -372,3 +372,21 @@ def load_model(
         decoder_layers=find_decoder_layers(lm), dtype=info.dtype, device=info.device, quantization=quantization,
         seed=seed if model.startswith(RANDOM_PREFIX) else None,
     )  # fmt: skip
+
+
+_KEPT: dict[str, LoadedModel] = {}
+
+
+def load_model_kept(model: str = DEFAULT_MODEL, **options: Any) -> LoadedModel:
+    """:func:`load_model`, keeping the last model loaded this way for the next identical request in this process,
+    so a run over many datasets loads each model once. A different request releases the kept model first."""
+    key = json.dumps([model, options], sort_keys=True, default=str)
+    if key not in _KEPT:
+        release_kept_model()
+        _KEPT[key] = load_model(model, **options)
+    return _KEPT[key]
+
+
+def release_kept_model() -> None:
+    """Drop the model kept by :func:`load_model_kept` (frees its memory once nothing else holds it)."""
+    _KEPT.clear()

@@ -24,7 +24,7 @@ from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.table import fingerprint, load, load_report
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
-from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, describe_model, load_model
+from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, describe_model, load_model_kept
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import Workspace, as_workspace
 
@@ -307,8 +307,8 @@ def run_extraction(
             )  # fmt: skip
         if found.get("complete"):
             return path
-    loaded = load_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file,
-                        max_memory=max_memory)  # fmt: skip
+    loaded = load_model_kept(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
+                             gguf_file=gguf_file, max_memory=max_memory)  # fmt: skip
     encoded = encode_entities(loaded.tokenizer, table["text"].tolist(), prompt_obj, seed,
                               keys=table["entity_id"].astype(str).tolist())  # fmt: skip
     manifest = {

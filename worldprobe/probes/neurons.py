@@ -26,7 +26,7 @@ from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import open_cache
-from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, load_model
+from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, load_model_kept
 from worldprobe.extract.runner import default_batch_size, forward_batches, parse_layers, run_extraction
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import Workspace, as_workspace
@@ -380,7 +380,7 @@ def find_neurons(
     rows = residual_search(cache.layer, chosen, y, is_test, spec.targets, k=top_k)
     blocks = None
     if any(layer >= 1 for layer in chosen):
-        loaded = load_model(model, dtype=dtype, device=device, seed=seed)
+        loaded = load_model_kept(model, dtype=dtype, device=device, seed=seed)
         encoded = encode_entities(
             loaded.tokenizer, entities["text"].tolist(), get_prompt(dataset, prompt), seed,
             keys=entities["entity_id"].astype(str).tolist(),
