@@ -118,3 +118,21 @@ def test_deterministic():
     X, y = _data(300, 40)
     a, b = RidgeProbe().fit(X, y), RidgeProbe().fit(X, y)
     assert np.array_equal(a.coef_, b.coef_) and a.alpha_ == b.alpha_
+
+
+@pytest.mark.parametrize(("n", "d"), [(300, 40), (60, 200)])
+def test_fit_many_equals_one_fit_per_target_set(n, d):
+    X, y = _data(n, d)
+    rng = np.random.default_rng(5)
+    target_sets = [y, y[rng.permutation(n)], y[:, 0] * 1e3, (y @ [[1.0], [0.0]])[:, 0] + rng.normal(0, 50, n)]
+    probe = RidgeProbe(standardize=True)
+    many = probe.fit_many(X, target_sets)
+    assert len(many) == len(target_sets) and not hasattr(probe, "coef_")
+    alphas = set()
+    for fitted, target in zip(many, target_sets, strict=True):
+        alone = clone(probe).fit(X, target)
+        alphas.add(fitted.alpha_)
+        assert fitted.alpha_ == alone.alpha_ and np.shape(fitted.coef_) == np.shape(alone.coef_)
+        np.testing.assert_allclose(fitted.predict(X), alone.predict(X), rtol=1e-9, atol=1e-9 * np.abs(target).max())
+        np.testing.assert_allclose(fitted.loo_mse_, alone.loo_mse_, rtol=1e-9)
+    assert len(alphas) > 1  # each target set picked its own penalty

@@ -121,9 +121,17 @@ class _Job:
 
     def fit_predict(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Fit a fresh probe on the train rows of ``x``/``y`` and predict every row."""
-        probe = self.make_probe()
-        probe.fit(x[~self.is_test], y[~self.is_test])
-        return np.asarray(probe.predict(x), dtype=np.float64).reshape(len(x), -1)
+        return self.fit_predict_many(x, [y])[0]
+
+    def fit_predict_many(self, x: np.ndarray, ys: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`fit_predict` for several target sets on the same ``x``, sharing one decomposition when the probe
+        has ``fit_many`` (the ridge probe)."""
+        probe, train = self.make_probe(), ~self.is_test
+        if hasattr(probe, "fit_many"):
+            fitted = probe.fit_many(x[train], [y[train] for y in ys])
+        else:
+            fitted = [self.make_probe().fit(x[train], y[train]) for y in ys]
+        return [np.asarray(f.predict(x), dtype=np.float64).reshape(len(x), -1) for f in fitted]
 
     def layer(self, layer: int, cache: CacheLike | None = None) -> np.ndarray:
         return np.asarray((cache or self.cache).layer(layer), dtype=np.float32)
@@ -337,10 +345,10 @@ def _alt_world(job: _Job) -> pd.DataFrame:
     for layer in tqdm(job.layers, desc="alt_world", unit="layer", leave=False):
         x = job.layer(layer)
         true = regression_metrics(job.y[job.is_test], predictions_at(job, layer)[job.is_test], job.target_names)
-        alt = []
-        for y_alt in worlds:
-            pred = job.fit_predict(x, y_alt)
-            alt.append(regression_metrics(y_alt[job.is_test], pred[job.is_test], job.target_names))
+        alt = [
+            regression_metrics(y_alt[job.is_test], pred[job.is_test], job.target_names)
+            for y_alt, pred in zip(worlds, job.fit_predict_many(x, worlds), strict=True)
+        ]
         r2 = {n: np.array([a[n]["r2"] for a in alt]) for n in names}
         gap = {n: true[n]["r2"] - r2[n] for n in names}
         metrics = {

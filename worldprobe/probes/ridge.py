@@ -9,9 +9,12 @@ Rows are streamed in chunks in float64, so a float16 memmap of 40k x 4096 never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 DEFAULT_ALPHAS = np.logspace(-2, 8, 41)
@@ -54,14 +57,34 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y) -> RidgeProbe:
         """Fit on rows of ``X`` (any array-like, including a float16 memmap) and targets ``y`` (n,) or (n, k)."""
+        X, (fit,) = self._fit_target_sets(X, [y])
+        self._set_fitted(X, fit)
+        return self
+
+    def fit_many(self, X, ys: Sequence) -> list[RidgeProbe]:
+        """One fitted copy of this probe per target set in ``ys``, all on the same ``X``: the same probes as fitting
+        clones one by one (each picks its own alpha), for the cost of one eigendecomposition."""
+        X, fits = self._fit_target_sets(X, ys)
+        out = []
+        for fit in fits:
+            probe = clone(self)
+            probe._set_fitted(X, fit)
+            out.append(probe)
+        return out
+
+    def _fit_target_sets(self, X, ys: Sequence) -> tuple[Any, list[dict[str, Any]]]:
+        """Decompose X once; for each target set pick alpha by leave-one-out and solve. Returns (X, fits)."""
         X = _as_2d(X)
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or inf; drop those rows first")
-        single = y.ndim == 1
-        y2 = y[:, None] if single else y
+        ys = [np.asarray(y, dtype=np.float64) for y in ys]
+        for y in ys:
+            if y.shape[0] != X.shape[0]:
+                raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+            if not np.isfinite(y).all():
+                raise ValueError("y contains NaN or inf; drop those rows first")
+        if not ys:
+            raise ValueError("no target sets to fit")
+        y2 = np.hstack([y[:, None] if y.ndim == 1 else y for y in ys])
+        groups = np.repeat(np.arange(len(ys)), [1 if y.ndim == 1 else y.shape[1] for y in ys])
         n, d = X.shape
         if n < 3:
             raise ValueError(f"need at least 3 rows to fit a ridge probe with leave-one-out, got {n}")
@@ -99,38 +122,48 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
         shrink = 1.0 / (evals[:, None] + a[None, :])  # (r, A)
         weights = shrink[:, :, None] * ztz_y[:, None, :]  # (r, A, k)
         r, n_alphas, k = weights.shape
-        sq_err = torch.zeros(n_alphas, dtype=torch.float64, device=dev)
+        sq_err = torch.zeros(n_alphas, k, dtype=torch.float64, device=dev)
         for rows in _chunks(n):
             z = project(rows)
             lev = (z * z) @ shrink + 1.0 / n  # (c, A)
             fitted = (z @ weights.reshape(r, n_alphas * k)).reshape(-1, n_alphas, k)
             loo = (yz[rows][:, None, :] - fitted) / (1.0 - lev)[:, :, None]
-            sq_err += (loo * loo).sum(dim=(0, 2))
-        loo_mse = (sq_err / (n * k)).cpu().numpy()
-        best = int(np.argmin(loo_mse))
-
-        if n > d:
-            w_z = vecs @ weights[:, best, :]  # (d, k)
-        else:
-            u_scaled = vecs * (1.0 / (evals + a[best]))
-            w_z = xc_all.T @ (u_scaled @ (vecs.T @ yz))
-        w_z = w_z.cpu().numpy()
+            sq_err += (loo * loo).sum(dim=0)
+        sq_err = sq_err.cpu().numpy()
         mean_np, scale_np = mean.cpu().numpy(), scale.cpu().numpy()
-        coef = (w_z / scale_np[:, None]) * y_scale[None, :]  # (d, k) in raw units
-        intercept = y_mean - mean_np @ coef
 
-        self.alphas_ = alphas
-        self.loo_mse_ = loo_mse
-        self.alpha_index_ = best
-        self.alpha_ = float(alphas[best])
-        self.alpha_on_edge_ = bool(best in (0, len(alphas) - 1))
-        self.feature_mean_ = mean_np
-        self.feature_scale_ = scale_np
-        self.y_mean_, self.y_scale_ = y_mean, y_scale
-        self.coef_ = coef[:, 0] if single else coef.T
-        self.intercept_ = float(intercept[0]) if single else intercept
-        self.n_features_in_ = d
-        return self
+        fits = []
+        for group in range(len(ys)):
+            cols = np.flatnonzero(groups == group)
+            loo_mse = sq_err[:, cols].sum(axis=1) / (n * len(cols))
+            best = int(np.argmin(loo_mse))
+            if n > d:
+                w_z = vecs @ weights[:, best, cols]  # (d, k_group)
+            else:
+                u_scaled = vecs * (1.0 / (evals + a[best]))
+                w_z = xc_all.T @ (u_scaled @ (vecs.T @ yz[:, cols]))
+            coef = (w_z.cpu().numpy() / scale_np[:, None]) * y_scale[None, cols]  # (d, k_group) in raw units
+            fits.append({
+                "alphas": alphas, "loo_mse": loo_mse, "best": best, "mean": mean_np, "scale": scale_np,
+                "y_mean": y_mean[cols], "y_scale": y_scale[cols], "coef": coef,
+                "intercept": y_mean[cols] - mean_np @ coef, "single": ys[group].ndim == 1,
+            })  # fmt: skip
+        return X, fits
+
+    def _set_fitted(self, X, fit: dict[str, Any]) -> None:
+        """Store the learned attributes of one target set's solution."""
+        single = fit["single"]
+        self.alphas_ = fit["alphas"]
+        self.loo_mse_ = fit["loo_mse"]
+        self.alpha_index_ = fit["best"]
+        self.alpha_ = float(fit["alphas"][fit["best"]])
+        self.alpha_on_edge_ = bool(fit["best"] in (0, len(fit["alphas"]) - 1))
+        self.feature_mean_ = fit["mean"]
+        self.feature_scale_ = fit["scale"]
+        self.y_mean_, self.y_scale_ = fit["y_mean"], fit["y_scale"]
+        self.coef_ = fit["coef"][:, 0] if single else fit["coef"].T
+        self.intercept_ = float(fit["intercept"][0]) if single else fit["intercept"]
+        self.n_features_in_ = X.shape[1]
 
     def predict(self, X) -> np.ndarray:
         """Predictions (n,) or (n, k) in the targets' units; ``X`` is read in float64 chunks."""
