@@ -140,3 +140,24 @@ def test_a_gguf_path_is_checksummed_and_reuses_its_dequantised_copy():
     loaded = load_model(str(gguf))
     assert loaded.source == {"kind": "gguf", "file": str(gguf.resolve()), "sha256": PRESETS["smollm2-135m"].gguf_sha256}
     assert (loaded.n_layers, loaded.d_model) == (30, 576)
+
+
+@pytest.mark.model
+def test_gguf_metadata_is_parsed_once_into_memory_and_the_parser_is_restored():
+    import gguf
+    import gguf.gguf_reader
+
+    from worldprobe.extract.models import _gguf_parsed_once
+
+    path = fetch_gguf("smollm2-135m")
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first and not isinstance(first.data, np.memmap)
+    assert gguf.GGUFReader is gguf.gguf_reader.GGUFReader and gguf.gguf_reader.np is np
+    plain = gguf.GGUFReader(path)
+    assert isinstance(plain.data, np.memmap) and list(plain.fields) == list(first.fields)
+    tokens = "tokenizer.ggml.tokens"
+    assert [bytes(plain.fields[tokens].parts[i]) for i in plain.fields[tokens].data[:50]] == [
+        bytes(first.fields[tokens].parts[i]) for i in first.fields[tokens].data[:50]
+    ]
+    np.testing.assert_array_equal(plain.tensors[3].data, first.tensors[3].data)

@@ -7,10 +7,13 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from worldprobe import pins
@@ -185,6 +188,46 @@ def find_decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(preferred[0][1])
 
 
+@contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Within the block, ``gguf.GGUFReader`` returns one reader per file: transformers reads the GGUF metadata for
+    the tokenizer, the config and the weights separately, and each parse of a 150k-262k-token vocabulary takes
+    tens of seconds on a CPU."""
+    import gguf
+    import gguf.gguf_reader
+
+    original = gguf.GGUFReader
+    readers: dict[str, Any] = {}
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = str(Path(path).resolve())
+        if key not in readers:
+            gguf.gguf_reader.np = _NumpyReadingIntoMemory()  # the parser slices its file ~10^6 times
+            try:
+                readers[key] = original(path, "r")
+            finally:
+                gguf.gguf_reader.np = np
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
+class _NumpyReadingIntoMemory:
+    """numpy, except that ``memmap(path)`` reads the file into a plain array: slicing a memmap costs ~5 us of
+    subclass bookkeeping per slice, which made parsing a GGUF vocabulary take tens of seconds."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def memmap(path: Any, mode: str = "r") -> np.ndarray:
+        return np.fromfile(path, dtype=np.uint8)
+
+
 def _dequantised_folder(gguf: Path, sha256: str) -> Path:
     """Load ``gguf`` once with transformers' GGUF loader and keep the float32 model as safetensors; reuse it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -193,8 +236,9 @@ def _dequantised_folder(gguf: Path, sha256: str) -> Path:
     done = folder / "worldprobe-complete.json"
     if done.exists():
         return folder
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded model while its quantizer is attached.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
