@@ -107,3 +107,23 @@ def test_predictions_beyond_the_globe_are_measured_not_refused():
     np.testing.assert_allclose(metrics.haversine_km(true, pred), [111.195, 30 * 111.195], rtol=1e-3)
     with pytest.raises(WorldprobeError, match="swapped"):
         metrics.haversine_km(pred, true)  # true points are checked strictly
+
+
+def test_column_metrics_match_sklearn_and_scipy_including_ties_and_constants():
+    from scipy import stats
+    from sklearn.metrics import r2_score
+
+    from worldprobe.probes.metrics import pearson_columns, r2_columns, spearman_columns
+
+    rng = np.random.default_rng(0)
+    true = np.column_stack([rng.normal(size=60), rng.integers(0, 5, 60).astype(float)])  # second column has ties
+    pred = true + rng.normal(size=true.shape)
+    pred[:, 1] = np.round(pred[:, 1])
+    for j in range(2):
+        assert r2_columns(true, pred)[j] == pytest.approx(r2_score(true[:, j], pred[:, j]), rel=1e-12)
+        assert pearson_columns(true, pred)[j] == pytest.approx(stats.pearsonr(true[:, j], pred[:, j])[0], rel=1e-12)
+        assert spearman_columns(true, pred)[j] == pytest.approx(stats.spearmanr(true[:, j], pred[:, j])[0], rel=1e-12)
+    constant = np.full(10, 3.0)
+    assert r2_columns(constant, constant)[0] == 1.0 and r2_columns(constant, constant + 1)[0] == 0.0
+    assert np.isnan(pearson_columns(constant, np.arange(10.0))[0])
+    assert np.isnan(spearman_columns(np.ones(1), np.ones(1))[0])

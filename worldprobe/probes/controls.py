@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
+from worldprobe.probes.metrics import pearson_columns, r2_columns, spearman_columns
 from worldprobe.workspace import Workspace
 
 CONTROLS = ("random_init", "shuffled", "lexical", "embedding", "group_oracle", "within_group", "alt_world")
@@ -157,23 +157,11 @@ def probe_name(probe: BaseEstimator) -> str:
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """R², Spearman and Pearson per named target and their mean over targets (key ``mean``)."""
-    y, pred = np.asarray(y, dtype=np.float64).reshape(len(y), -1), np.asarray(pred, dtype=np.float64)
-    pred = pred.reshape(len(pred), -1)
-    per = {
-        name: {
-            "r2": float(r2_score(y[:, j], pred[:, j])),
-            "spearman": _corr(stats.spearmanr, y[:, j], pred[:, j]),
-            "pearson": _corr(stats.pearsonr, y[:, j], pred[:, j]),
-        }
-        for j, name in enumerate(names)
-    }
-    return {**per, "mean": {m: float(np.mean([per[n][m] for n in names])) for m in ("r2", "spearman", "pearson")}}
-
-
-def _corr(fn: Callable, a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(fn(a, b)[0])
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    pred = np.asarray(pred, dtype=np.float64).reshape(len(pred), -1)
+    columns = {"r2": r2_columns(y, pred), "spearman": spearman_columns(y, pred), "pearson": pearson_columns(y, pred)}
+    per = {name: {metric: float(values[j]) for metric, values in columns.items()} for j, name in enumerate(names)}
+    return {**per, "mean": {m: float(np.mean([per[n][m] for n in names])) for m in columns}}
 
 
 # --- the controls -----------------------------------------------------------------------------------------------
@@ -313,13 +301,8 @@ def within_group_metrics(
     shared = groups.map(groups.value_counts()).to_numpy() > 1
     dy = (y - group_means(groups, y, everywhere))[shared]
     dp = (pred - group_means(groups, pred, everywhere))[shared]
-    per = {
-        name: {
-            "pearson": _corr(stats.pearsonr, dy[:, j], dp[:, j]),
-            "spearman": _corr(stats.spearmanr, dy[:, j], dp[:, j]),
-        }
-        for j, name in enumerate(names)
-    }
+    columns = {"pearson": pearson_columns(dy, dp), "spearman": spearman_columns(dy, dp)}
+    per = {name: {metric: float(values[j]) for metric, values in columns.items()} for j, name in enumerate(names)}
     return {**per, "mean": {m: float(np.nanmean([per[n][m] for n in names])) for m in ("pearson", "spearman")}}
 
 

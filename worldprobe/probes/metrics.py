@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import r2_score
 
 from worldprobe.errors import WorldprobeError
 
@@ -30,10 +29,41 @@ def _aligned(true: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     return true, pred[list(true.columns)]
 
 
+def r2_columns(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """R² per column of two (n, k) arrays, sklearn's definition (a constant column scores 1.0 when predicted
+    exactly, else 0.0), in plain numpy: probe runs compute thousands of these."""
+    true, pred = _columns(true), _columns(pred)
+    ss_res = ((true - pred) ** 2).sum(axis=0)
+    ss_tot = ((true - true.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
+
+
+def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation per column of two (n, k) arrays; NaN where a column is constant or n < 2."""
+    a, b = _columns(a), _columns(b)
+    da, db = a - a.mean(axis=0), b - b.mean(axis=0)
+    denom = np.sqrt((da * da).sum(axis=0) * (db * db).sum(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (da * db).sum(axis=0) / denom
+    return np.where((denom > 0) & (len(a) > 1), np.clip(r, -1.0, 1.0), np.nan)
+
+
+def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation per column (Pearson of average ranks, as scipy's ``spearmanr``)."""
+    a, b = _columns(a), _columns(b)
+    return pearson_columns(stats.rankdata(a, axis=0), stats.rankdata(b, axis=0))
+
+
+def _columns(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return values.reshape(len(values), -1)
+
+
 def r2_per_target(true: pd.DataFrame, pred: pd.DataFrame) -> pd.Series:
     """R² (sklearn definition, 1 - SS_res/SS_tot) per target column."""
     true, pred = _aligned(true, pred)
-    return pd.Series({c: float(r2_score(true[c], pred[c])) for c in true.columns}, dtype=float)
+    return pd.Series(r2_columns(true.to_numpy(), pred.to_numpy()), index=true.columns, dtype=float)
 
 
 def r2(true: pd.DataFrame, pred: pd.DataFrame) -> float:
@@ -44,13 +74,13 @@ def r2(true: pd.DataFrame, pred: pd.DataFrame) -> float:
 def spearman_per_target(true: pd.DataFrame, pred: pd.DataFrame) -> pd.Series:
     """Spearman rank correlation per target column."""
     true, pred = _aligned(true, pred)
-    return pd.Series({c: float(stats.spearmanr(true[c], pred[c]).statistic) for c in true.columns}, dtype=float)
+    return pd.Series(spearman_columns(true.to_numpy(), pred.to_numpy()), index=true.columns, dtype=float)
 
 
 def pearson_per_target(true: pd.DataFrame, pred: pd.DataFrame) -> pd.Series:
     """Pearson correlation per target column."""
     true, pred = _aligned(true, pred)
-    return pd.Series({c: float(stats.pearsonr(true[c], pred[c]).statistic) for c in true.columns}, dtype=float)
+    return pd.Series(pearson_columns(true.to_numpy(), pred.to_numpy()), index=true.columns, dtype=float)
 
 
 def mae_per_target(true: pd.DataFrame, pred: pd.DataFrame) -> pd.Series:
