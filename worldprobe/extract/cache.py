@@ -1,5 +1,10 @@
 """The activation cache on disk: manifest, entity table, one preallocated ``layer_XXX.npy`` memmap per layer, an
-atomic progress ledger and a lock file. Read it with :func:`open_cache` / :func:`find_cache`."""
+atomic progress ledger and a lock file. Read it with :func:`open_cache` / :func:`find_cache`.
+
+A cache can be written by one writer or by K shard writers in separate processes at the same time: shard i takes a
+contiguous range of the length-sorted batches (:func:`shard_batches`), so its rows are disjoint from the others', and
+keeps its own lock, ledger and float16-overflow side file. The shard that finishes last merges (:func:`merge_shards`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import json
 import mmap
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +32,7 @@ MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
 ENTITIES = "entities.parquet"
 LOCK = ".lock"
+SETUP_LOCK = ".setup.lock"  # held briefly by every writer to create, reopen or merge the cache
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 IDENTITY_FIELDS = (
     "dataset", "dataset_fingerprint", "model", "model_source", "quantization", "dtype", "prompt", "aggregation",
@@ -35,6 +43,52 @@ IDENTITY_FIELDS = (
 
 def layer_file(layer: int) -> str:
     return f"layer_{layer:03d}.npy"
+
+
+Shard = tuple[int, int]
+"""(index, count): shard ``index`` (0-based) of ``count``; (0, 1) is the whole cache written by one writer."""
+
+
+def check_shard(shard: Shard | None) -> Shard:
+    """``shard`` as (index, count), (0, 1) for None; refuses a count below 1 or an index outside 0..count-1."""
+    index, count = shard or (0, 1)
+    if int(count) != count or count < 1 or int(index) != index or not 0 <= index < count:
+        raise WorldprobeError(f"shard {shard} is not (index, count) with 0 <= index < count", field="shard")
+    return int(index), int(count)
+
+
+def shard_name(shard: Shard) -> str:
+    """``shard-2-of-4`` for (1, 4): 1-based like the study's task labels."""
+    return f"shard-{shard[0] + 1}-of-{shard[1]}"
+
+
+def ledger_file(shard: Shard) -> str:
+    return PROGRESS if shard[1] == 1 else f"progress.{shard_name(shard)}.json"
+
+
+def lock_file(shard: Shard) -> str:
+    return LOCK if shard[1] == 1 else f"{LOCK}.{shard_name(shard)}"
+
+
+def overflow_file(shard: Shard, layer: int) -> str:
+    """Rows of ``layer`` beyond the float16 range written by a shard, as float32 records (row, values)."""
+    return f"overflow.{shard_name(shard)}.{layer_file(layer).removesuffix('.npy')}.bin"
+
+
+def n_batches(n_entities: int, batch_size: int) -> int:
+    return -(-n_entities // batch_size)
+
+
+def shard_batches(n_entities: int, batch_size: int, shard: Shard) -> tuple[int, int]:
+    """[start, stop) batch numbers of ``shard`` in the global length-sorted batch order: every batch is the one an
+    unsharded run makes, so the rows are bit-identical to it."""
+    total = n_batches(n_entities, batch_size)
+    index, count = shard
+    return index * total // count, (index + 1) * total // count
+
+
+def _overflow_dtype(d_model: int) -> np.dtype:
+    return np.dtype([("row", "<i8"), ("values", "<f4", (d_model,))])
 
 
 def entity_order_sha256(entity_ids: pd.Series) -> str:
@@ -73,6 +127,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+@contextmanager
+def _setup_locked(path: Path) -> Iterator[None]:
+    """Hold the cache-wide setup lock (blocking; released by the OS even on ``kill -9``)."""
+    with open(path / SETUP_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -213,39 +275,98 @@ def _release_pages(array: np.memmap) -> None:
 
 @dataclass
 class CacheWriter:
-    """Writes one cache: preallocated memmaps, rows at their cache index, ledger after each flushed chunk.
+    """Writes one cache, or one shard of it: preallocated memmaps, rows at their cache index, a ledger after each
+    flushed chunk.
 
-    Use as a context manager: it takes the lock file (``fcntl.flock``, released by the OS even on ``kill -9``).
+    Use as a context manager: it takes its lock file (``fcntl.flock``, released by the OS even on ``kill -9``), so a
+    second writer of the same cache (or shard) is refused. A shard writer never rewrites a layer file: rows beyond
+    the float16 range go to its overflow side file and the merge widens the layer once.
     """
 
     path: Path
     manifest: dict[str, Any]
+    shard: Shard = (0, 1)
+    batch_size: int | None = None
     arrays: dict[int, np.memmap] = field(default_factory=dict)
     _lock: Any = None
+    _overflow: dict[int, int] = field(default_factory=dict)  # layer -> records in its side file
 
     @classmethod
-    def open(cls, path: Path, manifest: dict[str, Any], entities: pd.DataFrame) -> CacheWriter:
-        """Start a new cache in ``path`` or reopen an unfinished one with the same identity (refused otherwise)."""
+    def open(
+        cls,
+        path: Path,
+        manifest: dict[str, Any],
+        entities: pd.DataFrame,
+        *,
+        shard: Shard | None = None,
+        batch_size: int | None = None,
+    ) -> CacheWriter:
+        """Start a new cache in ``path`` or reopen an unfinished one with the same identity (refused otherwise).
+
+        The first writer creates the files and records the number of shards and ``batch_size`` in the manifest;
+        later writers (other shards, a resumed run) reuse them. A finished cache opens with :attr:`complete` set
+        and nothing to write.
+        """
+        writer = cls(path, manifest, check_shard(shard))
+        if writer.sharded and not batch_size:
+            raise ValueError("a shard writer needs the batch size (every shard must use the same)")
         path.mkdir(parents=True, exist_ok=True)
-        writer = cls(path, manifest)
-        writer._acquire()
-        if (path / MANIFEST).exists():
-            found = read_manifest(path)
-            differences = diff_identity(found, manifest)
-            if differences:
-                writer._release()
-                raise WorldprobeError(
-                    "an activation cache with different settings is in the way: " + "; ".join(differences),
-                    file=path, hint="delete that folder or change the request",
-                )  # fmt: skip
-            writer.manifest = found
-        else:
-            entities.to_parquet(path / ENTITIES, index=False)
-            manifest["storage_dtype"] = {str(layer): "float16" for layer in manifest["layers"]}
-            manifest["complete"] = False
-            _write_json(path / MANIFEST, manifest)
+        with _setup_locked(path):
+            if (path / MANIFEST).exists():
+                writer.manifest = writer._check_found(read_manifest(path))
+            else:
+                writer._create(entities, batch_size)
+            if writer.complete:
+                return writer
+            writer._acquire()
+        ledger = writer.progress
+        writer.batch_size = writer.manifest.get("batch_size") or ledger.get("batch_size") or batch_size
         writer._open_arrays()
+        writer._open_overflow(ledger)
         return writer
+
+    def _check_found(self, found: dict[str, Any]) -> dict[str, Any]:
+        """The existing manifest, if it has this writer's identity and (unless finished) its number of shards."""
+        differences = diff_identity(found, self.manifest)
+        if differences:
+            raise WorldprobeError(
+                "an activation cache with different settings is in the way: " + "; ".join(differences),
+                file=self.path, hint="delete that folder or change the request",
+            )  # fmt: skip
+        shards = int(found.get("shards", 1))
+        if not found.get("complete") and shards != self.shard[1]:
+            how = "by one unsharded writer" if shards == 1 else f"in {shards} shards"
+            asked = "without shards" if self.shard[1] == 1 else f"in {self.shard[1]} shards"
+            raise WorldprobeError(
+                f"this unfinished activation cache is being written {how}; it cannot be continued {asked}",
+                file=self.path, hint=f"run it with shards = {shards}, or delete the folder to start again",
+            )  # fmt: skip
+        return found
+
+    def _create(self, entities: pd.DataFrame, batch_size: int | None) -> None:
+        """Entity table and preallocated layer files first, the manifest last: a manifest means a usable cache."""
+        entities.to_parquet(self.path / ENTITIES, index=False)
+        self.manifest["storage_dtype"] = {str(layer): "float16" for layer in self.manifest["layers"]}
+        shape = (int(self.manifest["n_entities"]), int(self.manifest["d_model"]))
+        for layer in self.manifest["layers"]:
+            np.lib.format.open_memmap(self.path / layer_file(layer), mode="w+", dtype=np.float16, shape=shape).flush()
+        self.manifest.update(complete=False, shards=self.shard[1])
+        if batch_size:
+            self.manifest["batch_size"] = int(batch_size)
+        _write_json(self.path / MANIFEST, self.manifest)
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard[1] > 1
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    @property
+    def batches(self) -> tuple[int, int]:
+        """[start, stop) of the global batch numbers this writer computes."""
+        return shard_batches(int(self.manifest["n_entities"]), int(self.batch_size or 1), self.shard)
 
     def __enter__(self) -> CacheWriter:
         return self
@@ -255,13 +376,15 @@ class CacheWriter:
         self._release()
 
     def _acquire(self) -> None:
-        handle = open(self.path / LOCK, "a+")  # noqa: SIM115 (held open for the whole write)
+        lock = self.path / lock_file(self.shard)
+        handle = open(lock, "a+")  # noqa: SIM115 (held open for the whole write)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
+            what = f"{shard_name(self.shard)} of this activation cache" if self.sharded else "this activation cache"
             raise WorldprobeError(
-                "another process is writing this activation cache", file=self.path / LOCK,
+                f"another process is writing {what}", file=lock,
                 hint="wait for it to finish (the lock is released when it exits)",
             ) from None  # fmt: skip
         handle.seek(0)
@@ -272,28 +395,37 @@ class CacheWriter:
 
     def _release(self) -> None:
         if self._lock is not None:
-            (self.path / LOCK).unlink(missing_ok=True)
+            (self.path / lock_file(self.shard)).unlink(missing_ok=True)
             self._lock.close()
             self._lock = None
 
     def _open_arrays(self) -> None:
-        shape = (int(self.manifest["n_entities"]), int(self.manifest["d_model"]))
         for layer in self.manifest["layers"]:
-            file = self.path / layer_file(layer)
-            dtype = np.dtype(self.manifest["storage_dtype"][str(layer)])
+            self.arrays[layer] = np.load(self.path / layer_file(layer), mmap_mode="r+")
+
+    def _open_overflow(self, ledger: dict[str, Any]) -> None:
+        """Cut each overflow side file back to the records the ledger committed (later rows are recomputed)."""
+        if not self.sharded:
+            return
+        committed = ledger.get("overflow", {})
+        itemsize = _overflow_dtype(int(self.manifest["d_model"])).itemsize
+        for layer in self.manifest["layers"]:
+            file = self.path / overflow_file(self.shard, layer)
+            count = int(committed.get(str(layer), 0))
             if file.exists():
-                self.arrays[layer] = np.load(file, mmap_mode="r+")
-            else:
-                self.arrays[layer] = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
+                os.truncate(file, count * itemsize)
+            self._overflow[layer] = count
 
     @property
     def progress(self) -> dict[str, Any]:
-        """The ledger: ``batches_done``, ``rows_done`` and the batch size used (empty for a new cache)."""
-        file = self.path / PROGRESS
+        """This writer's ledger: ``batches_done`` (from its first batch), ``rows_done``, ``batch_size``, ``done``,
+        and for a shard its batch range and overflow record counts (empty for a new cache or shard)."""
+        file = self.path / ledger_file(self.shard)
         return json.loads(file.read_text()) if file.exists() else {}
 
     def write(self, layer: int, rows: np.ndarray, values: np.ndarray) -> None:
-        """Put ``values`` (len(rows), d_model) at cache rows ``rows``; switch the layer to float32 if needed."""
+        """Put ``values`` (len(rows), d_model) at cache rows ``rows``; values beyond float16 switch the layer to
+        float32 (a shard keeps those rows in its side file until the merge)."""
         if not np.isfinite(values).all():
             raise WorldprobeError(
                 f"the model produced inf/NaN activations at layer {layer}",
@@ -301,39 +433,145 @@ class CacheWriter:
             )
         array = self.arrays[layer]
         if array.dtype == np.float16 and np.abs(values).max(initial=0.0) > FLOAT16_MAX:
-            array = self._widen(layer)
+            if self.sharded:
+                self._keep_overflow(layer, rows, values)
+                values = np.clip(values, -FLOAT16_MAX, FLOAT16_MAX)
+            else:
+                array = self._widen(layer)
         array[rows] = values
         _release_pages(array)  # rows land on scattered pages: keep at most one batch of them resident
 
+    def _keep_overflow(self, layer: int, rows: np.ndarray, values: np.ndarray) -> None:
+        """Append the rows with values beyond float16 to this shard's side file, in float32."""
+        over = np.abs(values).max(axis=1) > FLOAT16_MAX
+        records = np.zeros(int(over.sum()), dtype=_overflow_dtype(values.shape[1]))
+        records["row"], records["values"] = np.asarray(rows)[over], values[over]
+        with open(self.path / overflow_file(self.shard, layer), "ab") as handle:
+            records.tofile(handle)
+        self._overflow[layer] += len(records)
+
     def _widen(self, layer: int) -> np.memmap:
         """Rewrite a float16 layer file as float32 (values beyond the float16 range must not become inf)."""
-        old = self.arrays.pop(layer)
-        file = self.path / layer_file(layer)
-        tmp = file.with_name(file.name + ".tmp")
-        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=old.shape)
-        for start in range(0, old.shape[0], 8192):
-            new[start : start + 8192] = old[start : start + 8192]
-        new.flush()
-        del old, new
-        os.replace(tmp, file)
+        del self.arrays[layer]
+        self.arrays[layer] = _widen_file(self.path, layer)
         self.manifest["storage_dtype"][str(layer)] = "float32"
         _write_json(self.path / MANIFEST, self.manifest)
-        self.arrays[layer] = np.load(file, mmap_mode="r+")
         return self.arrays[layer]
 
-    def commit(self, batches_done: int, rows_done: int, batch_size: int) -> None:
+    def commit(self, batches_done: int, rows_done: int, batch_size: int | None = None, *, done: bool = False) -> None:
         """Flush the memmaps, then record progress atomically (a crash after this loses nothing before it)."""
         for array in self.arrays.values():
             array.flush()
             _release_pages(array)
-        _write_json(
-            self.path / PROGRESS, {"batches_done": batches_done, "rows_done": rows_done, "batch_size": batch_size}
-        )
+        ledger: dict[str, Any] = {"batches_done": batches_done, "rows_done": rows_done,
+                                  "batch_size": batch_size or self.batch_size, "done": done}  # fmt: skip
+        if self.sharded:
+            ledger.update(shard=list(self.shard), batches=list(self.batches),
+                          overflow={str(k): v for k, v in self._overflow.items() if v})  # fmt: skip
+        _write_json(self.path / ledger_file(self.shard), ledger)
 
-    def finish(self, **extra: Any) -> None:
-        """Mark the cache complete and drop the ledger."""
+    def finish(self, **extra: Any) -> bool:
+        """Mark the cache complete and drop the ledger; return True. A shard (after ``commit(..., done=True)``)
+        merges instead when every shard is done, and returns whether the cache is now complete."""
+        if self.sharded:
+            if not self.progress.get("done"):
+                raise ValueError("commit(..., done=True) before finishing a shard")
+            return merge_shards(self.path)
         for array in self.arrays.values():
             array.flush()
-        self.manifest.update(extra, complete=True)
-        _write_json(self.path / MANIFEST, self.manifest)
-        (self.path / PROGRESS).unlink(missing_ok=True)
+        with _setup_locked(self.path):
+            self.manifest.update(extra, complete=True)
+            _write_json(self.path / MANIFEST, self.manifest)
+            (self.path / PROGRESS).unlink(missing_ok=True)
+            (self.path / SETUP_LOCK).unlink(missing_ok=True)
+        return True
+
+
+def _widen_file(path: Path, layer: int) -> np.memmap:
+    """Rewrite a float16 layer file as float32 through a temporary file; return it opened for writing."""
+    file = path / layer_file(layer)
+    old = np.load(file, mmap_mode="r")
+    tmp = file.with_name(file.name + ".tmp")
+    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=old.shape)
+    for start in range(0, old.shape[0], 8192):
+        new[start : start + 8192] = old[start : start + 8192]
+    new.flush()
+    del old, new
+    os.replace(tmp, file)
+    return np.load(file, mmap_mode="r+")
+
+
+def shard_done(path: Path, shard: Shard) -> bool:
+    """Whether the ledger of ``shard`` in the cache folder ``path`` says it has written all its rows."""
+    file = Path(path) / ledger_file(shard)
+    return file.exists() and bool(json.loads(file.read_text()).get("done"))
+
+
+def merge_shards(path: Path) -> bool:
+    """Complete a sharded cache once every shard's ledger says done: check that the shards cover every batch, write
+    the overflow rows (float32 layers), mark the manifest complete, remove the shard files. Returns whether the cache
+    is complete; safe to call again after a crash at any point."""
+    path = Path(path)
+    with _setup_locked(path):
+        manifest = read_manifest(path)
+        if manifest.get("complete"):
+            return True
+        count = int(manifest.get("shards", 1))
+        shards = [(index, count) for index in range(count)]
+        if count == 1 or not all(shard_done(path, shard) for shard in shards):
+            return False
+        ledgers = {shard: json.loads((path / ledger_file(shard)).read_text()) for shard in shards}
+        _check_coverage(path, manifest, ledgers)
+        for layer in manifest["layers"]:
+            if _apply_overflow(path, manifest, layer, ledgers):
+                manifest["storage_dtype"][str(layer)] = "float32"
+        manifest["complete"] = True
+        _write_json(path / MANIFEST, manifest)
+        for shard in shards:
+            (path / ledger_file(shard)).unlink()
+            for layer in manifest["layers"]:
+                (path / overflow_file(shard, layer)).unlink(missing_ok=True)
+        (path / SETUP_LOCK).unlink(missing_ok=True)
+    return True
+
+
+def _check_coverage(path: Path, manifest: dict[str, Any], ledgers: dict[Shard, dict[str, Any]]) -> None:
+    """The shards' batch ranges tile all batches, each shard did all of its batches, and the rows add up."""
+    n, batch_size = int(manifest["n_entities"]), int(manifest["batch_size"])
+    problems = [
+        f"{shard_name(shard)} covers {ledger.get('batches')} with {ledger.get('batches_done')} batches done"
+        for shard, ledger in ledgers.items()
+        if ledger.get("batches") != list(shard_batches(n, batch_size, shard))
+        or ledger.get("batches_done") != ledger["batches"][1] - ledger["batches"][0]
+        or ledger.get("batch_size") != batch_size
+    ]
+    rows = sum(int(ledger.get("rows_done", 0)) for ledger in ledgers.values())
+    if problems or rows != n:
+        raise WorldprobeError(
+            f"the shard ledgers do not cover the cache's {n_batches(n, batch_size)} batches of {batch_size} "
+            f"({rows} of {n} rows): " + "; ".join(problems), file=path, hint="delete the folder and extract it again",
+        )  # fmt: skip
+
+
+def _apply_overflow(path: Path, manifest: dict[str, Any], layer: int, ledgers: dict[Shard, dict[str, Any]]) -> bool:
+    """Widen ``layer`` to float32 (once) and write the shards' overflow rows into it; False when there are none."""
+    dtype = _overflow_dtype(int(manifest["d_model"]))
+    parts = []
+    for shard, ledger in ledgers.items():
+        expected = int(ledger.get("overflow", {}).get(str(layer), 0))
+        file = path / overflow_file(shard, layer)
+        records = np.fromfile(file, dtype, count=expected) if expected and file.exists() else np.zeros(0, dtype)
+        if len(records) != expected:
+            raise WorldprobeError(f"{file.name} holds {len(records)} of {expected} rows", file=file,
+                                  hint="delete the folder and extract it again")  # fmt: skip
+        parts.append(records)
+    records = np.concatenate(parts)
+    if not len(records):
+        return False
+    array = np.load(path / layer_file(layer), mmap_mode="r+")
+    if array.dtype == np.float16:
+        del array
+        array = _widen_file(path, layer)
+    array[records["row"]] = records["values"]
+    array.flush()
+    return True

@@ -115,10 +115,13 @@ def iter_batches(
     aggregation: str = "last",
     sort: bool = True,
     start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[Batch]:
-    """Batches of ``batch_size`` entities (sorted by length unless ``sort=False``), from batch number ``start``."""
+    """Batches of ``batch_size`` entities (sorted by length unless ``sort=False``), batch numbers ``start`` up to
+    ``stop`` (exclusive; None: to the end)."""
     order = length_order(encoded) if sort else np.arange(len(encoded))
-    for begin in range(start * batch_size, len(order), batch_size):
+    end = len(order) if stop is None else min(len(order), stop * batch_size)
+    for begin in range(start * batch_size, end, batch_size):
         yield collate(encoded, order[begin : begin + batch_size], pad_id, padding_side=padding_side,
                       aggregation=aggregation)  # fmt: skip
 
@@ -206,6 +209,7 @@ def forward_batches(
     capture_outputs: Mapping[str, torch.nn.Module] | None = None,
     sort: bool = True,
     start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[tuple[Batch, dict[Any, np.ndarray]]]:
     """Run the model over ``encoded`` in batches and yield ``(batch, rows)`` per batch.
 
@@ -228,7 +232,7 @@ def forward_batches(
     device = loaded.input_device
     with _tapped(loaded, layers, sink, current, capture_inputs, capture_outputs, stop_after), torch.inference_mode():
         for batch in iter_batches(encoded, batch_size, pad_id, padding_side=padding_side, aggregation=aggregation,
-                                  sort=sort, start=start):  # fmt: skip
+                                  sort=sort, start=start, stop=stop):  # fmt: skip
             current[:] = [batch]
             sink.clear()
             with suppress(_StopForward):
@@ -265,12 +269,19 @@ def run_extraction(
     flush_rows: int = DEFAULT_FLUSH_ROWS,
     max_memory: dict[Any, str] | None = None,
     progress: bool = True,
+    shard: cache_mod.Shard | None = None,
 ) -> Path:
     """Cache the residual stream of every entity of a built dataset at the requested layers; return the folder.
 
     Returns at once when a finished cache with the same settings (and all requested layers) exists; resumes an
     unfinished one from its ledger; refuses a folder whose manifest disagrees, saying what differs.
+
+    ``shard=(i, k)`` computes only shard i (0-based) of k: its contiguous share of the length-sorted batches, into the
+    same cache files, which k processes can write at once. The shard that finishes last completes the cache; until
+    then the returned folder holds an unfinished cache. Every shard must use the same ``batch_size`` (the first
+    writer's is kept).
     """
+    shard = cache_mod.check_shard(shard)
     ws = as_workspace(workspace)
     prompt_obj = get_prompt(dataset, prompt)
     if aggregation not in AGGREGATIONS:
@@ -307,6 +318,9 @@ def run_extraction(
             )  # fmt: skip
         if found.get("complete"):
             return path
+        if shard[1] > 1 and cache_mod.shard_done(path, shard):
+            cache_mod.merge_shards(path)  # this shard's rows are written: no model needed
+            return path
     loaded = load_model_kept(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
                              gguf_file=gguf_file, max_memory=max_memory)  # fmt: skip
     encoded = encode_entities(loaded.tokenizer, table["text"].tolist(), prompt_obj, seed,
@@ -318,11 +332,11 @@ def run_extraction(
         "layer_definition": "0 = embedding output (input of block 0); l = output of block l, before the final norm",
         "versions": _versions(),
     }  # fmt: skip
-    with cache_mod.CacheWriter.open(path, manifest, table) as writer:
-        ledger = writer.progress
-        size = int(ledger.get("batch_size") or batch_size or default_batch_size(loaded))
-        _fill(writer, loaded, encoded, wanted, size, ledger, aggregation, padding_side, flush_rows, progress)
-        writer.finish(batch_size=size)
+    size = batch_size or default_batch_size(loaded)
+    with cache_mod.CacheWriter.open(path, manifest, table, shard=shard, batch_size=size) as writer:
+        if not writer.complete:
+            _fill(writer, loaded, encoded, wanted, aggregation, padding_side, flush_rows, progress)
+            writer.finish(batch_size=writer.batch_size)
     return path
 
 
@@ -331,20 +345,24 @@ def _fill(
     loaded: LoadedModel,
     encoded: Sequence[EncodedEntity],
     layers: list[int],
-    batch_size: int,
-    ledger: dict[str, Any],
     aggregation: str,
     padding_side: str,
     flush_rows: int,
     progress: bool,
 ) -> None:
-    """The extraction loop: forward, write rows at their cache index, commit the ledger every ``flush_rows``."""
+    """The extraction loop over the writer's batches: forward, write rows at their cache index, commit the ledger
+    every ``flush_rows`` and at the end (``done``)."""
+    ledger, batch_size = writer.progress, int(writer.batch_size)
     batches_done, rows_done = int(ledger.get("batches_done", 0)), int(ledger.get("rows_done", 0))
+    first, stop = writer.batches
+    total = max(0, min(len(encoded), stop * batch_size) - first * batch_size)
     pending = 0
-    bar = tqdm(total=len(encoded), initial=rows_done, unit="entity", desc=f"extract {loaded.name}",
+    suffix = f" [{cache_mod.shard_name(writer.shard)}]" if writer.sharded else ""
+    bar = tqdm(total=total, initial=rows_done, unit="entity", desc=f"extract {loaded.name}{suffix}",
                disable=not progress, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     for batch, rows in forward_batches(loaded, encoded, batch_size, layers=layers, aggregation=aggregation,
-                                       padding_side=padding_side, start=batches_done):  # fmt: skip
+                                       padding_side=padding_side, start=first + batches_done,
+                                       stop=stop):  # fmt: skip
         for layer in layers:
             writer.write(layer, batch.indices, rows[layer])
         batches_done += 1
@@ -352,8 +370,9 @@ def _fill(
         pending += len(batch.indices)
         bar.update(len(batch.indices))
         if pending >= flush_rows:
-            writer.commit(batches_done, rows_done, batch_size)
+            writer.commit(batches_done, rows_done)
             pending = 0
+    writer.commit(batches_done, rows_done, done=True)
     bar.close()
 
 
