@@ -69,6 +69,17 @@ def test_plan_lists_every_unit(tmp_path):
     assert len(work["probes"]) == 2 and len(work["neurons"]) == 1 and len(work["report"]) == 1
 
 
+def test_shards_split_each_extract_unit_but_not_the_disk_estimate(tmp_path, workspace):
+    study = load_study(write(tmp_path, GOOD.replace("[probes]", "shards = 2\n[probes]")))
+    extract = plan(study)["extract"]
+    assert [u.label for u in extract[:2]] == [
+        "world_place x smollm2-135m x empty [shard 1/2]", "world_place x smollm2-135m x empty [shard 2/2]",
+    ]  # fmt: skip
+    assert len(extract) == 8 and [u.params["shard"] for u in extract[:2]] == [(0, 2), (1, 2)]
+    labels = [e.label for e in estimate_disk(study, workspace)]
+    assert len(labels) == 4 and labels[0] == "world_place x smollm2-135m x empty"  # one estimate per cache
+
+
 @pytest.mark.parametrize(
     "old,new,message",
     [
@@ -78,6 +89,9 @@ def test_plan_lists_every_unit(tmp_path):
         ('models = ["smollm2-135m"]', 'models = ["smollm9-1t"]', "smollm9-1t"),
         ("limit = 50", 'limit = 50\nsorce = "paper"', "did you mean 'source'"),
         ("[probes]", 'quantization = { "smollm2-135m" = "3bit" }\n[probes]', "unknown quantization '3bit'"),
+        ("[probes]", "shards = 0\n[probes]", "extract.shards must be a positive whole number, not 0"),
+        ("[probes]", 'shards = "2"\n[probes]', "extract.shards must be a positive whole number, not '2'"),
+        ("[probes]", "shard = 2\n[probes]", "did you mean 'shards'"),
     ],
 )
 def test_bad_study_files_fail_before_any_work(tmp_path, old, new, message):

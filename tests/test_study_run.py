@@ -1,7 +1,9 @@
-"""A whole (reduced) study end to end: serial run, re-run that redoes nothing, Ray with 2 workers, kill -9 resume."""
+"""A whole (reduced) study end to end: serial run, re-run that redoes nothing, Ray with 2 workers and 2 shards per
+cache, kill -9 resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,7 +42,9 @@ def release_csv(path: Path, n: int = 160) -> Path:
     return path
 
 
-def study_file(tmp_path: Path, model: Path, *, n: int = 160, batch_size: int = 8, flush_rows: int = 64) -> Path:
+def study_file(
+    tmp_path: Path, model: Path, *, n: int = 160, batch_size: int = 8, flush_rows: int = 64, shards: int = 1
+) -> Path:
     csv = release_csv(tmp_path / "world_place.csv", n)
     text = f"""
 [study]
@@ -58,6 +62,7 @@ random_init = ["{model}"]
 dtype = "float32"
 batch_size = {batch_size}
 flush_rows = {flush_rows}
+shards = {shards}
 
 [probes]
 controls = ["shuffled", "lexical", "embedding", "group_oracle", "within_group", "alt_world", "random_init"]
@@ -113,11 +118,12 @@ def test_rerun_redoes_nothing(serial_run):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
-def test_ray_with_two_workers_matches_serial(serial_run, tmp_path):
+def test_ray_with_two_workers_and_two_shards_per_cache_matches_serial(serial_run, tmp_path, tiny_llama_dir):
     pytest.importorskip("ray")
     from worldprobe.ray_executor import RayExecutor
 
-    study, serial_ws, _ = serial_run
+    _, serial_ws, _ = serial_run
+    study = load_study(study_file(tmp_path, tiny_llama_dir, shards=2))
     ray_ws = Workspace(tmp_path / "ws")
     executor = RayExecutor(num_workers=2)
     try:
@@ -126,6 +132,9 @@ def test_ray_with_two_workers_matches_serial(serial_run, tmp_path):
         executor.shutdown()
     pd.testing.assert_frame_equal(metrics_of(ray_ws), metrics_of(serial_ws))
     assert layer_files(ray_ws) == layer_files(serial_ws)
+    manifests = [json.loads(p.read_text()) for p in ray_ws.activations.glob("*/manifest.json")]
+    assert len(manifests) == 2 and all(m["complete"] and m["shards"] == 2 for m in manifests)
+    assert not list(ray_ws.activations.glob("*/progress*")) and not list(ray_ws.activations.glob("*/overflow*"))
 
 
 def test_kill_9_during_extraction_then_rerun_matches(serial_run, tmp_path, tiny_llama_dir):

@@ -54,6 +54,7 @@ class ExtractSettings:
         return self.quantization
 
     flush_rows: int | None = None  # rows between ledger commits (None: the extract stage's default)
+    shards: int = 1  # tasks per cache, each writing its share of the batches into the same files
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,11 @@ def _check_names(study: Study) -> None:
                 )  # fmt: skip
     for model in study.all_models:
         check_model_name(model, origin=study.path)
+    shards = study.extract.shards
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise WorldprobeError(
+            f"extract.shards must be a positive whole number, not {shards!r}", file=study.path, field="extract.shards"
+        )
     for model in study.all_models:
         quantization = study.extract.quantization_of(model)
         if quantization not in (None, "4bit", "8bit"):
@@ -259,7 +265,7 @@ def plan(study: Study) -> dict[str, list[Unit]]:
             for prompt in entry.prompts:
                 label = f"{entry.name} x {model} x {prompt}"
                 params = {"dataset": entry.name, "model": model, "prompt": prompt, "limit": entry.limit}
-                units["extract"].append(Unit("extract", label, params))
+                units["extract"].extend(_shard_units(label, params, study.extract.shards))
     for entry in study.datasets:
         for model in study.extract.models:
             for prompt in entry.prompts:
@@ -272,6 +278,15 @@ def plan(study: Study) -> dict[str, list[Unit]]:
             units["neurons"].append(Unit("neurons", f"{name} x {model}", {"dataset": name, "model": model}))
     units["report"].append(Unit("report", "index.html", {}))
     return units
+
+
+def _shard_units(label: str, params: dict[str, Any], shards: int) -> list[Unit]:
+    """One extract unit per cache, or one per shard of it (the shard that finishes last completes the cache)."""
+    if shards == 1:
+        return [Unit("extract", label, params)]
+    return [
+        Unit("extract", f"{label} [shard {i + 1}/{shards}]", {**params, "shard": (i, shards)}) for i in range(shards)
+    ]
 
 
 # ---------------------------------------------------------------- executors
@@ -324,10 +339,13 @@ def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
     estimates = []
     sources = {entry.name: entry.source for entry in study.datasets}
     for unit in plan(study)["extract"]:
+        if unit.params.get("shard", (0, 1))[0] > 0:
+            continue  # the shards of a cache share its files
         n_layers, d_model = model_shape(unit.params["model"])
         dataset = unit.params["dataset"]
         n = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
-        estimates.append(CacheEstimate(unit.label, n, n_layers, d_model))
+        label = f"{dataset} x {unit.params['model']} x {unit.params['prompt']}"
+        estimates.append(CacheEstimate(label, n, n_layers, d_model))
     return estimates
 
 
@@ -374,7 +392,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         return run_extraction(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
             dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=study.seed,
-            **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
+            shard=p.get("shard"), **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
         )  # fmt: skip
     if unit.stage == "probes":
         from worldprobe.probes import run_probe
