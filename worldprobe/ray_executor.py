@@ -1,7 +1,9 @@
 """Ray as the study's executor: the same units as the serial run, as Ray tasks (optional extra `ray`).
 
 ``ray.init()`` starts a local Ray on a laptop; ``address="auto"`` joins a running cluster. Extraction tasks ask for
-one GPU each when the cluster has GPUs (``device_map`` shards a large model within a task).
+one GPU each when the cluster has GPUs (``device_map`` shards a large model within a task). An extraction task is
+one activation cache, or one shard of it when the study sets ``[extract] shards``: the shards of a cache run on
+different workers at once and write disjoint rows of the same files.
 """
 
 from __future__ import annotations
