@@ -10,7 +10,7 @@ Rows are streamed in chunks in float64, so a float16 memmap of 40k x 4096 never 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,6 +38,21 @@ def _chunks(n: int, size: int = CHUNK_ROWS):
         yield slice(start, min(start + size, n))
 
 
+@dataclass(frozen=True)
+class _Solution:
+    """One target set's ridge solution in raw units: coef (d, k), the LOO error per alpha and the chosen alpha."""
+
+    alphas: np.ndarray
+    loo_mse: np.ndarray
+    best: int
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    y_mean: np.ndarray
+    y_scale: np.ndarray
+    coef: np.ndarray
+    single: bool  # the targets were given as (n,), not (n, k)
+
+
 class RidgeProbe(RegressorMixin, BaseEstimator):
     """Ridge regression with intercept, targets z-scored on the fit rows and alpha chosen by exact leave-one-out.
 
@@ -57,32 +72,31 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y) -> RidgeProbe:
         """Fit on rows of ``X`` (any array-like, including a float16 memmap) and targets ``y`` (n,) or (n, k)."""
-        X, (fit,) = self._fit_target_sets(X, [y])
-        self._set_fitted(X, fit)
+        (fit,) = self._fit_target_sets(X, [y])
+        self._set_fitted(fit)
         return self
 
     def fit_many(self, X, ys: Sequence) -> list[RidgeProbe]:
         """One fitted copy of this probe per target set in ``ys``, all on the same ``X``: the same probes as fitting
         clones one by one (each picks its own alpha), for the cost of one eigendecomposition."""
-        X, fits = self._fit_target_sets(X, ys)
         out = []
-        for fit in fits:
+        for fit in self._fit_target_sets(X, ys):
             probe = clone(self)
-            probe._set_fitted(X, fit)
+            probe._set_fitted(fit)
             out.append(probe)
         return out
 
-    def _fit_target_sets(self, X, ys: Sequence) -> tuple[Any, list[dict[str, Any]]]:
-        """Decompose X once; for each target set pick alpha by leave-one-out and solve. Returns (X, fits)."""
+    def _fit_target_sets(self, X, ys: Sequence) -> list[_Solution]:
+        """Decompose X once; for each target set pick alpha by leave-one-out and solve."""
         X = _as_2d(X)
         ys = [np.asarray(y, dtype=np.float64) for y in ys]
+        if not ys:
+            raise ValueError("no target sets to fit")
         for y in ys:
             if y.shape[0] != X.shape[0]:
                 raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
             if not np.isfinite(y).all():
                 raise ValueError("y contains NaN or inf; drop those rows first")
-        if not ys:
-            raise ValueError("no target sets to fit")
         y2 = np.hstack([y[:, None] if y.ndim == 1 else y for y in ys])
         groups = np.repeat(np.arange(len(ys)), [1 if y.ndim == 1 else y.shape[1] for y in ys])
         n, d = X.shape
@@ -143,27 +157,26 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
                 u_scaled = vecs * (1.0 / (evals + a[best]))
                 w_z = xc_all.T @ (u_scaled @ (vecs.T @ yz[:, cols]))
             coef = (w_z.cpu().numpy() / scale_np[:, None]) * y_scale[None, cols]  # (d, k_group) in raw units
-            fits.append({
-                "alphas": alphas, "loo_mse": loo_mse, "best": best, "mean": mean_np, "scale": scale_np,
-                "y_mean": y_mean[cols], "y_scale": y_scale[cols], "coef": coef,
-                "intercept": y_mean[cols] - mean_np @ coef, "single": ys[group].ndim == 1,
-            })  # fmt: skip
-        return X, fits
+            fits.append(_Solution(
+                alphas=alphas, loo_mse=loo_mse, best=best, feature_mean=mean_np, feature_scale=scale_np,
+                y_mean=y_mean[cols], y_scale=y_scale[cols], coef=coef, single=ys[group].ndim == 1,
+            ))  # fmt: skip
+        return fits
 
-    def _set_fitted(self, X, fit: dict[str, Any]) -> None:
+    def _set_fitted(self, fit: _Solution) -> None:
         """Store the learned attributes of one target set's solution."""
-        single = fit["single"]
-        self.alphas_ = fit["alphas"]
-        self.loo_mse_ = fit["loo_mse"]
-        self.alpha_index_ = fit["best"]
-        self.alpha_ = float(fit["alphas"][fit["best"]])
-        self.alpha_on_edge_ = bool(fit["best"] in (0, len(fit["alphas"]) - 1))
-        self.feature_mean_ = fit["mean"]
-        self.feature_scale_ = fit["scale"]
-        self.y_mean_, self.y_scale_ = fit["y_mean"], fit["y_scale"]
-        self.coef_ = fit["coef"][:, 0] if single else fit["coef"].T
-        self.intercept_ = float(fit["intercept"][0]) if single else fit["intercept"]
-        self.n_features_in_ = X.shape[1]
+        intercept = fit.y_mean - fit.feature_mean @ fit.coef
+        self.alphas_ = fit.alphas
+        self.loo_mse_ = fit.loo_mse
+        self.alpha_index_ = fit.best
+        self.alpha_ = float(fit.alphas[fit.best])
+        self.alpha_on_edge_ = bool(fit.best in (0, len(fit.alphas) - 1))
+        self.feature_mean_ = fit.feature_mean
+        self.feature_scale_ = fit.feature_scale
+        self.y_mean_, self.y_scale_ = fit.y_mean, fit.y_scale
+        self.coef_ = fit.coef[:, 0] if fit.single else fit.coef.T
+        self.intercept_ = float(intercept[0]) if fit.single else intercept
+        self.n_features_in_ = len(fit.feature_mean)
 
     def predict(self, X) -> np.ndarray:
         """Predictions (n,) or (n, k) in the targets' units; ``X`` is read in float64 chunks."""
