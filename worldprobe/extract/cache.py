@@ -458,13 +458,13 @@ class CacheWriter:
         _write_json(self.path / MANIFEST, self.manifest)
         return self.arrays[layer]
 
-    def commit(self, batches_done: int, rows_done: int, batch_size: int | None = None, *, done: bool = False) -> None:
+    def commit(self, batches_done: int, rows_done: int, *, done: bool = False) -> None:
         """Flush the memmaps, then record progress atomically (a crash after this loses nothing before it)."""
         for array in self.arrays.values():
             array.flush()
             _release_pages(array)
         ledger: dict[str, Any] = {"batches_done": batches_done, "rows_done": rows_done,
-                                  "batch_size": batch_size or self.batch_size, "done": done}  # fmt: skip
+                                  "batch_size": self.batch_size, "done": done}  # fmt: skip
         if self.sharded:
             ledger.update(shard=list(self.shard), batches=list(self.batches),
                           overflow={str(k): v for k, v in self._overflow.items() if v})  # fmt: skip
