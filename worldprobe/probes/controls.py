@@ -160,8 +160,16 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray, names: Sequence[str]) ->
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     pred = np.asarray(pred, dtype=np.float64).reshape(len(pred), -1)
     columns = {"r2": r2_columns(y, pred), "spearman": spearman_columns(y, pred), "pearson": pearson_columns(y, pred)}
+    return _per_target(columns, names, np.mean)
+
+
+def _per_target(
+    columns: dict[str, np.ndarray], names: Sequence[str], average: Callable[[list[float]], float]
+) -> dict[str, dict[str, float]]:
+    """``{target: {metric: value}}`` from one value per target column for each metric, plus ``mean`` = ``average``
+    over the targets."""
     per = {name: {metric: float(values[j]) for metric, values in columns.items()} for j, name in enumerate(names)}
-    return {**per, "mean": {m: float(np.mean([per[n][m] for n in names])) for m in columns}}
+    return {**per, "mean": {m: float(average([per[n][m] for n in names])) for m in columns}}
 
 
 # --- the controls -----------------------------------------------------------------------------------------------
@@ -301,9 +309,7 @@ def within_group_metrics(
     shared = groups.map(groups.value_counts()).to_numpy() > 1
     dy = (y - group_means(groups, y, everywhere))[shared]
     dp = (pred - group_means(groups, pred, everywhere))[shared]
-    columns = {"pearson": pearson_columns(dy, dp), "spearman": spearman_columns(dy, dp)}
-    per = {name: {metric: float(values[j]) for metric, values in columns.items()} for j, name in enumerate(names)}
-    return {**per, "mean": {m: float(np.nanmean([per[n][m] for n in names])) for m in ("pearson", "spearman")}}
+    return _per_target({"pearson": pearson_columns(dy, dp), "spearman": spearman_columns(dy, dp)}, names, np.nanmean)
 
 
 def predictions_at(job: _Job, layer: int) -> np.ndarray:
