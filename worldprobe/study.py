@@ -263,9 +263,8 @@ def plan(study: Study) -> dict[str, list[Unit]]:
     for model in study.all_models:  # model-major: a serial run loads each model once (see extract.models)
         for entry in study.datasets:
             for prompt in entry.prompts:
-                label = f"{entry.name} x {model} x {prompt}"
                 params = {"dataset": entry.name, "model": model, "prompt": prompt, "limit": entry.limit}
-                units["extract"].extend(_shard_units(label, params, study.extract.shards))
+                units["extract"].extend(_shard_units(_cache_label(params), params, study.extract.shards))
     for entry in study.datasets:
         for model in study.extract.models:
             for prompt in entry.prompts:
@@ -278,6 +277,11 @@ def plan(study: Study) -> dict[str, list[Unit]]:
             units["neurons"].append(Unit("neurons", f"{name} x {model}", {"dataset": name, "model": model}))
     units["report"].append(Unit("report", "index.html", {}))
     return units
+
+
+def _cache_label(params: dict[str, Any]) -> str:
+    """``dataset x model x prompt``: how the run and the disk estimate name one activation cache."""
+    return f"{params['dataset']} x {params['model']} x {params['prompt']}"
 
 
 def _shard_units(label: str, params: dict[str, Any], shards: int) -> list[Unit]:
@@ -344,8 +348,7 @@ def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
         n_layers, d_model = model_shape(unit.params["model"])
         dataset = unit.params["dataset"]
         n = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
-        label = f"{dataset} x {unit.params['model']} x {unit.params['prompt']}"
-        estimates.append(CacheEstimate(label, n, n_layers, d_model))
+        estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model))
     return estimates
 
 
