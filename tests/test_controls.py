@@ -92,12 +92,15 @@ def main_predictions(cache: FakeCache, targets: pd.DataFrame) -> dict[int, np.nd
     return out
 
 
-def run(names, cache, targets, workspace, predictions=None):
-    return run_controls(
+def run(names, cache, targets, workspace, predictions=None, **options):
+    """The controls' metric rows (``run_controls(...).rows``; ``fits=True`` returns the whole ControlRun)."""
+    fits = options.pop("fits", False)
+    done = run_controls(
         names, workspace=workspace, dataset="world_place", model="tiny", prompt="empty", cache=cache,
         targets=targets, layers=cache.layers, make_probe=make_probe,
-        predictions=predictions or main_predictions(cache, targets), seed=0,
+        predictions=predictions or main_predictions(cache, targets), seed=0, **options,
     )  # fmt: skip
+    return done if fits else done.rows
 
 
 def value(frame, control, layer, metric, target="mean", split="test"):
@@ -220,16 +223,26 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
 
     monkeypatch.setattr(extract, "run_extraction", fake_run_extraction, raising=False)
     monkeypatch.setattr(extract, "open_cache", lambda path: twin, raising=False)
-    frame = run(list(controls.CONTROLS), cache, targets, workspace)
+    done = run(list(controls.CONTROLS), cache, targets, workspace, fits=True)
+    frame = done.rows
 
     assert list(frame.columns) == list(METRIC_COLUMNS)
     assert set(frame["control"]) == set(controls.CONTROLS)
     assert "none" not in set(frame["control"])
     assert set(frame["target"]) == {"latitude", "longitude", "mean"}
     assert frame["value"].notna().all()
-    assert calls[0][1] == "random:tiny" and calls[0][3]["limit"] == cache.manifest["n_entities"]
-    assert value(frame, "random_init", 0, "r2") < 0.1  # layer 0 is noise
-    assert value(frame, "random_init", 2, "r2") > 0.9  # the same activations, matched row by row
+    assert [c[1] for c in calls] == ["random:tiny"] * 3 and [c[3]["seed"] for c in calls] == [0, 1, 2]
+    seed_1 = frame.query("control == 'random_init' and seed == 1")
+    assert value(seed_1, "random_init", 0, "r2") < 0.1  # layer 0 is noise
+    assert value(seed_1, "random_init", 2, "r2") > 0.9  # the same activations, matched row by row
+    # every fit is kept for the bootstrap; layered ones carry their own train-selected layer
+    kept = {(f.control, f.seed): f for f in done.fits}
+    assert set(kept) == {("random_init", 0), ("random_init", 1), ("random_init", 2), ("shuffled", None),
+                         ("lexical", None), ("embedding", None), ("group_oracle", None)}  # fmt: skip
+    assert kept[("random_init", 0)].selected_layer == 2 and not kept[("lexical", None)].layered
+    alt = done.alt_world
+    assert alt is not None and len(alt.lexical) == controls.ALT_WORLD_PERMUTATIONS
+    assert sorted(alt.random_init) == [0, 1, 2] and all(layer == 2 for layer, _ in alt.random_init.values())
     assert value(frame, "shuffled", 2, "r2") < 0.1  # the floor
     assert value(frame, "group_oracle", 2, "r2") > 0.9  # countries explain most of a map
     for layer in cache.layers:  # layer-free controls draw as flat lines
@@ -241,6 +254,7 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
 
     again = run(list(controls.CONTROLS), cache, targets, workspace)
     pd.testing.assert_frame_equal(frame, again)  # deterministic under the seed
+    assert frame.query("metric == 'selection_r2'")["split"].eq("train").all()
 
 
 def test_control_names_resolve_in_a_fixed_order():

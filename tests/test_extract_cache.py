@@ -64,13 +64,18 @@ def test_finished_cache_is_reused_and_covers_layer_subsets(workspace, tiny_llama
     assert find_cache(workspace, "world_place", str(tiny_llama_dir), layers=[2]) == path
 
 
-def test_layer_subset_gets_its_own_cache_and_limit_takes_the_first_rows(workspace, tiny_llama_dir, make_entity_table):
+def test_layer_subset_gets_its_own_cache_and_limit_takes_a_seeded_sample(workspace, tiny_llama_dir, make_entity_table):
+    from worldprobe.datasets.table import sample_rows
+
     table = make_entity_table(workspace, texts(12))
     path = run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, layers="0,2", limit=5,
                           aggregation="mean", progress=False)  # fmt: skip
     cache = open_cache(path)
     assert cache.layers == [0, 2] and cache.n_entities == 5 and cache.manifest["aggregation"] == "mean"
-    assert list(cache.entities["entity_id"]) == list(table["entity_id"][:5])
+    # --limit means what it means in `datasets build`: a seeded sample (seed 0) in table order
+    assert list(cache.entities["entity_id"]) == list(sample_rows(table, 5, 0)["entity_id"])
+    assert list(cache.entities["entity_id"]) != list(table["entity_id"][:5])
+    assert cache.manifest["limit"] == 5 and cache.manifest["limit_seed"] == 0
     assert sorted(p.name for p in path.glob("layer_*.npy")) == ["layer_000.npy", "layer_002.npy"]
     with pytest.raises(WorldprobeError, match="layer 1 is not in this cache"):
         cache.layer(1)

@@ -74,19 +74,56 @@ def test_layer_sweep_writes_results(cached):
     metrics = read_metrics(folder)
     assert list(metrics.columns) == list(METRIC_COLUMNS)
     assert set(metrics["layer"]) == set(range(N_LAYERS + 1)) and set(metrics["split"]) == {"train", "test"}
-    assert (metrics["control"] == "none").all() and metrics["standardize"].all()
-    r2 = metrics.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")["value"]
+    # without controls: the probe's rows, and its within-group r at the selected layer (read off the probe itself)
+    assert set(metrics["control"]) == {"none", "within_group"} and metrics["standardize"].all()
+    plain = metrics.query("control == 'none' and subset == 'all'")
+    r2 = plain.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")["value"]
     assert r2[0] < 0.1 and r2[N_LAYERS] > 0.9  # layer 0 holds no signal, the last layer a clean one
     assert set(metrics.query("layer == 4 and split == 'test'")["metric"]) >= {
-        "r2", "spearman", "pearson", "mae", "haversine_km", "proximity"}  # fmt: skip
+        "r2", "spearman", "pearson", "mae", "haversine_km", "proximity", "median_haversine_km"}  # fmt: skip
     assert metrics.query("metric == 'rel_depth'").empty and (metrics["rel_depth"] == metrics["layer"] / 4).all()
     summary = read_summary(folder)
-    assert summary["best_layer"] == int(r2.idxmax()) and summary["complete"]
-    assert summary["best_test"]["r2:mean"] == pytest.approx(r2.max())
+    score = plain.query("metric == 'selection_r2'").set_index("layer")["value"]
+    assert summary["selected_layer"] == int(score.idxmax()) == N_LAYERS and summary["complete"]
+    assert "leave-one-out" in summary["selection_criterion"]
+    assert (metrics["selected_layer"] == N_LAYERS).all()
+    head = summary["headline"]
+    assert head["probe"]["r2"]["value"] == pytest.approx(r2[N_LAYERS])
+    assert head["probe"]["r2"]["low"] < r2[N_LAYERS] < head["probe"]["r2"]["high"]
+    assert head["n_test"] == int(entities["is_test"].sum()) == head["probe"]["r2"]["n"]
+    row = plain.query("layer == @N_LAYERS and split == 'test' and target == 'mean' and metric == 'r2'").iloc[0]
+    assert (row["ci_low"], row["ci_high"], row["n"]) == (head["probe"]["r2"]["low"], head["probe"]["r2"]["high"],
+                                                         head["n_test"])  # fmt: skip
+    assert plain.query("layer == 0 and split == 'test'")["ci_low"].isna().all()  # intervals only where reported
+    upper = summary["upper_bound"]
+    assert upper["test_r2"] == pytest.approx(r2.max()) and "upper bound" in upper["note"]
+    assert summary["verdict"]["label"] == "unchecked (no lexical control)"
     preds = pd.read_parquet(folder / "predictions.parquet")
-    assert set(preds["layer"]) == {summary["best_layer"]} and len(preds) == len(entities)
+    assert set(preds["layer"]) == {summary["selected_layer"]} and len(preds) == len(entities)
     assert {"true_latitude", "pred_latitude", "true_longitude", "pred_longitude", "country"} <= set(preds.columns)
     np.testing.assert_allclose(preds["true_latitude"], entities["latitude"])
+
+
+def test_the_selected_layer_never_depends_on_test_rows(workspace):
+    """Scrambling the test rows' targets changes test metrics but not the selection, nor anything on train rows."""
+    entities = world_entities()
+    write_cache(workspace, entities, model="tiny")
+    scrambled = entities.copy()
+    test = scrambled["is_test"].to_numpy()
+    rng = np.random.default_rng(7)
+    scrambled.loc[test, "latitude"] = rng.uniform(-80, 80, test.sum())
+    scrambled.loc[test, "longitude"] = rng.uniform(-170, 170, test.sum())
+    write_cache(workspace, scrambled, model="tiny-scrambled")  # same activations (same seed and signal on train)
+    runs = [read_summary(run_probe("world_place", m, workspace=workspace, progress=False))
+            for m in ("tiny", "tiny-scrambled")]  # fmt: skip
+    metrics = [read_metrics(run_probe("world_place", m, workspace=workspace, progress=False))
+               for m in ("tiny", "tiny-scrambled")]  # fmt: skip
+    assert runs[0]["selected_layer"] == runs[1]["selected_layer"]
+    assert runs[0]["selection"] == runs[1]["selection"]
+    train = [m.query("split == 'train' and control == 'none'").sort_values(["layer", "target", "metric"])["value"]
+             for m in metrics]  # fmt: skip
+    np.testing.assert_allclose(train[0].to_numpy(), train[1].to_numpy())
+    assert runs[0]["headline"]["probe"]["r2"]["value"] != runs[1]["headline"]["probe"]["r2"]["value"]
 
 
 def test_same_inputs_are_skipped_and_results_are_deterministic(cached, monkeypatch):
@@ -150,12 +187,12 @@ def test_new_target_on_an_old_cache(cached):
     assert summary["targets"] == ["log10_population"]
     dropped = int((entities["population"].isna() | (entities["population"] <= 0)).sum())
     assert summary["rows"]["dropped_no_target"] == dropped > 0
-    r2 = read_metrics(folder).query("split == 'test' and metric == 'r2' and target == 'mean'")
+    r2 = read_metrics(folder).query("split == 'test' and metric == 'r2' and target == 'mean' and subset == 'all'")
     r2 = r2.set_index("layer")["value"]
     assert r2[4] > 0.6 and r2[0] < 0.1
     # the Python API takes any array aligned with the cache
     result = probe_cache(cache, np.log10(entities["population"]), layers=[4])
-    assert result.dropped == dropped and result.best_layer == 4
+    assert result.dropped == dropped and result.selected_layer == 4
     assert result.metrics.query("split == 'test' and metric == 'r2' and target == 'mean'")["value"].item() == r2[4]
     with pytest.raises(WorldprobeError, match="not numeric"):
         run_probe("world_place", "tiny", workspace=workspace, target="country", progress=False)
@@ -181,11 +218,15 @@ def test_mlp_probe_and_controls_land_in_the_same_table(cached):
     folder = run_probe("world_place", "tiny", workspace=workspace, probe="mlp", layers=[4],
                        controls=("shuffled", "group_oracle"), progress=False)  # fmt: skip
     metrics = read_metrics(folder)
-    assert set(metrics["control"]) == {"none", "shuffled", "group_oracle"}
+    assert set(metrics["control"]) == {"none", "shuffled", "group_oracle", "within_group"}
     assert (metrics["probe"] == "mlp").all() and metrics["standardize"].all()
-    r2 = metrics.query("split == 'test' and metric == 'r2' and target == 'mean'").set_index("control")["value"]
+    r2 = metrics.query("split == 'test' and metric == 'r2' and target == 'mean' and subset == 'all'")
+    r2 = r2.set_index("control")["value"]
     assert r2["none"] > 0.8 and r2["shuffled"] < 0.2
     assert "weight_decay" in set(metrics["metric"])
+    summary = read_summary(folder)
+    assert "validation" in summary["selection_criterion"]
+    assert summary["headline"]["controls"]["shuffled"]["own"]["diff_r2"]["low"] > 0.5
 
 
 def test_cross_prompt_transfer(cached):
@@ -207,7 +248,7 @@ def test_cli_probe(cached, capsys):
     result = CliRunner().invoke(app, ["--workspace", str(workspace.root), "probe", "--dataset", "world_place",
                                       "--model", "tiny", "--layers", "3:4", "--holdout", "entity_type"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "best layer 4/4" in result.output
+    assert "layer 4/4, chosen on train rows" in result.output and "Test R²" in result.output
     folder = result.output.strip().splitlines()[-1]
     summary = json.loads((workspace.root / "results" / folder.split("/")[-1] / "summary.json").read_text())
     assert summary["layers"] == [3, 4] and summary["settings"]["holdouts"] == ["entity_type"]
@@ -225,7 +266,7 @@ def test_prompt_and_model_comparisons_share_one_table(cached):
     write_cache(workspace, entities, prompt="coords", noise=3.0)
     write_cache(workspace, entities, model="deeper", n_layers=8)
     prompts = compare_prompts("world_place", "tiny", ["empty", "coords"], workspace=workspace, progress=False)
-    r2 = prompts.query("split == 'test' and metric == 'r2' and target == 'mean' and layer == 4")
+    r2 = prompts.query("split == 'test' and metric == 'r2' and target == 'mean' and layer == 4 and subset == 'all'")
     assert r2.set_index("prompt")["value"]["empty"] > r2.set_index("prompt")["value"]["coords"]  # noisier cache
     models = compare_models("world_place", ["tiny", "deeper"], workspace=workspace, progress=False)
     assert models.groupby("model")["n_layers"].first().to_dict() == {"tiny": 4, "deeper": 8}

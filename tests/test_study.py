@@ -64,8 +64,10 @@ def test_plan_lists_every_unit(tmp_path):
     work = plan(study)
     assert [u.label for u in work["extract"]] == [
         "world_place x smollm2-135m x empty", "world_place x smollm2-135m x coords",
-        "world_place x random:smollm2-135m x empty", "world_place x random:smollm2-135m x coords",
+        *[f"world_place x random:smollm2-135m x {prompt} seed {seed}" for seed in (3, 4, 5)
+          for prompt in ("empty", "coords")],
     ]  # fmt: skip
+    assert [u.params["seed"] for u in work["extract"]] == [3, 3, 3, 3, 4, 4, 5, 5]
     assert len(work["probes"]) == 2 and len(work["neurons"]) == 1 and len(work["report"]) == 1
 
 
@@ -75,9 +77,9 @@ def test_shards_split_each_extract_unit_but_not_the_disk_estimate(tmp_path, work
     assert [u.label for u in extract[:2]] == [
         "world_place x smollm2-135m x empty [shard 1/2]", "world_place x smollm2-135m x empty [shard 2/2]",
     ]  # fmt: skip
-    assert len(extract) == 8 and [u.params["shard"] for u in extract[:2]] == [(0, 2), (1, 2)]
+    assert len(extract) == 16 and [u.params["shard"] for u in extract[:2]] == [(0, 2), (1, 2)]
     labels = [e.label for e in estimate_disk(study, workspace)]
-    assert len(labels) == 4 and labels[0] == "world_place x smollm2-135m x empty"  # one estimate per cache
+    assert len(labels) == 8 and labels[0] == "world_place x smollm2-135m x empty"  # one estimate per cache
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,7 @@ def test_disk_estimate_and_shortage(tmp_path, workspace):
     assert (smol.n_layers, smol.d_model, smol.n_entities) == (30, 576, 50)
     assert smol.bytes == 50 * 31 * 576 * 2
     needed, free = check_disk(estimates, workspace)
-    assert needed == 4 * smol.bytes and free > needed
+    assert needed == 8 * smol.bytes and free > needed  # 2 prompts x (the model + 3 random-init twins)
     huge = load_study(write(tmp_path, GOOD.replace("limit = 50", "limit = 5_000_000_000")))
     with pytest.raises(WorldprobeError, match="GB are free"):
         check_disk(estimate_disk(huge, workspace), workspace)

@@ -59,6 +59,7 @@ from_path = "{csv}"
 [extract]
 models = ["{model}"]
 random_init = ["{model}"]
+random_init_seeds = 2
 dtype = "float32"
 batch_size = {batch_size}
 flush_rows = {flush_rows}
@@ -103,7 +104,7 @@ def test_serial_run_writes_every_stage(serial_run):
     assert outputs["report"][0].name == "index.html" and outputs["report"][0].exists()
     metrics = metrics_of(workspace)
     assert {"none", "shuffled", "lexical", "alt_world", "random_init"} <= set(metrics["control"])
-    assert len(layer_files(workspace)) == 2 * 5  # the model and its random twin, embeddings + 4 blocks
+    assert len(layer_files(workspace)) == 3 * 5  # the model and two random twins, embeddings + 4 blocks
     assert list(workspace.results.glob("*/neurons.parquet"))
 
 
@@ -133,7 +134,7 @@ def test_ray_with_two_workers_and_two_shards_per_cache_matches_serial(serial_run
     pd.testing.assert_frame_equal(metrics_of(ray_ws), metrics_of(serial_ws))
     assert layer_files(ray_ws) == layer_files(serial_ws)
     manifests = [json.loads(p.read_text()) for p in ray_ws.activations.glob("*/manifest.json")]
-    assert len(manifests) == 2 and all(m["complete"] and m["shards"] == 2 for m in manifests)
+    assert len(manifests) == 3 and all(m["complete"] and m["shards"] == 2 for m in manifests)
     assert not list(ray_ws.activations.glob("*/progress*")) and not list(ray_ws.activations.glob("*/overflow*"))
 
 

@@ -55,6 +55,7 @@ class ExtractSettings:
 
     flush_rows: int | None = None  # rows between ledger commits (None: the extract stage's default)
     shards: int = 1  # tasks per cache, each writing its share of the batches into the same files
+    random_init_seeds: int = 3  # random-weight twins per model in random_init (seeds seed, seed + 1, ...)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,12 @@ class Study:
     def all_models(self) -> tuple[str, ...]:
         """The models to extract: the study's models and the random-init twins asked for."""
         return self.extract.models + tuple(f"random:{m}" for m in self.extract.random_init)
+
+    def seeds_of(self, model: str) -> tuple[int, ...]:
+        """The extraction seeds of a model: the study's seed, and for a random-init twin one per twin seed."""
+        if model.startswith("random:"):
+            return tuple(self.seed + i for i in range(self.extract.random_init_seeds))
+        return (self.seed,)
 
     def controls_for(self, model: str) -> tuple[str, ...]:
         """The controls of one model's probe runs: ``random_init`` only for the models whose twin the study extracts
@@ -197,11 +204,12 @@ def _check_names(study: Study) -> None:
                 )  # fmt: skip
     for model in study.all_models:
         check_model_name(model, origin=study.path)
-    shards = study.extract.shards
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise WorldprobeError(
-            f"extract.shards must be a positive whole number, not {shards!r}", file=study.path, field="extract.shards"
-        )
+    for key in ("shards", "random_init_seeds"):
+        value = getattr(study.extract, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WorldprobeError(
+                f"extract.{key} must be a positive whole number, not {value!r}", file=study.path, field=f"extract.{key}"
+            )
     for model in study.all_models:
         quantization = study.extract.quantization_of(model)
         if quantization not in (None, "4bit", "8bit"):
@@ -261,10 +269,12 @@ def plan(study: Study) -> dict[str, list[Unit]]:
     for entry in study.datasets:
         units["datasets"].append(Unit("datasets", entry.name, {"entry": entry, "seed": study.seed}))
     for model in study.all_models:  # model-major: a serial run loads each model once (see extract.models)
-        for entry in study.datasets:
-            for prompt in entry.prompts:
-                params = {"dataset": entry.name, "model": model, "prompt": prompt, "limit": entry.limit}
-                units["extract"].extend(_shard_units(_cache_label(params), params, study.extract.shards))
+        for seed in study.seeds_of(model):
+            for entry in study.datasets:
+                for prompt in entry.prompts:
+                    params = {"dataset": entry.name, "model": model, "prompt": prompt, "limit": entry.limit,
+                              "seed": seed}  # fmt: skip
+                    units["extract"].extend(_shard_units(_cache_label(params), params, study.extract.shards))
     for entry in study.datasets:
         for model in study.extract.models:
             for prompt in entry.prompts:
@@ -280,8 +290,10 @@ def plan(study: Study) -> dict[str, list[Unit]]:
 
 
 def _cache_label(params: dict[str, Any]) -> str:
-    """``dataset x model x prompt``: how the run and the disk estimate name one activation cache."""
-    return f"{params['dataset']} x {params['model']} x {params['prompt']}"
+    """``dataset x model x prompt`` (and ``seed N`` for a random-init twin): how the run and the disk estimate name
+    one activation cache."""
+    label = f"{params['dataset']} x {params['model']} x {params['prompt']}"
+    return label + (f" seed {params['seed']}" if params["model"].startswith("random:") else "")
 
 
 def _shard_units(label: str, params: dict[str, Any], shards: int) -> list[Unit]:
@@ -394,7 +406,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         x = study.extract
         return run_extraction(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
-            dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=study.seed,
+            dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=p["seed"],
             shard=p.get("shard"), **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
         )  # fmt: skip
     if unit.stage == "probes":
@@ -404,6 +416,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         return run_probe(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
             controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
+            random_init_seeds=study.extract.random_init_seeds,
         )  # fmt: skip
     if unit.stage == "neurons":
         from worldprobe.probes.neurons import find_neurons

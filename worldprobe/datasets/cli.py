@@ -34,7 +34,7 @@ def build_command(
     drop_split_leaks: bool = typer.Option(
         False, "--drop-split-leaks", help="Drop the test side of texts that sit on both sides of the split."
     ),
-    limit: int = typer.Option(None, "--limit", min=1, help="Keep only the first N rows (for quick trials)."),
+    limit: int = typer.Option(None, "--limit", min=1, help="A seeded sample of N rows (--seed), kept in table order."),
 ) -> None:
     """Build a dataset into <workspace>/datasets/<name>.parquet and its <name>.build.json report."""
     started = time.perf_counter()

@@ -55,6 +55,20 @@ def fingerprint(table: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+def sample_rows(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """A seeded random sample of ``limit`` rows, kept in table order (the whole table when it is not larger).
+
+    What ``--limit`` means in every command: a sample, not the first rows, because tables are ordered by source and
+    size (the paper's world_place CSV starts with 3,000 structures).
+    """
+    if limit < 1:
+        raise WorldprobeError(f"limit must be positive, not {limit}", field="limit")
+    if len(table) <= limit:
+        return table.reset_index(drop=True)
+    rows = np.sort(np.random.default_rng(seed).choice(len(table), size=limit, replace=False))
+    return table.iloc[rows].reset_index(drop=True)
+
+
 def write_table(table: pd.DataFrame, report: BuildReport, workspace: Workspace | str | Path | None = None) -> Path:
     """Validate ``table`` and write ``<name>.parquet`` and ``<name>.build.json``; return the parquet path."""
     spec = get_spec(report.dataset)

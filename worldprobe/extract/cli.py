@@ -23,7 +23,7 @@ def extract(
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (cuda uses device_map=auto)."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights (.[quant] extra)."),
     load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="bitsandbytes 8-bit weights (LLM.int8)."),
-    limit: int = typer.Option(None, "--limit", help="Only the first N entities of the dataset."),
+    limit: int = typer.Option(None, "--limit", help="A seeded sample of N entities (--seed), as in datasets build."),
     mean: bool = typer.Option(False, "--mean", help="Average over the entity's tokens instead of its last token."),
     gguf_file: str = typer.Option(None, "--gguf-file", help="A GGUF file (inside --model's folder, or a path)."),
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of random prompts and random:<model> weights."),

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 import worldprobe
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.prompts import get_prompt
-from worldprobe.datasets.table import fingerprint, load, load_report
+from worldprobe.datasets.table import fingerprint, load, load_report, sample_rows
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, describe_model, load_model_kept
@@ -264,6 +264,7 @@ def run_extraction(
     limit: int | None = None,
     aggregation: str = "last",
     seed: int = DEFAULT_SEED,
+    limit_seed: int | None = None,
     gguf_file: str | None = None,
     padding_side: str = "right",
     flush_rows: int = DEFAULT_FLUSH_ROWS,
@@ -288,10 +289,9 @@ def run_extraction(
         raise WorldprobeError(f"unknown aggregation {aggregation!r}", field="aggregation", hint="last or mean")
     table = load(dataset, ws)
     data_fingerprint = load_report(dataset, ws).get("fingerprint") or fingerprint(table)
+    limit_seed = seed if limit_seed is None else limit_seed
     if limit is not None:
-        if limit < 1:
-            raise WorldprobeError(f"--limit must be positive, not {limit}", field="limit")
-        table = table.head(limit).reset_index(drop=True)
+        table = sample_rows(table, limit, limit_seed)
     info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
                           gguf_file=gguf_file)  # fmt: skip
     wanted = parse_layers(layers, info.n_layers)
@@ -328,7 +328,8 @@ def run_extraction(
     manifest = {
         **identity, "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
         "random_prefix_tokens": prompt_obj.random_tokens, "bos_token": loaded.tokenizer.bos_token,
-        "padding_side": padding_side, "limit": limit, "device": loaded.device,
+        "padding_side": padding_side, "limit": limit, "limit_seed": limit_seed if limit else None,
+        "device": loaded.device,
         "layer_definition": "0 = embedding output (input of block 0); l = output of block l, before the final norm",
         "versions": _versions(),
     }  # fmt: skip

@@ -128,7 +128,7 @@ def weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where((va > 1e-15) & (vb > 1e-15), np.clip(r, -1.0, 1.0), np.nan)
 
 
-def _rowwise_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+def rowwise_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     """(B,) Pearson r of (B, n) arrays ``a`` and ``b`` under weights (B, n), row by row."""
     total = w.sum(axis=1)
     ma, mb = (w * a).sum(axis=1) / total, (w * b).sum(axis=1) / total
@@ -161,7 +161,7 @@ def weighted_spearman(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray
     w = np.asarray(w, dtype=np.float64)
     out = np.empty((w.shape[0], a.shape[1]))
     for j in range(a.shape[1]):
-        out[:, j] = _rowwise_pearson(weighted_ranks(a[:, j], w), weighted_ranks(b[:, j], w), w)
+        out[:, j] = rowwise_pearson(weighted_ranks(a[:, j], w), weighted_ranks(b[:, j], w), w)
     return out
 
 
@@ -214,5 +214,5 @@ def weighted_within_group_r(
             with np.errstate(divide="ignore", invalid="ignore"):
                 means = np.where(counts > 0, sums / counts, 0.0)
             dev.append(centred[None, :] - means[:, codes])
-        out[:, j] = _rowwise_pearson(dev[0], dev[1], w)
+        out[:, j] = rowwise_pearson(dev[0], dev[1], w)
     return out

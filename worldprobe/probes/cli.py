@@ -23,7 +23,10 @@ def probe(
                                      help="Z-score activation dimensions on train rows (default: on, measured)."),
     control: list[str] = typer.Option([], "--control", help="Control to run beside the probe (repeat), e.g. "
                                       "shuffled, lexical, embedding, group_oracle, within_group, alt_world."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of the MLP probe and of the controls."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of the MLP probe, the controls and the bootstrap."),
+    random_init_seeds: int = typer.Option(3, "--random-init-seeds", min=1,
+                                          help="Random-weight twins for the random_init control (seeds seed..)."),
+    resamples: int = typer.Option(1000, "--resamples", min=100, help="Bootstrap resamples per interval."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice; 1 is "
                                 "often fastest on a CPU shared with other jobs)."),
 ) -> None:  # fmt: skip
@@ -38,14 +41,12 @@ def probe(
     folder = run_probe(
         dataset, model, prompt, workspace=workspace_of(ctx), probe=probe_kind,
         layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),
-        controls=tuple(control), standardize=standardize, seed=seed,
+        controls=tuple(control), standardize=standardize, seed=seed, random_init_seeds=random_init_seeds,
+        resamples=resamples,
     )  # fmt: skip
     summary = read_summary(folder)
-    best = summary["best_test"]
-    typer.echo(
-        f"best layer {summary['best_layer']}/{summary['n_layers']}: test R² {best.get('r2:mean', float('nan')):.3f}"
-        + (f", {best['haversine_km:mean']:.0f} km" if "haversine_km:mean" in best else "")
-    )
+    typer.echo(f"{summary['dataset']} x {summary['model']}: {summary['verdict']['label']}")
+    typer.echo(summary["verdict"]["sentence"])
     if summary.get("alpha_on_edge_layers"):
         typer.secho(f"note: best alpha on the grid edge at layers {summary['alpha_on_edge_layers']}", fg="yellow")
     typer.echo(str(folder))

@@ -8,6 +8,7 @@ their value at every probed layer so that they draw as flat lines beside the lay
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -15,12 +16,13 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
-from sklearn.metrics import r2_score
 from tqdm.auto import tqdm
 
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes.metrics import pearson_columns, r2_columns, spearman_columns
+from worldprobe.probes.results import LAYER_ROW_COLUMNS
+from worldprobe.probes.selection import SCORE_METRIC, select_layer, selection_score
 from worldprobe.workspace import Workspace
 
 CONTROLS = ("random_init", "shuffled", "lexical", "embedding", "group_oracle", "within_group", "alt_world")
@@ -29,13 +31,67 @@ CONTROLS = ("random_init", "shuffled", "lexical", "embedding", "group_oracle", "
 ALT_WORLD_PERMUTATIONS = 5
 """How many seeded group permutations the alternative-world control averages over."""
 
+RANDOM_INIT_SEEDS = 3
+"""Random-weight twins per model (seeds ``seed, seed + 1, ...``): a random-init control varies with its seed."""
+
+FLAT = -1
+"""The ``predictions`` key of a layer-free control (lexical, group_oracle, embedding)."""
+
 LEXICAL_ALPHAS = (0.1, 1.0, 10.0, 100.0)
 """Ridge penalties tried by the lexical control (chosen on a seeded 10% validation part of train)."""
 
-METRIC_COLUMNS = (
-    "dataset", "model", "n_layers", "prompt", "layer", "rel_depth", "probe", "control",
-    "standardize", "split", "target", "metric", "value", "seed",
-)  # fmt: skip
+METRIC_COLUMNS = LAYER_ROW_COLUMNS
+"""The columns of the rows :func:`run_controls` returns (``worldprobe.probes.results``)."""
+
+
+@dataclass
+class ControlFit:
+    """What one control (one seed of it) predicted, kept for the bootstrap at the reported layers.
+
+    ``y`` is what it was scored against (every row; the permuted targets for ``shuffled``), ``predictions`` maps a
+    layer to (n, k) predictions of every row (a layer-free control has one entry at :data:`FLAT`), ``selection`` the
+    layer's train-only score (layered controls only).
+    """
+
+    control: str
+    y: np.ndarray
+    predictions: dict[int, np.ndarray]
+    selection: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def layered(self) -> bool:
+        return bool(self.selection)
+
+    @property
+    def selected_layer(self) -> int | None:
+        """The control's own layer, chosen on train rows like the probe's (None for a layer-free control)."""
+        return select_layer(self.selection) if self.selection else None
+
+    def at(self, layer: int | None) -> np.ndarray:
+        """Predictions at ``layer`` (a layer-free control: its only predictions)."""
+        return self.predictions[FLAT] if not self.layered else self.predictions[layer]
+
+
+@dataclass
+class AltWorldFit:
+    """The alternative worlds (targets of every row) and what each feature set predicted for them: the probe's
+    activations per layer, the lexical features, and each random-init twin at its own selected layer."""
+
+    worlds: list[np.ndarray]
+    model: dict[int, list[np.ndarray]]
+    model_selection: dict[int, float]
+    lexical: list[np.ndarray] | None = None
+    random_init: dict[int, tuple[int, list[np.ndarray]]] = field(default_factory=dict)  # seed -> (layer, preds)
+
+
+@dataclass
+class ControlRun:
+    """Tidy metric rows (columns of ``metrics.parquet``) and the fits behind them."""
+
+    rows: pd.DataFrame
+    fits: list[ControlFit]
+    alt_world: AltWorldFit | None = None
 
 
 class CacheLike(Protocol):
@@ -60,28 +116,33 @@ def run_controls(
     make_probe: Callable[[], BaseEstimator],
     predictions: dict[int, np.ndarray],
     seed: int,
-) -> pd.DataFrame:
-    """Run the named controls and return their tidy metric rows (columns of ``metrics.parquet``).
+    selected_layer: int | None = None,
+    random_init_seeds: int = RANDOM_INIT_SEEDS,
+) -> ControlRun:
+    """Run the named controls; return their tidy metric rows (columns of ``metrics.parquet``) and their fits.
 
     ``targets`` holds the target columns in cache order, ``predictions[layer]`` the main probe's predictions for every
-    row (columns in target order); the split is ``cache.entities["is_test"]``.
+    row (columns in target order); the split is ``cache.entities["is_test"]``. ``selected_layer`` is the probe's
+    train-selected layer (default: the deepest of ``layers``); ``random_init`` runs ``random_init_seeds`` twins.
     ``names`` may be ``["all"]`` for every control in :data:`CONTROLS`.
     """
     names = resolve_controls(names)
     entities = cache.entities.reset_index(drop=True)
     if len(entities) != len(targets):
         raise WorldprobeError(f"{len(targets)} target rows for a cache of {len(entities)} entities", field="targets")
+    if random_init_seeds < 1:
+        raise WorldprobeError(f"random_init_seeds must be at least 1, not {random_init_seeds}", field="random_init")
     job = _Job(
         dataset=dataset, model=model, prompt=prompt, cache=cache, entities=entities,
         y=targets.to_numpy(dtype=np.float64), target_names=list(targets.columns), layers=list(layers),
         make_probe=make_probe, predictions=predictions, seed=seed, workspace=workspace,
+        selected_layer=max(layers) if selected_layer is None else int(selected_layer),
+        twin_seeds=[seed + i for i in range(random_init_seeds)],
     )  # fmt: skip
-    frames = []
-    for name in tqdm(names, desc="controls", unit="control"):
-        frames.append(_RUNNERS[name](job))
-    if not frames:
-        return pd.DataFrame(columns=list(METRIC_COLUMNS))
-    return pd.concat(frames, ignore_index=True)[list(METRIC_COLUMNS)]
+    frames = [pd.DataFrame(_RUNNERS[name](job)) for name in tqdm(names, desc="controls", unit="control")]
+    rows = pd.concat(frames, ignore_index=True)[list(METRIC_COLUMNS)] if frames else pd.DataFrame(
+        columns=list(METRIC_COLUMNS))  # fmt: skip
+    return ControlRun(rows, job.fits, job.alt_world)
 
 
 def resolve_controls(names: Sequence[str]) -> list[str]:
@@ -95,7 +156,8 @@ def resolve_controls(names: Sequence[str]) -> list[str]:
 
 
 class _Job:
-    """The inputs shared by every control of one (dataset, model, prompt) run, and the row writer."""
+    """The inputs shared by every control of one (dataset, model, prompt) run, the row writer, and the fits the
+    controls leave for the bootstrap (``fits``, ``alt_world``)."""
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
@@ -104,14 +166,19 @@ class _Job:
         probe = self.make_probe()
         self.probe_name = probe_name(probe)
         self.standardize = bool(probe.get_params().get("standardize", False))
+        self.fits: list[ControlFit] = []
+        self.alt_world: AltWorldFit | None = None
+        self.twins: dict[int, CacheLike] = {}  # random-init twin caches by seed, rows in this cache's order
 
-    def rows(self, control: str, layer: int, split: str, metrics: dict[str, dict[str, float]]) -> list[dict]:
+    def rows(
+        self, control: str, layer: int, split: str, metrics: dict[str, dict[str, float]], seed: int | None = None
+    ) -> list[dict]:
         """Tidy rows for ``metrics[target][metric] = value`` at one layer and split."""
         base = {
             "dataset": self.dataset, "model": self.model, "n_layers": self.n_layers, "prompt": self.prompt,
             "layer": int(layer), "rel_depth": layer / self.n_layers if self.n_layers else np.nan,
             "probe": self.probe_name, "control": control, "standardize": self.standardize, "split": split,
-            "seed": int(self.seed),
+            "seed": int(self.seed if seed is None else seed),
         }  # fmt: skip
         return [
             {**base, "target": target, "metric": metric, "value": float(value)}
@@ -119,31 +186,49 @@ class _Job:
             for metric, value in values.items()
         ]
 
-    def fit_predict(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Fit a fresh probe on the train rows of ``x``/``y`` and predict every row."""
-        return self.fit_predict_many(x, [y])[0]
-
-    def fit_predict_many(self, x: np.ndarray, ys: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """:meth:`fit_predict` for several target sets on the same ``x``, sharing one decomposition when the probe
-        has ``fit_many`` (the ridge probe)."""
+    def fit_predict_many(self, x: np.ndarray, ys: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Fit a fresh probe per target set on the train rows of ``x``; predictions of every row and each fit's
+        train-only selection score. One decomposition for all sets when the probe has ``fit_many`` (ridge)."""
         probe, train = self.make_probe(), ~self.is_test
         if hasattr(probe, "fit_many"):
             fitted = probe.fit_many(x[train], [y[train] for y in ys])
         else:
             fitted = [self.make_probe().fit(x[train], y[train]) for y in ys]
-        return [np.asarray(f.predict(x), dtype=np.float64).reshape(len(x), -1) for f in fitted]
+        preds = [np.asarray(f.predict(x), dtype=np.float64).reshape(len(x), -1) for f in fitted]
+        return preds, [selection_score(f) for f in fitted]
 
     def layer(self, layer: int, cache: CacheLike | None = None) -> np.ndarray:
         return np.asarray((cache or self.cache).layer(layer), dtype=np.float32)
 
-    def regression_rows(self, control: str, layers: Sequence[int], y: np.ndarray, pred: np.ndarray) -> list[dict]:
+    def regression_rows(
+        self, control: str, layers: Sequence[int], y: np.ndarray, pred: np.ndarray, seed: int | None = None
+    ) -> list[dict]:
         """r2/spearman/pearson rows on train and test for ``pred`` against ``y``, repeated at each of ``layers``."""
         out = []
         for split, mask in (("train", ~self.is_test), ("test", self.is_test)):
             metrics = regression_metrics(y[mask], pred[mask], self.target_names)
             for layer in layers:
-                out += self.rows(control, layer, split, metrics)
+                out += self.rows(control, layer, split, metrics, seed)
         return out
+
+    def layered(self, control: str, y: np.ndarray, layer_of: Callable[[int], np.ndarray], seed: int | None = None
+                ) -> list[dict]:  # fmt: skip
+        """Fit the probe to ``y`` at every layer (``layer_of(l)`` gives the features); rows per layer, with the
+        selection score on train rows, and the fit kept in ``fits``."""
+        fit = ControlFit(control, y, {}, {}, seed)
+        rows = []
+        for layer in tqdm(self.layers, desc=control, unit="layer", leave=False):
+            (pred,), (score,) = self.fit_predict_many(layer_of(layer), [y])
+            fit.predictions[layer], fit.selection[layer] = pred, score
+            rows += self.regression_rows(control, [layer], y, pred, seed)
+            rows += self.rows(control, layer, "train", {"mean": {SCORE_METRIC: score}}, seed)
+        self.fits.append(fit)
+        return rows
+
+    def flat(self, control: str, pred: np.ndarray) -> list[dict]:
+        """Rows of a layer-free control (its value repeated at every probed layer), the fit kept in ``fits``."""
+        self.fits.append(ControlFit(control, self.y, {FLAT: pred}))
+        return self.regression_rows(control, self.layers, self.y, pred)
 
 
 def probe_name(probe: BaseEstimator) -> str:
@@ -175,13 +260,10 @@ def _per_target(
 # --- the controls -----------------------------------------------------------------------------------------------
 
 
-def _shuffled(job: _Job) -> pd.DataFrame:
+def _shuffled(job: _Job) -> list[dict]:
     """The probe's floor: targets permuted across entities, entities sharing a text get the same new target."""
     y = shuffled_targets(job.entities["text"], job.y, seed=job.seed)
-    rows = []
-    for layer in tqdm(job.layers, desc="shuffled", unit="layer", leave=False):
-        rows += job.regression_rows("shuffled", [layer], y, job.fit_predict(job.layer(layer), y))
-    return pd.DataFrame(rows)
+    return job.layered("shuffled", y, job.layer)
 
 
 def shuffled_targets(texts: pd.Series, y: np.ndarray, *, seed: int) -> np.ndarray:
@@ -193,14 +275,25 @@ def shuffled_targets(texts: pd.Series, y: np.ndarray, *, seed: int) -> np.ndarra
     return np.asarray(y, dtype=np.float64)[first[perm[codes]]]
 
 
-def _random_init(job: _Job) -> pd.DataFrame:
-    """The same architecture and tokenizer with seeded random weights, through the same extraction and probe."""
+def _random_init(job: _Job) -> list[dict]:
+    """The same architecture and tokenizer with seeded random weights, through the same extraction and probe: one
+    twin per seed (``job.twin_seeds``), each with its own train-selected layer."""
+    rows = []
+    for twin_seed in job.twin_seeds:
+        twin = twin_cache(job, twin_seed)
+        job.twins[twin_seed] = twin
+        rows += job.layered("random_init", job.y, lambda layer, t=twin: job.layer(layer, t), seed=twin_seed)
+    return rows
+
+
+def twin_cache(job: _Job, twin_seed: int) -> CacheLike:
+    """The random-init twin's cache for one seed (extracted when missing), its rows in this cache's entity order."""
     from worldprobe.extract import open_cache, run_extraction
 
-    limit = int(job.cache.manifest.get("n_entities", len(job.entities)))
+    manifest = job.cache.manifest
     path = run_extraction(
-        job.dataset, f"random:{job.model}", job.prompt, workspace=job.workspace, layers=job.layers, limit=limit,
-        seed=job.seed,
+        job.dataset, f"random:{job.model}", job.prompt, workspace=job.workspace, layers=job.layers,
+        limit=manifest.get("limit"), limit_seed=manifest.get("limit_seed"), seed=twin_seed,
     )  # fmt: skip
     twin = open_cache(path)
     position = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))
@@ -210,45 +303,66 @@ def _random_init(job: _Job) -> pd.DataFrame:
             "the random-init cache lacks entities of the model's cache", file=path,
             hint="rebuild both caches from the same dataset table and --limit",
         )  # fmt: skip
-    rows_of_twin = position[wanted].to_numpy()
-    rows = []
-    for layer in tqdm(job.layers, desc="random_init", unit="layer", leave=False):
-        x = np.asarray(twin.layer(layer), dtype=np.float32)[rows_of_twin]
-        rows += job.regression_rows("random_init", [layer], job.y, job.fit_predict(x, job.y))
-    return pd.DataFrame(rows)
+    return _Reordered(twin, position[wanted].to_numpy())
 
 
-def _lexical(job: _Job) -> pd.DataFrame:
+class _Reordered:
+    """A cache whose rows are read in another order (the twin's rows matched to the model cache's entities)."""
+
+    def __init__(self, cache: CacheLike, rows: np.ndarray) -> None:
+        self._cache, self._rows = cache, rows
+        self.manifest, self.entities = cache.manifest, cache.entities.iloc[rows].reset_index(drop=True)
+
+    def layer(self, layer: int) -> np.ndarray:
+        return np.asarray(self._cache.layer(layer), dtype=np.float32)[self._rows]
+
+
+def _lexical(job: _Job) -> list[dict]:
     """A ridge on TF-IDF character n-grams of the entity text: what the spelling alone gives away."""
-    pred = lexical_predictions(job.entities["text"], job.y, job.is_test, seed=job.seed)
-    return pd.DataFrame(job.regression_rows("lexical", job.layers, job.y, pred))
+    return job.flat("lexical", lexical_predictions(job.entities["text"], job.y, job.is_test, seed=job.seed))
 
 
 def lexical_predictions(texts: pd.Series, y: np.ndarray, is_test: np.ndarray, *, seed: int) -> np.ndarray:
     """Predictions for every row of a ridge on TF-IDF char 1-4-grams fitted on train rows (z-scored targets, the
     penalty picked on a seeded 10% validation part of train)."""
+    return lexical_predictions_many(texts, [y], is_test, seed=seed)[0]
+
+
+def lexical_predictions_many(
+    texts: pd.Series, ys: Sequence[np.ndarray], is_test: np.ndarray, *, seed: int
+) -> list[np.ndarray]:
+    """:func:`lexical_predictions` for several target sets on the same texts (one vectoriser; each set picks its
+    own penalty on the same validation rows)."""
     train = np.flatnonzero(~is_test)
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True, dtype=np.float32)
     vectorizer.fit(texts.iloc[train].astype(str))
     x = vectorizer.transform(texts.astype(str))
-    mean, std = y[train].mean(axis=0), y[train].std(axis=0) + 1e-12
-    z = (y - mean) / std
-    rng = np.random.default_rng(seed)
-    valid = rng.random(len(train)) < 0.1
+    ys = [np.asarray(y, dtype=np.float64).reshape(len(texts), -1) for y in ys]
+    stacked = np.hstack(ys)
+    sets = np.repeat(np.arange(len(ys)), [y.shape[1] for y in ys])
+    mean, std = stacked[train].mean(axis=0), stacked[train].std(axis=0) + 1e-12
+    z = (stacked - mean) / std
+    valid = np.random.default_rng(seed).random(len(train)) < 0.1
     fit_rows, valid_rows = train[~valid], train[valid]
-    scores = [
-        r2_score(z[valid_rows], Ridge(alpha=a).fit(x[fit_rows], z[fit_rows]).predict(x[valid_rows]))
-        for a in LEXICAL_ALPHAS
-    ]
-    best = LEXICAL_ALPHAS[int(np.argmax(scores))]
-    pred = Ridge(alpha=best).fit(x[train], z[train]).predict(x)
-    return pred.reshape(len(y), -1) * std + mean
+    scores = np.empty((len(LEXICAL_ALPHAS), len(ys)))
+    for i, alpha in enumerate(LEXICAL_ALPHAS):
+        guess = Ridge(alpha=alpha).fit(x[fit_rows], z[fit_rows]).predict(x[valid_rows]).reshape(len(valid_rows), -1)
+        per_column = r2_columns(z[valid_rows], guess)
+        scores[i] = [per_column[sets == s].mean() for s in range(len(ys))]
+    best = scores.argmax(axis=0)
+    out = np.empty_like(z)
+    for alpha_index in np.unique(best):
+        cols = np.flatnonzero(np.isin(sets, np.flatnonzero(best == alpha_index)))
+        fitted = Ridge(alpha=LEXICAL_ALPHAS[alpha_index]).fit(x[train], z[train][:, cols])
+        out[:, cols] = fitted.predict(x).reshape(len(texts), -1)
+    pred = out * std + mean
+    return [pred[:, sets == s] for s in range(len(ys))]
 
 
-def _embedding(job: _Job) -> pd.DataFrame:
+def _embedding(job: _Job) -> list[dict]:
     """The probe on layer 0 (the token embeddings), drawn as a flat line."""
-    pred = job.fit_predict(_require_layer(job, 0), job.y)
-    return pd.DataFrame(job.regression_rows("embedding", job.layers, job.y, pred))
+    (pred,), _ = job.fit_predict_many(_require_layer(job, 0), [job.y])
+    return job.flat("embedding", pred)
 
 
 def _require_layer(job: _Job, layer: int) -> np.ndarray:
@@ -261,11 +375,9 @@ def _require_layer(job: _Job, layer: int) -> np.ndarray:
     return job.layer(layer)
 
 
-def _group_oracle(job: _Job) -> pd.DataFrame:
+def _group_oracle(job: _Job) -> list[dict]:
     """Each entity predicted by its group's train mean (country, state, borough, century, decade, year)."""
-    groups = group_keys(job.entities, job.dataset)
-    pred = group_means(groups, job.y, ~job.is_test)
-    return pd.DataFrame(job.regression_rows("group_oracle", job.layers, job.y, pred))
+    return job.flat("group_oracle", group_means(group_keys(job.entities, job.dataset), job.y, ~job.is_test))
 
 
 def group_keys(entities: pd.DataFrame, dataset: str) -> pd.Series:
@@ -285,7 +397,7 @@ def group_means(groups: pd.Series, y: np.ndarray, fit_rows: np.ndarray) -> np.nd
     return np.where(np.isnan(out), overall, out)
 
 
-def _within_group(job: _Job) -> pd.DataFrame:
+def _within_group(job: _Job) -> list[dict]:
     """Correlation of the main probe with the truth after subtracting group means from both, per split."""
     groups = group_keys(job.entities, job.dataset)
     rows = []
@@ -296,7 +408,7 @@ def _within_group(job: _Job) -> pd.DataFrame:
                 groups[mask].reset_index(drop=True), job.y[mask], pred[mask], job.target_names
             )
             rows += job.rows("within_group", layer, split, metrics)
-    return pd.DataFrame(rows)
+    return rows
 
 
 def within_group_metrics(
@@ -321,22 +433,28 @@ def predictions_at(job: _Job, layer: int) -> np.ndarray:
     return pred
 
 
-def _alt_world(job: _Job) -> pd.DataFrame:
+def _alt_world(job: _Job) -> list[dict]:
     """Jin & Rinard's semantic intervention: move whole groups to each other's positions, retrain the same probe on
-    the same activations, and report R²(true) - R²(alternative) per layer, mean and spread over permutations."""
+    the same activations, and report R²(true) - R²(alternative) per layer, mean and spread over permutations.
+
+    The same worlds are fitted from the lexical features and from each random-init twin (at its own selected layer)
+    and kept in ``job.alt_world``: neighbouring groups often have similar spellings, so the model's gap is evidence
+    only beyond theirs (science.md section 7)."""
     groups = group_keys(job.entities, job.dataset)
     worlds = [
         alternative_world(groups, job.y, seed=s)
         for s in np.random.default_rng(job.seed).integers(0, 2**31, ALT_WORLD_PERMUTATIONS)
     ]
+    fit = AltWorldFit(worlds, {}, {})
     rows = []
     names = [*job.target_names, "mean"]
     for layer in tqdm(job.layers, desc="alt_world", unit="layer", leave=False):
-        x = job.layer(layer)
+        preds, scores = job.fit_predict_many(job.layer(layer), worlds)
+        fit.model[layer], fit.model_selection[layer] = preds, float(np.mean(scores))
         true = regression_metrics(job.y[job.is_test], predictions_at(job, layer)[job.is_test], job.target_names)
         alt = [
             regression_metrics(y_alt[job.is_test], pred[job.is_test], job.target_names)
-            for y_alt, pred in zip(worlds, job.fit_predict_many(x, worlds), strict=True)
+            for y_alt, pred in zip(worlds, preds, strict=True)
         ]
         r2 = {n: np.array([a[n]["r2"] for a in alt]) for n in names}
         gap = {n: true[n]["r2"] - r2[n] for n in names}
@@ -349,7 +467,14 @@ def _alt_world(job: _Job) -> pd.DataFrame:
             for n in names
         }  # fmt: skip
         rows += job.rows("alt_world", layer, "test", metrics)
-    return pd.DataFrame(rows)
+        rows += job.rows("alt_world", layer, "train", {"mean": {SCORE_METRIC: fit.model_selection[layer]}})
+    fit.lexical = lexical_predictions_many(job.entities["text"], worlds, job.is_test, seed=job.seed)
+    for twin_fit in (f for f in job.fits if f.control == "random_init"):
+        layer = twin_fit.selected_layer
+        preds, _ = job.fit_predict_many(job.layer(layer, job.twins[twin_fit.seed]), worlds)
+        fit.random_init[twin_fit.seed] = (layer, preds)
+    job.alt_world = fit
+    return rows
 
 
 def alternative_world(groups: pd.Series, y: np.ndarray, *, seed: int) -> np.ndarray:
@@ -370,7 +495,7 @@ def alternative_world(groups: pd.Series, y: np.ndarray, *, seed: int) -> np.ndar
     return y - centroids[codes] + centroids[destination[codes]]
 
 
-_RUNNERS: dict[str, Callable[[_Job], pd.DataFrame]] = {
+_RUNNERS: dict[str, Callable[[_Job], list[dict]]] = {
     "random_init": _random_init,
     "shuffled": _shuffled,
     "lexical": _lexical,

@@ -18,9 +18,14 @@ from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes import metrics
+from worldprobe.probes.bootstrap import DEFAULT_RESAMPLES
+from worldprobe.probes.controls import FLAT, RANDOM_INIT_SEEDS, group_keys, resolve_controls
+from worldprobe.probes.headline import ALL, RunData, headline
 from worldprobe.probes.mlp import MLPProbe
 from worldprobe.probes.results import HOLDOUT_COLUMNS, is_complete, run_dir, run_key, write_results
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE, RidgeProbe
+from worldprobe.probes.selection import SCORE_METRIC, criterion, select_layer, selection_score
+from worldprobe.probes.verdict import verdict
 from worldprobe.workspace import as_workspace
 
 PROBES = ("ridge", "mlp")
@@ -99,13 +104,15 @@ def score(true: pd.DataFrame, pred: pd.DataFrame, kind: str, *, proximity: bool 
 
 @dataclass
 class ProbeResult:
-    """What a layer sweep returns: tidy metric rows, predictions for every row, the fitted probes and the best layer."""
+    """What a layer sweep returns: tidy metric rows, predictions for every row, the fitted probes, each layer's
+    train-only selection score and the layer it selects (test rows never enter the choice)."""
 
     metrics: pd.DataFrame  # columns: layer, split, target, metric, value
     predictions: dict[int, np.ndarray]  # layer -> (n_rows, n_targets) in target column order, every row
     targets: pd.DataFrame
     kind: str
-    best_layer: int
+    selection: dict[int, float]  # layer -> selection score (see worldprobe.probes.selection)
+    selected_layer: int
     probes: dict[int, BaseEstimator] = field(default_factory=dict)
     dropped: int = 0  # rows without a finite target (not fitted, not scored)
 
@@ -135,12 +142,13 @@ def layer_sweep(
     train, test = np.flatnonzero(valid & ~is_test), np.flatnonzero(valid & is_test)
     if len(train) < 3 or len(test) < 2:
         raise WorldprobeError(f"too few rows with a target: {len(train)} train, {len(test)} test", field="targets")
-    rows, preds, probes = [], {}, {}
+    rows, preds, probes, scores = [], {}, {}, {}
     for layer in tqdm(list(layers), desc="probing layers", unit="layer", disable=not progress):
         x = layer_of(layer)
         probe = make_probe().fit(x[train], y[train])
         pred = np.asarray(probe.predict(x), dtype=np.float64).reshape(len(y), -1)
         preds[layer] = pred
+        scores[layer] = selection_score(probe)
         if keep_probes:
             probes[layer] = probe
         pred_df = pd.DataFrame(pred, columns=targets.columns)
@@ -148,11 +156,11 @@ def layer_sweep(
             true_s, pred_s = targets.iloc[idx].reset_index(drop=True), pred_df.iloc[idx].reset_index(drop=True)
             rows += [(layer, split, t, m, v) for t, m, v in score(true_s, pred_s, kind, proximity=split == "test")]
         rows += [(layer, "train", "mean", m, v) for m, v in _probe_settings(probe)]
+        rows.append((layer, "train", "mean", SCORE_METRIC, scores[layer]))
     table = pd.DataFrame(rows, columns=["layer", "split", "target", "metric", "value"])
-    r2_test = table.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")["value"]
     return ProbeResult(
-        metrics=table, predictions=preds, targets=targets, kind=kind, best_layer=int(r2_test.idxmax()),
-        probes=probes, dropped=int((~valid).sum()),
+        metrics=table, predictions=preds, targets=targets, kind=kind, selection=scores,
+        selected_layer=select_layer(scores), probes=probes, dropped=int((~valid).sum()),
     )  # fmt: skip
 
 
@@ -353,14 +361,19 @@ def run_probe(
     controls: Sequence[str] = (),
     standardize: bool | None = None,
     seed: int = DEFAULT_SEED,
+    random_init_seeds: int = RANDOM_INIT_SEEDS,
+    resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
 ) -> Path:
     """Probe one finished activation cache and write ``results/<run-key>/``; return that folder.
 
-    Layer sweep over ``layers`` (default: every cached layer), train and test metrics per layer, predictions for the
-    best layer (and every layer asked for explicitly), held-out blocks at the best layer for each column in
-    ``holdouts``, and the named ``controls`` (``worldprobe.probes.controls``) in the same metrics table. A finished run
-    with the same caches and settings is not recomputed.
+    Layer sweep over ``layers`` (default: every cached layer), train and test metrics per layer, the layer selected
+    on train rows (``worldprobe.probes.selection``), the named ``controls`` (``worldprobe.probes.controls``; the
+    random-init control with ``random_init_seeds`` twins) in the same metrics table, the headline estimates with
+    bootstrap intervals (``resamples`` per interval) and the verdict (``worldprobe.probes.headline``, ``verdict``),
+    predictions of the probe and every control at the reported layers (and every layer asked for explicitly), and
+    held-out blocks at the selected layer for each column in ``holdouts``. A finished run with the same caches and
+    settings is not recomputed.
     """
     from worldprobe.extract import find_cache, open_cache
 
@@ -388,7 +401,8 @@ def run_probe(
         )
     settings = {
         "probe": probe, "layers": chosen, "target": target, "log_target": log_target, "holdouts": list(holdouts),
-        "controls": list(controls), "standardize": std, "seed": seed,
+        "controls": list(controls), "standardize": std, "seed": seed, "resamples": resamples,
+        "random_init_seeds": random_init_seeds if "random_init" in resolve_controls(controls) else None,
         "alphas": [float(a) for a in DEFAULT_ALPHAS] if probe == "ridge" else None,
     }  # fmt: skip
     key = run_key([cache.manifest], settings)
@@ -400,25 +414,37 @@ def run_probe(
     is_test = entities["is_test"].to_numpy(dtype=bool)
     make = make_probe_factory(probe, standardize=std, seed=seed)
     result = layer_sweep(cache.layer, targets, is_test, chosen, make, kind=kind, progress=progress)
+    selected = result.selected_layer
     n_layers = int(cache.manifest["n_layers"])
     ids = {"dataset": dataset, "model": model, "n_layers": n_layers, "prompt": prompt, "probe": probe, "seed": seed}
-    table = result.metrics.assign(**ids, control="none", standardize=std)
-    table["rel_depth"] = table["layer"] / n_layers
-    frames = [table]
+    valid = np.isfinite(targets.to_numpy(dtype=np.float64)).all(axis=1)
+    fits: list = []
+    alt = None
+    frames = [result.metrics.assign(control="none", seed=seed)]
     if controls:
         from worldprobe.probes.controls import run_controls
 
-        valid = np.isfinite(targets.to_numpy(dtype=np.float64)).all(axis=1)
         view = cache if valid.all() else _RowSubset(cache, valid)
         ctl = run_controls(
             list(controls), workspace=ws, dataset=dataset, model=model, prompt=prompt, cache=view,
             targets=targets[valid].reset_index(drop=True), layers=chosen, make_probe=make,
-            predictions={k: v[valid] for k, v in result.predictions.items()}, seed=seed,
+            predictions={k: v[valid] for k, v in result.predictions.items()}, seed=seed, selected_layer=selected,
+            random_init_seeds=random_init_seeds,
         )  # fmt: skip
-        frames.append(ctl.assign(standardize=std))
-    metrics_table = pd.concat(frames, ignore_index=True)
+        frames.append(ctl.rows)
+        fits, alt = ctl.fits, ctl.alt_world
+    top = headline(RunData(
+        kind=kind, target_names=list(targets.columns), y=targets.to_numpy(dtype=np.float64)[valid],
+        is_test=is_test[valid], groups=group_keys(entities, dataset).to_numpy()[valid],
+        entity_type=entities["entity_type"].astype(str).to_numpy()[valid],
+        probe={k: v[valid] for k, v in result.predictions.items()}, selected_layer=selected, fits=fits, alt_world=alt,
+        seed=seed, resamples=resamples,
+    ))  # fmt: skip
+    metrics_table = with_intervals(pd.concat(frames, ignore_index=True), top.rows, fits, selected, seed=seed,
+                                   n_train=int((valid & ~is_test).sum()), n_test=int((valid & is_test).sum()))
+    metrics_table = metrics_table.assign(**{k: v for k, v in ids.items() if k != "seed"}, standardize=std)
+    metrics_table["rel_depth"] = metrics_table["layer"] / n_layers
 
-    best = result.best_layer
     hold = []
     for column in holdouts:
         groups = entities[column]
@@ -426,22 +452,29 @@ def run_probe(
             from worldprobe.datasets.normalize import canonical_country
 
             groups = groups.map(canonical_country)
-        blocks = holdout_blocks(cache.layer(best), targets, groups.rename(column), is_test, result.predictions[best],
-                                make, kind=kind, progress=progress)  # fmt: skip
-        hold.append(blocks.assign(dataset=dataset, model=model, prompt=prompt, layer=best, probe=probe, column=column))
+        blocks = holdout_blocks(cache.layer(selected), targets, groups.rename(column), is_test,
+                                result.predictions[selected], make, kind=kind, progress=progress)  # fmt: skip
+        hold.append(blocks.assign(dataset=dataset, model=model, prompt=prompt, layer=selected, probe=probe,
+                                  column=column))  # fmt: skip
     holdouts_table = pd.concat(hold, ignore_index=True) if hold else pd.DataFrame(columns=list(HOLDOUT_COLUMNS))
 
-    kept = sorted({best} | (set(chosen) if layers is not None else set()))
-    predictions = _prediction_table(entities, spec, targets, result, kept, ids)
-    best_rows = table.query("layer == @best and split == 'test'")
+    kept = sorted({selected} | (set(chosen) if layers is not None else set()))
+    predictions = _prediction_table(entities, spec, targets, result, kept, ids, fits, valid, selected)
+    test_rows = result.metrics.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")
+    upper = int(test_rows["value"].idxmax())
     summary = {
         "run_key": key, "dataset": dataset, "model": model, "prompt": prompt, "probe": probe, "kind": kind,
-        "n_layers": n_layers, "layers": chosen, "best_layer": best, "best_rel_depth": best / n_layers,
-        "best_test": {f"{r.metric}:{r.target}": r.value for r in best_rows.itertuples()},
+        "n_layers": n_layers, "layers": chosen, "selected_layer": selected, "selected_rel_depth": selected / n_layers,
+        "selection_criterion": criterion(probe), "selection": {str(k): v for k, v in result.selection.items()},
+        "headline": top.summary,
+        "verdict": verdict(top.summary, kind=kind, group_column=spec.oracle_column, n_layers=n_layers),
+        "upper_bound": {"test_r2": float(test_rows.loc[upper, "value"]), "layer": upper,
+                        "note": "the maximum over layers of test R²: an upper bound chosen on the test rows, "
+                                "not a result"},
         "targets": list(targets.columns), "settings": settings,
-        "alpha_on_edge_layers": table.query("metric == 'alpha_on_edge' and value == 1")["layer"].tolist(),
+        "alpha_on_edge_layers": result.metrics.query("metric == 'alpha_on_edge' and value == 1")["layer"].tolist(),
         "rows": {"entities": len(entities), "dropped_no_target": result.dropped,
-                 "train": int((~is_test).sum()), "test": int(is_test.sum())},
+                 "train": int((valid & ~is_test).sum()), "test": int((valid & is_test).sum())},
         "cache": {"path": str(getattr(cache, "path", "")),
                   "dataset_fingerprint": cache.manifest.get("dataset_fingerprint"),
                   "entity_order_sha256": cache.manifest.get("entity_order_sha256")},
@@ -450,21 +483,61 @@ def run_probe(
                          summary=summary)  # fmt: skip
 
 
-def _prediction_table(entities, spec, targets, result: ProbeResult, kept, ids) -> pd.DataFrame:
-    base_cols = ["entity_id", "name", "text", "is_test", *[c for c in spec.group_columns if c in entities.columns]]
-    frames = []
-    for layer in kept:
-        frame = entities[list(dict.fromkeys(base_cols))].copy()
-        for i, col in enumerate(targets.columns):
-            frame[f"true_{col}"] = targets[col].to_numpy()
-            frame[f"pred_{col}"] = result.predictions[layer][:, i]
-        frame.insert(0, "control", "none")
-        frame.insert(0, "probe", ids["probe"])
-        frame.insert(0, "layer", layer)
-        frame.insert(0, "prompt", ids["prompt"])
-        frame.insert(0, "model", ids["model"])
-        frame.insert(0, "dataset", ids["dataset"])
-        frames.append(frame)
+def with_intervals(
+    table: pd.DataFrame, estimates: list[dict], fits: list, selected: int, *, seed: int, n_train: int, n_test: int
+) -> pd.DataFrame:
+    """The per-layer rows with ``n``, the curve's train-selected layer, and the headline's intervals: a headline
+    estimate fills ``ci_low``/``ci_high`` of the per-layer row with the same key and is appended when there is none
+    (differences, median errors, per entity type)."""
+    table = table.assign(subset=ALL, ci_low=np.nan, ci_high=np.nan)
+    table["n"] = np.where(table["split"] == "test", n_test, n_train)
+    own = {(f.control, f.seed): f.selected_layer for f in fits if f.layered}
+    table["selected_layer"] = [
+        own.get((control, seed), selected) for control, seed in zip(table["control"], table["seed"], strict=True)
+    ]
+    extra = pd.DataFrame(estimates)
+    if extra.empty:
+        return table
+    extra["selected_layer"] = [
+        own.get((control, seed), selected) for control, seed in zip(extra["control"], extra["seed"], strict=True)
+    ]
+    keys = ["control", "seed", "layer", "split", "target", "metric", "subset"]
+    for frame in (table, extra):  # rows without a seed of their own carry the run's
+        frame["seed"] = frame["seed"].astype("float").fillna(seed).astype(int)
+    extra = extra.drop_duplicates(subset=keys).reset_index(drop=True)  # a control whose own layer is the probe's
+    merged = table.merge(extra[[*keys, "value", "n", "ci_low", "ci_high"]], on=keys, how="left", suffixes=("", "_e"))
+    found = merged["value_e"].notna()
+    for column in ("n", "ci_low", "ci_high"):
+        merged.loc[found, column] = merged.loc[found, f"{column}_e"]
+    merged = merged.drop(columns=[c for c in merged.columns if c.endswith("_e")])
+    matched = extra.merge(table[keys], on=keys, how="left", indicator=True)["_merge"] == "both"
+    return pd.concat([merged, extra[~matched.to_numpy()]], ignore_index=True)
+
+
+def _prediction_table(entities, spec, targets, result: ProbeResult, kept, ids, fits, valid, selected) -> pd.DataFrame:
+    """Predictions of every entity: the probe at ``kept`` layers; each control at its reported layers (a layered
+    control at the probe's selected layer and at its own, a layer-free one with layer -1). ``true_*`` holds what the
+    row was scored against (the permuted targets for ``shuffled``)."""
+    base_cols = list(dict.fromkeys(["entity_id", "name", "text", "is_test",
+                                    *[c for c in spec.group_columns if c in entities.columns]]))  # fmt: skip
+    columns = list(targets.columns)
+
+    def frame(rows: np.ndarray, layer: int, control: str, seed: int, true: np.ndarray, pred: np.ndarray):
+        out = entities.loc[rows, base_cols].reset_index(drop=True)
+        for i, col in enumerate(columns):
+            out[f"true_{col}"], out[f"pred_{col}"] = true[:, i], pred[:, i]
+        head = {"dataset": ids["dataset"], "model": ids["model"], "prompt": ids["prompt"], "layer": layer,
+                "probe": ids["probe"], "control": control, "seed": seed}  # fmt: skip
+        return pd.concat([pd.DataFrame(head, index=out.index), out], axis=1)
+
+    every = np.arange(len(entities))
+    y = targets.to_numpy(dtype=np.float64)
+    frames = [frame(every, layer, "none", ids["seed"], y, result.predictions[layer]) for layer in kept]
+    for fit in fits:
+        layers = sorted({selected, fit.selected_layer}) if fit.layered else [FLAT]
+        for layer in layers:
+            seed = ids["seed"] if fit.seed is None else fit.seed
+            frames.append(frame(every[valid], layer, fit.control, seed, fit.y, fit.at(layer)))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -21,7 +21,7 @@ def neurons(
     prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset."),
     top_k: int = typer.Option(10, "--top-k", "-k", help="Neurons kept per layer and target (chosen on train rows)."),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (layer 0 has residual dims only)."),
-    limit: int = typer.Option(None, "--limit", help="Use only the first N entities (the cache is built with it)."),
+    limit: int = typer.Option(None, "--limit", help="A seeded sample of N entities (--seed), as in extract."),
     batch_size: int = typer.Option(None, "--batch-size", help="Entities per forward pass (default by model size)."),
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of random prompts and random-init models."),
 ) -> None:

@@ -15,10 +15,15 @@ import pandas as pd
 import worldprobe
 from worldprobe.errors import WorldprobeError
 
-METRIC_COLUMNS = (
+LAYER_ROW_COLUMNS = (
     "dataset", "model", "n_layers", "prompt", "layer", "rel_depth", "probe", "control",
     "standardize", "split", "target", "metric", "value", "seed",
 )  # fmt: skip
+"""The columns of a per-layer metric row as the layer sweep and the controls produce it."""
+METRIC_COLUMNS = (*LAYER_ROW_COLUMNS, "subset", "n", "ci_low", "ci_high", "selected_layer")
+"""metrics.parquet: a per-layer row plus the rows it was computed on (``n``), the 95% bootstrap interval where the
+headline computed one (``ci_low``, ``ci_high``; NaN elsewhere), ``subset`` (``all`` or ``entity_type=<type>``) and
+the layer the row's curve selected on train rows (``selected_layer``)."""
 HOLDOUT_COLUMNS = (
     "dataset", "model", "prompt", "layer", "probe", "column", "block", "n_rows", "setting", "target", "metric", "value",
 )  # fmt: skip
@@ -36,7 +41,7 @@ def run_key(manifests: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     payload = {
         "caches": [{k: m.get(k) for k in _MANIFEST_KEYS} for m in manifests],
         "settings": settings,
-        "results_format": 1,
+        "results_format": 2,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
 

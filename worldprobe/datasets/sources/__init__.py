@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import get_spec
-from worldprobe.datasets.table import BuildReport, write_table
+from worldprobe.datasets.table import BuildReport, sample_rows, write_table
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace
 
@@ -81,18 +80,14 @@ def available() -> dict[str, list[str]]:
 
 
 def apply_limit(table: pd.DataFrame, report: BuildReport, options: BuildOptions) -> pd.DataFrame:
-    """A seeded random sample of ``options.limit`` rows in table order; the rest counted as ``beyond_limit``.
-
-    A sample (not the first rows) keeps a small table representative: builders order rows by source and size.
-    The split of the kept rows is the full table's, so whole groups still sit on one side.
-    """
-    if options.limit is None or len(table) <= options.limit:
+    """A seeded random sample of ``options.limit`` rows in table order (``table.sample_rows``); the rest counted as
+    ``beyond_limit``. The split of the kept rows is the full table's, so whole groups still sit on one side."""
+    if options.limit is None:
         return table
-    if options.limit < 1:
-        raise WorldprobeError(f"limit must be positive, not {options.limit}", field="limit")
-    rows = np.sort(np.random.default_rng(options.seed).choice(len(table), size=options.limit, replace=False))
-    report.dropped["beyond_limit"] = report.dropped.get("beyond_limit", 0) + len(table) - options.limit
-    return table.iloc[rows].reset_index(drop=True)
+    sample = sample_rows(table, options.limit, options.seed)
+    if len(sample) < len(table):
+        report.dropped["beyond_limit"] = report.dropped.get("beyond_limit", 0) + len(table) - len(sample)
+    return sample
 
 
 def build(

@@ -1,0 +1,341 @@
+"""The numbers a probe run is quoted by (science.md section 9).
+
+At the probe's train-selected layer: R², Spearman, the median error (km or years) and the within-group r, each with
+its n and a 95% bootstrap interval over the test entities; every control at the probe's layer and at its own
+train-selected layer, with the PAIRED interval of the probe minus the control (the same resampled entities on both
+sides); the alternative-world gap of the probe, of the lexical features and of the random-init twins, and the probe's
+gap beyond theirs; the same per entity type. :func:`headline` returns them as tidy metric rows (with ``n``,
+``ci_low``, ``ci_high``, ``subset``) and as the ``headline`` block of ``summary.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from worldprobe.probes import bootstrap as bs
+from worldprobe.probes.bootstrap import Estimate
+from worldprobe.probes.controls import FLAT, AltWorldFit, ControlFit, group_means
+from worldprobe.probes.metrics import haversine_km
+
+ALL = "all"
+"""The ``subset`` of rows over every test entity; per entity type it is ``entity_type=<type>``."""
+MIN_SUBSET_ROWS = 20
+"""Entity types with fewer test rows get no breakdown (their R² would be noise); they are counted in the summary."""
+CONTROL_ORDER = ("shuffled", "random_init", "embedding", "lexical", "group_oracle")
+"""Controls the probe is compared with (within_group and alt_world are read off the probe itself)."""
+
+
+@dataclass
+class RunData:
+    """What the headline needs of a finished layer sweep and its controls; arrays cover every row of the run."""
+
+    kind: str  # place | time | numeric
+    target_names: list[str]
+    y: np.ndarray  # (n, k)
+    is_test: np.ndarray
+    groups: np.ndarray  # the dataset's oracle group per row
+    entity_type: np.ndarray
+    probe: dict[int, np.ndarray]  # layer -> (n, k) predictions
+    selected_layer: int
+    fits: list[ControlFit] = field(default_factory=list)
+    alt_world: AltWorldFit | None = None
+    seed: int = 0
+    resamples: int = bs.DEFAULT_RESAMPLES
+
+
+@dataclass
+class Headline:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+class _Sample:
+    """One set of test rows and its resample weights, shared by every statistic so that differences are paired."""
+
+    def __init__(self, rows: np.ndarray, data: RunData, seed: int) -> None:
+        self.rows, self.data = rows, data
+        self.w = bs.resample_counts(len(rows), data.resamples, seed).astype(np.float64)
+        self._ranks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def both(self, statistic: Callable[[np.ndarray], np.ndarray]) -> tuple[float, np.ndarray]:
+        """(value on the sample, values on the resamples) of ``statistic(weights) -> (B,)``."""
+        return float(statistic(bs.ones_like(self.w))[0]), statistic(self.w)
+
+    def r2(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        y, pred = y[self.rows], pred[self.rows]
+        return lambda w: bs.weighted_r2(y, pred, w).mean(axis=1)
+
+    def r2_of(self, y: np.ndarray, pred: np.ndarray, column: int) -> Callable[[np.ndarray], np.ndarray]:
+        y, pred = y[self.rows], pred[self.rows]
+        return lambda w: bs.weighted_r2(y[:, column], pred[:, column], w)[:, 0]
+
+    def spearman(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        y, pred = y[self.rows], pred[self.rows]
+
+        def statistic(w: np.ndarray) -> np.ndarray:
+            ranks = [(self._truth_ranks(y, j, w), bs.weighted_ranks(pred[:, j], w)) for j in range(y.shape[1])]
+            return np.mean([bs.rowwise_pearson(a, b, w) for a, b in ranks], axis=0)
+
+        return statistic
+
+    def _truth_ranks(self, y: np.ndarray, column: int, w: np.ndarray) -> np.ndarray:
+        if w is not self.w:
+            return bs.weighted_ranks(y[:, column], w)
+        key = hash((y[:, column].tobytes(), column))
+        if key not in self._ranks:
+            self._ranks[key] = bs.weighted_ranks(y[:, column], w)
+        return self._ranks[key]
+
+    def median_error(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        errors = row_errors(self.data.kind, y[self.rows], pred[self.rows])
+        return lambda w: bs.weighted_median(errors, w)
+
+    def within_group_r(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        groups, y, pred = self.data.groups[self.rows], y[self.rows], pred[self.rows]
+        return lambda w: np.nanmean(bs.weighted_within_group_r(groups, y, pred, w), axis=1)
+
+
+def row_errors(kind: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Error per row: great-circle km for places (columns latitude, longitude), |Δ| for one time or numeric target
+    (the mean |Δ| over columns for several)."""
+    if kind == "place":
+        return haversine_km(y, pred)
+    return np.abs(pred - y).mean(axis=1)
+
+
+def error_unit(kind: str) -> str:
+    return {"place": "km", "time": "years"}.get(kind, "target units")
+
+
+def error_metric(kind: str) -> str:
+    """The metric name of the median error: ``median_haversine_km``, ``median_abs_error_years`` or
+    ``median_abs_error``."""
+    return {"place": "median_haversine_km", "time": "median_abs_error_years"}.get(kind, "median_abs_error")
+
+
+def row_metric(key: str, kind: str) -> str:
+    """The metrics.parquet name of a summary key: ``diff_r2`` -> ``r2_diff`` (probe minus control),
+    ``median_error`` -> :func:`error_metric`, ``within_group_r`` -> ``within_group_pearson``."""
+    base = key.removeprefix("diff_")
+    name = {"median_error": error_metric(kind), "within_group_r": "within_group_pearson"}.get(base, base)
+    return f"{name}_diff" if key.startswith("diff_") else name
+
+
+def _estimate(sample: _Sample, statistic: Callable[[np.ndarray], np.ndarray]) -> Estimate:
+    value, samples = sample.both(statistic)
+    low, high = bs.percentile_interval(samples)
+    return Estimate(value, low, high, sample.n)
+
+
+def _diff(a: Callable[[np.ndarray], np.ndarray], b: Callable[[np.ndarray], np.ndarray]):
+    return lambda w: a(w) - b(w)
+
+
+def _mean_of(statistics: Sequence[Callable[[np.ndarray], np.ndarray]]):
+    return lambda w: np.mean([s(w) for s in statistics], axis=0)
+
+
+class _Rows:
+    """Collects tidy metric rows of estimates (the run's identity columns are added by the caller)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, control: str, layer: int, metric: str, est: Estimate, *, seed: int | None = None,
+            target: str = "mean", subset: str = ALL) -> Estimate:  # fmt: skip
+        self.rows.append({
+            "control": control, "layer": int(layer), "seed": seed, "split": "test", "target": target,
+            "metric": metric, "value": est.value, "n": est.n, "ci_low": est.low, "ci_high": est.high,
+            "subset": subset,
+        })  # fmt: skip
+        return est
+
+
+def headline(data: RunData) -> Headline:
+    """Estimates with intervals at the train-selected layers, as metric rows and as the summary's headline block."""
+    test = np.flatnonzero(data.is_test)
+    sample = _Sample(test, data, data.seed)
+    out = _Rows()
+    layer = data.selected_layer
+    probe = data.probe[layer]
+    stats = {
+        "r2": sample.r2(data.y, probe), "spearman": sample.spearman(data.y, probe),
+        "median_error": sample.median_error(data.y, probe), "within_group_r": sample.within_group_r(data.y, probe),
+    }  # fmt: skip
+    summary: dict[str, Any] = {
+        "n_test": int(len(test)), "n_train": int((~data.is_test).sum()), "selected_layer": int(layer),
+        "error_unit": error_unit(data.kind), "resamples": data.resamples, "level": bs.LEVEL,
+    }  # fmt: skip
+    summary["probe"] = {}
+    for key, statistic in stats.items():
+        est = _estimate(sample, statistic)
+        if key == "within_group_r":  # the within_group control's own row at the probe's layer
+            out.add("within_group", layer, "pearson", est)
+        else:
+            out.add("none", layer, row_metric(key, data.kind), est)
+        summary["probe"][key] = est.to_dict()
+    summary["probe"]["r2_by_target"] = {
+        name: out.add("none", layer, "r2", _estimate(sample, sample.r2_of(data.y, probe, j)), target=name).to_dict()
+        for j, name in enumerate(data.target_names)
+    }
+    summary["baselines"] = _baselines(data, sample)
+    summary["controls"] = _controls(data, sample, stats, out)
+    if data.alt_world is not None:
+        summary["alt_world"] = _alt_world(data, sample, out)
+    summary["subsets"] = _subsets(data, out)
+    return Headline(out.rows, summary)
+
+
+def _baselines(data: RunData, sample: _Sample) -> dict[str, Any]:
+    """The errors of predicting every entity by the train mean and by its group's train mean (for figure titles)."""
+    train = ~data.is_test
+    mean = np.broadcast_to(data.y[train].mean(axis=0), data.y.shape)
+    oracle = group_means(_series(data.groups), data.y, train)
+    return {
+        name: {"median_error": _estimate(sample, sample.median_error(data.y, pred)).to_dict(),
+               "r2": _estimate(sample, sample.r2(data.y, pred)).to_dict()}
+        for name, pred in (("train_mean", mean), ("group_oracle", oracle))
+    }  # fmt: skip
+
+
+def _series(values: np.ndarray):
+    import pandas as pd
+
+    return pd.Series(values).astype("string").fillna("<missing>").reset_index(drop=True)
+
+
+def _controls(data: RunData, sample: _Sample, probe: dict, out: _Rows) -> dict[str, Any]:
+    """Each control at its own train-selected layer (layer-free controls: their only value) and, for layered ones, at
+    the probe's layer: R² with its interval and the paired difference probe minus control; a control with several
+    seeds (random_init) is the mean over its seeds, the spread of the seeds beside it."""
+    layer = data.selected_layer
+    result: dict[str, Any] = {}
+    for name in CONTROL_ORDER:
+        fits = [f for f in data.fits if f.control == name]
+        if not fits:
+            continue
+        entry: dict[str, Any] = {"seeds": [f.seed for f in fits if f.seed is not None]}
+        places = {"own": [f.selected_layer if f.layered else FLAT for f in fits]}
+        if fits[0].layered:
+            places["at_probe_layer"] = [layer] * len(fits)
+        for place, layers in places.items():
+            r2 = [sample.r2(f.y, f.at(at)) for f, at in zip(fits, layers, strict=True)]
+            part = {"layers": [None if at == FLAT else int(at) for at in layers]}
+            part["r2"] = _estimate(sample, _mean_of(r2))
+            part["diff_r2"] = _estimate(sample, _diff(probe["r2"], _mean_of(r2)))
+            if place == "own":
+                spear = [sample.spearman(f.y, f.at(at)) for f, at in zip(fits, layers, strict=True)]
+                err = [sample.median_error(f.y, f.at(at)) for f, at in zip(fits, layers, strict=True)]
+                part["diff_spearman"] = _estimate(sample, _diff(probe["spearman"], _mean_of(spear)))
+                part["median_error"] = _estimate(sample, _mean_of(err))
+                part["diff_median_error"] = _estimate(sample, _diff(probe["median_error"], _mean_of(err)))
+                if name in ("lexical", "random_init", "embedding"):
+                    within = [sample.within_group_r(f.y, f.at(at)) for f, at in zip(fits, layers, strict=True)]
+                    part["within_group_r"] = _estimate(sample, _mean_of(within))
+                    part["diff_within_group_r"] = _estimate(sample, _diff(probe["within_group_r"], _mean_of(within)))
+                part["r2_by_seed"] = {
+                    str(f.seed): _estimate(sample, stat).value for f, stat in zip(fits, r2, strict=True)
+                } if len(fits) > 1 else {}  # fmt: skip
+            for f, at in zip(fits, layers, strict=True):
+                row_layer = layer if at == FLAT else at
+                if len(fits) == 1:
+                    for key in ("r2", "diff_r2", "diff_spearman", "median_error", "diff_median_error",
+                                "within_group_r", "diff_within_group_r"):  # fmt: skip
+                        if key in part:
+                            out.add(name, row_layer, row_metric(key, data.kind), part[key], seed=f.seed)
+                else:  # one row per seed; the mean over the seeds lives in the summary
+                    r2_seed = sample.r2(f.y, f.at(at))
+                    out.add(name, row_layer, "r2", _estimate(sample, r2_seed), seed=f.seed)
+                    out.add(name, row_layer, "r2_diff", _estimate(sample, _diff(probe["r2"], r2_seed)), seed=f.seed)
+            entry[place] = {k: (v.to_dict() if isinstance(v, Estimate) else v) for k, v in part.items()}
+        result[name] = entry
+    return result
+
+
+def _alt_world(data: RunData, sample: _Sample, out: _Rows) -> dict[str, Any]:
+    """The alternative-world gap R²(true) - mean R²(alternative) of the probe at its layer and at the alternative
+    probes' own layer, of the lexical features and of the random-init twins; the probe's gap beyond theirs."""
+    alt = data.alt_world
+    layer = data.selected_layer
+    probe_r2 = sample.r2(data.y, data.probe[layer])
+
+    def gap(true_stat, predictions: Sequence[np.ndarray]):
+        alts = [sample.r2(world, pred) for world, pred in zip(alt.worlds, predictions, strict=True)]
+        return _diff(true_stat, _mean_of(alts))
+
+    stats = {"gap": gap(probe_r2, alt.model[layer])}
+    own = sorted(alt.model_selection, key=lambda lay: (-alt.model_selection[lay], lay))[0]
+    stats["gap_own"] = gap(probe_r2, alt.model[own])
+    lexical = next((f for f in data.fits if f.control == "lexical"), None)
+    if alt.lexical is not None and lexical is not None:
+        stats["gap_lexical"] = gap(sample.r2(lexical.y, lexical.at(FLAT)), alt.lexical)
+        stats["beyond_lexical"] = _diff(stats["gap"], stats["gap_lexical"])
+    twins = {f.seed: f for f in data.fits if f.control == "random_init"}
+    if alt.random_init:
+        twin_gaps = [
+            gap(sample.r2(twins[s].y, twins[s].at(lay)), preds) for s, (lay, preds) in sorted(alt.random_init.items())
+        ]
+        stats["gap_random_init"] = _mean_of(twin_gaps)
+        stats["beyond_random_init"] = _diff(stats["gap"], stats["gap_random_init"])
+    summary: dict[str, Any] = {"own_layer": int(own), "permutations": len(alt.worlds)}
+    for key, statistic in stats.items():
+        est = _estimate(sample, statistic)
+        out.add("alt_world", own if key == "gap_own" else layer, "r2_" + key, est)
+        summary[key] = est.to_dict()
+    return summary
+
+
+def _subsets(data: RunData, out: _Rows) -> dict[str, Any]:
+    """Per entity type (with at least MIN_SUBSET_ROWS test rows, when there are two such types): the probe's R² and
+    median error, each control's R² at its own layer and the paired difference."""
+    types = data.entity_type[data.is_test]
+    counts = {str(t): int((types == t).sum()) for t in np.unique(types.astype(str))}
+    large = [t for t, c in counts.items() if c >= MIN_SUBSET_ROWS]
+    result: dict[str, Any] = {"column": "entity_type", "too_few_rows": {t: c for t, c in counts.items()
+                                                                         if c < MIN_SUBSET_ROWS}}  # fmt: skip
+    if len(large) < 2:
+        result["types"] = {}
+        return result
+    probe = data.probe[data.selected_layer]
+    test = np.flatnonzero(data.is_test)
+    result["types"] = {}
+    for i, name in enumerate(large):
+        subset = f"entity_type={name}"
+        rows = test[types.astype(str) == name]
+        sample = _Sample(rows, data, data.seed + 1 + i)
+        probe_r2 = sample.r2(data.y, probe)
+        errors = sample.median_error(data.y, probe)
+        entry = {
+            "n": len(rows),
+            "r2": out.add("none", data.selected_layer, "r2", _estimate(sample, probe_r2), subset=subset).to_dict(),
+            "median_error": out.add("none", data.selected_layer, error_metric(data.kind), _estimate(sample, errors),
+                                    subset=subset).to_dict(),
+            "controls": {},
+        }  # fmt: skip
+        for control in CONTROL_ORDER:
+            fits = [f for f in data.fits if f.control == control]
+            if not fits:
+                continue
+            per_fit = []
+            for f in fits:
+                at = f.selected_layer if f.layered else FLAT
+                r2 = sample.r2(f.y, f.at(at))
+                row_layer = data.selected_layer if at == FLAT else at
+                out.add(control, row_layer, "r2", _estimate(sample, r2), seed=f.seed, subset=subset)
+                out.add(control, row_layer, "r2_diff", _estimate(sample, _diff(probe_r2, r2)), seed=f.seed,
+                        subset=subset)  # fmt: skip
+                per_fit.append(r2)
+            entry["controls"][control] = {
+                "r2": _estimate(sample, _mean_of(per_fit)).to_dict(),
+                "diff_r2": _estimate(sample, _diff(probe_r2, _mean_of(per_fit))).to_dict(),
+            }
+        result["types"][name] = entry
+    return result
