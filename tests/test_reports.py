@@ -16,13 +16,15 @@ from test_reports_fixture import write_results
 from typer.testing import CliRunner
 
 from worldprobe.cli import app
+from worldprobe.probes.verdict import short
 from worldprobe.reports.build import build_report
 from worldprobe.reports.figure import Caption, Hover, new_figure, save
 from worldprobe.reports.geography import MAPS, regions
 from worldprobe.reports.holdouts import holdout_table
 from worldprobe.reports.maps import error_km
 from worldprobe.reports.results import load_results
-from worldprobe.reports.summary import summary_table
+from worldprobe.reports.summary import as_text as summary_text
+from worldprobe.reports.summary import verdict_table
 from worldprobe.reports.timelines import bin_width, error_by_bin, year_text
 from worldprobe.workspace import Workspace
 
@@ -82,22 +84,40 @@ def test_hover_positions_land_on_the_drawn_points(tmp_path):
     assert "dataset d · model m · prompt empty · layer 1 of 2 (50% depth) · split test · n = 3" in svg
 
 
-def test_summary_picks_best_layer_and_every_control(tmp_path):
-    write_results(tmp_path, datasets=("us_place",), prompts=("empty",), n=40)
-    metrics = load_results(tmp_path / "results").metrics
-    table = summary_table(metrics).set_index("model")
-    curve = metrics.query(
-        "model == 'tiny-a' and control == 'none' and split == 'test' and metric == 'r2' and target == 'mean'"
-    )
-    best = curve.loc[curve["value"].idxmax()]
-    assert table.loc["tiny-a", "best_layer"] == best["layer"]
-    assert table.loc["tiny-a", "r2"] == pytest.approx(best["value"])
-    gap = metrics.query("model == 'tiny-a' and control == 'alt_world' and metric == 'r2_gap'")
-    assert table.loc["tiny-a", "alt_world_gap"] == pytest.approx(gap.loc[gap["layer"] == best["layer"], "value"].iat[0])
-    for column in ("shuffled_r2", "random_init_r2", "embedding_r2", "lexical_r2", "group_oracle_r2"):
-        assert np.isfinite(table.loc["tiny-a", column]), column
-    assert table.loc["tiny-a", "lexical_r2"] == pytest.approx(0.4)
-    assert 0 < table.loc["tiny-a", "within_group_r"] < table.loc["tiny-a", "r2"]
+def test_verdict_table_reads_the_train_selected_layer_and_paired_intervals(tmp_path):
+    write_results(tmp_path, datasets=("us_place",), prompts=("empty",), n=240)
+    results = load_results(tmp_path / "results", tmp_path / "datasets")
+    table = verdict_table(results.summaries).set_index("model")
+    run = next(s for s in results.summaries if s["model"] == "tiny-a")
+    head = run["headline"]
+    assert table.loc["tiny-a", "layer (chosen on train)"] == f"{head['selected_layer']}/12"
+    assert table.loc["tiny-a", "n test"] == head["n_test"] > 0
+    assert table.loc["tiny-a", "test R² [95% CI]"] == short(head["probe"]["r2"])
+    assert table.loc["tiny-a", "Δ vs random init"].endswith("(3 seeds)")
+    assert table.loc["tiny-a", "Δ vs lexical"] == short(head["controls"]["lexical"]["own"]["diff_r2"], signed=True)
+    assert table.loc["tiny-a", "verdict"] == run["verdict"]["label"]
+    text = summary_text(results.summaries)
+    assert "paired bootstrap" in text and run["verdict"]["sentence"] in text
+    assert not results.breakdown.empty and set(results.metrics["subset"]) == {"all"}
+
+
+def test_results_of_another_dataset_build_are_left_out_as_stale(tmp_path):
+    results = write_results(tmp_path, datasets=("world_place", "us_place"), models={"m": 4}, prompts=("empty",),
+                            n=40, neurons=True)  # fmt: skip
+    build = tmp_path / "datasets" / "us_place.build.json"
+    build.write_text(json.dumps({"fingerprint": "rebuilt with another --limit"}))
+    loaded = load_results(results, tmp_path / "datasets")
+    assert set(loaded.metrics["dataset"]) == {"world_place"} and set(loaded.neurons["dataset"]) == {"world_place"}
+    assert len(loaded.stale) == 2 and all("another build of us_place" in note for note in loaded.stale)
+    report = build_report(Workspace(tmp_path), tmp_path / "out")
+    assert [s.dataset for s in report.sections] == ["world_place"]
+    html = report.index.read_text()
+    assert "Left out: stale results" in html and "another build of us_place" in html
+    old = results / "world_place__m__empty" / "summary.json"
+    summary = json.loads(old.read_text())
+    del summary["headline"]
+    old.write_text(json.dumps(summary))
+    assert any("older worldprobe" in note for note in load_results(results, tmp_path / "datasets").stale)
 
 
 def test_holdout_table_sorts_blocks_and_keeps_the_stage_mean(tmp_path):
@@ -153,9 +173,12 @@ def test_report_page_is_offline_and_summarises(report):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the page must not reference any host"
     assert "@import" not in html and "url(" not in html
     summary = html[html.index('id="summary"') : html.index('id="world_place"')]
-    for heading in ("best layer", "test R²", "Spearman ρ", "within-group r", "random-init R²", "alt-world gap ΔR²"):
+    for heading in ("layer (chosen on train)", "test R² [95% CI]", "Δ vs lexical", "Δ vs random init", "n test",
+                    "within-group r", "alt-world gap beyond lexical", "verdict"):  # fmt: skip
         assert heading in summary, heading
     assert summary.count("<tr") == 1 + 2 * 2  # heading + (2 datasets x 2 models)
+    assert summary.count("<li><strong>") == 2 * 2 and "chosen on train rows" in summary  # a sentence per row
+    assert html.count('class="verdict"') == 2 * 2  # and above each model's figures
     assert "art: no results" in html and "headline: no results" in html
     images = re.findall(r'<img src="([^"]+)"', html)
     assert len(images) == len(report.figures) and all((report.index.parent / i).exists() for i in images)

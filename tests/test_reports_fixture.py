@@ -39,34 +39,79 @@ def _entities(dataset: str, n: int, rng: np.random.Generator) -> pd.DataFrame:
         frame["true_longitude"] = [groups[p][2] + rng.normal(0, groups[p][3]) for p in picks]
     else:
         frame["true_year"] = rng.uniform(-500, 2000, n)
-        frame["century"] = (frame["true_year"] // 100).astype(int)
-    for column in spec.group_columns:
+        frame["century"] = (frame["true_year"] // 100).astype(int) * 100
+        frame["decade"] = (frame["true_year"] // 10).astype(int) * 10
+        frame["pub_year"] = frame["true_year"].astype(int)
+    for column in (*spec.group_columns, "entity_type"):
         if column not in frame:
             frame[column] = rng.choice(["city", "structure", "natural"], n)
     return frame
 
 
-def _predict(entities: pd.DataFrame, quality: float, rng: np.random.Generator) -> pd.DataFrame:
-    out = entities.copy()
-    for true in [c for c in entities.columns if c.startswith("true_")]:
-        values = entities[true].to_numpy()
-        noise = rng.normal(0, values.std() * (1 - quality) + 1e-9, len(values))
-        out["pred_" + true[5:]] = values.mean() + quality * (values - values.mean()) + noise
-    return out
+def _predict(y: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
+    """Predictions whose test R² is about ``quality``: shrunk towards the mean, plus noise."""
+    noise = rng.normal(0, 1, y.shape) * (y.std(axis=0) * (1 - quality) + 1e-9)
+    return y.mean(axis=0) + quality * (y - y.mean(axis=0)) + noise
 
 
-def _metric_rows(base: dict, layer: int, n_layers: int, r2: float, control: str, seed: int = 0) -> list[dict]:
+def _layer_rows(control: str, layer: int, y, pred, is_test, names, seed: int = 0, score: float | None = None):
+    from worldprobe.probes.controls import regression_metrics
+
     rows = []
-    targets = {"mean": 0.0} | {t: 0.02 * (-1) ** i for i, t in enumerate(DATASETS[base["dataset"]].targets)}
-    for split, shift in (("train", 0.05), ("test", 0.0)):
-        for target, offset in targets.items():
-            for metric, value in (("r2", r2 + shift), ("spearman", min(0.99, r2 + 0.08 + shift))):
-                rows.append(
-                    base
-                    | dict(layer=layer, rel_depth=layer / n_layers, control=control, split=split, target=target)
-                    | dict(metric=metric, value=value + offset, seed=seed)
-                )
+    for split, mask in (("train", ~is_test), ("test", is_test)):
+        for target, values in regression_metrics(y[mask], pred[mask], names).items():
+            rows += [dict(control=control, layer=layer, split=split, target=target, metric=m, value=v, seed=seed)
+                     for m, v in values.items()]  # fmt: skip
+    if score is not None:
+        rows.append(dict(control=control, layer=layer, split="train", target="mean", metric="selection_r2",
+                         value=score, seed=seed))  # fmt: skip
     return rows
+
+
+def _run(dataset: str, entities: pd.DataFrame, curve: dict[int, float], controls: bool, rng) -> tuple:
+    """Per-layer rows, predictions, fits and the headline of one synthetic run, through the probe stage's own code
+    (headline, verdict, interval merge), so the fixture follows the results contract by construction."""
+    from worldprobe.probes.controls import FLAT, AltWorldFit, ControlFit, alternative_world, group_means
+    from worldprobe.probes.headline import RunData, headline
+
+    spec = DATASETS[dataset]
+    names = list(spec.targets)
+    y = entities[[f"true_{t}" for t in names]].to_numpy(dtype=float)
+    is_test = entities["is_test"].to_numpy()
+    groups = entities[spec.oracle_column].astype(str)
+    selected = max(curve, key=curve.get)
+    probe = {layer: _predict(y, q, rng) for layer, q in curve.items()}
+    rows = [r for k in curve for r in _layer_rows("none", k, y, probe[k], is_test, names, score=curve[k])]
+    fits, alt = [], None
+    if controls:
+        shuffled = y[rng.permutation(len(y))]
+        fits.append(ControlFit("shuffled", shuffled, {k: _predict(shuffled, 0.02, rng) for k in curve},
+                               {k: 0.0 for k in curve}))  # fmt: skip
+        for seed in (0, 1, 2):
+            fits.append(ControlFit("random_init", y, {k: _predict(y, 0.4 * q, rng) for k, q in curve.items()},
+                                   {k: 0.4 * q for k, q in curve.items()}, seed=seed))  # fmt: skip
+        fits.append(ControlFit("embedding", y, {FLAT: _predict(y, curve[0] + 0.05, rng)}))
+        for control, quality in FLAT_CONTROLS.items():
+            pred = _predict(y, quality, rng) if control == "lexical" else group_means(groups, y, ~is_test)
+            fits.append(ControlFit(control, y, {FLAT: pred}))
+        for fit in fits:
+            for layer in curve:
+                at = fit.at(layer)
+                rows += _layer_rows(fit.control, layer, fit.y, at, is_test, names, fit.seed or 0)
+        worlds = [alternative_world(groups, y, seed=s) for s in range(3)]
+        alt = AltWorldFit(worlds, {k: [_predict(w, 0.6 * q, rng) for w in worlds] for k, q in curve.items()},
+                          {k: 0.6 * q for k, q in curve.items()}, lexical=[_predict(w, 0.3, rng) for w in worlds])
+        for layer, q in curve.items():
+            at = dict(layer=layer, split="test", target="mean", seed=0)
+            rows.append(at | dict(control="within_group", metric="pearson", value=0.3 * q))
+            rows += [at | dict(control="alt_world", metric=m, value=v) for m, v in
+                     (("r2", 0.6 * q), ("r2_std", 0.03), ("r2_gap", 0.4 * q))]  # fmt: skip
+    top = headline(RunData(
+        kind=spec.kind, target_names=names, y=y, is_test=is_test, groups=groups.to_numpy(),
+        entity_type=entities["entity_type"].astype(str).to_numpy(), probe=probe, selected_layer=selected, fits=fits,
+        alt_world=alt, seed=0, resamples=200,
+    ))  # fmt: skip
+    return rows, probe, fits, selected, top
 
 
 def write_results(
@@ -80,57 +125,62 @@ def write_results(
     n: int = 300,
     seed: int = 0,
 ) -> Path:
-    """Write ``root/results/<dataset>__<model>__<prompt>/`` folders as the probe stage does; return ``root/results``."""
+    """Write ``root/results/<dataset>__<model>__<prompt>/`` folders as the probe stage does, and the datasets'
+    build reports whose fingerprint they record (so they are current); return ``root/results``."""
+    from worldprobe.probes.experiments import with_intervals
+    from worldprobe.probes.verdict import verdict
+
     rng = np.random.default_rng(seed)
     results = root / "results"
+    (root / "datasets").mkdir(parents=True, exist_ok=True)
     for dataset in datasets:
         entities = _entities(dataset, n, rng)
         spec = DATASETS[dataset]
+        fingerprint = f"fixture-{dataset}-{n}-{seed}"
+        (root / "datasets" / f"{dataset}.build.json").write_text(json.dumps({"fingerprint": fingerprint}))
         for model, n_layers in (models or MODELS).items():
             for prompt in prompts:
                 penalty = 0.0 if prompt == "empty" else 0.15
                 peak = {"nyc_place": 0.3, "historical_figure": 0.75}.get(dataset, 0.85) - penalty - n_layers / 200
                 depth = np.arange(n_layers + 1) / n_layers
                 curve = dict(enumerate((peak * (1 - np.exp(-6 * depth) - 0.15 * depth**2)).tolist()))
-                best = max(curve, key=curve.get)
-                base = dict(dataset=dataset, model=model, n_layers=n_layers, prompt=prompt, probe="ridge")
-                base |= dict(standardize=True)
-                rows = [r for layer, v in curve.items() for r in _metric_rows(base, layer, n_layers, v, "none")]
-                if controls and prompt == "empty":
-                    for layer, value in curve.items():
-                        rows += _metric_rows(base, layer, n_layers, 0.02, "shuffled")
-                        rows += _metric_rows(base, layer, n_layers, value * 0.4, "random_init")
-                        rows += _metric_rows(base, layer, n_layers, curve[0] + 0.05, "embedding")
-                        for control, flat in FLAT_CONTROLS.items():
-                            rows += _metric_rows(base, layer, n_layers, flat, control)
-                        at = base | dict(layer=layer, rel_depth=layer / n_layers, split="test", target="mean", seed=0)
-                        rows.append(at | dict(control="within_group", metric="pearson", value=0.3 * value))
-                        for metric, alt in (("r2", 0.6 * value), ("r2_std", 0.03), ("r2_gap", 0.4 * value)):
-                            rows.append(at | dict(control="alt_world", metric=metric, value=alt))
-                metrics = pd.DataFrame(rows)
+                rows, probe, fits, best, top = _run(dataset, entities, curve, controls and prompt == "empty", rng)
+                n_test = int(entities["is_test"].sum())
+                metrics = with_intervals(pd.DataFrame(rows), top.rows, fits, best, seed=0,
+                                         n_train=n - n_test, n_test=n_test)  # fmt: skip
+                metrics = metrics.assign(dataset=dataset, model=model, n_layers=n_layers, prompt=prompt, probe="ridge",
+                                         standardize=True)  # fmt: skip
+                metrics["rel_depth"] = metrics["layer"] / n_layers
                 keep = [layer for layer in (0, n_layers // 2, best) if layer != best] + [best]
-                predictions = pd.concat(
-                    [
-                        _predict(entities, curve[layer], rng).assign(
-                            dataset=dataset, model=model, prompt=prompt, layer=layer, probe="ridge", control="none"
-                        )
-                        for layer in keep
-                    ],
-                    ignore_index=True,
-                )
+                frames = []
+                for layer in keep:
+                    frame = entities.copy()
+                    for j, target in enumerate(spec.targets):
+                        frame[f"pred_{target}"] = probe[layer][:, j]
+                    frames.append(frame.assign(dataset=dataset, model=model, prompt=prompt, layer=layer, probe="ridge",
+                                               control="none", seed=0))  # fmt: skip
+                predictions = pd.concat(frames, ignore_index=True)
                 folder = results / f"{dataset}__{model}__{prompt}"
                 folder.mkdir(parents=True, exist_ok=True)
                 metrics.to_parquet(folder / "metrics.parquet")
                 predictions.to_parquet(folder / "predictions.parquet")
-                summary = dict(dataset=dataset, model=model, prompt=prompt, best_layer=best, n_layers=n_layers)
-                (folder / "summary.json").write_text(json.dumps(summary | {"test_r2": curve[best]}))
+                summary = dict(run_key=f"fixture-{dataset}-{model}-{prompt}", dataset=dataset, model=model,
+                               prompt=prompt, probe="ridge", kind=spec.kind, n_layers=n_layers, selected_layer=best,
+                               headline=top.summary, complete=True,
+                               verdict=verdict(top.summary, kind=spec.kind, group_column=spec.oracle_column,
+                                               n_layers=n_layers),
+                               cache={"dataset_fingerprint": fingerprint})  # fmt: skip
+                (folder / "summary.json").write_text(json.dumps(summary))
                 if holdouts and prompt == "empty":
+                    base = dict(dataset=dataset, model=model, prompt=prompt, probe="ridge")
                     _holdouts(entities, base, best, spec.holdout_columns[0], rng).to_parquet(
                         folder / "holdouts.parquet"
                     )
-                if neurons and prompt == "empty":  # the neurons command writes its own folder, without a summary
+                if neurons and prompt == "empty":  # the neurons command writes its own folder and record
                     search = results / f"{dataset}__{model}__{prompt}__neurons__0123456789abcdef"
                     search.mkdir()
+                    (search / "neurons.json").write_text(json.dumps(
+                        {"dataset": dataset, "model": model, "cache": {"dataset_fingerprint": fingerprint}}))
                     _neurons(dataset, model, n_layers, spec.targets, rng).to_parquet(search / "neurons.parquet")
     return results
 
@@ -170,8 +220,9 @@ def _neurons(dataset: str, model: str, n_layers: int, targets: tuple[str, ...], 
 def test_fixture_follows_the_design_columns(tmp_path):
     results = write_results(tmp_path, datasets=("world_place", "historical_figure"), prompts=("empty",), n=40)
     metrics = pd.read_parquet(results / "world_place__tiny-a__empty" / "metrics.parquet")
-    assert {"dataset", "model", "n_layers", "prompt", "layer", "rel_depth", "probe", "control", "standardize", "split",
-            "target", "metric", "value", "seed"} <= set(metrics.columns)  # fmt: skip
+    from worldprobe.probes.results import METRIC_COLUMNS
+
+    assert set(METRIC_COLUMNS) <= set(metrics.columns)
     predictions = pd.read_parquet(results / "historical_figure__tiny-b__empty" / "predictions.parquet")
     assert {"true_year", "pred_year", "century", "occupation", "entity_id", "is_test"} <= set(predictions.columns)
     assert len(list(results.iterdir())) == 4 + 4  # probe runs + neuron searches

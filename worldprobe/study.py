@@ -504,14 +504,14 @@ class _bound:
 
 
 def results_table(study: Study, workspace: Workspace) -> str:
-    """The report's summary (best layer, R², Spearman, controls per dataset and model) of the study's datasets, as
-    plain text for the end of a run."""
+    """The verdict table and sentences of the study's datasets (current builds only), as plain text for the end of
+    a run."""
     from worldprobe.reports.results import load_results
-    from worldprobe.reports.summary import display_table, summary_table
+    from worldprobe.reports.summary import as_text
 
-    metrics = load_results(workspace.results).metrics
-    if not metrics.empty:
-        metrics = metrics[metrics["dataset"].isin([entry.name for entry in study.datasets])]
-    if metrics.empty:
-        return "no probe results yet"
-    return display_table(summary_table(metrics)).to_string(index=False)
+    results = load_results(workspace.results, workspace.datasets)
+    names = {entry.name for entry in study.datasets}
+    text = as_text([s for s in results.summaries if s.get("dataset") in names])
+    if results.stale:
+        text += f"\n{len(results.stale)} stale run(s) left out (another dataset build): see the report"
+    return text

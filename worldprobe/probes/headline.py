@@ -100,7 +100,14 @@ class _Sample:
 
     def within_group_r(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         groups, y, pred = self.data.groups[self.rows], y[self.rows], pred[self.rows]
-        return lambda w: np.nanmean(bs.weighted_within_group_r(groups, y, pred, w), axis=1)
+        return lambda w: _mean_over_targets(bs.weighted_within_group_r(groups, y, pred, w))
+
+
+def _mean_over_targets(values: np.ndarray) -> np.ndarray:
+    """The mean over target columns ignoring NaN (a target without within-group variation), NaN when all are."""
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite.any(axis=1), np.where(finite, values, 0).sum(axis=1) / finite.sum(axis=1), np.nan)
 
 
 def row_errors(kind: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ layer of the activation cache.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ NEURON_COLUMNS = (
     "train_pearson", "test_spearman", "test_r2", "cos_in", "cos_out",
 )  # fmt: skip
 DEFAULT_TOP_K = 10
+RECORD_FILE = "neurons.json"
+"""Beside ``neurons.parquet``: the search's dataset build (fingerprint) and settings, for stale-result checks."""
 NEURONS_FILE = "neurons.parquet"
 CHUNK_ROWS = 4096
 
@@ -371,7 +374,8 @@ def find_neurons(
     cache = open_cache(path)
     chosen = parse_layers(layers, cache.n_layers)
     settings = {"search": "neurons", "top_k": top_k, "layers": chosen, "seed": seed, "targets": list(spec.targets)}
-    folder = run_dir(ws.results, dataset, model, prompt, "neurons", run_key([cache.manifest], settings))
+    key = run_key([cache.manifest], settings)
+    folder = run_dir(ws.results, dataset, model, prompt, "neurons", key)
     if (folder / NEURONS_FILE).exists():
         return folder
     entities = cache.entities.reset_index(drop=True)
@@ -392,6 +396,10 @@ def find_neurons(
         blocks = loaded.decoder_layers
     add_cosines(rows, probe_directions(cache.layer, chosen, y, is_test), spec.targets, blocks)
     folder.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": dataset, "model": model, "prompt": prompt, "run_key": key, "settings": settings,
+              "cache": {"dataset_fingerprint": cache.manifest.get("dataset_fingerprint"),
+                        "entity_order_sha256": cache.manifest.get("entity_order_sha256")}}  # fmt: skip
+    (folder / RECORD_FILE).write_text(json.dumps(record, indent=2))  # before the table, which marks it finished
     tmp = folder / (NEURONS_FILE + ".tmp")
     neuron_table(rows, dataset=dataset, model=model).to_parquet(tmp, index=False)
     tmp.replace(folder / NEURONS_FILE)

@@ -10,9 +10,10 @@ from tqdm import tqdm
 
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.reports import curves, holdouts, maps, neurons, timelines
+from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
 from worldprobe.reports.figure import FigureFile
 from worldprobe.reports.results import Results, load_results, primary_prompt
-from worldprobe.reports.summary import display_table, summary_table
+from worldprobe.reports.summary import chosen_runs, verdict_sentences, verdict_table
 from worldprobe.workspace import Workspace
 
 
@@ -23,6 +24,7 @@ class Block:
     heading: str
     figures: list[FigureFile] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # paragraphs above the figures (the verdict sentence)
 
 
 @dataclass
@@ -37,12 +39,15 @@ class Section:
 
 @dataclass
 class Report:
-    """A written report: where it is, its summary, sections and what was missing."""
+    """A written report: where it is, its verdict table and sentences, sections, what was missing and which runs were
+    left out as stale."""
 
     index: Path
     summary: pd.DataFrame
     sections: list[Section]
     missing: list[str]
+    verdicts: list[tuple[str, str, str]] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
 
     @property
     def figures(self) -> list[FigureFile]:
@@ -54,33 +59,33 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     from worldprobe.reports.html import write_html
 
     out = Path(out) if out is not None else workspace.reports
-    results = load_results(workspace.results)
-    summary = summary_table(results.metrics) if not results.metrics.empty else pd.DataFrame()
+    results = load_results(workspace.results, workspace.datasets)
+    runs = {(r["dataset"], r["model"]): r for r in chosen_runs(results.summaries)}
     models = sorted(set(results.metrics.get("model", [])) | set(results.predictions.get("model", [])))
     palette = curves.model_palette(models)
     sections = []
     for dataset in tqdm(results.datasets, desc="report", unit="dataset"):
-        sections.append(_section(results, summary, dataset, out, palette, seed))
+        sections.append(_section(results, runs, dataset, out, palette, seed))
     missing = results.missing + [f"{s.dataset}: {note}" for s in sections for note in s.notes]
-    report = Report(out / "index.html", display_table(summary), sections, missing)
+    report = Report(out / "index.html", verdict_table(results.summaries), sections, missing,
+                    verdict_sentences(results.summaries), results.stale)  # fmt: skip
     write_html(report)
     return report
 
 
 def _section(
-    results: Results, summary: pd.DataFrame, dataset: str, out: Path, palette: dict[str, tuple], seed: int
+    results: Results, runs: dict[tuple[str, str], dict], dataset: str, out: Path, palette: dict[str, tuple], seed: int
 ) -> Section:
     section = Section(dataset, results.kind(dataset))
     predictions = _rows(results.predictions, dataset)
     metrics = _rows(results.metrics, dataset)
-    n_test = _n_test(predictions)
     overview = Block("Across depth")
     if not metrics.empty:
         overview.figures += [
             f
             for f in (
-                curves.layer_curves(metrics, dataset, out, n_test, palette),
-                curves.prompt_curves(metrics, dataset, out, n_test),
+                curves.layer_curves(metrics, dataset, out, palette),
+                curves.prompt_curves(metrics, dataset, out),
             )
             if f is not None
         ]
@@ -88,14 +93,20 @@ def _section(
         section.blocks.append(overview)
     if predictions.empty:
         section.notes.append("no predictions.parquet: no map or timeline")
-    best = summary[summary["dataset"] == dataset] if not summary.empty else pd.DataFrame()
     for model in sorted(set(predictions.get("model", [])) | set(metrics.get("model", []))):
         block = Block(model)
+        run = runs.get((dataset, model))
+        if run is not None:
+            block.text.append(run["verdict"]["sentence"])
+            types = breakdown_table(run)
+            if not types.empty:
+                block.text += breakdown_notes(run)
+                block.tables.append((f"Per entity type (layer {run['headline']['selected_layer']}, test rows)", types))
         if not predictions.empty:
-            _predictions_figures(block, section, predictions, best, model, out, seed)
+            _predictions_figures(block, section, predictions, run, model, out, seed)
         _holdouts(block, _rows(results.holdouts, dataset), model, metrics, out)
         _neurons(block, _rows(results.neurons, dataset), model, out)
-        if block.figures or block.tables:
+        if block.figures or block.tables or block.text:
             section.blocks.append(block)
     return section
 
@@ -104,32 +115,22 @@ def _rows(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return table[table["dataset"] == dataset] if "dataset" in table.columns else table.iloc[0:0]
 
 
-def _n_test(predictions: pd.DataFrame) -> str:
-    if predictions.empty:
-        return "not recorded"
-    test = predictions[predictions["is_test"].astype(bool)]
-    return str(test.groupby(["model", "prompt"])["entity_id"].nunique().max())
-
-
 def _predictions_figures(
-    block: Block, section: Section, predictions: pd.DataFrame, best: pd.DataFrame, model: str, out: Path, seed: int
+    block: Block, section: Section, predictions: pd.DataFrame, run: dict | None, model: str, out: Path, seed: int
 ) -> None:
-    """The map (places) or timeline (time) of one model at its best layer, primary prompt, test rows."""
+    """The map (places) or timeline (time) of one model at its train-selected layer, primary prompt, test rows."""
     rows = predictions[(predictions["model"] == model) & (predictions["control"].fillna("none") == "none")]
     rows = rows[rows["is_test"].astype(bool)]
     if rows.empty:
         section.notes.append(f"{model}: no test predictions, so no map or timeline")
         return
-    prompt = primary_prompt(rows["prompt"])
+    prompt = run["prompt"] if run is not None else primary_prompt(rows["prompt"])
     rows = rows[rows["prompt"] == prompt]
-    probe = "ridge" if "ridge" in set(rows["probe"]) else sorted(set(rows["probe"]))[0]
-    rows = rows[rows["probe"] == probe]
-    wanted = best.loc[(best["model"] == model) & (best["prompt"] == prompt), "best_layer"]
-    available = sorted(set(rows["layer"]))
-    layer = int(wanted.iat[0]) if len(wanted) and int(wanted.iat[0]) in available else int(available[-1])
-    if len(wanted) and int(wanted.iat[0]) not in available:
-        section.notes.append(f"{model}: no predictions at the best layer {int(wanted.iat[0])}; showing layer {layer}")
-    rows = rows[rows["layer"] == layer]
+    if run is None or int(run["selected_layer"]) not in set(rows.loc[rows["probe"] == run["probe"], "layer"]):
+        section.notes.append(f"{model}: no predictions at a train-selected layer, so no map or timeline")
+        return
+    layer = int(run["selected_layer"])
+    rows = rows[(rows["probe"] == run["probe"]) & (rows["layer"] == layer)]
     columns = [f"{side}_{t}" for t in (("latitude", "longitude") if section.kind == "place" else ("year",))
                for side in ("true", "pred")]  # fmt: skip
     if not set(columns) <= set(rows.columns):
@@ -139,21 +140,31 @@ def _predictions_figures(
     if not finite.all():
         section.notes.append(f"{model}: {int((~finite).sum())} test predictions without a value left out")
         rows = rows[finite]
-    n_layers = _n_layers(best, model, layer)
+    baselines = baseline_text(run)
     if section.kind == "place":
-        data = maps.MapInput(section.dataset, model, prompt, layer, n_layers, rows)
+        data = maps.MapInput(section.dataset, model, prompt, layer, int(run["n_layers"]), rows, baselines)
         figures, notes = maps.map_figures(data, out, seed)
         block.figures += figures
         section.notes += notes
     else:
-        data = timelines.TimelineInput(section.dataset, model, prompt, layer, n_layers, rows)
+        data = timelines.TimelineInput(section.dataset, model, prompt, layer, int(run["n_layers"]), rows, baselines)
         block.figures.append(timelines.timeline_figure(data, out, seed))
         block.tables.append(("Example test entities", timelines.example_table(rows, seed)))
 
 
-def _n_layers(best: pd.DataFrame, model: str, layer: int) -> int:
-    known = best.loc[best["model"] == model, "n_layers"] if not best.empty else pd.Series(dtype=int)
-    return int(known.iat[0]) if len(known) else max(layer, 1)
+def baseline_text(run: dict) -> str:
+    """``train mean 5,012 km · country oracle 640 km``: the median errors a figure title puts beside the probe's."""
+    from worldprobe.datasets.registry import DATASETS
+    from worldprobe.probes.verdict import GROUP_NOUNS
+
+    base = run["headline"].get("baselines", {})
+    unit = run["headline"].get("error_unit", "")
+    column = DATASETS[run["dataset"]].oracle_column if run["dataset"] in DATASETS else "group"
+    parts = []
+    for key, label in (("train_mean", "train mean"), ("group_oracle", f"{GROUP_NOUNS.get(column, column)} oracle")):
+        if key in base:
+            parts.append(f"{label} {base[key]['median_error']['value']:,.0f} {unit}")
+    return " · ".join(parts)
 
 
 def _holdouts(block: Block, rows: pd.DataFrame, model: str, metrics: pd.DataFrame, out: Path) -> None:

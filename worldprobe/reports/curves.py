@@ -16,15 +16,19 @@ from worldprobe.reports.results import primary_prompt
 
 METRICS = {"r2": "test R² (mean over targets)", "spearman": "test Spearman ρ (mean over targets)"}
 CONTROL_STYLES = {
-    "shuffled": dict(ls=(0, (1, 1.5)), marker="v"),
+    "shuffled": dict(ls=":", marker="v"),
     "random_init": dict(ls="--", marker="s"),
-    "alt_world": dict(ls="-.", marker=""),
-    "embedding": dict(ls=(0, (6, 2, 1, 2)), marker=""),
-    "lexical": dict(ls=(0, (4, 2)), marker=""),
-    "group_oracle": dict(ls=(0, (1, 1)), marker=""),
+    "alt_world": dict(ls=(0, (5, 1, 1, 1, 1, 1)), marker=""),
+    "embedding": dict(ls="-.", marker=""),
+    "lexical": dict(ls=(0, (9, 3)), marker=""),
+    "group_oracle": dict(ls=(0, (1, 4)), marker=""),
 }
+"""One line style per meaning: solid is the probe itself; each control has a style of its own."""
 FLAT_CONTROLS = ("embedding", "lexical", "group_oracle")
 """Controls without a depth (one value repeated at every layer, or no layer at all): drawn as horizontal lines."""
+MODEL_FREE = ("lexical", "group_oracle")
+"""Controls that use no model: drawn once per dataset in a neutral grey, not in a model's colour."""
+NEUTRAL = "#7f7f7f"
 DEPTH_LABEL = "relative depth (layer / number of layers)"
 
 
@@ -44,10 +48,9 @@ def model_palette(models: list[str]) -> dict[str, tuple]:
     return dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
 
 
-def layer_curves(
-    metrics: pd.DataFrame, dataset: str, out_dir: Path, n_test: str, palette: dict[str, tuple]
-) -> FigureFile | None:
-    """Probe and controls against depth for every model (primary prompt, each probe); ``None`` without test rows."""
+def layer_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, palette: dict[str, tuple]) -> FigureFile | None:
+    """Probe and controls against depth for every model (primary prompt, each probe), the train-selected layer marked
+    with its 95% interval; ``None`` without test rows."""
     rows = metrics[metrics["dataset"] == dataset]
     if rows.empty:
         return None
@@ -65,8 +68,7 @@ def layer_curves(
     for ax, metric in zip(axes, panels, strict=False):
         data = _test_rows(rows, metric)
         for (model, probe), probe_rows in data[data["control"] == "none"].groupby(["model", "probe"]):
-            curve = probe_rows.groupby("rel_depth")["value"].mean()
-            ax.plot(curve.index, curve.values, color=palette[model], lw=2, ls="-" if probe == "ridge" else ":")
+            _draw_probe(ax, probe_rows, palette[model], probe)
         spreads = _test_rows(rows, f"{metric}_std")
         for control, control_rows in data[data["control"] != "none"].groupby("control"):
             if control == "within_group":
@@ -78,24 +80,51 @@ def layer_curves(
         ax.grid(alpha=0.3)
     if not within.empty:
         ax = axes[-1]
+        ax.axhline(0, color="#333333", lw=0.8)
         for model, model_rows in within.groupby("model"):
-            curve = model_rows.groupby("rel_depth")["value"].mean()
-            ax.plot(curve.index, curve.values, color=palette[model], lw=2)
+            _draw_probe(ax, model_rows, palette[model], "ridge")
         ax.set(xlabel=DEPTH_LABEL, ylabel="test Pearson r after subtracting group means", xlim=(-0.02, 1.02))
-        ax.set_title("within-group correlation")
+        ax.set_title("within-group correlation (0 = only which group)")
         ax.grid(alpha=0.3)
     _legends(fig, rows, palette, sorted(set(controls_seen)))
     models = sorted(set(rows["model"]))
-    caption = Caption(dataset, ", ".join(models), prompt, "all (x = layer / layers)", "test", n_test)
+    caption = Caption(dataset, ", ".join(models), prompt, "all (x = layer / layers)", "test", _n_text(rows))
     title = f"{dataset}: probe quality across depth, with controls"
     return save(fig, out_dir, file_stem(dataset, "layers"), title, caption)
 
 
+def _n_text(rows: pd.DataFrame) -> str:
+    """The test rows behind the curves: one number, or one per model when they differ."""
+    test = rows[(rows["split"] == "test") & (rows["control"] == "none")]
+    if "n" not in test.columns or test["n"].isna().all():
+        return "not recorded"
+    per_model = test.groupby("model")["n"].max().astype(int)
+    if per_model.nunique() == 1:
+        return str(per_model.iat[0])
+    return ", ".join(f"{model} {n}" for model, n in per_model.items())
+
+
+def _draw_probe(ax: Axes, rows: pd.DataFrame, colour: tuple, probe: str) -> None:
+    """The probe's curve (solid; an MLP probe with round markers) and, at its train-selected layer, a star with the
+    95% interval."""
+    curve = rows.groupby("rel_depth")["value"].mean()
+    ax.plot(curve.index, curve.values, color=colour, lw=2, ls="-", marker="o" if probe != "ridge" else "", ms=3)
+    if "selected_layer" not in rows.columns:
+        return
+    chosen = rows[(rows["layer"] == rows["selected_layer"]) & rows["ci_low"].notna()]
+    for _, row in chosen.iterrows():
+        error = [[row["value"] - row["ci_low"]], [row["ci_high"] - row["value"]]]
+        ax.errorbar(row["rel_depth"], row["value"], yerr=error, color=colour, marker="*", ms=11, capsize=3, lw=1.2,
+                    zorder=5)  # fmt: skip
+
+
 def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, spread: pd.DataFrame, palette: dict) -> None:
-    """Per-model lines in the control's style; a band of ±1 std (or min-max over seeds); horizontal when flat."""
+    """Per-model lines in the control's style (model-free controls once, in grey); a band of ±1 std (or min-max over
+    seeds); horizontal when flat."""
     style = CONTROL_STYLES.get(control, dict(ls="--", marker="o"))
-    for model, model_rows in rows.groupby("model"):
-        colour = palette[model]
+    groups = [("", rows)] if control in MODEL_FREE else list(rows.groupby("model"))
+    for model, model_rows in groups:
+        colour = NEUTRAL if control in MODEL_FREE else palette[model]
         if _is_flat(control, model_rows):
             value = model_rows["value"].mean()
             ax.axhline(value, color=colour, lw=1.2, ls=style["ls"])
@@ -116,15 +145,20 @@ def _legends(fig: Figure, rows: pd.DataFrame, palette: dict[str, tuple], control
     """One legend outside the axes: a colour per model, a line style per probe and control."""
     handles = [Line2D([], [], color=palette[m], lw=2, label=f"model {m}") for m in sorted(set(rows["model"]))]
     for probe in sorted(set(rows["probe"])):
-        handles.append(Line2D([], [], color="#444", lw=2, ls="-" if probe == "ridge" else ":", label=f"{probe} probe"))
+        handles.append(Line2D([], [], color="#444", lw=2, ls="-", marker="o" if probe != "ridge" else "", ms=3,
+                              label=f"{probe} probe"))  # fmt: skip
+    handles.append(Line2D([], [], color="#444", marker="*", ms=10, ls="", label="layer chosen on train, 95% CI"))
     for control in controls:
         style = CONTROL_STYLES.get(control, dict(ls="--", marker="o"))
-        what = " (no depth)" if control in FLAT_CONTROLS else " ± spread" if control == "alt_world" else ""
-        handles.append(Line2D([], [], color="#444", ms=3, label=f"control: {control}{what}", **style))
+        spread = " ± spread" if control in ("alt_world", "random_init") else ""
+        what = " (no depth)" if control in FLAT_CONTROLS else spread
+        colour = NEUTRAL if control in MODEL_FREE else "#444"
+        free = ", no model" if control in MODEL_FREE else ""
+        handles.append(Line2D([], [], color=colour, ms=3, label=f"control: {control}{what}{free}", **style))
     fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
 
 
-def prompt_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, n_test: str) -> FigureFile | None:
+def prompt_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path) -> FigureFile | None:
     """Test R² against depth, one line per prompt, one panel per model; ``None`` when the dataset has one prompt."""
     rows = _test_rows(metrics[(metrics["dataset"] == dataset) & (metrics["control"] == "none")], "r2")
     prompts = sorted(set(rows["prompt"]))
@@ -140,5 +174,5 @@ def prompt_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, n_test: st
         ax.set(xlabel=DEPTH_LABEL, ylabel=METRICS["r2"], title=model, xlim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(title="prompt", fontsize=7, title_fontsize=8, loc="lower right")
-    caption = Caption(dataset, ", ".join(models), ", ".join(prompts), "all", "test", n_test)
+    caption = Caption(dataset, ", ".join(models), ", ".join(prompts), "all", "test", _n_text(rows))
     return save(fig, out_dir, file_stem(dataset, "prompts"), f"{dataset}: probe R² by prompt", caption)

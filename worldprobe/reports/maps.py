@@ -34,6 +34,7 @@ class MapInput:
     layer: int
     n_layers: int
     rows: pd.DataFrame  # one row per test entity with true_/pred_ latitude and longitude
+    baselines: str = ""  # the median errors of predicting the train mean and the group oracle, for the title
 
 
 def error_km(rows: pd.DataFrame) -> np.ndarray:
@@ -62,7 +63,7 @@ def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tupl
     for ax, x, y, what in ((ax_pred, pred_x, pred_y, "predicted"), (ax_true, true_x, true_y, "true")):
         _draw_background(ax, spec, table, true_x, true_y)
         ax.scatter(x, y, c=colours, s=6, alpha=0.7, linewidths=0, rasterized=True)
-        ax.set_title(f"{what} position (median error {np.nanmedian(km):,.0f} km)" if what == "predicted" else what)
+        ax.set_title(_error_title(km, data.baselines) if what == "predicted" else "true position", fontsize=9)
     _region_legend(ax_true, palette, spec.region_label)
     sample = _sample(len(rows), HOVER_SAMPLE, seed)
     hover = Hover(ax_pred, pred_x[sample], pred_y[sample], [_label(rows.iloc[i], km[i]) for i in sample])
@@ -83,10 +84,18 @@ def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tupl
     ]
     ax.add_artist(ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9))
     _region_legend(ax, palette, spec.region_label, loc="lower right")
-    ax.set_title(f"{len(sample)} of {len(rows)} test entities; median error {np.nanmedian(km[sample]):,.0f} km")
+    ax.set_title(f"a seeded sample of {len(sample)} of {len(rows)} test entities; "
+                 f"probe median error {np.nanmedian(km):,.0f} km over all {len(rows)}", fontsize=9)  # fmt: skip
     title = f"{data.dataset}: prediction errors of the {data.model} probe"
-    errors = save(fig, out_dir, file_stem(data.dataset, data.model, data.prompt, "errors"), title, base)
+    drawn = Caption(data.dataset, data.model, data.prompt, layer_text(data.layer, data.n_layers), "test", len(sample))
+    errors = save(fig, out_dir, file_stem(data.dataset, data.model, data.prompt, "errors"), title, drawn)
     return [positions, errors], [note] if note else []
+
+
+def _error_title(km: np.ndarray, baselines: str) -> str:
+    """The probe's median error beside the errors of the baselines that need no model."""
+    text = f"predicted position: probe median error {np.nanmedian(km):,.0f} km"
+    return f"{text}\n(baselines: {baselines})" if baselines else text
 
 
 def _sample(n: int, k: int, seed: int) -> np.ndarray:
@@ -94,9 +103,12 @@ def _sample(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def _label(row: pd.Series, km: float) -> str:
+    """What the model read (its input text), the source name when it differs, the country, true and predicted place."""
+    read = str(row["text"]) if isinstance(row.get("text"), str) else str(row["name"])
+    name = f" [{row['name']}]" if isinstance(row.get("name"), str) and row["name"] != read else ""
     where = f" ({row['country']})" if isinstance(row.get("country"), str) else ""
     return (
-        f"{row['name']}{where} — true {_latlon(row['true_latitude'], row['true_longitude'])}; "
+        f"“{read}”{name}{where} — true {_latlon(row['true_latitude'], row['true_longitude'])}; "
         f"predicted {_latlon(row['pred_latitude'], row['pred_longitude'])}; error {km:,.0f} km"
     )
 

@@ -21,7 +21,12 @@ EXPECTED_CONTROLS = ("shuffled", "random_init", "lexical", "embedding", "group_o
 
 @dataclass
 class Results:
-    """All results of a workspace, concatenated over run folders (design.md, "Results")."""
+    """All current results of a workspace, concatenated over run folders (design.md, "Results").
+
+    ``metrics`` holds the rows over every test entity (``subset == "all"``), ``breakdown`` the per-entity-type rows;
+    ``summaries`` the summary.json of each probe run; ``stale`` the folders left out because they were computed from
+    another build of their dataset (or by an older worldprobe), each with the reason.
+    """
 
     metrics: pd.DataFrame
     predictions: pd.DataFrame
@@ -30,6 +35,8 @@ class Results:
     summaries: list[dict[str, Any]]
     runs: list[Path]
     missing: list[str] = field(default_factory=list)
+    breakdown: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stale: list[str] = field(default_factory=list)
 
     @property
     def datasets(self) -> list[str]:
@@ -57,8 +64,9 @@ def _custom_targets(metrics: pd.DataFrame) -> list[str]:
     return sorted(probed) if probed and probed != own else []
 
 
-def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]], missing: list[str]) -> dict[str, Any]:
-    """Append the run's tables to ``frames`` (unless it probes other targets); return its summary (with ``run``)."""
+def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]], missing: list[str]) -> dict[str, Any] | None:
+    """Append the run's tables to ``frames`` (unless it probes other targets); return its summary (with ``run``), or
+    None for a neuron search or a run of other targets."""
     summary_path = folder / "summary.json"
     try:
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -76,38 +84,52 @@ def _read_run(folder: Path, frames: dict[str, list[pd.DataFrame]], missing: list
     custom = _custom_targets(tables["metrics"]) if "metrics" in tables else []
     if custom:
         missing.append(f"run {folder.name} probes other targets ({', '.join(custom)}): not drawn")
-        return summary
+        return None
     for table, frame in tables.items():
         frames[table].append(frame)
-    return summary
+    return summary if "run_key" in summary or "headline" in summary else None
 
 
-def load_results(results_dir: Path) -> Results:
-    """Concatenate the tables of every finished run folder under ``results_dir``.
+def load_results(results_dir: Path, datasets_dir: Path | None = None) -> Results:
+    """Concatenate the tables of every finished, current run folder under ``results_dir``.
 
     A probe run without ``summary.json`` (or with ``"complete": false``) is still being written: it is skipped and
-    named in ``missing``; a neurons-only folder needs no summary. When two runs hold the same row key (a re-run),
-    the newer run's value is kept. Missing tables become empty frames, each named in ``missing``.
+    named in ``missing``. With ``datasets_dir`` (the workspace's ``datasets/``), a run computed from another build of
+    its dataset than the one there now (its recorded fingerprint differs), or written by an older worldprobe without
+    a headline, is left out and named in ``stale``: results of two builds are never drawn or tabulated together. When
+    two runs hold the same row key (a re-run), the newer run's value is kept. Missing tables become empty frames,
+    each named in ``missing``.
     """
     folders = [p for p in results_dir.glob("*") if p.is_dir() and any(p.glob("*.parquet"))]
-    runs, missing = [], []
+    runs, missing, stale = [], [], []
     for folder in sorted(folders, key=_age):
         if _unfinished(folder):
             missing.append(f"run {folder.name} has no finished summary.json (still running or interrupted): skipped")
+            continue
+        reason = stale_reason(folder, datasets_dir) if datasets_dir is not None else None
+        if reason:
+            stale.append(f"{folder.name}: {reason}")
         else:
             runs.append(folder)
     if not runs:
         raise WorldprobeError(
-            "no finished results found",
+            "no finished results of the current dataset builds" if stale else "no finished results found",
             file=results_dir,
-            hint="run `worldprobe probe --dataset ... --model ...` first (or `worldprobe run`)",
+            hint="run `worldprobe probe --dataset ... --model ...` first (or `worldprobe run`)"
+            + (f"; {len(stale)} stale run(s): {stale[0]}" if stale else ""),
         )
     frames: dict[str, list[pd.DataFrame]] = {table: [] for table in TABLES}
     summaries = [_read_run(folder, frames, missing) for folder in runs]
     tables = {t: _latest(pd.concat(f, ignore_index=True)) if f else pd.DataFrame() for t, f in frames.items()}
-    results = Results(**tables, summaries=summaries, runs=runs, missing=missing)
+    metrics = tables.pop("metrics")
+    breakdown = pd.DataFrame()
+    if "subset" in metrics.columns:
+        breakdown = metrics[metrics["subset"] != "all"].reset_index(drop=True)
+        metrics = metrics[metrics["subset"] == "all"].reset_index(drop=True)
+    results = Results(metrics=metrics, **tables, summaries=[s for s in summaries if s], runs=runs, missing=missing,
+                      breakdown=breakdown, stale=stale)  # fmt: skip
     for table in TABLES:
-        if tables[table].empty:
+        if getattr(results, table).empty:
             results.missing.append(f"no {table} in any run: the report has no {table} section")
     if not results.metrics.empty:
         results.metrics["control"] = results.metrics["control"].fillna("none")
@@ -115,6 +137,35 @@ def load_results(results_dir: Path) -> Results:
     if not results.predictions.empty and "control" in results.predictions:
         results.predictions["control"] = results.predictions["control"].fillna("none")
     return results
+
+
+def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
+    """Why a finished run folder is not from the current build of its dataset (None when it is).
+
+    A probe run records its cache's dataset fingerprint in ``summary.json``, a neuron search in ``neurons.json``;
+    the current build's is in ``datasets/<dataset>.build.json``.
+    """
+    record = folder / ("summary.json" if (folder / "summary.json").exists() else "neurons.json")
+    if not record.exists():
+        return "no record of the dataset build it used (written by an older worldprobe): re-run it"
+    try:
+        summary = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return f"{record.name} is not valid JSON: re-run it"
+    if record.name == "summary.json" and "headline" not in summary:
+        return "written by an older worldprobe (no train-selected layer or intervals): re-run `worldprobe probe`"
+    dataset = summary.get("dataset")
+    build = datasets_dir / f"{dataset}.build.json"
+    if not build.exists():
+        return f"dataset {dataset} is no longer built in this workspace"
+    try:
+        current = json.loads(build.read_text()).get("fingerprint")
+    except json.JSONDecodeError:
+        return f"{build} is not valid JSON"
+    used = (summary.get("cache") or {}).get("dataset_fingerprint")
+    if used != current:
+        return f"computed from another build of {dataset} (fingerprint {str(used)[:12]}, now {str(current)[:12]})"
+    return None
 
 
 def _age(folder: Path) -> tuple[int, str]:

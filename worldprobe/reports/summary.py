@@ -1,98 +1,99 @@
-"""The report's summary table: per dataset and model, the best layer, its test metrics and every control."""
+"""The verdict table: per dataset and model, the probe at its train-selected layer beside every control, each number
+with its interval and n, and the verdict sentence (all read from the runs' ``summary.json`` headlines)."""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 import pandas as pd
 
 from worldprobe.datasets.registry import DATASETS
-from worldprobe.reports.results import best_layers, primary_prompt
+from worldprobe.probes.verdict import short
+from worldprobe.reports.results import primary_prompt
 
-CONTROL_ORDER = ("shuffled", "random_init", "embedding", "lexical", "group_oracle", "alt_world")
-
-
-def _value(rows: pd.DataFrame, metric: str, control: str, layer: int | None = None) -> float:
-    """Mean test value of ``metric`` (target ``mean``) for a control, at one layer or at the control's best layer."""
-    rows = rows[
-        (rows["split"] == "test")
-        & (rows["target"] == "mean")
-        & (rows["metric"] == metric)
-        & (rows["control"] == control)
-    ]
-    if rows.empty:
-        return np.nan
-    if layer is not None and (rows["layer"] == layer).any():
-        return float(rows.loc[rows["layer"] == layer, "value"].mean())
-    return float(rows.groupby("layer", dropna=False)["value"].mean().max())
-
-
-def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per dataset and model (primary prompt; ridge when there are several probes).
-
-    Columns: dataset, model, prompt, probe, n_layers, best_layer, rel_depth, r2, spearman, within_group_r, and for each
-    control present ``<control>_r2`` at its own best layer; ``alt_world_gap`` is R²(true) - R²(alternative) at the
-    probe's best layer.
-    """
-    best = best_layers(metrics)
-    if best.empty:
-        return pd.DataFrame()
-    rows = []
-    for dataset, per_dataset in best.groupby("dataset", sort=False):
-        prompt = primary_prompt(per_dataset["prompt"])
-        chosen = per_dataset[per_dataset["prompt"] == prompt]
-        for model, per_model in chosen.groupby("model"):
-            top = per_model.sort_values("probe", key=lambda p: p != "ridge").iloc[0]
-            scope = metrics[
-                (metrics["dataset"] == dataset) & (metrics["model"] == model) & (metrics["prompt"] == prompt)
-            ]
-            layer = int(top["layer"])
-            row = dict(dataset=dataset, model=model, prompt=prompt, probe=top["probe"], n_layers=int(top["n_layers"]))
-            row |= dict(best_layer=layer, rel_depth=float(top["rel_depth"]), r2=float(top["r2"]))
-            row["spearman"] = _value(scope[scope["probe"] == top["probe"]], "spearman", "none", layer)
-            row["within_group_r"] = _value(scope, "pearson", "within_group", layer)
-            present = set(scope["control"])
-            for control in (c for c in CONTROL_ORDER if c in present):
-                if control == "alt_world":
-                    gap = _value(scope, "r2_gap", control, layer)
-                    row["alt_world_gap"] = gap if np.isfinite(gap) else row["r2"] - _value(scope, "r2", control, layer)
-                else:
-                    row[f"{control}_r2"] = _value(scope, "r2", control)  # a flat control has one value
-            rows.append(row)
-    order = {name: i for i, name in enumerate(DATASETS)}
-    table = pd.DataFrame(rows)
-    return table.sort_values(["dataset", "model"], key=lambda c: c.map(order).fillna(len(order)) if c.name == "dataset"
-                             else c, kind="stable").reset_index(drop=True)  # fmt: skip
-
-
-COLUMN_TITLES = {
+COLUMNS = {
     "dataset": "dataset",
     "model": "model",
-    "prompt": "prompt",
-    "probe": "probe",
-    "best_layer": "best layer",
-    "r2": "test R²",
-    "spearman": "Spearman ρ",
+    "n_test": "n test",
+    "layer": "layer (chosen on train)",
+    "r2": "test R² [95% CI]",
+    "error": "median error",
+    "vs_lexical": "Δ vs lexical",
+    "vs_random_init": "Δ vs random init",
+    "vs_embedding": "Δ vs embedding",
     "within_group_r": "within-group r",
-    "shuffled_r2": "shuffled R²",
-    "random_init_r2": "random-init R²",
-    "embedding_r2": "embedding R²",
-    "lexical_r2": "lexical R²",
-    "group_oracle_r2": "group-oracle R²",
-    "alt_world_gap": "alt-world gap ΔR²",
+    "alt_beyond_lexical": "alt-world gap beyond lexical",
+    "verdict": "verdict",
 }
+"""The table's columns and headings; a Δ is probe minus control, paired over the same test entities."""
 
 
-def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The summary with readable headings, the best layer as ``l/L (depth%)``, numbers to 3 decimals, "–" for none."""
+def chosen_runs(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per dataset and model: the primary prompt, ridge when there are several probes, the newest re-run
+    (summaries come oldest first); in registry order of the datasets, then by model."""
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        if "headline" in summary:
+            by_dataset.setdefault(summary["dataset"], []).append(summary)
+    order = {name: i for i, name in enumerate(DATASETS)}
+    chosen = []
+    for dataset in sorted(by_dataset, key=lambda d: (order.get(d, len(order)), d)):
+        runs = by_dataset[dataset]
+        prompt = primary_prompt([r["prompt"] for r in runs])
+        best: dict[str, dict[str, Any]] = {}
+        for run in (r for r in runs if r["prompt"] == prompt):
+            current = best.get(run["model"])
+            if current is None or (run["probe"] == "ridge") >= (current["probe"] == "ridge"):
+                best[run["model"]] = run
+        chosen += [best[model] for model in sorted(best)]
+    return chosen
+
+
+def verdict_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
+    """The verdict table as text cells (estimates as ``.36 [.30, .41]``), one row per chosen run."""
+    rows = []
+    for run in chosen_runs(summaries):
+        head = run["headline"]
+        controls = head.get("controls", {})
+        unit = head.get("error_unit", "")
+
+        alt = head.get("alt_world", {})
+        error = head["probe"]["median_error"]
+        rows.append({
+            "dataset": run["dataset"], "model": run["model"], "n_test": head["n_test"],
+            "layer": f"{head['selected_layer']}/{run['n_layers']}",
+            "r2": short(head["probe"]["r2"]),
+            "error": f"{error['value']:,.0f} [{error['low']:,.0f}, {error['high']:,.0f}] {unit}",
+            "vs_lexical": _diff(controls, "lexical"), "vs_random_init": _diff(controls, "random_init"),
+            "vs_embedding": _diff(controls, "embedding"),
+            "within_group_r": short(head["probe"].get("within_group_r")),
+            "alt_beyond_lexical": short(alt.get("beyond_lexical"), signed=True) if alt else "not run",
+            "verdict": run["verdict"]["label"],
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COLUMNS)).rename(columns=COLUMNS)
+
+
+def _diff(controls: dict[str, Any], name: str) -> str:
+    """Probe minus control at the control's own layer, ``+.12 [.07, .17]`` (with the number of seeds when several)."""
+    entry = controls.get(name)
+    if not entry:
+        return "not run"
+    text = short(entry["own"]["diff_r2"], signed=True)
+    return f"{text} ({len(entry['seeds'])} seeds)" if len(entry.get("seeds", [])) > 1 else text
+
+
+def verdict_sentences(summaries: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(dataset, model, sentence) of every chosen run."""
+    return [(r["dataset"], r["model"], r["verdict"]["sentence"]) for r in chosen_runs(summaries)]
+
+
+def as_text(summaries: list[dict[str, Any]]) -> str:
+    """The verdict table and the sentences as plain text (the end of ``worldprobe run``)."""
+    table = verdict_table(summaries)
     if table.empty:
-        return table
-    shown = table.copy()
-    shown["best_layer"] = [
-        f"{layer}/{n} ({depth:.0%})"
-        for layer, n, depth in zip(shown["best_layer"], shown["n_layers"], shown["rel_depth"], strict=True)
-    ]
-    columns = [c for c in COLUMN_TITLES if c in shown.columns]
-    shown = shown[columns]
-    numeric = shown.select_dtypes("number").columns
-    shown[numeric] = shown[numeric].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")
-    return shown.rename(columns=COLUMN_TITLES)
+        return "no probe results yet"
+    lines = [table.to_string(index=False), ""]
+    lines += [f"{dataset} x {model}: {sentence}" for dataset, model, sentence in verdict_sentences(summaries)]
+    lines.append("Δ = probe minus control on the same test entities (paired bootstrap, 95% interval); each control at "
+                 "its own layer chosen on train rows.")  # fmt: skip
+    return "\n".join(lines)

@@ -27,6 +27,7 @@ class TimelineInput:
     layer: int
     n_layers: int
     rows: pd.DataFrame  # one row per test entity with true_year and pred_year
+    baselines: str = ""  # the median errors of predicting the train mean and the group oracle, for the title
 
 
 def year_text(year: float) -> str:
@@ -62,8 +63,9 @@ def timeline_figure(data: TimelineInput, out_dir: Path, seed: int = DEFAULT_SEED
     ax_scatter.set(
         xlabel="true year (CE; negative = BC)",
         ylabel="predicted year (CE)",
-        title=f"median |error| {np.nanmedian(error):,.0f} years",
     )
+    ax_scatter.set_title(f"probe median |error| {np.nanmedian(error):,.0f} years"
+                         + (f"\n(baselines: {data.baselines})" if data.baselines else ""), fontsize=9)  # fmt: skip
     ax_scatter.legend(loc="upper left", fontsize=8)
 
     bins = error_by_bin(rows)
@@ -93,9 +95,9 @@ def timeline_figure(data: TimelineInput, out_dir: Path, seed: int = DEFAULT_SEED
     )  # fmt: skip
 
     sample = np.sort(np.random.default_rng(seed).choice(len(rows), size=min(len(rows), HOVER_SAMPLE), replace=False))
+    read = rows["text"] if "text" in rows.columns else rows["name"]
     labels = [
-        f"{rows['name'].iat[i]} — true {year_text(true[i])}; predicted {year_text(pred[i])}; "
-        f"error {error[i]:,.0f} years"
+        f"“{read.iat[i]}” — true {year_text(true[i])}; predicted {year_text(pred[i])}; error {error[i]:,.0f} years"
         for i in sample
     ]
     caption = Caption(data.dataset, data.model, data.prompt, layer_text(data.layer, data.n_layers), "test", len(rows))

@@ -1,0 +1,64 @@
+"""Per entity type: the probe and its controls on each type's test rows, and where that changes the story (a mixture
+dataset can hide it: us_place ZIP codes carry their place in their digits; science.md section 9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from worldprobe.probes.bootstrap import Estimate
+from worldprobe.probes.verdict import CONTROL_NAMES, short
+
+SHOWN_CONTROLS = ("lexical", "random_init", "embedding")
+
+
+def breakdown_table(run: dict[str, Any]) -> pd.DataFrame:
+    """One row per entity type with enough test rows: n, R² [CI], median error and the paired Δ against the lexical,
+    random-init and embedding controls; empty when the run has fewer than two such types."""
+    subsets = run["headline"].get("subsets", {})
+    types = subsets.get("types", {})
+    if not types:
+        return pd.DataFrame()
+    unit = run["headline"].get("error_unit", "")
+    rows = []
+    for name, entry in sorted(types.items(), key=lambda item: -item[1]["n"]):
+        error = entry["median_error"]
+        row = {"entity type": name, "n test": entry["n"], "test R² [95% CI]": short(entry["r2"]),
+               "median error": f"{error['value']:,.0f} {unit}"}  # fmt: skip
+        for control in SHOWN_CONTROLS:
+            if control in entry["controls"]:
+                row[f"Δ vs {control.replace('_', ' ')}"] = short(entry["controls"][control]["diff_r2"], signed=True)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def breakdown_notes(run: dict[str, Any]) -> list[str]:
+    """Plain sentences where an entity type tells another story than all test rows together: its R² interval lies
+    below zero, or a control that the probe beats overall is not beaten there (or the other way round)."""
+    head = run["headline"]
+    overall = {c: _side(head["controls"][c]["own"]["diff_r2"]) for c in SHOWN_CONTROLS if c in head.get("controls", {})}
+    notes = []
+    for name, entry in head.get("subsets", {}).get("types", {}).items():
+        r2 = Estimate(**entry["r2"])
+        if r2.high < 0:
+            notes.append(f"On {name} alone (n = {entry['n']}) the probe's test R² is {r2.text()}: worse than "
+                         "predicting the mean of those rows.")  # fmt: skip
+        for control, side in overall.items():
+            if control not in entry["controls"]:
+                continue
+            here = _side(entry["controls"][control]["diff_r2"])
+            if (here == "above") != (side == "above"):  # beaten here but not overall, or the other way round
+                diff = Estimate(**entry["controls"][control]["diff_r2"])
+                notes.append(f"On {name} alone (n = {entry['n']}) the probe is {_words(here)} {CONTROL_NAMES[control]} "
+                             f"({diff.text(signed=True)}), unlike on all test rows ({_words(side)}).")  # fmt: skip
+    return notes
+
+
+def _side(entry: dict[str, Any]) -> str:
+    est = Estimate(**entry)
+    return "above" if est.low > 0 else "below" if est.high < 0 else "tie"
+
+
+def _words(side: str) -> str:
+    return {"above": "above", "below": "below", "tie": "not distinguishable from"}[side]
