@@ -17,7 +17,7 @@ from worldprobe.datasets.split import text_leaks
 from worldprobe.datasets.table import load, load_report
 
 BUILDERS = {"world_place": pp.build_world_place, "us_place": pp.build_us_place, "nyc_place": pp.build_nyc_place}
-SIZES = {"world_place": (37_000, 46_000), "us_place": (42_000, 52_000), "nyc_place": (740, 990)}
+SIZES = {"world_place": (37_000, 46_000), "us_place": (28_000, 33_000), "nyc_place": (740, 990)}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,10 @@ def test_us_place_lower_48_and_states(built):
     assert denver["state_id"] == "CO" and denver["state_name"] == "Colorado"
     assert "Washington County" not in set(table["text"])  # ambiguous county names are dropped
     assert report.dropped["outside_region"] > 0 and report.dropped["ambiguous_county_name"] > 1000
+    # the paper's mix: about 42% ZIP codes (a seeded sample of them), recorded in the build report
+    share = (table["entity_type"] == "zip").mean()
+    assert abs(share - pp.PAPER_ZIP_SHARE) < 0.002 and report.details["zip_share"] == pytest.approx(share, abs=1e-4)
+    assert report.dropped["zip_share_cap"] > 10_000 and any("41.8%" in note for note in report.notes)
     # the state a row claims is the state polygon it lies in, for nearly every row
     sample = table.sample(2000, random_state=0)
     found = geodata.locate(
@@ -111,6 +115,17 @@ def test_same_place_rule_keeps_far_homonyms():
     kept = pp._clean(rows, same_place_km=0.5)
     assert list(kept["entity_id"]) == ["a", "c", "d"]
     assert rows.dropped == {"duplicate_text_within_0.5_km": 1}
+
+
+def test_cap_share_keeps_a_seeded_sample_and_counts_the_rest():
+    rows = pp.Rows()
+    table = pd.DataFrame({"entity_type": ["zip"] * 80 + ["city"] * 20, "text": [f"t{i}" for i in range(100)]})
+    capped = pp.cap_share(table, rows, "zip", 0.5, seed=1)
+    assert (capped["entity_type"] == "zip").sum() == 20 and (capped["entity_type"] == "city").sum() == 20
+    assert rows.dropped["zip_share_cap"] == 60
+    assert capped["text"].tolist() == sorted(capped["text"], key=lambda t: int(t[1:]))  # table order kept
+    again = pp.cap_share(table, pp.Rows(), "zip", 0.5, seed=1)
+    assert capped.equals(again) and not capped.equals(pp.cap_share(table, pp.Rows(), "zip", 0.5, seed=2))
 
 
 def test_clean_counts_bad_coordinates_and_repeats():

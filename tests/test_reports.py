@@ -285,3 +285,15 @@ def test_report_opens_offline_in_chromium(report, tmp_path):
         assert not offline, offline
     finally:
         driver.quit()
+
+
+def test_top_neurons_table_ranks_over_every_layer_by_train_correlation():
+    from worldprobe.reports.neurons import neuron_table
+
+    rows = pd.DataFrame({
+        "target": ["year"] * 6, "kind": "mlp", "layer": [1, 1, 2, 2, 7, 7], "neuron": [10, 11, 20, 21, 70, 71],
+        "rank": [0, 1, 0, 1, 0, 1], "train_pearson": [0.30, 0.20, -0.50, 0.10, 0.80, 0.75],
+        "test_spearman": [0.2, 0.1, -0.4, 0.0, 0.7, 0.6], "test_r2": [0.0] * 6,
+    })  # fmt: skip
+    table = neuron_table(rows, per_target=3)
+    assert table["neuron"].tolist() == [70, 71, 20]  # not the rank-1 neuron of the first layers

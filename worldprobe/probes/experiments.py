@@ -3,6 +3,7 @@ model comparison, and probes of arbitrary targets aligned with a cache (science.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -413,7 +414,9 @@ def run_probe(
     targets, kind = resolve_targets(entities, dataset, target, log_target)
     is_test = entities["is_test"].to_numpy(dtype=bool)
     make = make_probe_factory(probe, standardize=std, seed=seed)
+    clock = _Clock()
     result = layer_sweep(cache.layer, targets, is_test, chosen, make, kind=kind, progress=progress)
+    clock.lap("layer_sweep")
     selected = result.selected_layer
     n_layers = int(cache.manifest["n_layers"])
     ids = {"dataset": dataset, "model": model, "n_layers": n_layers, "prompt": prompt, "probe": probe, "seed": seed}
@@ -433,6 +436,7 @@ def run_probe(
         )  # fmt: skip
         frames.append(ctl.rows)
         fits, alt = ctl.fits, ctl.alt_world
+        clock.lap("controls")
     top = headline(RunData(
         kind=kind, target_names=list(targets.columns), y=targets.to_numpy(dtype=np.float64)[valid],
         is_test=is_test[valid], groups=group_keys(entities, dataset).to_numpy()[valid],
@@ -445,6 +449,7 @@ def run_probe(
     metrics_table = metrics_table.assign(**{k: v for k, v in ids.items() if k != "seed"}, standardize=std)
     metrics_table["rel_depth"] = metrics_table["layer"] / n_layers
 
+    clock.lap("headline")
     hold = []
     for column in holdouts:
         groups = entities[column]
@@ -458,6 +463,7 @@ def run_probe(
                                   column=column))  # fmt: skip
     holdouts_table = pd.concat(hold, ignore_index=True) if hold else pd.DataFrame(columns=list(HOLDOUT_COLUMNS))
 
+    clock.lap("holdouts")
     kept = sorted({selected} | (set(chosen) if layers is not None else set()))
     predictions = _prediction_table(entities, spec, targets, result, kept, ids, fits, valid, selected)
     test_rows = result.metrics.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")
@@ -475,12 +481,30 @@ def run_probe(
         "alpha_on_edge_layers": result.metrics.query("metric == 'alpha_on_edge' and value == 1")["layer"].tolist(),
         "rows": {"entities": len(entities), "dropped_no_target": result.dropped,
                  "train": int((valid & ~is_test).sum()), "test": int((valid & is_test).sum())},
+        "cost": clock.record(),
         "cache": {"path": str(getattr(cache, "path", "")),
                   "dataset_fingerprint": cache.manifest.get("dataset_fingerprint"),
                   "entity_order_sha256": cache.manifest.get("entity_order_sha256")},
     }  # fmt: skip
     return write_results(folder, metrics=metrics_table, predictions=predictions, holdouts=holdouts_table,
                          summary=summary)  # fmt: skip
+
+
+class _Clock:
+    """CPU and wall seconds of each phase of a probe run (``summary.json`` ``cost``: what the bootstrap adds)."""
+
+    def __init__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+        self.phases: dict[str, dict[str, float]] = {}
+
+    def lap(self, phase: str) -> None:
+        cpu, wall = time.process_time(), time.perf_counter()
+        self.phases[phase] = {"cpu_s": round(cpu - self._cpu, 3), "wall_s": round(wall - self._wall, 3)}
+        self._cpu, self._wall = cpu, wall
+
+    def record(self) -> dict[str, dict[str, float]]:
+        total = {k: round(sum(p[k] for p in self.phases.values()), 3) for k in ("cpu_s", "wall_s")}
+        return {**self.phases, "total": total}
 
 
 def with_intervals(

@@ -15,8 +15,11 @@ TABLE_COLUMNS = ["target", "rank", "kind", "layer", "neuron", "train_pearson", "
 
 
 def neuron_table(rows: pd.DataFrame, per_target: int = TABLE_ROWS) -> pd.DataFrame:
-    """The best ``per_target`` neurons of each target by rank, with the columns the report shows."""
-    ordered = rows.sort_values(["target", "rank"])
+    """The top ``per_target`` neurons of each target over every layer and kind, by |Pearson r| on train rows (the
+    selection; test rows only score them), with the columns the report shows. ``rank`` is the rank within its layer."""
+    ordered = rows.assign(strength=rows["train_pearson"].abs()).sort_values(
+        ["target", "strength", "layer", "neuron"], ascending=[True, False, True, True], kind="stable"
+    )
     table = ordered.groupby("target", sort=False).head(per_target)
     columns = [c for c in TABLE_COLUMNS + ["cos_in", "cos_out"] if c in table.columns]
     return table[columns].reset_index(drop=True)
