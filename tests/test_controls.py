@@ -273,3 +273,20 @@ def test_run_controls_rejects_bad_requests(workspace):
     no_zero = FakeCache(cache.entities, {1: cache.arrays[1], 2: cache.arrays[2]}, {"n_layers": 2})
     with pytest.raises(WorldprobeError, match="no layer 0"):
         run(["embedding"], no_zero, targets, workspace)
+
+
+def test_controls_fitted_in_the_probes_own_sweep_equal_their_own_fits(workspace):
+    """shuffled and alt_world fitted beside the probe (one decomposition per layer) give the rows they give alone."""
+    from worldprobe.probes.experiments import layer_sweep
+
+    cache, targets = world()
+    y = targets.to_numpy()
+    extra = controls.control_targets(["shuffled", "alt_world"], cache.entities, y, "world_place", seed=0)
+    result = layer_sweep(cache.layer, targets, cache.entities["is_test"].to_numpy(), cache.layers, make_probe,
+                         kind="place", progress=False, extra=extra)  # fmt: skip
+    alone = run(["shuffled", "alt_world"], cache, targets, workspace, predictions=result.predictions)
+    shared = run(["shuffled", "alt_world"], cache, targets, workspace, predictions=result.predictions,
+                 shared=result.shared)  # fmt: skip
+    assert len(result.shared["alt_world"].targets) == controls.ALT_WORLD_PERMUTATIONS
+    pd.testing.assert_frame_equal(alone.drop(columns="value"), shared.drop(columns="value"))
+    np.testing.assert_allclose(shared["value"], alone["value"], rtol=1e-8, atol=1e-10)

@@ -72,6 +72,12 @@ def test_within_group_evidence_for_time():
     assert out["label"] == "beyond the century" and "evidence of when beyond the century" in out["sentence"]
 
 
+def test_a_missing_random_init_control_is_said_not_counted_as_beaten():
+    out = say(_head(lexical=(0.10, 0.05, 0.15), within=(0.3, 0.2, 0.4)))
+    assert out["label"] == "beyond the country (no random-init control)"
+    assert "random-init twin was not run" in out["sentence"]
+
+
 def test_no_lexical_control_is_unchecked_and_no_readout_is_said():
     assert say(_head())["label"] == "unchecked (no lexical control)"
     assert say(_head(lexical=(0.1, 0.05, 0.15), shuffled=(0.01, -0.02, 0.04)))["label"] == "no readout"

@@ -86,6 +86,39 @@ class AltWorldFit:
 
 
 @dataclass
+class SharedFits:
+    """Fits of a control's target sets made in the probe's own layer sweep, on the same decomposition per layer as
+    the probe (``layer_sweep(extra=...)``): the targets, and per set the predictions and selection score per layer."""
+
+    targets: list[np.ndarray]
+    predictions: list[dict[int, np.ndarray]]
+    selection: list[dict[int, float]]
+
+
+SHARED_CONTROLS = ("shuffled", "alt_world")
+"""Controls whose probes read the same activations as the probe itself, so their fits can share its decomposition."""
+
+
+def control_targets(names: Sequence[str], entities: pd.DataFrame, y: np.ndarray, dataset: str, seed: int
+                    ) -> dict[str, list[np.ndarray]]:  # fmt: skip
+    """The target sets of the shared controls among ``names``: the permuted targets of ``shuffled`` and the
+    alternative worlds of ``alt_world`` (the same ones :func:`run_controls` would draw)."""
+    names = resolve_controls(names)
+    out: dict[str, list[np.ndarray]] = {}
+    if "shuffled" in names:
+        out["shuffled"] = [shuffled_targets(entities["text"].reset_index(drop=True), y, seed=seed)]
+    if "alt_world" in names:
+        out["alt_world"] = alternative_worlds(group_keys(entities.reset_index(drop=True), dataset), y, seed=seed)
+    return out
+
+
+def alternative_worlds(groups: pd.Series, y: np.ndarray, *, seed: int) -> list[np.ndarray]:
+    """:data:`ALT_WORLD_PERMUTATIONS` seeded alternative worlds (see :func:`alternative_world`)."""
+    return [alternative_world(groups, y, seed=s)
+            for s in np.random.default_rng(seed).integers(0, 2**31, ALT_WORLD_PERMUTATIONS)]  # fmt: skip
+
+
+@dataclass
 class ControlRun:
     """Tidy metric rows (columns of ``metrics.parquet``) and the fits behind them."""
 
@@ -118,12 +151,14 @@ def run_controls(
     seed: int,
     selected_layer: int | None = None,
     random_init_seeds: int = RANDOM_INIT_SEEDS,
+    shared: dict[str, SharedFits] | None = None,
 ) -> ControlRun:
     """Run the named controls; return their tidy metric rows (columns of ``metrics.parquet``) and their fits.
 
     ``targets`` holds the target columns in cache order, ``predictions[layer]`` the main probe's predictions for every
     row (columns in target order); the split is ``cache.entities["is_test"]``. ``selected_layer`` is the probe's
     train-selected layer (default: the deepest of ``layers``); ``random_init`` runs ``random_init_seeds`` twins.
+    ``shared`` holds fits the probe's layer sweep already made for shuffled / alt_world (not refitted here).
     ``names`` may be ``["all"]`` for every control in :data:`CONTROLS`.
     """
     names = resolve_controls(names)
@@ -137,7 +172,7 @@ def run_controls(
         y=targets.to_numpy(dtype=np.float64), target_names=list(targets.columns), layers=list(layers),
         make_probe=make_probe, predictions=predictions, seed=seed, workspace=workspace,
         selected_layer=max(layers) if selected_layer is None else int(selected_layer),
-        twin_seeds=[seed + i for i in range(random_init_seeds)],
+        twin_seeds=[seed + i for i in range(random_init_seeds)], shared=shared or {},
     )  # fmt: skip
     frames = [pd.DataFrame(_RUNNERS[name](job)) for name in tqdm(names, desc="controls", unit="control")]
     rows = pd.concat(frames, ignore_index=True)[list(METRIC_COLUMNS)] if frames else pd.DataFrame(
@@ -216,9 +251,13 @@ class _Job:
         """Fit the probe to ``y`` at every layer (``layer_of(l)`` gives the features); rows per layer, with the
         selection score on train rows, and the fit kept in ``fits``."""
         fit = ControlFit(control, y, {}, {}, seed)
+        shared = self.shared.get(control) if seed is None else None
         rows = []
         for layer in tqdm(self.layers, desc=control, unit="layer", leave=False):
-            (pred,), (score,) = self.fit_predict_many(layer_of(layer), [y])
+            if shared is not None:
+                pred, score = shared.predictions[0][layer], shared.selection[0][layer]
+            else:
+                (pred,), (score,) = self.fit_predict_many(layer_of(layer), [y])
             fit.predictions[layer], fit.selection[layer] = pred, score
             rows += self.regression_rows(control, [layer], y, pred, seed)
             rows += self.rows(control, layer, "train", {"mean": {SCORE_METRIC: score}}, seed)
@@ -262,7 +301,8 @@ def _per_target(
 
 def _shuffled(job: _Job) -> list[dict]:
     """The probe's floor: targets permuted across entities, entities sharing a text get the same new target."""
-    y = shuffled_targets(job.entities["text"], job.y, seed=job.seed)
+    shared = job.shared.get("shuffled")
+    y = shared.targets[0] if shared else shuffled_targets(job.entities["text"], job.y, seed=job.seed)
     return job.layered("shuffled", y, job.layer)
 
 
@@ -440,16 +480,18 @@ def _alt_world(job: _Job) -> list[dict]:
     The same worlds are fitted from the lexical features and from each random-init twin (at its own selected layer)
     and kept in ``job.alt_world``: neighbouring groups often have similar spellings, so the model's gap is evidence
     only beyond theirs (science.md section 7)."""
-    groups = group_keys(job.entities, job.dataset)
-    worlds = [
-        alternative_world(groups, job.y, seed=s)
-        for s in np.random.default_rng(job.seed).integers(0, 2**31, ALT_WORLD_PERMUTATIONS)
-    ]
+    shared = job.shared.get("alt_world")
+    worlds = shared.targets if shared else alternative_worlds(group_keys(job.entities, job.dataset), job.y,
+                                                               seed=job.seed)  # fmt: skip
     fit = AltWorldFit(worlds, {}, {})
     rows = []
     names = [*job.target_names, "mean"]
     for layer in tqdm(job.layers, desc="alt_world", unit="layer", leave=False):
-        preds, scores = job.fit_predict_many(job.layer(layer), worlds)
+        if shared:
+            preds = [p[layer] for p in shared.predictions]
+            scores = [sel[layer] for sel in shared.selection]
+        else:
+            preds, scores = job.fit_predict_many(job.layer(layer), worlds)
         fit.model[layer], fit.model_selection[layer] = preds, float(np.mean(scores))
         true = regression_metrics(job.y[job.is_test], predictions_at(job, layer)[job.is_test], job.target_names)
         alt = [

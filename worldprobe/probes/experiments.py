@@ -20,7 +20,14 @@ from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes import metrics
 from worldprobe.probes.bootstrap import DEFAULT_RESAMPLES
-from worldprobe.probes.controls import FLAT, RANDOM_INIT_SEEDS, group_keys, resolve_controls
+from worldprobe.probes.controls import (
+    FLAT,
+    RANDOM_INIT_SEEDS,
+    SharedFits,
+    control_targets,
+    group_keys,
+    resolve_controls,
+)
 from worldprobe.probes.headline import ALL, RunData, headline
 from worldprobe.probes.mlp import MLPProbe
 from worldprobe.probes.results import HOLDOUT_COLUMNS, is_complete, run_dir, run_key, write_results
@@ -116,6 +123,7 @@ class ProbeResult:
     selected_layer: int
     probes: dict[int, BaseEstimator] = field(default_factory=dict)
     dropped: int = 0  # rows without a finite target (not fitted, not scored)
+    shared: dict[str, SharedFits] = field(default_factory=dict)  # extra target sets fitted beside the probe
 
     def prediction_frame(self, layer: int) -> pd.DataFrame:
         """Predictions of one layer as a DataFrame named like the targets."""
@@ -132,10 +140,14 @@ def layer_sweep(
     kind: str = "numeric",
     keep_probes: bool = False,
     progress: bool = True,
+    extra: dict[str, list[np.ndarray]] | None = None,
 ) -> ProbeResult:
     """Fit a fresh probe per layer on the train rows (finite targets) and score train and test rows.
 
-    ``layer_of(l)`` returns the (n, d) activations of layer ``l`` in the row order of ``targets``.
+    ``layer_of(l)`` returns the (n, d) activations of layer ``l`` in the row order of ``targets``. ``extra`` names
+    more target sets (e.g. a control's permuted targets, ``controls.control_targets``) fitted on the same rows of the
+    same layer: with the ridge probe all of them share one decomposition per layer (``RidgeProbe.fit_many``, the same
+    fits as one by one); their predictions and selection scores come back in ``result.shared``.
     """
     is_test = np.asarray(is_test, dtype=bool)
     y = targets.to_numpy(dtype=np.float64)
@@ -144,12 +156,23 @@ def layer_sweep(
     if len(train) < 3 or len(test) < 2:
         raise WorldprobeError(f"too few rows with a target: {len(train)} train, {len(test)} test", field="targets")
     rows, preds, probes, scores = [], {}, {}, {}
+    sets = [(name, np.asarray(a, dtype=np.float64).reshape(len(y), -1)) for name, arrays in (extra or {}).items()
+            for a in arrays]  # fmt: skip
+    shared = {name: SharedFits([a for n, a in sets if n == name], [], []) for name in dict.fromkeys(n for n, _ in sets)}
+    for fits in shared.values():
+        fits.predictions, fits.selection = [{} for _ in fits.targets], [{} for _ in fits.targets]
     for layer in tqdm(list(layers), desc="probing layers", unit="layer", disable=not progress):
         x = layer_of(layer)
-        probe = make_probe().fit(x[train], y[train])
+        probe, others = _fit_with_extra(make_probe, x, y, train, [a for _, a in sets])
         pred = np.asarray(probe.predict(x), dtype=np.float64).reshape(len(y), -1)
         preds[layer] = pred
         scores[layer] = selection_score(probe)
+        position = {name: 0 for name in shared}
+        for (name, _), other in zip(sets, others, strict=True):
+            i = position[name]
+            shared[name].predictions[i][layer] = np.asarray(other.predict(x), dtype=np.float64).reshape(len(y), -1)
+            shared[name].selection[i][layer] = selection_score(other)
+            position[name] += 1
         if keep_probes:
             probes[layer] = probe
         pred_df = pd.DataFrame(pred, columns=targets.columns)
@@ -161,8 +184,22 @@ def layer_sweep(
     table = pd.DataFrame(rows, columns=["layer", "split", "target", "metric", "value"])
     return ProbeResult(
         metrics=table, predictions=preds, targets=targets, kind=kind, selection=scores,
-        selected_layer=select_layer(scores), probes=probes, dropped=int((~valid).sum()),
+        selected_layer=select_layer(scores), probes=probes, dropped=int((~valid).sum()), shared=shared,
     )  # fmt: skip
+
+
+def _fit_with_extra(
+    make_probe: Callable[[], BaseEstimator], x, y: np.ndarray, train: np.ndarray, extra: list[np.ndarray]
+) -> tuple[BaseEstimator, list[BaseEstimator]]:
+    """The probe fitted to ``y`` and one per extra target set, all on the train rows of ``x`` (one decomposition
+    for all when the probe has ``fit_many``)."""
+    probe = make_probe()
+    if not extra:
+        return probe.fit(x[train], y[train]), []
+    if hasattr(probe, "fit_many"):
+        fitted = probe.fit_many(x[train], [y[train], *[a[train] for a in extra]])
+        return fitted[0], fitted[1:]
+    return probe.fit(x[train], y[train]), [make_probe().fit(x[train], a[train]) for a in extra]
 
 
 def _probe_settings(probe: BaseEstimator) -> list[tuple[str, float]]:
@@ -415,12 +452,14 @@ def run_probe(
     is_test = entities["is_test"].to_numpy(dtype=bool)
     make = make_probe_factory(probe, standardize=std, seed=seed)
     clock = _Clock()
-    result = layer_sweep(cache.layer, targets, is_test, chosen, make, kind=kind, progress=progress)
+    valid = np.isfinite(targets.to_numpy(dtype=np.float64)).all(axis=1)
+    extra = control_targets(controls, entities[valid], targets.to_numpy(dtype=np.float64)[valid], dataset, seed)
+    result = layer_sweep(cache.layer, targets, is_test, chosen, make, kind=kind, progress=progress,
+                         extra={name: [_on_rows(a, valid) for a in sets] for name, sets in extra.items()})
     clock.lap("layer_sweep")
     selected = result.selected_layer
     n_layers = int(cache.manifest["n_layers"])
     ids = {"dataset": dataset, "model": model, "n_layers": n_layers, "prompt": prompt, "probe": probe, "seed": seed}
-    valid = np.isfinite(targets.to_numpy(dtype=np.float64)).all(axis=1)
     fits: list = []
     alt = None
     frames = [result.metrics.assign(control="none", seed=seed)]
@@ -432,7 +471,11 @@ def run_probe(
             list(controls), workspace=ws, dataset=dataset, model=model, prompt=prompt, cache=view,
             targets=targets[valid].reset_index(drop=True), layers=chosen, make_probe=make,
             predictions={k: v[valid] for k, v in result.predictions.items()}, seed=seed, selected_layer=selected,
-            random_init_seeds=random_init_seeds,
+            random_init_seeds=random_init_seeds, shared={
+                name: SharedFits(extra[name], [{k: v[valid] for k, v in p.items()} for p in fits.predictions],
+                                 fits.selection)
+                for name, fits in result.shared.items()
+            },
         )  # fmt: skip
         frames.append(ctl.rows)
         fits, alt = ctl.fits, ctl.alt_world
@@ -488,6 +531,13 @@ def run_probe(
     }  # fmt: skip
     return write_results(folder, metrics=metrics_table, predictions=predictions, holdouts=holdouts_table,
                          summary=summary)  # fmt: skip
+
+
+def _on_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values`` of the rows where ``rows`` is true, placed in a table of every row (NaN elsewhere)."""
+    out = np.full((len(rows), *np.shape(values)[1:]), np.nan)
+    out[rows] = values
+    return out
 
 
 class _Clock:

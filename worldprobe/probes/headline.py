@@ -54,12 +54,19 @@ class Headline:
 
 
 class _Sample:
-    """One set of test rows and its resample weights, shared by every statistic so that differences are paired."""
+    """One set of test rows and its resample weights, shared by every statistic so that differences are paired.
+
+    Statistics are memoised per (kind, truth, predictions) and per weight matrix, and the truth's sums of squares
+    and ranks are computed once per truth: a run asks for the probe's R² in every paired difference, and most
+    predictors share the same truth.
+    """
 
     def __init__(self, rows: np.ndarray, data: RunData, seed: int) -> None:
         self.rows, self.data = rows, data
         self.w = bs.resample_counts(len(rows), data.resamples, seed).astype(np.float64)
-        self._ranks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.ones = bs.ones_like(self.w)
+        self._stats: dict[tuple, tuple[Any, ...]] = {}
+        self._truth: dict[tuple, tuple[Any, ...]] = {}
 
     @property
     def n(self) -> int:
@@ -67,40 +74,91 @@ class _Sample:
 
     def both(self, statistic: Callable[[np.ndarray], np.ndarray]) -> tuple[float, np.ndarray]:
         """(value on the sample, values on the resamples) of ``statistic(weights) -> (B,)``."""
-        return float(statistic(bs.ones_like(self.w))[0]), statistic(self.w)
+        return float(statistic(self.ones)[0]), statistic(self.w)
+
+    def _memo(self, key: tuple, keep: tuple, make: Callable[[], Callable[[np.ndarray], np.ndarray]]):
+        """The statistic for ``key``, made once; its value for each of the two weight matrices computed once.
+        ``keep`` holds the keyed arrays, so that their ids stay theirs while the sample lives."""
+        if key not in self._stats:
+            fn, values = make(), {}
+
+            def memoised(w: np.ndarray) -> np.ndarray:
+                slot = "w" if w is self.w else "ones" if w is self.ones else None
+                if slot is None:
+                    return fn(w)
+                if slot not in values:
+                    values[slot] = fn(w)
+                return values[slot]
+
+            self._stats[key] = (memoised, keep)
+        return self._stats[key][0]
+
+    def _ss_tot(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """(B, k) total sum of squares of the truth ``y`` (rows of this sample, centred) under ``w``."""
+        slot = ("ss_tot", id(y), "w" if w is self.w else "ones" if w is self.ones else id(w))
+        if slot not in self._truth:
+            yc = y[self.rows] - y[self.rows].mean(axis=0)
+            total = w.sum(axis=1, keepdims=True)
+            mean = (w @ yc) / total
+            self._truth[slot] = (w @ (yc * yc) - total * mean * mean, y)
+        return self._truth[slot][0]
 
     def r2(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        y, pred = y[self.rows], pred[self.rows]
-        return lambda w: bs.weighted_r2(y, pred, w).mean(axis=1)
+        """Mean over targets of R² (sklearn's definition) per resample."""
+
+        def make():
+            residual = (y[self.rows] - pred[self.rows]) ** 2
+
+            def statistic(w: np.ndarray) -> np.ndarray:
+                ss_tot = self._ss_tot(y, w)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r2 = np.where(ss_tot > 0, 1.0 - (w @ residual) / ss_tot, np.nan)
+                return r2.mean(axis=1)
+
+            return statistic
+
+        return self._memo(("r2", id(y), id(pred)), (y, pred), make)
 
     def r2_of(self, y: np.ndarray, pred: np.ndarray, column: int) -> Callable[[np.ndarray], np.ndarray]:
-        y, pred = y[self.rows], pred[self.rows]
-        return lambda w: bs.weighted_r2(y[:, column], pred[:, column], w)[:, 0]
+        def make():
+            yy, pp = y[self.rows, column], pred[self.rows, column]
+            return lambda w: bs.weighted_r2(yy, pp, w)[:, 0]
+
+        return self._memo(("r2_of", id(y), id(pred), column), (y, pred), make)
 
     def spearman(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        y, pred = y[self.rows], pred[self.rows]
+        """Mean over targets of Spearman ρ per resample (ranks of the truth computed once per truth)."""
 
-        def statistic(w: np.ndarray) -> np.ndarray:
-            ranks = [(self._truth_ranks(y, j, w), bs.weighted_ranks(pred[:, j], w)) for j in range(y.shape[1])]
-            return np.mean([bs.rowwise_pearson(a, b, w) for a, b in ranks], axis=0)
+        def make():
+            pp = pred[self.rows]
 
-        return statistic
+            def statistic(w: np.ndarray) -> np.ndarray:
+                pairs = [(self._ranks(y, j, w), bs.weighted_ranks(pp[:, j], w)) for j in range(pp.shape[1])]
+                return np.mean([bs.rowwise_pearson(a, b, w) for a, b in pairs], axis=0)
 
-    def _truth_ranks(self, y: np.ndarray, column: int, w: np.ndarray) -> np.ndarray:
-        if w is not self.w:
-            return bs.weighted_ranks(y[:, column], w)
-        key = hash((y[:, column].tobytes(), column))
-        if key not in self._ranks:
-            self._ranks[key] = bs.weighted_ranks(y[:, column], w)
-        return self._ranks[key]
+            return statistic
+
+        return self._memo(("spearman", id(y), id(pred)), (y, pred), make)
+
+    def _ranks(self, y: np.ndarray, column: int, w: np.ndarray) -> np.ndarray:
+        slot = ("ranks", id(y), column, "w" if w is self.w else "ones" if w is self.ones else id(w))
+        if slot not in self._truth:
+            self._truth[slot] = (bs.weighted_ranks(y[self.rows, column], w), y)
+        return self._truth[slot][0]
 
     def median_error(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        errors = row_errors(self.data.kind, y[self.rows], pred[self.rows])
-        return lambda w: bs.weighted_median(errors, w)
+        def make():
+            errors = row_errors(self.data.kind, y[self.rows], pred[self.rows])
+            return lambda w: bs.weighted_median(errors, w)
+
+        return self._memo(("median_error", id(y), id(pred)), (y, pred), make)
 
     def within_group_r(self, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        groups, y, pred = self.data.groups[self.rows], y[self.rows], pred[self.rows]
-        return lambda w: _mean_over_targets(bs.weighted_within_group_r(groups, y, pred, w))
+        def make():
+            groups, yy, pp = self.data.groups[self.rows], y[self.rows], pred[self.rows]
+            return lambda w: _mean_over_targets(bs.weighted_within_group_r(groups, yy, pp, w))
+
+        return self._memo(("within_group_r", id(y), id(pred)), (y, pred), make)
 
 
 def _mean_over_targets(values: np.ndarray) -> np.ndarray:
