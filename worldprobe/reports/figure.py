@@ -57,9 +57,9 @@ class FigureFile:
     hover: list[HoverPoint] = field(default_factory=list)
 
 
-def layer_text(layer: int, n_layers: int) -> str:
-    """``"12 of 24 (50% depth)"``."""
-    return f"{layer} of {n_layers} ({layer / n_layers:.0%} depth)"
+def layer_text(layer: int, n_layers: int, *, chosen_on_train: bool = False) -> str:
+    """``"12 of 24 (50% depth)"``, with ``, chosen on train rows`` for a train-selected layer."""
+    return f"{layer} of {n_layers} ({layer / n_layers:.0%} depth{', chosen on train rows' if chosen_on_train else ''})"
 
 
 def file_stem(*parts: object) -> str:
