@@ -56,7 +56,8 @@ def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tupl
     true_x, true_y = spec.project(rows["true_longitude"], rows["true_latitude"])
     pred_x, pred_y = spec.project(rows["pred_longitude"], rows["pred_latitude"].clip(-90, 90))
     km = error_km(rows)
-    base = Caption(data.dataset, data.model, data.prompt, layer_text(data.layer, data.n_layers, chosen_on_train=True), "test", len(rows))
+    layer = layer_text(data.layer, data.n_layers, chosen_on_train=True)
+    base = Caption(data.dataset, data.model, data.prompt, layer, "test", len(rows))
     stem = file_stem(data.dataset, data.model, data.prompt, "map")
 
     fig, (ax_pred, ax_true) = new_figure(1, 2, width=13, height=4.6 if spec.name == "world" else 5)
@@ -87,7 +88,7 @@ def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tupl
     ax.set_title(f"a seeded sample of {len(sample)} of {len(rows)} test entities; "
                  f"probe median error {np.nanmedian(km):,.0f} km over all {len(rows)}", fontsize=9)  # fmt: skip
     title = f"{data.dataset}: prediction errors of the {data.model} probe"
-    drawn = Caption(data.dataset, data.model, data.prompt, layer_text(data.layer, data.n_layers, chosen_on_train=True), "test", len(sample))
+    drawn = Caption(data.dataset, data.model, data.prompt, layer, "test", len(sample))
     errors = save(fig, out_dir, file_stem(data.dataset, data.model, data.prompt, "errors"), title, drawn)
     return [positions, errors], [note] if note else []
 

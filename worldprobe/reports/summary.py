@@ -29,8 +29,8 @@ COLUMNS = {
 
 
 def chosen_runs(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One run per dataset and model: the primary prompt, ridge when there are several probes, the newest re-run
-    (summaries come oldest first); in registry order of the datasets, then by model."""
+    """One run per dataset and model: the primary prompt, ridge when there are several probes, then the run with the
+    most controls, then the newest (summaries come oldest first); in registry order of the datasets, then by model."""
     by_dataset: dict[str, list[dict[str, Any]]] = {}
     for summary in summaries:
         if "headline" in summary:
@@ -40,12 +40,12 @@ def chosen_runs(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for dataset in sorted(by_dataset, key=lambda d: (order.get(d, len(order)), d)):
         runs = by_dataset[dataset]
         prompt = primary_prompt([r["prompt"] for r in runs])
-        best: dict[str, dict[str, Any]] = {}
-        for run in (r for r in runs if r["prompt"] == prompt):
-            current = best.get(run["model"])
-            if current is None or (run["probe"] == "ridge") >= (current["probe"] == "ridge"):
-                best[run["model"]] = run
-        chosen += [best[model] for model in sorted(best)]
+        best: dict[str, tuple[tuple[bool, int, int], dict[str, Any]]] = {}
+        for age, run in enumerate(r for r in runs if r["prompt"] == prompt):
+            rank = (run["probe"] == "ridge", len(run["headline"].get("controls", {})), age)
+            if run["model"] not in best or rank > best[run["model"]][0]:
+                best[run["model"]] = (rank, run)
+        chosen += [best[model][1] for model in sorted(best)]
     return chosen
 
 

@@ -100,7 +100,8 @@ def timeline_figure(data: TimelineInput, out_dir: Path, seed: int = DEFAULT_SEED
         f"“{read.iat[i]}” — true {year_text(true[i])}; predicted {year_text(pred[i])}; error {error[i]:,.0f} years"
         for i in sample
     ]
-    caption = Caption(data.dataset, data.model, data.prompt, layer_text(data.layer, data.n_layers, chosen_on_train=True), "test", len(rows))
+    layer = layer_text(data.layer, data.n_layers, chosen_on_train=True)
+    caption = Caption(data.dataset, data.model, data.prompt, layer, "test", len(rows))
     title = f"{data.dataset}: years read from {data.model} by the probe"
     stem = file_stem(data.dataset, data.model, data.prompt, "timeline")
     return save(fig, out_dir, stem, title, caption, Hover(ax_scatter, true[sample], pred[sample], labels))
