@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -51,10 +52,16 @@ for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli, s
     stage.register(app)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as one line on stderr ("warning: ..."), without the source line Python shows by default."""
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
 def main() -> None:
     """Entry point: run the app and print user errors as one line (exit code 2), no traceback."""
+    warnings.showwarning = _one_line_warning
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns the code of a typer.Exit instead of raising it here
     except WorldprobeError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         sys.exit(2)
@@ -70,6 +77,8 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
