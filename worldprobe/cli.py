@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from worldprobe import __version__, study_cli
+from worldprobe import __version__, study_cli, verify
 from worldprobe.datasets import cli as datasets_cli
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cli as extract_cli
@@ -48,7 +48,7 @@ def main_options(
     ctx.obj = Workspace.resolve(workspace)
 
 
-for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli, study_cli):
+for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli, study_cli, verify):
     stage.register(app)
 
 
