@@ -130,3 +130,13 @@ def test_downloads_are_fully_rehashed(study, tmp_path, monkeypatch):
     checksums.remember(wheel, sha)  # the stamp-keyed memo is not what verify relies on
     finding = next(f for f in verify(workspace, progress=False) if f.path == wheel)
     assert finding.status == DAMAGED and "the next use fetches it again" in finding.detail
+
+
+def test_recorded_fingerprint_is_of_the_table_as_stored(workspace, make_entity_table):
+    from worldprobe.datasets.table import BuildReport, fingerprint, load, load_report, write_table
+
+    table = make_entity_table(workspace, ["A", "B", "C", "D", "E"])
+    table["population"] = pd.Series([10, None, 30, 40, 50], dtype=object)  # parquet reads this back as float64
+    write_table(table, BuildReport("world_place", "test", [], 5, 5, {}, "every 5th row", 0), workspace)
+    assert fingerprint(load("world_place", workspace)) == load_report("world_place", workspace)["fingerprint"]
+    assert fingerprint(table) != load_report("world_place", workspace)["fingerprint"]

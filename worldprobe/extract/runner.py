@@ -411,7 +411,7 @@ def _checked_fingerprint(dataset: str, ws: Workspace, table: Any) -> str:
     if recorded and recorded != actual:
         raise WorldprobeError(
             f"the table does not match its build report (fingerprint {actual}, recorded {recorded}): it changed "
-            "after it was built", file=ws.dataset_table(dataset),
+            "after it was built, or an older worldprobe built it", file=ws.dataset_table(dataset),
             hint=f"build it again: `worldprobe datasets build {dataset}` (with the options you used)",
         )  # fmt: skip
     return actual
