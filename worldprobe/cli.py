@@ -52,7 +52,10 @@ for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli, s
     stage.register(app)
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+    line: str | None = None,
+) -> None:  # fmt: skip
     """Warnings as one line on stderr ("warning: ..."), without the source line Python shows by default."""
     typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
 

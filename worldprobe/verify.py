@@ -102,6 +102,8 @@ def _check_cache(ws: Workspace, folder: Path) -> Finding:
     if not manifest.get("complete"):
         return Finding("activations", folder, UNFINISHED, "resume it with the extract command that started it")
     problems = cache_mod.cache_problems(folder, manifest, full=True)
+    if problems and problems[0][1] == cache_mod.OLD_FORMAT:
+        return Finding("activations", folder, STALE, f"{cache_mod.OLD_FORMAT}: not used; delete it")
     if problems:
         file, problem = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -48,6 +48,7 @@ IDENTITY_FIELDS = (
 )  # fmt: skip
 """Manifest fields that define what a cache holds; a request that differs in any of them is refused. The model
 source carries the weights' checksum (local folders, GGUF files) or the hub revision and its commit."""
+OLD_FORMAT = "written by an older worldprobe without file checksums"
 LOOSE_FIELDS = ("layers", "n_entities", "entity_order_sha256")
 """Identity fields in which several finished caches of one request may differ (find_cache takes the largest)."""
 
@@ -302,7 +303,7 @@ def cache_problems(path: Path, manifest: dict[str, Any], *, full: bool = False) 
     path = Path(path)
     files = manifest.get("files")
     if int(manifest.get("format_version", 1)) < FORMAT_VERSION or not isinstance(files, dict):
-        return [(path / MANIFEST, "written by an older worldprobe without file checksums")]
+        return [(path / MANIFEST, OLD_FORMAT)]
     n, d = int(manifest["n_entities"]), int(manifest["d_model"])
     if manifest.get("rows_written") != n:
         return [(path / MANIFEST, f"{manifest.get('rows_written')} of {n} rows were written")]
@@ -439,7 +440,7 @@ def find_cache(
             matches.append((folder, manifest))
     if old:
         warnings.warn(f"skipping {len(old)} activation cache(s) written by an older worldprobe without checksums "
-                      f"(e.g. {old[0]}); extract them again", stacklevel=2)  # fmt: skip
+                      f"(e.g. {old[0]}); delete them (extract makes new ones)", stacklevel=2)  # fmt: skip
     if matches:
         _refuse_ambiguous(matches)
         matches.sort(key=lambda pm: (-pm[1]["n_entities"], -len(pm[1]["layers"]), pm[0].name))
