@@ -7,8 +7,8 @@ programs cannot set. So a remembered sha256 is trusted only while the file is pr
 system; what it cannot see are changes below the file system (disk corruption, raw device writes) or a system clock
 set back to the old ctime. ``worldprobe verify`` re-reads every file for those.
 
-sha256 was chosen by measurement: 1.42 GB/s on the 2-core development machine (SHA-NI), against 0.95 GB/s for
-blake2b and 0.56 GB/s for md5 (hashlib, 1 MiB chunks, a 538 MB file in memory).
+sha256 was chosen by measurement (benchmarks/integrity_bench.py): 1.0-1.4 GB/s on the 2-core development machine
+(SHA-NI), against 0.55-0.95 GB/s for blake2b and 0.4-0.6 GB/s for md5 (hashlib, 1 MiB chunks, in memory).
 """
 
 from __future__ import annotations
