@@ -125,6 +125,9 @@ def test_values_beyond_float16_widen_the_layer_to_float32(workspace, make_entity
         writer.write(1, np.array([0]), np.ones((1, 3), dtype=np.float32))
         with pytest.raises(WorldprobeError, match="inf/NaN"):
             writer.write(1, np.array([1]), np.array([[np.nan, 0, 0]], dtype=np.float32))
+        writer.write(0, np.array([3]), np.zeros((1, 3), dtype=np.float32))
+        writer.write(1, np.array([1, 2, 3]), np.zeros((3, 3), dtype=np.float32))
+        writer.commit(1, 4, done=True)
         writer.finish()
     cache = open_cache(path)
     assert cache.manifest["storage_dtype"] == {"0": "float32", "1": "float16"}

@@ -110,8 +110,13 @@ def test_read_member_from_wheel_and_sdist(tmp_path):
     assert read_member(sdist, "pkg-1.0/pkg/data.noun") == b"hello"
 
 
-def test_fetch_rejects_a_wrong_checksum(tmp_path):
-    (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(b"not what was pinned")
+def test_fetch_rejects_a_wrong_checksum(tmp_path, monkeypatch):
+    import worldprobe.pypi_archives as pypi_archives
+
+    def download_wrong_bytes(archive, folder):
+        (folder / archive.filename).write_bytes(b"not what was pinned")
+
+    monkeypatch.setattr(pypi_archives, "_pip_download", download_wrong_bytes)
     archive = PackagedArchive("pkg", "1.0", "pkg-1.0-py3-none-any.whl", "0" * 64)
     with pytest.raises(WorldprobeError, match="sha256 mismatch"):
         fetch(archive, cache=tmp_path)

@@ -394,8 +394,11 @@ def test_historical_figure_from_age_dataset_url(stub, workspace):
     assert table.loc["Augustine of Hippo", "occupation"] == "unknown"
     assert table.loc["Marie Curie", "occupation"] == "researcher" and len(table) == 10
     assert report.inputs[0]["licence"] == "CC BY 4.0" and len(report.inputs[0]["sha256"]) == 64
-    build("historical_figure", "live", opts, workspace)  # pooch reuses its download
-    assert len(server.requests) == 1
+    build("historical_figure", "live", opts, workspace)  # no ETag/Last-Modified to re-validate with: fetched again
+    assert len(server.requests) == 2
+    pinned = options("age_dataset", f"{server.url}/AgeDataset-V1.csv", per_decade=1, sha256=report.inputs[0]["sha256"])
+    _, again = build("historical_figure", "live", pinned, workspace)  # with its sha256 the cached copy is used
+    assert len(server.requests) == 2 and again.inputs[0]["fetched"] == "cached, sha256 checked"
 
 
 def test_historical_figure_from_local_file_and_missing_source(workspace, monkeypatch):

@@ -6,13 +6,14 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import threading
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FIXTURES, paper_csv
+from conftest import FIXTURES, PAPER_DATA, paper_csv
 
 from worldprobe.datasets import get_spec, load, load_report
 from worldprobe.datasets.schema import validate
@@ -290,19 +291,84 @@ def test_build_from_url(fixture_server, cache, workspace):
     assert len(list((cache / "paper").glob("*nyc_place.csv"))) == 1
 
 
-def test_default_download_checks_the_known_hash(fixture_server, cache, workspace, monkeypatch):
+def test_release_download_is_pinned_and_checked_on_every_use(fixture_server, cache, workspace, monkeypatch):
     fixture = PAPER_FIXTURES / "us_place.csv"
     monkeypatch.setattr(paper_source, "RELEASE_URL", fixture_server + "/{name}.csv")
-    good = "md5:" + hashlib.md5(fixture.read_bytes()).hexdigest()
-    monkeypatch.setitem(paper_source.RELEASE_HASHES, "us_place", good)
+    good = hashlib.sha256(fixture.read_bytes()).hexdigest()
+    monkeypatch.setitem(paper_source.RELEASE_SHA256, "us_place", good)
     _, report = build("us_place", "paper", BuildOptions(), workspace)
-    assert report.inputs[0]["what"] == f"{fixture_server}/us_place.csv" and report.inputs[0]["known_hash"] == good
-    assert (cache / "paper" / "us_place.csv").read_bytes() == fixture.read_bytes()
-    (cache / "paper" / "us_place.csv").unlink()
-    monkeypatch.setitem(paper_source.RELEASE_HASHES, "us_place", "md5:" + "0" * 32)
+    entry = report.inputs[0]
+    assert entry["what"] == f"{fixture_server}/us_place.csv" and entry["pinned_sha256"] == good
+    assert entry["sha256"] == good and entry["sha256_check"] == "pinned" and entry["fetched"] == "downloaded"
+    cached = cache / "paper" / "us_place.csv"
+    assert cached.read_bytes() == fixture.read_bytes()
+    cached.write_bytes(cached.read_bytes().replace(b"Soap Lake", b"Soap Lakf"))  # tampered in the cache
+    _, report = build("us_place", "paper", BuildOptions(), workspace)  # fetched again, not used as it was
+    assert cached.read_bytes() == fixture.read_bytes() and report.inputs[0]["fetched"] == "downloaded"
+    _, report = build("us_place", "paper", BuildOptions(), workspace)
+    assert report.inputs[0]["fetched"] == "cached, sha256 checked"
+    cached.unlink()
+    monkeypatch.setitem(paper_source.RELEASE_SHA256, "us_place", "0" * 64)
     with pytest.raises(WorldprobeError, match="checksum mismatch") as info:
         build("us_place", "paper", BuildOptions(), workspace)
-    assert info.value.file == f"{fixture_server}/us_place.csv"
+    assert info.value.file == f"{fixture_server}/us_place.csv" and not cached.exists()
+
+
+def test_release_urls_name_the_pinned_commit_and_four_pins():
+    assert paper_source.RELEASE_COMMIT in paper_source.RELEASE_URL.format(name="art")
+    assert sorted(paper_source.RELEASE_SHA256) == ["art", "nyc_place", "us_place", "world_place"]
+    for name in ("world_place", "us_place"):  # the two release files on this machine match their pins
+        path = PAPER_DATA / f"{name}.csv"
+        if path.exists():
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == paper_source.RELEASE_SHA256[name]
+
+
+def test_unpinned_release_file_is_recorded_at_first_download(fixture_server, cache, workspace, monkeypatch):
+    monkeypatch.setattr(paper_source, "RELEASE_URL", fixture_server + "/{name}.csv")
+    _, report = build("headline", "paper", BuildOptions(), workspace)
+    first = report.inputs[0]
+    assert first["sha256_check"].startswith("first download") and first["pinned_sha256"] is None
+    _, report = build("headline", "paper", BuildOptions(), workspace)
+    assert report.inputs[0]["sha256_check"] == "recorded at its first download"
+    assert report.inputs[0]["sha256"] == first["sha256"] and report.inputs[0]["fetched"] == "cached, sha256 checked"
+    record = cache / "paper" / "headline.csv.json"
+    record.write_text(record.read_text().replace(first["sha256"], "1" * 64))  # the server now serves other bytes
+    (cache / "paper" / "headline.csv").unlink()
+    with pytest.raises(WorldprobeError, match="checksum mismatch"):
+        build("headline", "paper", BuildOptions(), workspace)
+
+
+def test_from_url_is_revalidated_or_pinned_with_sha256(tmp_path, cache, workspace):
+    served = tmp_path / "served"
+    served.mkdir()
+    csv = served / "nyc_place.csv"
+    csv.write_bytes((PAPER_FIXTURES / "nyc_place.csv").read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/nyc_place.csv"
+    try:
+        table, report = build_fixture("nyc_place", workspace, path=url)
+        assert report["inputs"][0]["fetched"] == "downloaded" and report["inputs"][0]["last_modified"]
+        table, report = build_fixture("nyc_place", workspace, path=url)
+        assert report["inputs"][0]["fetched"] == "cached, server says unchanged"
+        frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        frame.iloc[:3].to_csv(csv, index=False)  # the file on the server changes
+        later = time.time() + 5
+        os.utime(csv, (later, later))
+        changed, report = build_fixture("nyc_place", workspace, path=url)
+        assert report["inputs"][0]["fetched"] == "downloaded" and len(changed) == 3 < len(table)
+        digest = report["inputs"][0]["sha256"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    _, report = build_fixture("nyc_place", workspace, path=url, extra={"sha256": digest})  # offline with --sha256
+    assert report["inputs"][0]["fetched"] == "cached, sha256 checked"
+    with pytest.raises(WorldprobeError, match=f"pass --sha256 {digest}"):  # offline without: refused, with the fix
+        build_fixture("nyc_place", workspace, path=url)
+    with pytest.raises(WorldprobeError, match="checksum mismatch"):  # a local --from file is checked too
+        build_fixture("nyc_place", workspace, extra={"sha256": "2" * 64})
 
 
 def test_download_failure_is_a_clear_error(fixture_server, cache, workspace):
@@ -320,7 +386,7 @@ def test_real_world_place(workspace):
     table, report = build_fixture("world_place", workspace, path=paper_csv("world_place"))
     assert time.perf_counter() - started < 30
     assert len(table) == 39_585 and int(table["is_test"].sum()) == 7_917
-    assert report["inputs"][0]["md5"] == paper_source.RELEASE_HASHES["world_place"].removeprefix("md5:")
+    assert report["inputs"][0]["sha256"] == paper_source.RELEASE_SHA256["world_place"]
     assert not table["text"].str.endswith(" ").any()
     assert table["country"].nunique() == 225 and (table["country"] == "United Kingdom").sum() == 5_667
     assert [leak["text"] for leak in report["details"]["split_leaks"]] == ["California's Canyon Lake"]

@@ -58,6 +58,7 @@ def write_cache(
             acts = (layer / n_layers) * signal @ mixing + rng.normal(0, noise, size=(len(entities), D))
             acts[:, 0] *= 50  # an outlier dimension
             writer.write(layer, np.arange(len(entities)), acts.astype(np.float32))
+        writer.commit(1, len(entities), done=True)
         writer.finish()
     return open_cache(path)
 

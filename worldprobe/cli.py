@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
 
-from worldprobe import __version__, study_cli
+from worldprobe import __version__, study_cli, verify
 from worldprobe.datasets import cli as datasets_cli
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cli as extract_cli
@@ -47,14 +48,23 @@ def main_options(
     ctx.obj = Workspace.resolve(workspace)
 
 
-for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli, study_cli):
+for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli, study_cli, verify):
     stage.register(app)
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+    line: str | None = None,
+) -> None:  # fmt: skip
+    """Warnings as one line on stderr ("warning: ..."), without the source line Python shows by default."""
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
 
 
 def main() -> None:
     """Entry point: run the app and print user errors as one line (exit code 2), no traceback."""
+    warnings.showwarning = _one_line_warning
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns the code of a typer.Exit instead of raising it here
     except WorldprobeError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         sys.exit(2)
@@ -70,6 +80,8 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

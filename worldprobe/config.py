@@ -12,3 +12,7 @@ APP_NAME = "worldprobe"
 
 TEST_FRACTION = 0.2
 """Share of entities in the test split for builders that make their own split (the paper's ~20%)."""
+
+DOWNLOAD_TIMEOUT_ENV = "WORLDPROBE_DOWNLOAD_TIMEOUT"
+DEFAULT_DOWNLOAD_TIMEOUT = 900.0
+"""Seconds one download (a release CSV, an API response with its retries, a PyPI archive) may take in all."""

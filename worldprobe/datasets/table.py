@@ -76,10 +76,10 @@ def write_table(table: pd.DataFrame, report: BuildReport, workspace: Workspace |
     validate(table, spec)
     ws = as_workspace(workspace)
     report.rows_out = len(table)
-    report.fingerprint = fingerprint(table)
     path = ws.dataset_table(spec.name)
     tmp = path.with_name(path.name + ".tmp")
     table.to_parquet(tmp, index=False)
+    report.fingerprint = fingerprint(pd.read_parquet(tmp))  # of the table as stored, which every later stage reads
     tmp.replace(path)
     ws.dataset_report(spec.name).write_text(report.to_json())
     return path

@@ -4,16 +4,23 @@ atomic progress ledger and a lock file. Read it with :func:`open_cache` / :func:
 A cache can be written by one writer or by K shard writers in separate processes at the same time: shard i takes a
 contiguous range of the length-sorted batches (:func:`shard_batches`), so its rows are disjoint from the others', and
 keeps its own lock, ledger and float16-overflow side file. The shard that finishes last merges (:func:`merge_shards`).
+
+A cache is finished only when the ledgers cover every row; finishing records each file's size and sha256 in the
+manifest. Every open checks completeness, sizes, shapes and (through remembered checksums, re-read only for files
+whose stat stamp changed) the contents (:func:`cache_problems`); ``worldprobe verify`` re-reads every file.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import mmap
 import os
 import re
+import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,10 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from worldprobe.checksums import file_problem, files_record
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace, as_workspace
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows_written and per-file sizes and sha256 in the manifest
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
 ENTITIES = "entities.parquet"
@@ -35,10 +43,14 @@ LOCK = ".lock"
 SETUP_LOCK = ".setup.lock"  # held briefly by every writer to create, reopen or merge the cache
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 IDENTITY_FIELDS = (
-    "dataset", "dataset_fingerprint", "model", "model_source", "quantization", "dtype", "prompt", "aggregation",
-    "seed", "n_entities", "entity_order_sha256", "layers", "n_layers", "d_model",
+    "dataset", "dataset_fingerprint", "model", "model_source", "quantization", "dtype", "prompt", "prompt_template",
+    "aggregation", "seed", "n_entities", "entity_order_sha256", "layers", "n_layers", "d_model",
 )  # fmt: skip
-"""Manifest fields that define what a cache holds; a request that differs in any of them is refused."""
+"""Manifest fields that define what a cache holds; a request that differs in any of them is refused. The model
+source carries the weights' checksum (local folders, GGUF files) or the hub revision and its commit."""
+OLD_FORMAT = "written by an older worldprobe without file checksums"
+LOOSE_FIELDS = ("layers", "n_entities", "entity_order_sha256")
+"""Identity fields in which several finished caches of one request may differ (find_cache takes the largest)."""
 
 
 def layer_file(layer: int) -> str:
@@ -125,8 +137,43 @@ def _normal(value: Any) -> Any:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(error, path) from None
     os.replace(tmp, path)
+
+
+def _disk_error(error: OSError, file: Path) -> Exception:
+    """A full disk or quota as one WorldprobeError naming the file; other OS errors unchanged."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(file.parent).free
+        return WorldprobeError(f"the disk is full ({_size(free)} free)", file=file,
+                               hint="free some space (or use another --workspace) and run the same command again")
+    return error
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def allocate(file: Path) -> None:
+    """Reserve the disk blocks of ``file`` (already at its full length) so that writing through a memory map can
+    never hit a full disk (which kills the process with SIGBUS); a full disk is a WorldprobeError here instead."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: the free-space check before creating must do
+        return
+    with open(file, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if error.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system without fallocate
+                return
+            raise _disk_error(error, file) from None
 
 
 @contextmanager
@@ -138,10 +185,39 @@ def _setup_locked(path: Path) -> Iterator[None]:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the cache folder ``path``; an unreadable one is a WorldprobeError naming it."""
     file = Path(path) / MANIFEST
     if not file.exists():
         raise WorldprobeError("not an activation cache (no manifest.json)", file=path)
-    return json.loads(file.read_text())
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WorldprobeError(f"unreadable manifest ({type(error).__name__}: {error})", file=file,
+                              hint="delete that cache folder; extract it again if you need it") from None  # fmt: skip
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise WorldprobeError(f"broken manifest: {problem}", file=file,
+                              hint="delete that cache folder; extract it again if you need it")  # fmt: skip
+    return manifest
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    for key, kind in (("layers", list), ("n_entities", int), ("d_model", int)):
+        if not isinstance(manifest.get(key), kind):
+            return f"'{key}' is {manifest.get(key)!r}"
+    return None
+
+
+def iter_manifests(ws: Workspace) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(folder, manifest) of every cache folder in the workspace; an unreadable manifest is skipped with a warning
+    naming it, so one damaged folder never stops work on the others."""
+    for manifest_file in sorted(ws.activations.glob(f"*/{MANIFEST}")):
+        try:
+            yield manifest_file.parent, read_manifest(manifest_file.parent)
+        except WorldprobeError as error:
+            warnings.warn(f"skipping activation cache: {error}", stacklevel=2)
 
 
 @dataclass
@@ -194,18 +270,88 @@ class ActivationCache:
 
 
 def open_cache(path: str | Path, *, allow_incomplete: bool = False) -> ActivationCache:
-    """Open the cache folder ``path``; refuses an unfinished cache unless ``allow_incomplete``."""
+    """Open the cache folder ``path``; refuses an unfinished cache unless ``allow_incomplete``, and a finished one
+    that fails the cheap integrity check (:func:`cache_problems`), naming the file and the command that rebuilds it."""
     path = Path(path)
     manifest = read_manifest(path)
-    if not manifest.get("complete") and not allow_incomplete:
+    if not manifest.get("complete"):
+        if allow_incomplete:
+            return ActivationCache(path, manifest)
         raise WorldprobeError(
             "this activation cache is not finished", file=path, hint="re-run the same extract command to resume it"
         )
+    refuse_damaged(path, manifest)
     return ActivationCache(path, manifest)
 
 
+def refuse_damaged(path: Path, manifest: dict[str, Any], *, full: bool = False) -> None:
+    """Raise a WorldprobeError naming the first damaged file of a finished cache and the command that rebuilds it."""
+    problems = cache_problems(path, manifest, full=full)
+    if problems:
+        file, problem = problems[0]
+        raise WorldprobeError(f"damaged activation cache: {problem}", file=file,
+                              hint=f"rebuild it: `{rebuild_command(manifest, path)}`")  # fmt: skip
+
+
+def cache_problems(path: Path, manifest: dict[str, Any], *, full: bool = False) -> list[tuple[Path, str]]:
+    """(file, problem) for everything wrong with a finished cache; empty when it is intact.
+
+    Checked: the ledgers covered every row, every recorded file is there with its size, each layer file's header
+    has the manifest's shape and storage dtype, the entity table has n_entities rows, and each file has its
+    recorded sha256 (remembered while its stat stamp is unchanged; ``full`` re-reads every file).
+    """
+    path = Path(path)
+    files = manifest.get("files")
+    if int(manifest.get("format_version", 1)) < FORMAT_VERSION or not isinstance(files, dict):
+        return [(path / MANIFEST, OLD_FORMAT)]
+    n, d = int(manifest["n_entities"]), int(manifest["d_model"])
+    if manifest.get("rows_written") != n:
+        return [(path / MANIFEST, f"{manifest.get('rows_written')} of {n} rows were written")]
+    expected = {ENTITIES, *(layer_file(layer) for layer in manifest["layers"])}
+    if set(files) != expected:
+        return [(path / MANIFEST, f"records files {sorted(files)}, expected {sorted(expected)}")]
+    problems = []
+    for name in sorted(files):
+        file, entry = path / name, files[name]
+        problem = file_problem(file, None, int(entry["bytes"]))
+        if problem is None and name != ENTITIES:
+            layer = int(name.removeprefix("layer_").removesuffix(".npy"))
+            problem = _header_problem(file, (n, d), manifest.get("storage_dtype", {}).get(str(layer), "float16"))
+        if problem is None and name == ENTITIES:
+            problem = _entities_problem(file, n)
+        if problem is None:
+            problem = file_problem(file, str(entry["sha256"]), full=full)
+        if problem is not None:
+            problems.append((file, problem))
+    return problems
+
+
+def _header_problem(file: Path, shape: tuple[int, int], dtype: str) -> str | None:
+    try:
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            found_shape, fortran, found_dtype = read(handle)
+    except (OSError, ValueError) as error:
+        return f"{file.name} is not a readable .npy file ({error})"
+    if tuple(found_shape) != shape or np.dtype(found_dtype) != np.dtype(dtype) or fortran:
+        return f"{file.name} holds {found_dtype} {tuple(found_shape)}, the manifest says {dtype} {shape}"
+    return None
+
+
+def _entities_problem(file: Path, n: int) -> str | None:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(file).metadata.num_rows
+    except (OSError, ValueError) as error:
+        return f"{file.name} is not a readable parquet file ({error})"
+    return None if rows == n else f"{file.name} has {rows} rows, the manifest says {n}"
+
+
 def extract_command(dataset: str, model: str, prompt: str = "empty", aggregation: str = "last", **key: Any) -> str:
-    """The ``worldprobe extract`` command line that builds a cache with these settings."""
+    """The ``worldprobe extract`` command line that builds a cache with these settings (``key``: dtype,
+    quantization, layers, limit, seed, revision, gguf_file, rebuild)."""
     parts = ["worldprobe extract", f"--dataset {dataset}", f"--model {model}"]
     if prompt != "empty":
         parts.append(f"--prompt {prompt}")
@@ -215,7 +361,37 @@ def extract_command(dataset: str, model: str, prompt: str = "empty", aggregation
         parts.append(f"--dtype {key['dtype']}")
     if key.get("quantization"):
         parts.append(f"--load-in-{key['quantization']}")
+    for option in ("layers", "limit", "seed", "revision", "gguf_file"):
+        if key.get(option) is not None:
+            parts.append(f"--{option.replace('_', '-')} {key[option]}")
+    if key.get("rebuild"):
+        parts.append("--rebuild")
     return " ".join(parts)
+
+
+def _seed_option(manifest: dict[str, Any]) -> int | None:
+    """The --seed that rebuilds a cache: its seed (random prompts or weights), else the seed of its --limit sample."""
+    if manifest.get("seed") is not None:
+        return int(manifest["seed"])
+    return manifest.get("limit_seed") if manifest.get("limit") else None
+
+
+def rebuild_command(manifest: dict[str, Any], path: Path | None = None) -> str:
+    """The extract command that rebuilds the cache of ``manifest`` from scratch (``--rebuild``)."""
+    layers = [int(v) for v in manifest.get("layers", [])]
+    all_layers = layers == list(range(int(manifest.get("n_layers", -1)) + 1))
+    source = manifest.get("model_source") or {}
+    command = extract_command(
+        str(manifest.get("dataset")), str(manifest.get("model")), str(manifest.get("prompt", "empty")),
+        str(manifest.get("aggregation", "last")), dtype=manifest.get("dtype"),
+        quantization=manifest.get("quantization"), layers=None if all_layers else ",".join(map(str, layers)),
+        limit=manifest.get("limit"), seed=_seed_option(manifest), revision=source.get("revision"),
+        gguf_file=manifest.get("gguf_file"), rebuild=True,
+    )  # fmt: skip
+    workspace = Path(path).parent.parent if path is not None else None
+    if workspace is not None and workspace != Workspace.resolve().root:
+        command = command.replace("worldprobe extract", f"worldprobe --workspace {workspace} extract", 1)
+    return command
 
 
 def find_cache(
@@ -228,29 +404,48 @@ def find_cache(
 ) -> Path:
     """The finished cache of ``dataset`` x ``model`` x ``prompt`` x ``aggregation`` in the workspace.
 
-    ``key`` narrows the search by other manifest fields (``dtype``, ``quantization``, ``seed``, ``n_entities``) or
-    ``layers`` (the cache must hold all of them). When the dataset is built in the workspace, only caches of that
-    exact table (same fingerprint) count. Among several matches the one with the most entities, then the most layers,
-    wins. Raises a WorldprobeError with the extract command to run when there is none.
+    ``key`` narrows the search by other manifest fields (``dtype``, ``quantization``, ``seed``, ``n_entities``),
+    ``revision`` (a hub model's requested revision) or ``layers`` (the cache must hold all of them). When the
+    dataset is built in the workspace, only caches of that exact table (same fingerprint) count; for a model on disk
+    (a folder or .gguf file) only caches of its current files (same checksum). Among several matches the one with
+    the most entities, then the most layers, wins; matches that differ in anything else (dtype, quantization, hub
+    commit, seed, ...) are ambiguous and refused. Caches written by an older worldprobe (no checksums) are skipped
+    with a warning. Raises a WorldprobeError with the extract command to run when there is none.
     """
     ws = as_workspace(workspace)
     fingerprint = _dataset_fingerprint(ws, dataset)
     wanted_layers = set(key.pop("layers", []) or [])
-    matches, unfinished = [], []
-    for manifest_file in sorted(ws.activations.glob(f"*/{MANIFEST}")):
-        manifest = json.loads(manifest_file.read_text())
-        fixed = {"dataset": dataset, "model": model, "prompt": prompt, "aggregation": aggregation, **key}
+    revision = key.pop("revision", None)
+    local = _local_source(model, key.get("gguf_file"))
+    key.pop("gguf_file", None)
+    fixed = {"dataset": dataset, "model": model, "prompt": prompt, "aggregation": aggregation, **key}
+    matches, unfinished, old = [], [], []
+    for folder, manifest in iter_manifests(ws):
         if any(_normal(manifest.get(k)) != _normal(v) for k, v in fixed.items()):
             continue
         if fingerprint is not None and manifest.get("dataset_fingerprint") != fingerprint:
             continue
+        source = manifest.get("model_source") or {}
+        if local is not None and any(source.get(k) != v for k, v in local.items()):
+            continue
+        if revision is not None and source.get("revision") != revision:
+            continue
         if not wanted_layers <= set(manifest["layers"]):
             continue
-        (matches if manifest.get("complete") else unfinished).append((manifest_file.parent, manifest))
+        if not manifest.get("complete"):
+            unfinished.append(folder)
+        elif int(manifest.get("format_version", 1)) < FORMAT_VERSION:
+            old.append(folder)
+        else:
+            matches.append((folder, manifest))
+    if old:
+        warnings.warn(f"skipping {len(old)} activation cache(s) written by an older worldprobe without checksums "
+                      f"(e.g. {old[0]}); delete them (extract makes new ones)", stacklevel=2)  # fmt: skip
     if matches:
+        _refuse_ambiguous(matches)
         matches.sort(key=lambda pm: (-pm[1]["n_entities"], -len(pm[1]["layers"]), pm[0].name))
         return matches[0][0]
-    command = extract_command(dataset, model, prompt, aggregation, **key)
+    command = extract_command(dataset, model, prompt, aggregation, revision=revision, **key)
     state = "is not finished" if unfinished else "does not exist yet"
     raise WorldprobeError(
         f"the activation cache of {dataset} x {model} (prompt {prompt}, {aggregation} token) {state}",
@@ -258,11 +453,38 @@ def find_cache(
     )  # fmt: skip
 
 
+def _local_source(model: str, gguf_file: str | None) -> dict[str, Any] | None:
+    """The identifying part (kind, path/file, sha256) of a model on disk as it is now; None for presets/hub ids."""
+    from worldprobe.extract.models import local_source
+
+    source = local_source(model, gguf_file)
+    return None if source is None else {k: source[k] for k in ("kind", "path", "file", "sha256") if k in source}
+
+
+def _refuse_ambiguous(matches: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Several finished caches answer one request and differ in more than size: name them instead of guessing."""
+    strict = [k for k in IDENTITY_FIELDS if k not in LOOSE_FIELDS]
+    kinds = {json.dumps({k: _normal(m.get(k)) for k in strict}, sort_keys=True): p for p, m in matches}
+    if len(kinds) > 1:
+        first, second = (m for p, m in matches if p in list(kinds.values())[:2])
+        differences = [f"{k}: {first.get(k)!r} vs {second.get(k)!r}" for k in strict
+                       if _normal(first.get(k)) != _normal(second.get(k))]  # fmt: skip
+        raise WorldprobeError(
+            f"{len(kinds)} finished activation caches answer this request and differ in " + "; ".join(differences),
+            file=", ".join(str(p) for p in kinds.values()),
+            hint="delete the cache folder(s) you do not mean, or ask for the setting (dtype, quantization, ...)",
+        )  # fmt: skip
+
+
 def _dataset_fingerprint(ws: Workspace, dataset: str) -> str | None:
     report = ws.dataset_report(dataset)
     if not report.exists():
         return None
-    return json.loads(report.read_text()).get("fingerprint") or None
+    try:
+        return json.loads(report.read_text()).get("fingerprint") or None
+    except (ValueError, AttributeError):
+        raise WorldprobeError("unreadable build report", file=report,
+                              hint=f"build the dataset again: `worldprobe datasets build {dataset}`") from None
 
 
 def _release_pages(array: np.memmap) -> None:
@@ -344,12 +566,29 @@ class CacheWriter:
         return found
 
     def _create(self, entities: pd.DataFrame, batch_size: int | None) -> None:
-        """Entity table and preallocated layer files first, the manifest last: a manifest means a usable cache."""
-        entities.to_parquet(self.path / ENTITIES, index=False)
+        """Entity table and preallocated layer files first, the manifest last: a manifest means a usable cache.
+        Too little free disk for the layer files is refused before anything is written."""
         self.manifest["storage_dtype"] = {str(layer): "float16" for layer in self.manifest["layers"]}
         shape = (int(self.manifest["n_entities"]), int(self.manifest["d_model"]))
-        for layer in self.manifest["layers"]:
-            np.lib.format.open_memmap(self.path / layer_file(layer), mode="w+", dtype=np.float16, shape=shape).flush()
+        needed = len(self.manifest["layers"]) * (shape[0] * shape[1] * 2 + 128)
+        free = shutil.disk_usage(self.path).free
+        if needed > free:
+            raise WorldprobeError(
+                f"the activation cache needs {_size(needed)} of disk, {_size(free)} is free", file=self.path,
+                hint="free some space, use another --workspace, or cache fewer --layers or entities (--limit)",
+            )  # fmt: skip
+        try:
+            entities.to_parquet(self.path / ENTITIES, index=False)
+            for layer in self.manifest["layers"]:
+                file = self.path / layer_file(layer)
+                np.lib.format.open_memmap(file, mode="w+", dtype=np.float16, shape=shape).flush()
+                allocate(file)
+        except BaseException as error:
+            for layer in self.manifest["layers"]:  # no half-made layer files left behind (no manifest was written)
+                (self.path / layer_file(layer)).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise _disk_error(error, self.path) from None
+            raise
         self.manifest.update(complete=False, shards=self.shard[1])
         if batch_size:
             self.manifest["batch_size"] = int(batch_size)
@@ -401,6 +640,7 @@ class CacheWriter:
 
     def _open_arrays(self) -> None:
         for layer in self.manifest["layers"]:
+            allocate(self.path / layer_file(layer))  # also caches begun by a version that did not preallocate
             self.arrays[layer] = np.load(self.path / layer_file(layer), mmap_mode="r+")
 
     def _open_overflow(self, ledger: dict[str, Any]) -> None:
@@ -446,8 +686,12 @@ class CacheWriter:
         over = np.abs(values).max(axis=1) > FLOAT16_MAX
         records = np.zeros(int(over.sum()), dtype=_overflow_dtype(values.shape[1]))
         records["row"], records["values"] = np.asarray(rows)[over], values[over]
-        with open(self.path / overflow_file(self.shard, layer), "ab") as handle:
-            records.tofile(handle)
+        file = self.path / overflow_file(self.shard, layer)
+        try:
+            with open(file, "ab") as handle:
+                records.tofile(handle)
+        except OSError as error:
+            raise _disk_error(error, file) from None
         self._overflow[layer] += len(records)
 
     def _widen(self, layer: int) -> np.memmap:
@@ -471,20 +715,58 @@ class CacheWriter:
         _write_json(self.path / ledger_file(self.shard), ledger)
 
     def finish(self, **extra: Any) -> bool:
-        """Mark the cache complete and drop the ledger; return True. A shard (after ``commit(..., done=True)``)
-        merges instead when every shard is done, and returns whether the cache is now complete."""
+        """Mark the cache complete (sizes and checksums of its files in the manifest) and drop the ledger; return
+        True. Refused unless the ledger covers every row. A shard (after ``commit(..., done=True)``) merges instead
+        when every shard is done, and returns whether the cache is now complete."""
         if self.sharded:
             if not self.progress.get("done"):
                 raise ValueError("commit(..., done=True) before finishing a shard")
             return merge_shards(self.path)
+        _check_ledger(self.path, self.manifest, self.progress, self.batch_size)
         for array in self.arrays.values():
             array.flush()
         with _setup_locked(self.path):
-            self.manifest.update(extra, complete=True)
-            _write_json(self.path / MANIFEST, self.manifest)
+            self.manifest.update(extra)
+            _seal(self.path, self.manifest)
             (self.path / PROGRESS).unlink(missing_ok=True)
             (self.path / SETUP_LOCK).unlink(missing_ok=True)
         return True
+
+
+def _check_ledger(path: Path, manifest: dict[str, Any], ledger: dict[str, Any], batch_size: int | None) -> None:
+    """A cache is finished only when its ledger says every row (and every batch) was written."""
+    n = int(manifest["n_entities"])
+    rows, batches = ledger.get("rows_done"), ledger.get("batches_done")
+    short = rows != n or (batch_size is not None and batch_size > 0 and batches != n_batches(n, batch_size))
+    if short or (batch_size is not None and batch_size < 1):
+        raise WorldprobeError(
+            f"the ledger covers {rows} of {n} rows ({batches} batches of {batch_size}); the cache is not finished",
+            file=path / PROGRESS, hint="run the same extract command again to resume it",
+        )  # fmt: skip
+
+
+def _seal(path: Path, manifest: dict[str, Any]) -> None:
+    """Record every row as written and each file's size and sha256, then mark the manifest complete (last)."""
+    names = [ENTITIES, *(layer_file(layer) for layer in manifest["layers"])]
+    manifest.update(rows_written=int(manifest["n_entities"]), files=files_record(path, names),
+                    format_version=FORMAT_VERSION, complete=True)  # fmt: skip
+    _write_json(path / MANIFEST, manifest)
+
+
+def remove_cache(path: Path) -> None:
+    """Delete the cache folder ``path`` (to rebuild it), unless a writer holds one of its locks."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with _setup_locked(path):
+        for lock in path.glob(f"{LOCK}*"):
+            with open(lock, "a+") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise WorldprobeError("another process is writing this activation cache", file=lock,
+                                          hint="wait for it to finish before rebuilding") from None  # fmt: skip
+        shutil.rmtree(path)
 
 
 def _widen_file(path: Path, layer: int) -> np.memmap:
@@ -493,6 +775,12 @@ def _widen_file(path: Path, layer: int) -> np.memmap:
     old = np.load(file, mmap_mode="r")
     tmp = file.with_name(file.name + ".tmp")
     new = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=old.shape)
+    try:
+        allocate(tmp)
+    except WorldprobeError:
+        del new
+        tmp.unlink(missing_ok=True)
+        raise
     for start in range(0, old.shape[0], 8192):
         new[start : start + 8192] = old[start : start + 8192]
     new.flush()
@@ -525,8 +813,7 @@ def merge_shards(path: Path) -> bool:
         for layer in manifest["layers"]:
             if _apply_overflow(path, manifest, layer, ledgers):
                 manifest["storage_dtype"][str(layer)] = "float32"
-        manifest["complete"] = True
-        _write_json(path / MANIFEST, manifest)
+        _seal(path, manifest)
         for shard in shards:
             (path / ledger_file(shard)).unlink()
             for layer in manifest["layers"]:

@@ -30,6 +30,10 @@ def extract(
     max_memory: str = typer.Option(None, "--max-memory", help="device_map limits: 0=20GiB,cpu=64GiB."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     flush_every: int = typer.Option(2048, "--flush-every", help="Entities between progress-ledger writes."),
+    revision: str = typer.Option(None, "--revision", help="Hub model revision: branch, tag or commit (recorded with "
+                                 "the commit it resolves to)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Delete this request's cache folder and extract it afresh "
+                                 "(for a damaged cache)."),
 ) -> None:  # fmt: skip
     """Cache each entity's residual stream (last token, every requested layer) for probes; resumable."""
     from worldprobe.extract.runner import run_extraction
@@ -44,7 +48,7 @@ def extract(
         dataset, model, prompt, workspace=workspace_of(ctx), layers=layers, batch_size=batch_size, dtype=dtype,
         device=device, quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None, limit=limit,
         aggregation="mean" if mean else "last", seed=seed, gguf_file=gguf_file, flush_rows=flush_every,
-        max_memory=_parse_max_memory(max_memory),
+        max_memory=_parse_max_memory(max_memory), revision=revision, rebuild=rebuild,
     )  # fmt: skip
     typer.echo(str(path))
 

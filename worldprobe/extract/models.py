@@ -1,12 +1,19 @@
 """Model presets and loading: hub ids, local folders, GGUF files (incl. offline presets shipped in PyPI wheels),
-random-initialised twins and bitsandbytes quantisation, all behind :func:`load_model`."""
+random-initialised twins and bitsandbytes quantisation, all behind :func:`load_model`.
+
+What a model is, for the cache identity (:func:`describe_model`'s ``source``): a preset's pinned GGUF sha256, a
+local folder's checksum over its files, a GGUF file's sha256, or a hub id with the requested revision and the
+commit it resolved to. Files made here (the assembled GGUF, its dequantised copy) are checked on every use.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,9 +24,18 @@ import numpy as np
 import torch
 
 from worldprobe import pins
+from worldprobe.checksums import (
+    file_problem,
+    files_record,
+    folder_problems,
+    read_record,
+    remember,
+    remembered_sha256,
+    sha256_of,
+)
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.errors import WorldprobeError
-from worldprobe.pypi_archives import fetch, read_member, sha256_of
+from worldprobe.pypi_archives import fetch, read_member
 from worldprobe.workspace import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -127,14 +143,18 @@ def get_preset(name: str) -> ModelPreset:
 
 
 def fetch_gguf(preset: ModelPreset | str) -> Path:
-    """The preset's GGUF file in the cache: wheels downloaded with pip, parts joined in order, sha256 verified."""
+    """The preset's GGUF file in the cache: wheels downloaded with pip, parts joined in order, sha256 verified when
+    assembled and on every use (re-read only when the file's stat stamp changed; reassembled when it no longer
+    matches)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if not preset.is_gguf:
         raise WorldprobeError(f"preset {preset.name!r} is a hub model, not a packaged GGUF file")
     path = cache_dir("models") / preset.gguf_filename
-    ok = path.with_name(path.name + ".sha256-ok")
-    if path.exists() and ok.exists():
-        return path
+    if path.exists():
+        problem = file_problem(path, preset.gguf_sha256)
+        if problem is None:
+            return path
+        warnings.warn(f"{path}: {problem}; assembling it again from the wheels", stacklevel=2)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as out:
         for part in preset.parts:
@@ -147,7 +167,7 @@ def fetch_gguf(preset: ModelPreset | str) -> Path:
             file=path, hint="a wheel in the cache may be corrupted: delete the cache's pypi/ files and retry",
         )  # fmt: skip
     tmp.replace(path)
-    ok.write_text(actual)
+    remember(path, actual)
     return path
 
 
@@ -228,14 +248,20 @@ class _NumpyReadingIntoMemory:
         return np.fromfile(path, dtype=np.uint8)
 
 
+DEQUANTISED_RECORD = "worldprobe-complete.json"
+
+
 def _dequantised_folder(gguf: Path, sha256: str) -> Path:
-    """Load ``gguf`` once with transformers' GGUF loader and keep the float32 model as safetensors; reuse it."""
+    """Load ``gguf`` once with transformers' GGUF loader and keep the float32 model as safetensors; reuse it while
+    every file still has the size and sha256 recorded when it was written (else it is made again)."""
+    folder = cache_dir("models") / f"{gguf.stem}-{sha256[:12]}-dequantised"
+    problems = dequantised_problems(folder)
+    if not problems:
+        return folder
+    if folder.exists():
+        warnings.warn(f"{folder}: {problems[0]}; dequantising {gguf.name} again", stacklevel=2)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = cache_dir("models") / f"{gguf.stem}-{sha256[:12]}-dequantised"
-    done = folder / "worldprobe-complete.json"
-    if done.exists():
-        return folder
     with _gguf_parsed_once():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -246,28 +272,62 @@ def _dequantised_folder(gguf: Path, sha256: str) -> Path:
     tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")  # atomic: other processes may share the cache
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / done.name).write_text(json.dumps({"gguf": gguf.name, "sha256": sha256}))
-    if done.exists():  # another process finished first
+    files = files_record(tmp)
+    (tmp / DEQUANTISED_RECORD).write_text(json.dumps({"gguf": gguf.name, "sha256": sha256, "files": files}, indent=2))
+    if not dequantised_problems(folder):  # another process finished first
         shutil.rmtree(tmp)
     else:
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+        for name, entry in files.items():  # the memo is keyed by path: remember the files where they now are
+            remember(folder / name, str(entry["sha256"]))
     return folder
 
 
-def _checksum(path: Path) -> str:
-    """sha256 of a weights file, remembered in the cache by (path, size, mtime) so large files are hashed once."""
-    ok = path.with_name(path.name + ".sha256-ok")
-    if ok.exists() and ok.stat().st_mtime >= path.stat().st_mtime:
-        return ok.read_text().strip()
-    stat = path.resolve().stat()
-    stamp = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    memo = cache_dir("checksums") / f"{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.sha256"
-    if memo.exists():
-        return memo.read_text().strip()
-    digest = sha256_of(path)
-    memo.write_text(digest)
-    return digest
+def dequantised_problems(folder: Path, *, full: bool = False) -> list[str]:
+    """What is wrong with a dequantised model folder against its record (empty when it can be used): missing,
+    unfinished, or a file whose size or sha256 changed since it was written (``full``: every file re-read)."""
+    record = read_record(folder / DEQUANTISED_RECORD)
+    if record is None:
+        return [f"{DEQUANTISED_RECORD} is missing (not finished)" if folder.exists() else "not made yet"]
+    if not isinstance(record.get("files"), dict):
+        return ["written by an older worldprobe without file checksums"]
+    return folder_problems(folder, record["files"], full=full, extra_ok=(DEQUANTISED_RECORD,))
+
+
+NOT_MODEL_FILES = (".md", ".sha256-ok")
+"""File name endings in a local model folder that do not change the model (docs, old checksum notes)."""
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The files of a local model folder that make the model: weights, config and tokenizer (top level; not
+    hidden files, docs or licences)."""
+    return sorted(
+        file for file in path.iterdir()
+        if file.is_file() and not file.name.startswith(".") and not file.name.endswith(NOT_MODEL_FILES)
+        and not file.name.upper().startswith(("LICENSE", "README", "NOTICE", "USE_POLICY"))
+    )  # fmt: skip
+
+
+def local_source(model: str, gguf_file: str | None = None) -> dict[str, Any] | None:
+    """The source record of a model on disk (a folder or a .gguf file), with the checksum of what is there now;
+    None for presets and hub ids. ``random:`` twins have their base model's record."""
+    base = model.removeprefix(RANDOM_PREFIX)
+    if base in PRESETS:
+        return None
+    path = Path(base).expanduser()
+    if gguf_file is not None:
+        path = path / gguf_file if path.is_dir() else Path(gguf_file).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise WorldprobeError("GGUF file not found", file=path)
+        return {"kind": "gguf", "file": str(path.resolve()), "sha256": remembered_sha256(path)}
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in folder_files(path):
+            digest.update(file.name.encode() + remembered_sha256(file).encode())
+        return {"kind": "folder", "path": str(path.resolve()), "sha256": digest.hexdigest()}
+    return None
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -275,36 +335,56 @@ def looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/"))
 
 
-def _resolve_source(model: str, gguf_file: str | None) -> tuple[str | Path, dict[str, Any]]:
+def _resolve_source(
+    model: str, gguf_file: str | None, revision: str | None = None
+) -> tuple[str | Path, dict[str, Any]]:
     """(folder or hub id to load from, source record for the manifest) for a model spec."""
     if model in PRESETS:
         preset = PRESETS[model]
         if not preset.is_gguf:
-            return preset.hub_id, {"kind": "hub", "hub_id": preset.hub_id, "preset": model}
+            return preset.hub_id, {"kind": "hub", "hub_id": preset.hub_id, "preset": model, "revision": revision}
+        _no_revision(revision, model)
         gguf = fetch_gguf(preset)
         source = {"kind": "gguf", "preset": model, "file": preset.gguf_filename, "sha256": preset.gguf_sha256}
         return _dequantised_folder(gguf, preset.gguf_sha256), source
-    path = Path(model).expanduser()
-    if gguf_file is not None:
-        path = path / gguf_file if path.is_dir() else Path(gguf_file).expanduser()
-    if path.suffix == ".gguf":
-        if not path.exists():
-            raise WorldprobeError("GGUF file not found", file=path)
-        sha = _checksum(path)
-        source = {"kind": "gguf", "file": str(path.resolve()), "sha256": sha}
-        return _dequantised_folder(path.resolve(), sha), source
-    if path.is_dir():
-        weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-        digest = hashlib.sha256()
-        for file in weights:
-            digest.update(file.name.encode() + _checksum(file).encode())
-        return path, {"kind": "folder", "path": str(path.resolve()), "sha256": digest.hexdigest()}
+    local = local_source(model, gguf_file)
+    if local is not None:
+        _no_revision(revision, model)
+        if local["kind"] == "gguf":
+            return _dequantised_folder(Path(local["file"]), local["sha256"]), local
+        return Path(model).expanduser(), local
     if looks_like_hub_id(model):
-        return model, {"kind": "hub", "hub_id": model}
+        return model, {"kind": "hub", "hub_id": model, "revision": revision}
     raise WorldprobeError(
         f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id",
         hint=f"presets: {', '.join(PRESETS)}; or random:<preset>",
     )
+
+
+def hub_commit(repo: str, revision: str | None = None) -> str | None:
+    """The commit a hub revision (None: the default branch) resolves to: asked of the hub, or read from the local
+    hub cache when offline; None when neither knows it."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    offline = constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE
+    try:
+        resolved = huggingface_hub.HfApi().resolve_revision(repo, revision=revision, local_files_only=offline)
+        commit = str(getattr(resolved, "resolved", resolved))
+    except Exception:  # hub unreachable, gated, unknown revision, older huggingface_hub: try the local cache
+        cached = huggingface_hub.try_to_load_from_cache(repo, "config.json", revision=revision)
+        commit = Path(cached).parent.name if isinstance(cached, str) else ""
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def _no_revision(revision: str | None, model: str) -> None:
+    if revision is not None:
+        raise WorldprobeError(
+            f"--revision applies to hub models, not to {model!r}", field="revision",
+            hint="a local folder or GGUF file is identified by the checksum of its files",
+        )  # fmt: skip
 
 
 def _quantization_config(quantization: str) -> Any:
@@ -331,6 +411,7 @@ class ModelInfo:
     d_model: int
     dtype: str
     device: str
+    revision: str | None = None  # what from_pretrained loads from the hub: the resolved commit (else as asked)
 
 
 def describe_model(
@@ -341,8 +422,11 @@ def describe_model(
     quantization: str | None = None,
     seed: int = DEFAULT_SEED,
     gguf_file: str | None = None,
+    revision: str | None = None,
 ) -> ModelInfo:
-    """Resolve a model spec (fetching/dequantising GGUF presets once) and read its config, without the weights."""
+    """Resolve a model spec (fetching/dequantising GGUF presets once) and read its config, without the weights.
+
+    ``revision`` (hub models: a branch, tag or commit) is recorded in the source with the commit it resolved to."""
     from transformers import AutoConfig
 
     device = resolve_device(device)
@@ -356,17 +440,19 @@ def describe_model(
         )
     if quantization not in QUANTIZATIONS:
         raise WorldprobeError(f"unknown quantization {quantization!r}", hint="use 4bit or 8bit")
-    folder, source = _resolve_source(base, gguf_file)
+    folder, source = _resolve_source(base, gguf_file, revision)
+    pinned = None
+    if source["kind"] == "hub":  # every file is then read at the commit recorded for it
+        source = {**source, "commit": hub_commit(str(folder), revision)}
+        pinned = source["commit"] or revision
     try:
-        config = AutoConfig.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder, **({"revision": pinned} if pinned else {}))
     except OSError as error:
         raise WorldprobeError(f"cannot load the config of model {base!r}: {str(error).splitlines()[0]}") from None
-    if source["kind"] == "hub" and getattr(config, "_commit_hash", None):
-        source = {**source, "revision": config._commit_hash}
     if model.startswith(RANDOM_PREFIX):
         source = {**source, "random_init": True, "seed": seed}
     text = getattr(config, "text_config", None) or config
-    return ModelInfo(folder, source, int(text.num_hidden_layers), int(text.hidden_size), dtype, device)
+    return ModelInfo(folder, source, int(text.num_hidden_layers), int(text.hidden_size), dtype, device, pinned)
 
 
 def load_model(
@@ -378,26 +464,30 @@ def load_model(
     seed: int = DEFAULT_SEED,
     gguf_file: str | None = None,
     max_memory: dict[Any, str] | None = None,
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM for extraction, in eval mode.
 
     ``model``: a preset name (see :data:`PRESETS`), ``random:<preset or id>`` (same config and tokenizer,
     weights initialised with ``seed``), a hub id, a local folder or a ``.gguf`` path (``gguf_file`` names a GGUF
-    inside a folder). GGUF files are dequantised once and kept as safetensors in the cache.
+    inside a folder). GGUF files are dequantised once and kept as safetensors in the cache. ``revision``: a hub
+    model's branch, tag or commit (the weights are loaded from the commit it resolves to).
     ``dtype``: auto (float32 on CPU, bfloat16 on cuda), float32, bfloat16, float16. ``quantization``: ``4bit`` or
     ``8bit`` through bitsandbytes (not with a raw GGUF file). On cuda the model is placed with
     ``device_map="auto"`` (optionally bounded by ``max_memory``).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(info.folder)
+    info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file,
+                          revision=revision)  # fmt: skip
+    pinned = {"revision": info.revision} if info.revision else {}
+    tokenizer = AutoTokenizer.from_pretrained(info.folder, **pinned)
     torch_dtype = DTYPES[info.dtype]
     if model.startswith(RANDOM_PREFIX):
         torch.manual_seed(seed)
-        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(info.folder), dtype=torch_dtype)
+        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(info.folder, **pinned), dtype=torch_dtype)
     else:
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, **pinned}
         if quantization is not None:
             kwargs["quantization_config"] = _quantization_config(quantization)
         if info.device.startswith("cuda"):
@@ -423,8 +513,9 @@ _KEPT: dict[str, LoadedModel] = {}
 
 def load_model_kept(model: str = DEFAULT_MODEL, **options: Any) -> LoadedModel:
     """:func:`load_model`, keeping the last model loaded this way for the next identical request in this process,
-    so a run over many datasets loads each model once. A different request releases the kept model first."""
-    key = json.dumps([model, options], sort_keys=True, default=str)
+    so a run over many datasets loads each model once. A different request (or a model folder or GGUF file whose
+    files changed since) releases the kept model first."""
+    key = json.dumps([model, options, local_source(model, options.get("gguf_file"))], sort_keys=True, default=str)
     if key not in _KEPT:
         release_kept_model()
         _KEPT[key] = load_model(model, **options)

@@ -7,10 +7,10 @@ and the forward pass stops after the deepest block needed.
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -271,11 +271,16 @@ def run_extraction(
     max_memory: dict[Any, str] | None = None,
     progress: bool = True,
     shard: cache_mod.Shard | None = None,
+    revision: str | None = None,
+    rebuild: bool = False,
 ) -> Path:
     """Cache the residual stream of every entity of a built dataset at the requested layers; return the folder.
 
-    Returns at once when a finished cache with the same settings (and all requested layers) exists; resumes an
-    unfinished one from its ledger; refuses a folder whose manifest disagrees, saying what differs.
+    Returns at once when an intact finished cache with the same settings (and all requested layers) exists; resumes
+    an unfinished one from its ledger; refuses a folder whose manifest disagrees, saying what differs, and a damaged
+    finished cache (``rebuild=True`` deletes the request's cache folder and extracts it afresh). The settings that
+    make a cache (its identity) include the model's weights checksum (local folders, GGUF files), the hub revision
+    (``revision``: branch, tag or commit; the resolved commit is recorded) and the prompt's template.
 
     ``shard=(i, k)`` computes only shard i (0-based) of k: its contiguous share of the length-sorted batches, into the
     same cache files, which k processes can write at once. The shard that finishes last completes the cache; until
@@ -283,31 +288,35 @@ def run_extraction(
     writer's is kept).
     """
     shard = cache_mod.check_shard(shard)
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise WorldprobeError(f"--batch-size must be a positive whole number, not {batch_size}", field="batch_size")
     ws = as_workspace(workspace)
     prompt_obj = get_prompt(dataset, prompt)
     if aggregation not in AGGREGATIONS:
         raise WorldprobeError(f"unknown aggregation {aggregation!r}", field="aggregation", hint="last or mean")
     table = load(dataset, ws)
-    data_fingerprint = load_report(dataset, ws).get("fingerprint") or fingerprint(table)
+    data_fingerprint = _checked_fingerprint(dataset, ws, table)
     limit_seed = seed if limit_seed is None else limit_seed
     if limit is not None:
         table = sample_rows(table, limit, limit_seed)
     info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
-                          gguf_file=gguf_file)  # fmt: skip
+                          gguf_file=gguf_file, revision=revision)  # fmt: skip
     wanted = parse_layers(layers, info.n_layers)
     uses_seed = prompt_obj.random_tokens > 0 or model.startswith("random:")
     identity = {
         "dataset": dataset, "dataset_fingerprint": data_fingerprint, "model": model, "model_source": info.source,
-        "quantization": quantization, "dtype": info.dtype, "prompt": prompt, "aggregation": aggregation,
-        "seed": seed if uses_seed else None, "n_entities": len(table),
+        "quantization": quantization, "dtype": info.dtype, "prompt": prompt, "prompt_template": asdict(prompt_obj),
+        "aggregation": aggregation, "seed": seed if uses_seed else None, "n_entities": len(table),
         "entity_order_sha256": cache_mod.entity_order_sha256(table["entity_id"]), "layers": wanted,
         "n_layers": info.n_layers, "d_model": info.d_model,
     }  # fmt: skip
+    all_layers = wanted == list(range(info.n_layers + 1))
+    path = ws.activations / cache_mod.cache_key(identity, all_layers=all_layers)
+    if rebuild:
+        cache_mod.remove_cache(path)
     existing = _finished_superset(ws, identity)
     if existing is not None:
         return existing
-    all_layers = wanted == list(range(info.n_layers + 1))
-    path = ws.activations / cache_mod.cache_key(identity, all_layers=all_layers)
     if (path / cache_mod.MANIFEST).exists():
         found = cache_mod.read_manifest(path)
         differences = cache_mod.diff_identity(found, identity)
@@ -317,19 +326,20 @@ def run_extraction(
                 hint="delete that folder or change the request",
             )  # fmt: skip
         if found.get("complete"):
+            cache_mod.refuse_damaged(path, found)
             return path
         if shard[1] > 1 and cache_mod.shard_done(path, shard):
             cache_mod.merge_shards(path)  # this shard's rows are written: no model needed
             return path
     loaded = load_model_kept(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
-                             gguf_file=gguf_file, max_memory=max_memory)  # fmt: skip
+                             gguf_file=gguf_file, max_memory=max_memory, revision=revision)  # fmt: skip
     encoded = encode_entities(loaded.tokenizer, table["text"].tolist(), prompt_obj, seed,
                               keys=table["entity_id"].astype(str).tolist())  # fmt: skip
     manifest = {
         **identity, "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
         "random_prefix_tokens": prompt_obj.random_tokens, "bos_token": loaded.tokenizer.bos_token,
         "padding_side": padding_side, "limit": limit, "limit_seed": limit_seed if limit else None,
-        "device": loaded.device,
+        "device": loaded.device, "gguf_file": gguf_file,
         "layer_definition": "0 = embedding output (input of block 0); l = output of block l, before the final norm",
         "versions": _versions(),
     }  # fmt: skip
@@ -378,14 +388,33 @@ def _fill(
 
 
 def _finished_superset(ws: Workspace, identity: dict[str, Any]) -> Path | None:
-    """A finished cache with the same identity whose layers include the requested ones (e.g. an all-layer cache)."""
-    for manifest_file in sorted(ws.activations.glob(f"*/{cache_mod.MANIFEST}")):
-        found = json.loads(manifest_file.read_text())
+    """An intact finished cache with the same identity whose layers include the requested ones (e.g. an all-layer
+    cache); a damaged one is passed over with a warning naming it."""
+    for folder, found in cache_mod.iter_manifests(ws):
         if not found.get("complete") or not set(identity["layers"]) <= set(found.get("layers", [])):
             continue
-        if not cache_mod.diff_identity(found, {k: v for k, v in identity.items() if k != "layers"}):
-            return manifest_file.parent
+        if cache_mod.diff_identity(found, {k: v for k, v in identity.items() if k != "layers"}):
+            continue
+        problems = cache_mod.cache_problems(folder, found)
+        if not problems:
+            return folder
+        if found.get("layers") != identity["layers"]:
+            file, problem = problems[0]
+            warnings.warn(f"not reusing {folder}: {file.name}: {problem}", stacklevel=2)
     return None
+
+
+def _checked_fingerprint(dataset: str, ws: Workspace, table: Any) -> str:
+    """The dataset's fingerprint, after checking that the table still is the one its build report describes."""
+    actual = fingerprint(table)
+    recorded = load_report(dataset, ws).get("fingerprint")
+    if recorded and recorded != actual:
+        raise WorldprobeError(
+            f"the table does not match its build report (fingerprint {actual}, recorded {recorded}): it changed "
+            "after it was built, or an older worldprobe built it", file=ws.dataset_table(dataset),
+            hint=f"build it again: `worldprobe datasets build {dataset}` (with the options you used)",
+        )  # fmt: skip
+    return actual
 
 
 def _versions() -> dict[str, str]:

@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 import worldprobe
 from worldprobe.errors import WorldprobeError
+from worldprobe.extract.cache import IDENTITY_FIELDS
 
 LAYER_ROW_COLUMNS = (
     "dataset", "model", "n_layers", "prompt", "layer", "rel_depth", "probe", "control",
@@ -30,14 +32,13 @@ HOLDOUT_COLUMNS = (
 SUMMARY = "summary.json"
 RESULT_FILES = ("metrics.parquet", "predictions.parquet", "holdouts.parquet", SUMMARY)
 
-_MANIFEST_KEYS = (
-    "dataset", "dataset_fingerprint", "model", "model_source", "quantization", "dtype", "prompt", "aggregation",
-    "seed", "layers", "n_layers", "d_model", "n_entities", "entity_order_sha256",
-)  # fmt: skip
+_MANIFEST_KEYS = (*IDENTITY_FIELDS, "files")
+"""What a cache contributes to a run key: its identity (model weights checksum or hub commit, prompt template, ...)
+and its files' checksums, so a rebuilt cache whose bytes differ gets new results."""
 
 
 def run_key(manifests: list[dict[str, Any]], settings: dict[str, Any]) -> str:
-    """A hash of the caches' identities (their manifests' content keys) and the probe settings."""
+    """A hash of the caches' identities and file checksums, and the probe settings."""
     payload = {
         "caches": [{k: m.get(k) for k in _MANIFEST_KEYS} for m in manifests],
         "settings": settings,
@@ -53,15 +54,32 @@ def run_dir(results_root: Path, dataset: str, model: str, prompt: str, probe: st
 
 
 def is_complete(folder: Path, key: str) -> bool:
-    """Whether ``folder`` holds a finished run with this key."""
+    """Whether ``folder`` holds a finished run with this key whose files can all be read (else it is redone)."""
+    return not results_problems(folder, key)
+
+
+def results_problems(folder: Path, key: str | None = None) -> list[str]:
+    """What keeps ``folder`` from being a finished, readable run (with ``key``, when given): empty when none."""
     path = folder / SUMMARY
-    if not path.exists():
-        return False
     try:
         summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
-    return summary.get("run_key") == key and summary.get("complete") is True
+    except FileNotFoundError:
+        return [f"no {SUMMARY} (the run did not finish)"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return [f"{SUMMARY} is unreadable ({type(error).__name__})"]
+    if not isinstance(summary, dict) or summary.get("complete") is not True:
+        return [f"{SUMMARY} does not mark the run complete"]
+    if key is not None and summary.get("run_key") != key:
+        return [f"{SUMMARY} has run key {summary.get('run_key')!r}, expected {key!r}"]
+    problems = []
+    for name in RESULT_FILES[:-1]:
+        try:
+            pq.read_table(folder / name)
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            problems.append(f"{name} is unreadable ({str(error).splitlines()[0][:120]})")
+    return problems
 
 
 def write_results(

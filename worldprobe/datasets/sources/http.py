@@ -1,9 +1,11 @@
-"""The one small HTTP client of the live builders: retries, rate limit, paging and an on-disk response cache.
+"""The one small HTTP client of the builders: retries, rate limit, paging, an on-disk response cache, and
+:func:`fetch_file` for single files (release CSVs, ``--from`` URLs) checked by sha256 and re-validated.
 
 Every response body is cached under ``cache_dir("live", <namespace>)`` keyed by the URL and its parameters (secret
 parameters such as API keys are left out of the key and of anything recorded). Retryable statuses (429 and 5xx) are
 retried with exponential backoff, honouring ``Retry-After``; anything else that is not a 200 is a
-:class:`WorldprobeError` naming the URL.
+:class:`WorldprobeError` naming the URL. Every download, retries included, ends within an overall time limit
+(:func:`download_deadline`): a server that trickles bytes cannot keep it open.
 """
 
 from __future__ import annotations
@@ -20,13 +22,75 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+from tqdm.auto import tqdm
 
 import worldprobe
+from worldprobe import config
+from worldprobe.checksums import read_record, sha256_of, write_record
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import cache_dir
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = f"worldprobe/{worldprobe.__version__} (research toolkit; python-requests)"
+CHUNK = 1 << 16
+
+
+def download_deadline() -> float:
+    """Seconds one download may take in all, retries included: ``$WORLDPROBE_DOWNLOAD_TIMEOUT`` or the default."""
+    text = os.environ.get(config.DOWNLOAD_TIMEOUT_ENV)
+    if not text:
+        return config.DEFAULT_DOWNLOAD_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise WorldprobeError(f"${config.DOWNLOAD_TIMEOUT_ENV} is {text!r}, not a positive number of seconds",
+                              field=config.DOWNLOAD_TIMEOUT_ENV)  # fmt: skip
+    return seconds
+
+
+def _too_slow(shown: str, limit: float, received: int) -> WorldprobeError:
+    return WorldprobeError(
+        f"download did not finish within {limit:g} s ({received:,} bytes received)", file=shown,
+        hint=f"the server is stalled or too slow; try again later, or raise ${config.DOWNLOAD_TIMEOUT_ENV}",
+    )  # fmt: skip
+
+
+def _first_bytes(response: requests.Response, size: int = 200) -> str:
+    """The start of an error response's body (one read at most), for the message; the response is closed."""
+    try:
+        return response.raw.read1(size, decode_content=True).decode("utf-8", "replace")
+    except (requests.RequestException, OSError, ValueError):
+        return ""
+    finally:
+        response.close()
+
+
+def read_body(
+    response: requests.Response, *, shown: str, ends_at: float, limit: float, sink: Callable[[bytes], Any] | None = None
+) -> bytes:
+    """The body of a streamed response, read chunk by chunk until the monotonic time ``ends_at`` (then a
+    WorldprobeError). Chunks go to ``sink`` when given (and b"" is returned), else they are joined."""
+    parts: list[bytes] = []
+    received = 0
+    try:
+        while chunk := response.raw.read1(CHUNK, decode_content=True):
+            received += len(chunk)
+            if sink is None:
+                parts.append(chunk)
+            else:
+                sink(chunk)
+            if time.monotonic() > ends_at:
+                raise _too_slow(shown, limit, received)
+    except (requests.RequestException, OSError, ValueError) as error:  # urllib3 errors are OSError/ValueError kinds
+        if time.monotonic() > ends_at:
+            raise _too_slow(shown, limit, received) from None
+        raise WorldprobeError(f"download broke off after {received:,} bytes: {type(error).__name__}", file=shown,
+                              hint="check the network connection and try again") from None  # fmt: skip
+    finally:
+        response.close()
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -37,7 +101,8 @@ class HttpSettings:
     max_retries: int = 5  # retries after the first attempt, for 429/5xx and connection errors
     backoff: float = 1.0  # first backoff in seconds; doubles with every retry
     max_wait: float = 120.0  # no single wait (Retry-After or backoff) is longer than this
-    timeout: float = 120.0  # seconds for one request
+    timeout: float = 120.0  # seconds one network read may wait
+    deadline: float | None = None  # seconds for a whole request, retries included (None: download_deadline())
     use_cache: bool = True
 
     def updated(self, overrides: Mapping[str, Any] | None) -> HttpSettings:
@@ -129,11 +194,19 @@ class HttpClient:
 
     def _download(self, url: str, params: Mapping[str, Any], shown: str) -> bytes:
         headers = {"User-Agent": USER_AGENT, **self.headers}
+        limit = self.settings.deadline or download_deadline()
+        ends_at = time.monotonic() + limit
         for attempt in range(self.settings.max_retries + 1):
             self._respect_rate_limit()
+            remaining = ends_at - time.monotonic()
+            if remaining <= 0:
+                raise _too_slow(shown, limit, 0)
             try:
-                response = self.session.get(url, params=params, headers=headers, timeout=self.settings.timeout)
+                response = self.session.get(url, params=params, headers=headers, stream=True,
+                                            timeout=min(self.settings.timeout, remaining))  # fmt: skip
             except (requests.ConnectionError, requests.Timeout) as error:
+                if time.monotonic() >= ends_at:
+                    raise _too_slow(shown, limit, 0) from None
                 if attempt == self.settings.max_retries:
                     raise WorldprobeError(
                         f"request failed after {attempt + 1} attempts: {type(error).__name__}",
@@ -145,10 +218,11 @@ class HttpClient:
             except requests.RequestException as error:  # a bad URL or similar: retrying cannot help
                 raise WorldprobeError(f"request not possible: {error}", file=shown) from None
             if response.status_code == 200:
-                return response.content
+                return read_body(response, shown=shown, ends_at=ends_at, limit=limit)
+            start = _first_bytes(response)
             if response.status_code not in RETRY_STATUSES:
                 raise WorldprobeError(
-                    f"HTTP {response.status_code} {response.reason}: {response.text[:200]!r}",
+                    f"HTTP {response.status_code} {response.reason}: {start!r}",
                     file=shown,
                     hint="check the URL, the query and any API key",
                 )
@@ -157,7 +231,10 @@ class HttpClient:
                     f"HTTP {response.status_code} after {attempt + 1} attempts", file=shown, hint="try again later"
                 )
             asked = retry_after(response.headers.get("Retry-After"))
-            self._wait(self._backoff(attempt) if asked is None else asked)
+            wait = self._backoff(attempt) if asked is None else asked
+            if time.monotonic() + min(wait, self.settings.max_wait) >= ends_at:
+                raise _too_slow(shown, limit, 0)
+            self._wait(wait)
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int) -> float:
@@ -246,3 +323,103 @@ def base_url(name: str, default: str, env: str, extra: Mapping[str, Any]) -> str
     """The base URL of an API: ``extra['urls'][name]``, else ``$env``, else ``default`` (trailing slash removed)."""
     chosen = (extra.get("urls") or {}).get(name) or os.environ.get(env) or default
     return str(chosen).rstrip("/")
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """A file downloaded by :func:`fetch_file` (or reused from its cache) and how it was checked."""
+
+    path: Path
+    url: str
+    sha256: str
+    etag: str | None = None
+    last_modified: str | None = None
+    how: str = "downloaded"  # downloaded | cached, sha256 checked | cached, server says unchanged
+
+    def record(self) -> dict[str, Any]:
+        """The facts a build report keeps about this input."""
+        return {"what": self.url, "sha256": self.sha256, "etag": self.etag, "last_modified": self.last_modified,
+                "fetched": self.how}  # fmt: skip
+
+
+def fetch_file(url: str, dest: Path, *, sha256: str | None = None, revalidate: bool = True) -> FetchedFile:
+    """``url`` as the local file ``dest``, downloaded within the overall time limit and checked.
+
+    With ``sha256`` the cached copy is used when it has that checksum (no network), and a download must have it.
+    Without, the cached copy is re-validated with the server (``If-None-Match`` / ``If-Modified-Since`` from the
+    recorded ETag / Last-Modified; 304 keeps it, after checking it still has its recorded sha256); a server that sends
+    neither validator is asked for the whole file again. ``revalidate=False`` trusts a cached copy whose sha256 matches
+    its record (for URLs whose content cannot change, such as a pinned commit). Each download is recorded next to
+    ``dest`` (``<name>.json``: url, sha256, ETag, Last-Modified).
+    """
+    record_path = dest.with_name(dest.name + ".json")
+    record = read_record(record_path) if dest.exists() else None
+    if record is not None and record.get("url") != url:
+        record = None
+    headers = {"User-Agent": USER_AGENT}
+    if record is not None:
+        cached_sha = sha256_of(dest)
+        intact = cached_sha == record.get("sha256")
+        if sha256 is not None and cached_sha == sha256:
+            return _fetched(dest, url, cached_sha, record, "cached, sha256 checked")
+        if sha256 is None and intact and not revalidate:
+            return _fetched(dest, url, cached_sha, record, "cached, sha256 checked")
+        if sha256 is None and intact:
+            if record.get("etag"):
+                headers["If-None-Match"] = record["etag"]
+            if record.get("last_modified"):
+                headers["If-Modified-Since"] = record["last_modified"]
+    offline = (f"offline? pass --sha256 {record['sha256']} to use the cached copy" if record is not None
+               else "offline? pass --from a local copy")  # fmt: skip
+    response, ends_at, limit = _open(url, headers, offline)
+    if response.status_code == 304 and len(headers) > 1:
+        response.close()
+        return _fetched(dest, url, str(record["sha256"]), record, "cached, server says unchanged")
+    if response.status_code != 200:
+        reason = f"HTTP {response.status_code} {response.reason}"
+        response.close()
+        raise WorldprobeError(f"download failed: {reason}", file=url,
+                              hint="check the URL; offline? pass --from a local copy")  # fmt: skip
+    digest = hashlib.sha256()
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+    total = int(response.headers.get("Content-Length") or 0) or None
+    with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+
+        def sink(chunk: bytes) -> None:
+            out.write(chunk)
+            digest.update(chunk)
+            bar.update(len(chunk))
+
+        try:
+            read_body(response, shown=url, ends_at=ends_at, limit=limit, sink=sink)
+        except BaseException:
+            out.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    actual = digest.hexdigest()
+    if sha256 is not None and actual != sha256:
+        tmp.unlink()
+        raise WorldprobeError(f"checksum mismatch: the download has sha256 {actual}, expected {sha256}", file=url,
+                              hint="the download is corrupt or the file on the server changed")  # fmt: skip
+    os.replace(tmp, dest)
+    fresh = {"url": url, "sha256": actual, "bytes": dest.stat().st_size, "etag": response.headers.get("ETag"),
+             "last_modified": response.headers.get("Last-Modified")}  # fmt: skip
+    write_record(record_path, fresh)
+    return _fetched(dest, url, actual, fresh, "downloaded")
+
+
+def _fetched(dest: Path, url: str, sha256: str, record: dict[str, Any], how: str) -> FetchedFile:
+    return FetchedFile(dest, url, sha256, record.get("etag"), record.get("last_modified"), how)
+
+
+def _open(url: str, headers: dict[str, str], offline_hint: str) -> tuple[requests.Response, float, float]:
+    """A streamed GET of ``url`` started within the overall time limit: (response, monotonic end, limit)."""
+    limit = download_deadline()
+    ends_at = time.monotonic() + limit
+    try:
+        response = requests.get(url, headers=headers, stream=True, timeout=min(60.0, limit))
+    except requests.Timeout:
+        raise _too_slow(url, limit, 0) from None
+    except requests.RequestException as error:
+        raise WorldprobeError(f"download failed: {type(error).__name__}", file=url, hint=offline_hint) from None
+    return response, ends_at, limit

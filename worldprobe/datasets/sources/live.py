@@ -20,17 +20,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-import pooch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
+from worldprobe.checksums import sha256_of
 from worldprobe.datasets.normalize import art_text, canonical_country, fractional_year, nyc_title_case, world_place_text
 from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.sources.http import HttpClient, HttpSettings, base_url, paginate, require
+from worldprobe.datasets.sources.http import HttpClient, HttpSettings, base_url, fetch_file, paginate, require
 from worldprobe.datasets.split import grouped_split
 from worldprobe.datasets.table import BuildReport
 from worldprobe.errors import WorldprobeError
@@ -48,7 +49,7 @@ class Endpoint:
     env: str
     licence: str
     attribution: str
-    settings: HttpSettings = HttpSettings()  # not used by the Age dataset, which is one file fetched with pooch
+    settings: HttpSettings = HttpSettings()  # not used by the Age dataset, which is one file (fetch_file)
 
 
 ENDPOINTS = {
@@ -472,7 +473,8 @@ DEATH_YEAR_AFTER = -1000
 
 
 def _age_dataset_file(options: BuildOptions) -> tuple[Path, dict[str, Any]]:
-    """The Age dataset CSV: ``--from`` (file or URL), else the URL from extra/env, downloaded once with pooch."""
+    """The Age dataset CSV: ``--from`` (file or URL), else the URL from extra/env; a URL is downloaded into the cache
+    and re-validated with the server on every build unless its sha256 is given (``--sha256``)."""
     endpoint = ENDPOINTS["age_dataset"]
     source = options.from_path or (options.extra.get("urls") or {}).get("age_dataset") or os.environ.get(endpoint.env)
     if not source:
@@ -482,24 +484,20 @@ def _age_dataset_file(options: BuildOptions) -> tuple[Path, dict[str, Any]]:
             hint=f"download AgeDataset-V1.csv (or its .zip; CC BY 4.0, e.g. from Kaggle) and pass --from PATH, "
             f"or set ${endpoint.env} to a URL",
         )
+    expected = options.extra.get("sha256") or options.extra.get("age_sha256")
     if not re.match(r"^https?://", source):
         path = Path(source).expanduser()
         if not path.exists():
             raise WorldprobeError("file not found", file=path, field="from_path")
+        entry = {"what": source, "sha256": sha256_of(path)}
+        if expected and entry["sha256"] != expected:
+            raise WorldprobeError(f"checksum mismatch: the file has sha256 {entry['sha256']}, expected {expected}",
+                                  file=path, hint="the file is not the one you meant, or it was changed")  # fmt: skip
     else:
-        try:
-            path = Path(
-                pooch.retrieve(
-                    source, known_hash=options.extra.get("age_sha256"), path=cache_dir("live", "age_dataset"),
-                    progressbar=True,
-                )
-            )  # fmt: skip
-        except Exception as error:  # pooch raises requests/ValueError types; the user only needs the URL and cause
-            raise WorldprobeError(
-                f"download failed: {error}", file=source, hint="check the URL or pass --from"
-            ) from None
-    entry = {"what": source, "sha256": pooch.file_hash(str(path)), "licence": endpoint.licence,
-             "attribution": endpoint.attribution}  # fmt: skip
+        dest = cache_dir("live", "age_dataset") / Path(urlparse(source).path).name
+        entry = fetch_file(source, dest, sha256=expected).record()
+        path = dest
+    entry.update(licence=endpoint.licence, attribution=endpoint.attribution)
     return path, entry
 
 

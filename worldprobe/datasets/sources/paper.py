@@ -1,7 +1,8 @@
 """The ``paper`` source: the authors' release CSVs (Gurnee & Tegmark, GitHub wesg52/world-models) as entity tables.
 
-Each of the six datasets is read from its release CSV (downloaded with pooch into ``cache_dir("paper")``, or
-``--from`` a local file or URL), checked cell by cell (errors name the file, the 0-based data row and the column),
+Each of the six datasets is read from its release CSV (downloaded from a pinned commit of the release into
+``cache_dir("paper")`` and checked against its sha256 pin on every use, or ``--from`` a local file or URL, optionally
+with ``--sha256``), checked cell by cell (errors name the file, the 0-based data row and the column),
 and normalised to the entity table of docs/design.md. The release's own ``is_test`` split and row order are kept;
 ``entity_id`` is ``"<dataset>:<data row>"``. Rows whose text sits on both sides of the release split are listed in
 the build report (``details["split_leaks"]``) and ``--drop-split-leaks`` removes their test side.
@@ -19,9 +20,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-import pooch
-import requests
 
+from worldprobe.checksums import read_record, sha256_of
 from worldprobe.datasets.normalize import (
     art_text,
     canonical_country,
@@ -32,18 +32,23 @@ from worldprobe.datasets.normalize import (
 )
 from worldprobe.datasets.schema import RANGES
 from worldprobe.datasets.sources import BuildOptions, register_builder
+from worldprobe.datasets.sources.http import fetch_file
 from worldprobe.datasets.split import text_leaks
 from worldprobe.datasets.table import BuildReport
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import cache_dir
 
 SOURCE = "paper"
-RELEASE_URL = "https://raw.githubusercontent.com/wesg52/world-models/main/data/entity_datasets/{name}.csv"
-RELEASE_HASHES: dict[str, str] = {
-    "world_place": "md5:6beb4ebd59265f6a41d64d647f75f864",
-    "us_place": "md5:8d8c47fc96aa5052c78ca457623851fe",
+RELEASE_COMMIT = "a572f162948ee185e9c842eb5fa15e23aad3d218"
+RELEASE_URL = f"https://raw.githubusercontent.com/wesg52/world-models/{RELEASE_COMMIT}/data/entity_datasets/{{name}}.csv"
+RELEASE_SHA256: dict[str, str] = {
+    "world_place": "b1608f9410b48fe4ca71836d81baa5aa20d34d319cd7f98a725fd8545bdce040",
+    "us_place": "95af51d5b80ba1a0085c431583294f4917b95628869130d65762a7e8bf6eff6e",
+    "nyc_place": "72558b55c86e0f113fdb35f3cd7ef0dfb439820e36b47e654e5169cb094445cf",
+    "art": "37ef497d0c2871c074c166a0c4f229c460aca092a90ecc83bd6f9d0f12bc3b41",
 }
-"""Known checksums of release files (pooch syntax); the other four have none published, their sha256 is recorded."""
+"""sha256 pins of the release files at ``RELEASE_COMMIT``; the other two are recorded on their first download (next
+to the cached file) and every later use must match that record. Build reports keep the sha256 of every input."""
 RELEASE_ROWS: dict[str, int] = {
     "world_place": 39_585, "us_place": 29_997, "nyc_place": 19_838, "historical_figure": 37_539, "art": 31_321,
     "headline": 28_389,
@@ -332,35 +337,42 @@ def _is_url(location: str) -> bool:
     return urlparse(location).scheme in ("http", "https", "ftp")
 
 
-def _download(url: str, known_hash: str | None, fname: str) -> Path:
-    try:
-        return Path(pooch.retrieve(url, known_hash, fname=fname, path=cache_dir(SOURCE), progressbar=True))
-    except ValueError as error:  # pooch's checksum mismatch
-        raise WorldprobeError(
-            f"checksum mismatch: {error}", file=url, hint="the download is corrupt or the release file changed"
-        ) from None
-    except requests.exceptions.RequestException as error:
-        raise WorldprobeError(
-            f"download failed: {error}", file=url, hint="offline? pass --from a local copy of the release CSV"
-        ) from None
+def locate(dataset: str, from_path: str | None, sha256: str | None = None) -> tuple[Path, dict[str, object]]:
+    """The local file to read and the build report's record of it (origin, how its sha256 was checked).
 
-
-def locate(dataset: str, from_path: str | None) -> tuple[Path, str]:
-    """The local file to read and what to record as its origin: the release URL, a ``--from`` URL, or a path.
-
-    Downloads are cached in ``cache_dir("paper")``: the release files by name (re-fetched when a known checksum
-    does not match), ``--from`` URLs by a hash of the URL.
+    The release file comes from the pinned commit and must match its sha256 pin (or, for the two files without a
+    pin, the sha256 recorded at their first download); a cached copy is checked the same way on every use. A
+    ``--from`` URL is re-validated with the server unless ``sha256`` is given; a ``--from`` file is checked against
+    ``sha256`` when given.
     """
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256.lower()):
+        raise WorldprobeError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)", field="sha256")
+    sha256 = sha256.lower() if sha256 else None
     if from_path is None:
         url = RELEASE_URL.format(name=dataset)
-        return _download(url, RELEASE_HASHES.get(dataset), f"{dataset}.csv"), url
+        dest = cache_dir(SOURCE) / f"{dataset}.csv"
+        pin = RELEASE_SHA256.get(dataset)
+        if sha256 and pin and sha256 != pin:
+            raise WorldprobeError(f"--sha256 {sha256} differs from the release pin {pin}", field="sha256")
+        first = read_record(dest.with_name(dest.name + ".json")) or {}
+        recorded = first.get("sha256") if first.get("url") == url else None
+        fetched = fetch_file(url, dest, sha256=sha256 or pin or recorded, revalidate=False)
+        how = ("pinned" if pin else "--sha256" if sha256 else "recorded at its first download" if recorded
+               else "first download (recorded; later uses must match)")  # fmt: skip
+        return fetched.path, {**fetched.record(), "sha256_check": how, "release_commit": RELEASE_COMMIT}
     if _is_url(from_path):
         tag = hashlib.sha256(from_path.encode()).hexdigest()[:12]
-        return _download(from_path, None, f"{tag}-{Path(urlparse(from_path).path).name or dataset}"), from_path
+        dest = cache_dir(SOURCE) / f"{tag}-{Path(urlparse(from_path).path).name or dataset}"
+        fetched = fetch_file(from_path, dest, sha256=sha256)
+        how = "--sha256" if sha256 else "not pinned (re-validated with the server on every build)"
+        return fetched.path, {**fetched.record(), "sha256_check": how}
     path = Path(from_path).expanduser()
     if not path.is_file():
         raise WorldprobeError("no such file", file=path, hint=f"give the path or URL of {dataset}.csv")
-    return path, str(path.resolve())
+    if sha256 is not None and (actual := sha256_of(path)) != sha256:
+        raise WorldprobeError(f"checksum mismatch: the file has sha256 {actual}, expected {sha256}", file=path,
+                              hint="the file is not the one you meant, or it was changed")  # fmt: skip
+    return path, {"what": str(path.resolve()), "sha256_check": "--sha256" if sha256 else "not pinned (a local file)"}
 
 
 def _digests(path: Path) -> dict[str, str]:
@@ -395,7 +407,8 @@ def _drop(table: pd.DataFrame, mask: pd.Series, reason: str, dropped: dict[str, 
 def build_release(dataset: str, options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     """Build ``dataset``'s entity table from its release CSV (the registered ``paper`` builder)."""
     release_format = FORMATS[dataset]
-    path, origin = locate(dataset, options.from_path)
+    path, fetched = locate(dataset, options.from_path, options.extra.get("sha256"))
+    origin = str(fetched["what"])
     csv = read_release(path, release_format.columns, origin=origin)
     table = release_format.convert(csv)
     table.insert(0, "entity_id", [f"{dataset}:{row}" for row in range(len(table))])
@@ -410,7 +423,7 @@ def build_release(dataset: str, options: BuildOptions) -> tuple[pd.DataFrame, Bu
         dataset=dataset,
         source=SOURCE,
         inputs=[{
-            "what": origin, **_digests(path), "known_hash": RELEASE_HASHES.get(dataset) if options.from_path is None
+            **fetched, **_digests(path), "pinned_sha256": RELEASE_SHA256.get(dataset) if options.from_path is None
             else None, "licence": release_format.licence, "attribution": release_format.attribution,
             "release": RELEASE,
         }],
