@@ -47,6 +47,17 @@ def _target(rows: pd.DataFrame) -> str:
     return "mean" if "mean" in targets else targets[0]
 
 
+def _drawn_rows(rows: pd.DataFrame, columns: list[str]) -> str:
+    """The rows behind the bars of each panel: ``country 1,234 held out / 251 random split; ...``."""
+    parts = []
+    for column in columns:
+        table = holdout_table(rows, column).iloc[:-1]
+        counts = rows[(rows["column"] == column) & (rows["block"].isin(table["block"]))]
+        per = counts.drop_duplicates(["block", "setting"]).groupby("setting")["n_rows"].sum()
+        parts.append(f"{column} {int(per.get('held_out', 0)):,} held out / {int(per.get('nominal', 0)):,} random split")
+    return "; ".join(parts)
+
+
 def holdout_figure(rows: pd.DataFrame, dataset: str, model: str, n_layers: int, out_dir: Path) -> FigureFile | None:
     """One panel per hold-out column: grouped bars per block (nominal vs held out); ``None`` without rows."""
     if rows.empty:
@@ -72,8 +83,7 @@ def holdout_figure(rows: pd.DataFrame, dataset: str, model: str, n_layers: int, 
     layers = sorted(set(rows["layer"]))
     layer = layer_text(layers[0], n_layers) if len(layers) == 1 else ", ".join(map(str, layers))
     prompt = ", ".join(sorted(set(rows["prompt"])))
-    blocks = rows[rows["block"] != MEAN_BLOCK].drop_duplicates(["column", "block"])
-    n = int(blocks.groupby("column")["n_rows"].sum().max())
-    caption = Caption(dataset, model, prompt, layer, "test rows of each block", n)
+    caption = Caption(dataset, model, prompt, layer, "held out: every row of a block; random split: its test rows",
+                      _drawn_rows(rows, columns))  # fmt: skip
     title = f"{dataset}: held-out blocks, {model} (trained without the block vs with it)"
     return save(fig, out_dir, file_stem(dataset, model, "holdouts"), title, caption)
