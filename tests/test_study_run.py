@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from worldprobe.errors import WorldprobeError
 from worldprobe.study import load_study, run_study
 from worldprobe.workspace import Workspace
 
@@ -136,6 +137,29 @@ def test_ray_with_two_workers_and_two_shards_per_cache_matches_serial(serial_run
     manifests = [json.loads(p.read_text()) for p in ray_ws.activations.glob("*/manifest.json")]
     assert len(manifests) == 3 and all(m["complete"] and m["shards"] == 2 for m in manifests)
     assert not list(ray_ws.activations.glob("*/progress*")) and not list(ray_ws.activations.glob("*/overflow*"))
+
+
+@pytest.mark.slow
+def test_two_worker_processes_match_serial(serial_run, tmp_path, tiny_llama_dir):
+    from worldprobe.study import ProcessExecutor
+
+    _, serial_ws, _ = serial_run
+    study = load_study(study_file(tmp_path, tiny_llama_dir))
+    workspace = Workspace(tmp_path / "ws")
+    run_study(study, workspace, executor=ProcessExecutor(2), stages=("datasets", "extract", "probes", "neurons"))
+    pd.testing.assert_frame_equal(metrics_of(workspace), metrics_of(serial_ws))
+    assert layer_files(workspace) == layer_files(serial_ws)
+
+
+def test_study_file_chooses_its_executor(tmp_path, tiny_llama_dir):
+    path = study_file(tmp_path, tiny_llama_dir)
+    head = 'name = "reduced"\nexecutor = "processes"\nworkers = 2'
+    path.write_text(path.read_text().replace('name = "reduced"', head))
+    study = load_study(path)
+    assert study.executor == "processes" and study.workers == min(2, os.cpu_count() or 1)
+    path.write_text(path.read_text().replace('"processes"', '"threads"'))
+    with pytest.raises(WorldprobeError, match="unknown executor 'threads'"):
+        load_study(path)
 
 
 def test_kill_9_during_extraction_then_rerun_matches(serial_run, tmp_path, tiny_llama_dir):

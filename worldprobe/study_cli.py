@@ -18,9 +18,12 @@ def run(
         None, help="A study TOML file, or the name of a shipped study (`quick`, `paper`). Default: quick."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the work and the disk it needs, then stop."),
-    executor: str = typer.Option("serial", "--executor", help="`serial` or `ray` (needs the optional `ray` extra)."),
+    executor: str = typer.Option(None, "--executor", help="`serial`, `processes` (a local pool, one torch thread "
+                                 "each) or `ray` (needs the optional `ray` extra). Default: the study's [study] "
+                                 "executor, else serial."),
     address: str = typer.Option(None, "--address", help="Ray cluster address (e.g. `auto`); default: a local Ray."),
-    workers: int = typer.Option(None, "--workers", help="Number of local Ray workers (default: CPU count)."),
+    workers: int = typer.Option(None, "--workers", help="Local worker processes (processes, ray); default: the "
+                                "study's [study] workers, else the CPU count."),
 ) -> None:
     """Run a whole study: datasets -> activations -> probes + controls + neurons -> report.
 
@@ -44,7 +47,9 @@ def run(
         typer.echo(f"total {needed / 1e9:.2f} GB needed, {free / 1e9:.1f} GB free in {workspace.root}")
         return
     check_disk(estimates, workspace)
-    outputs = run_study(parsed, workspace, executor=make_executor(executor, address=address, num_workers=workers))
+    chosen = executor or parsed.executor
+    workers = workers or parsed.workers
+    outputs = run_study(parsed, workspace, executor=make_executor(chosen, address=address, num_workers=workers))
     typer.echo(results_table(parsed, workspace))
     for path in outputs.get("report", []):
         typer.echo(f"report: {path}")
