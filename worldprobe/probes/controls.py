@@ -152,6 +152,7 @@ def run_controls(
     selected_layer: int | None = None,
     random_init_seeds: int = RANDOM_INIT_SEEDS,
     shared: dict[str, SharedFits] | None = None,
+    progress: bool = True,
 ) -> ControlRun:
     """Run the named controls; return their tidy metric rows (columns of ``metrics.parquet``) and their fits.
 
@@ -172,9 +173,10 @@ def run_controls(
         y=targets.to_numpy(dtype=np.float64), target_names=list(targets.columns), layers=list(layers),
         make_probe=make_probe, predictions=predictions, seed=seed, workspace=workspace,
         selected_layer=max(layers) if selected_layer is None else int(selected_layer),
-        twin_seeds=[seed + i for i in range(random_init_seeds)], shared=shared or {},
+        twin_seeds=[seed + i for i in range(random_init_seeds)], shared=shared or {}, progress=progress,
     )  # fmt: skip
-    frames = [pd.DataFrame(_RUNNERS[name](job)) for name in tqdm(names, desc="controls", unit="control")]
+    frames = [pd.DataFrame(_RUNNERS[name](job)) for name in tqdm(names, desc="controls", unit="control",
+                                                                            disable=not progress)]
     rows = pd.concat(frames, ignore_index=True)[list(METRIC_COLUMNS)] if frames else pd.DataFrame(
         columns=list(METRIC_COLUMNS))  # fmt: skip
     return ControlRun(rows, job.fits, job.alt_world)
@@ -253,7 +255,7 @@ class _Job:
         fit = ControlFit(control, y, {}, {}, seed)
         shared = self.shared.get(control) if seed is None else None
         rows = []
-        for layer in tqdm(self.layers, desc=control, unit="layer", leave=False):
+        for layer in tqdm(self.layers, desc=control, unit="layer", leave=False, disable=not self.progress):
             if shared is not None:
                 pred, score = shared.predictions[0][layer], shared.selection[0][layer]
             else:
@@ -486,7 +488,7 @@ def _alt_world(job: _Job) -> list[dict]:
     fit = AltWorldFit(worlds, {}, {})
     rows = []
     names = [*job.target_names, "mean"]
-    for layer in tqdm(job.layers, desc="alt_world", unit="layer", leave=False):
+    for layer in tqdm(job.layers, desc="alt_world", unit="layer", leave=False, disable=not job.progress):
         if shared:
             preds = [p[layer] for p in shared.predictions]
             scores = [sel[layer] for sel in shared.selection]

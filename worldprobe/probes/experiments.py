@@ -471,7 +471,7 @@ def run_probe(
             list(controls), workspace=ws, dataset=dataset, model=model, prompt=prompt, cache=view,
             targets=targets[valid].reset_index(drop=True), layers=chosen, make_probe=make,
             predictions={k: v[valid] for k, v in result.predictions.items()}, seed=seed, selected_layer=selected,
-            random_init_seeds=random_init_seeds, shared={
+            random_init_seeds=random_init_seeds, progress=progress, shared={
                 name: SharedFits(extra[name], [{k: v[valid] for k, v in p.items()} for p in fits.predictions],
                                  fits.selection)
                 for name, fits in result.shared.items()
