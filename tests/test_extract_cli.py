@@ -51,7 +51,7 @@ def test_user_errors_name_the_problem(workspace, tiny_llama_dir, make_entity_tab
 def test_the_entry_point_prints_a_user_error_as_one_line(workspace, make_entity_table):
     make_entity_table(workspace, ["Paris"])
     command = [sys.executable, "-m", "worldprobe.cli", "--workspace", str(workspace.root), "extract", "--dataset",
-               "world_place", "--model", "no-such-model"]  # fmt: skip
+               "world_place", "--model", "./no-such-model"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 2 and "neither a preset" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -61,27 +61,57 @@ def _one_line_warning(
 
 
 def main() -> None:
-    """Entry point: run the app and print user errors as one line (exit code 2), no traceback."""
+    """Entry point: run the app; print a user error (a WorldprobeError or a usage error: missing option, bad value,
+    unknown command) as one line with a hint and exit with code 2, and warnings as one line each. Programming
+    errors keep their traceback."""
     warnings.showwarning = _one_line_warning
     try:
-        code = app(standalone_mode=False)  # click returns the code of a typer.Exit instead of raising it here
+        code = app(standalone_mode=False, prog_name="worldprobe")  # a typer.Exit's code is returned, not raised
     except WorldprobeError as error:
-        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
+        _fail(str(error))
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as error:  # click usage errors come through here in non-standalone mode
+    except Exception as error:
+        if not isinstance(error, _usage_errors()):
+            raise
+        if type(error).__name__ == "NoArgsIsHelpError":  # `worldprobe` or `worldprobe datasets` alone: the help
+            if error.format_message().strip():  # (with rich, the help is already printed)
+                typer.echo(error.format_message(), err=True)
+            sys.exit(2)
+        _fail(_usage_message(error))
+    if code == INTERRUPTED:  # Ctrl-C: typer turns KeyboardInterrupt into Exit(130)
+        typer.echo("interrupted (the same command resumes the work)", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+INTERRUPTED = 130
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The usage-error types of the click that typer uses: its bundled copy (typer >= 0.25) or click itself."""
+    types: list[type[Exception]] = [typer.TyperException]
+    try:
         import click
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
-    if isinstance(code, int) and code:
-        sys.exit(code)
+        types.append(click.ClickException)
+    except ImportError:  # pragma: no cover - typer bundles click
+        pass
+    return tuple(types)
+
+
+def _usage_message(error: Exception) -> str:
+    """``Invalid value for '--limit': ... (hint: worldprobe datasets build --help)`` from a click usage error."""
+    ctx = getattr(error, "ctx", None)
+    command = ctx.command_path if ctx is not None else "worldprobe"
+    return f"{error.format_message()} (hint: see `{command} --help`)"
+
+
+def _fail(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with code 2."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
