@@ -7,16 +7,16 @@ or Ray), skipping what is already done for the same inputs (each stage's own fun
 
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from worldprobe.checks import SEED_MAX, Invalid, Rule, check_table, closest
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
@@ -132,135 +132,254 @@ def resolve_study_path(study: str | Path | None) -> Path:
 
 
 def load_study(study: str | Path | None = None) -> Study:
-    """Parse and check a study file; every mistake is reported before any work starts."""
+    """Parse and check a study file completely (every key's type and range, names of datasets, sources, prompts,
+    models, probes and controls, and how the sections fit together) before any work starts; the first mistake is
+    a :class:`WorldprobeError` naming the file and the key, e.g. ``datasets[2].limit``."""
     path = resolve_study_path(study)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise WorldprobeError(f"not valid TOML: {error}", file=path) from None
-    _check_keys(raw, {"study", "datasets", "extract", "probes", "neurons"}, path, "")
-    head = raw.get("study", {})
-    _check_keys(head, {"name", "seed", "description", "executor", "workers"}, path, "study")
-    datasets = tuple(_dataset_entry(item, path, i) for i, item in enumerate(raw.get("datasets", [])))
-    if not datasets:
-        raise WorldprobeError("a study needs at least one [[datasets]] entry", file=path, field="datasets")
+    except (OSError, UnicodeDecodeError) as error:
+        raise WorldprobeError(f"cannot read the study file: {error}", file=path) from None
+    tables = {"study": HEAD_RULES, "datasets": DATASET_RULES, **{name: rules for name, (_, rules) in SECTIONS.items()}}
+    for key in raw:
+        if key not in tables:
+            home = [name for name, rules in tables.items() if key in rules]
+            hint = f"put it under [{home[0]}]" if home else closest(key, list(tables))
+            raise WorldprobeError(f"unknown key or section {key!r}", file=path, field=key, hint=hint)
+    head = check_table(raw.get("study", {}), HEAD_RULES, file=path, section="study")
     study_obj = Study(
-        name=str(head.get("name", path.stem)),
+        name=head.get("name", path.stem),
         path=path,
-        seed=int(head.get("seed", DEFAULT_SEED)),
-        description=str(head.get("description", "")),
-        executor=_executor_name(head.get("executor", "serial"), path),
-        workers=_workers(head.get("workers"), path),
-        datasets=datasets,
-        extract=_section(ExtractSettings, raw.get("extract", {}), path, "extract"),
-        probes=_section(ProbeSettings, raw.get("probes", {}), path, "probes"),
-        neurons=_section(NeuronSettings, raw.get("neurons", {}), path, "neurons"),
-    )
-    _check_names(study_obj)
-    return study_obj
+        seed=head.get("seed", DEFAULT_SEED),
+        description=head.get("description", ""),
+        executor=head.get("executor", "serial"),
+        workers=min(head["workers"], os.cpu_count() or 1) if "workers" in head else None,  # capped at the CPUs
+        datasets=_dataset_entries(raw.get("datasets"), path),
+        **{name: cls(**check_table(raw.get(name, {}), rules, file=path, section=name))
+           for name, (cls, rules) in SECTIONS.items()},
+    )  # fmt: skip
+    _check_across(study_obj)
+    return _expand_all_controls(study_obj)
 
 
-def _executor_name(value: Any, path: Path) -> str:
-    if value not in EXECUTORS:
-        raise WorldprobeError(f"unknown executor {value!r}", file=path, field="study.executor",
-                              hint=f"one of {', '.join(EXECUTORS)}")  # fmt: skip
-    return str(value)
+def _expand_all_controls(study: Study) -> Study:
+    """``controls = ["all"]``: every control, ``random_init`` only when the study extracts a twin (else the probe
+    stage would extract twins the plan does not list)."""
+    if "all" not in study.probes.controls:
+        return study
+    from worldprobe.probes.controls import CONTROLS
+
+    chosen = tuple(c for c in CONTROLS if c != "random_init" or study.extract.random_init)
+    return replace(study, probes=replace(study.probes, controls=chosen))
 
 
-def _workers(value: Any, path: Path) -> int | None:
-    """``[study] workers``: a positive whole number, capped at this machine's CPU count (None when absent)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WorldprobeError(f"study.workers must be a positive whole number, not {value!r}", file=path,
-                              field="study.workers")  # fmt: skip
-    return min(value, os.cpu_count() or 1)
-
-
-def _check_keys(table: dict[str, Any], allowed: set[str], path: Path, section: str) -> None:
-    if not isinstance(table, dict):
-        raise WorldprobeError(f"[{section}] must be a table", file=path, field=section)
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            where = f"{section}.{key}" if section else key
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(allowed))}"
-            raise WorldprobeError(f"unknown key {where!r}", file=path, field=where, hint=hint)
-
-
-def _section(cls: type, table: dict[str, Any], path: Path, section: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    _check_keys(table, names, path, section)
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in table.items()}
-    return cls(**values)
-
-
-def _dataset_entry(item: dict[str, Any], path: Path, index: int) -> DatasetEntry:
-    section = f"datasets[{index}]"
-    _check_keys(item, {f.name for f in fields(DatasetEntry)}, path, section)
-    if "name" not in item:
-        raise WorldprobeError("dataset entry without a name", file=path, field=f"{section}.name")
-    if item["name"] not in DATASETS:
+def _dataset_entries(items: Any, path: Path) -> tuple[DatasetEntry, ...]:
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
         raise WorldprobeError(
-            f"unknown dataset {item['name']!r}", file=path, field=f"{section}.name",
-            hint=f"known datasets: {', '.join(DATASETS)}",
+            "a study needs one [[datasets]] table per dataset", file=path, field="datasets",
+            hint='[[datasets]] (two brackets) then name = "world_place", for each dataset',
         )  # fmt: skip
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in item.items()}
-    return DatasetEntry(**values)
-
-
-def _check_names(study: Study) -> None:
-    from worldprobe.datasets.sources import SOURCE_MODULES
-
-    for entry in study.datasets:
+    entries = []
+    for i, item in enumerate(items):
+        section = f"datasets[{i}]"
+        checked = check_table(item, DATASET_RULES, file=path, section=section, required=("name",),
+                              elsewhere={name: rules for name, (_, rules) in SECTIONS.items()})  # fmt: skip
+        entry = DatasetEntry(**checked)
         spec = get_spec(entry.name)
-        if entry.source not in SOURCE_MODULES:
+        if entry.name in [e.name for e in entries]:
             raise WorldprobeError(
-                f"unknown source {entry.source!r} for {entry.name}", file=study.path, field="datasets.source",
-                hint=f"sources: {', '.join(SOURCE_MODULES)}",
+                f"dataset {entry.name!r} is listed twice (both entries would write the same table)", file=path,
+                field=f"{section}.name", hint="one [[datasets]] entry per dataset; list its prompts in `prompts`",
             )  # fmt: skip
         for prompt in entry.prompts:
             if prompt not in spec.prompts:
                 raise WorldprobeError(
-                    f"dataset {entry.name!r} has no prompt {prompt!r}", file=study.path, field="datasets.prompts",
+                    f"dataset {entry.name!r} has no prompt {prompt!r}", file=path, field=f"{section}.prompts",
                     hint=f"its prompts: {', '.join(spec.prompts)}",
                 )  # fmt: skip
-    for model in study.all_models:
-        check_model_name(model, origin=study.path)
-    for key in ("shards", "random_init_seeds"):
-        value = getattr(study.extract, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _check_across(study: Study) -> None:
+    """The checks that involve more than one key: models named in several places, the layers of preset models,
+    the random-init twins and their control, the per-model quantisation, the neurons' datasets."""
+    x, path = study.extract, study.path
+    for name in x.random_init:
+        if name not in x.models:
             raise WorldprobeError(
-                f"extract.{key} must be a positive whole number, not {value!r}", file=study.path, field=f"extract.{key}"
-            )
-    for model in study.all_models:
-        quantization = study.extract.quantization_of(model)
-        if quantization not in (None, "4bit", "8bit"):
-            raise WorldprobeError(
-                f"unknown quantization {quantization!r} for {model}", file=study.path, field="extract.quantization",
-                hint="4bit, 8bit or leave it out",
+                f"{name!r} is not in extract.models: its twin would be extracted but no probe run uses it",
+                file=path, field="extract.random_init", hint="add it to extract.models, or remove it here",
             )  # fmt: skip
+    if "random_init" in study.probes.controls and not x.random_init:
+        raise WorldprobeError(
+            "the random_init control needs a random-init twin, but extract.random_init is empty", file=path,
+            field="probes.controls", hint='list the models in extract.random_init, e.g. random_init = ["smollm2-135m"]',
+        )  # fmt: skip
+    if isinstance(x.quantization, dict):
+        for name in x.quantization:
+            if name not in x.models:
+                raise WorldprobeError(
+                    f"quantization names {name!r}, which is not in extract.models", file=path,
+                    field="extract.quantization", hint=f"models: {', '.join(x.models)}",
+                )  # fmt: skip
+    _check_layers(study)
     known = {entry.name for entry in study.datasets}
     for name in study.neurons.datasets:
         if name not in known:
             raise WorldprobeError(
-                f"neurons.datasets names {name!r}, which the study does not build", file=study.path,
-                field="neurons.datasets",
+                f"neurons.datasets names {name!r}, which the study does not build", file=path,
+                field="neurons.datasets", hint=f"the study's datasets: {', '.join(sorted(known))}",
             )  # fmt: skip
 
 
-def check_model_name(model: str, *, origin: Path | None = None) -> None:
-    """A preset, ``random:<preset>``, a local folder or .gguf file, or a hub id ``org/name``; else a clear error."""
-    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX, looks_like_hub_id
+def _check_layers(study: Study) -> None:
+    """extract.layers within the blocks of every preset model of the study (other models: in :func:`estimate_disk`,
+    which reads their configs)."""
+    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX
+
+    for model in (*study.all_models, *study.neurons.models):
+        preset = PRESETS.get(model.removeprefix(RANDOM_PREFIX))
+        if preset is not None:
+            _check_layers_of(study, model, preset.n_layers)
+
+
+def _check_layers_of(study: Study, model: str, n_layers: int) -> None:
+    from worldprobe.extract.runner import parse_layers
+
+    try:
+        parse_layers(study.extract.layers, n_layers)
+    except WorldprobeError as error:
+        raise WorldprobeError(
+            f"{error.message} for {model}", file=study.path, field="extract.layers", hint=error.hint
+        ) from None
+
+
+def check_model_name(model: str, *, origin: Path | None = None, field: str = "models") -> None:
+    """A preset, ``random:<preset>``, a local folder or .gguf file, or a hub id (``gpt2``, ``org/name``); else a
+    clear error."""
+    if _model_problem(model):
+        from worldprobe.extract.models import unknown_model
+
+        raise unknown_model(model, file=origin, field=field)
+
+
+def _model_problem(model: str) -> str | None:
+    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX, looks_like_hub_id, unknown_model
 
     name = model.removeprefix(RANDOM_PREFIX)
     path = Path(name).expanduser()
     if name in PRESETS or path.is_dir() or (path.suffix == ".gguf" and path.exists()) or looks_like_hub_id(name):
-        return
-    raise WorldprobeError(
-        f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id", file=origin, field="models",
-        hint=f"presets: {', '.join(PRESETS)}; or random:<preset>",
-    )  # fmt: skip
+        return None
+    error = unknown_model(model)
+    raise Invalid(error.message, hint=error.hint)
+
+
+def _layers_problem(layers: str) -> str | None:
+    from worldprobe.extract.runner import parse_layers
+
+    try:
+        parse_layers(layers, 10**6)  # the form only: the range is checked per model
+    except WorldprobeError as error:
+        return error.message
+    return None
+
+
+def _device_problem(device: str) -> str | None:
+    from worldprobe.extract.models import check_device_name
+
+    try:
+        check_device_name(device)
+    except WorldprobeError as error:
+        return error.message
+    return None
+
+
+def _quantization_problem(value: str | dict[str, Any]) -> str | None:
+    for model, chosen in value.items() if isinstance(value, dict) else [(None, value)]:
+        if chosen not in ("4bit", "8bit"):
+            return f"unknown quantization {chosen!r}" + (f" for {model}" if model else "")
+    return None
+
+
+def _path_problem(path: str) -> str | None:
+    if "://" in path or Path(path).expanduser().exists():
+        return None
+    return f"file not found: {path} (read from the folder worldprobe runs in, {Path.cwd()})"
+
+
+def _sources() -> tuple[str, ...]:
+    from worldprobe.datasets.sources import SOURCE_MODULES
+
+    return tuple(SOURCE_MODULES)
+
+
+def _probes() -> tuple[str, ...]:
+    from worldprobe.probes.experiments import PROBES
+
+    return PROBES
+
+
+def _controls() -> tuple[str, ...]:
+    from worldprobe.probes.controls import CONTROLS
+
+    return ("all", *CONTROLS)
+
+
+def _dtypes() -> tuple[str, ...]:
+    from worldprobe.extract.models import DTYPES
+
+    return ("auto", *DTYPES)
+
+
+# One table per section: key -> how it is checked (worldprobe.checks.Rule). Every field of a section's dataclass has
+# a rule (tests/test_study.py checks it); a new key is a field plus one line here.
+HEAD_RULES = {
+    "name": Rule(str),
+    "seed": Rule(int, minimum=0, maximum=SEED_MAX, example="seed = 0"),
+    "description": Rule(str),
+    "executor": Rule(str, choices=EXECUTORS, noun="executor"),
+    "workers": Rule(int, minimum=1, example="workers = 2"),
+}
+DATASET_RULES = {
+    "name": Rule(str, choices=DATASETS, noun="dataset"),
+    "source": Rule(str, choices=_sources, noun="source"),
+    "limit": Rule(int, minimum=1, example="limit = 500"),
+    "from_path": Rule(str, extra=_path_problem, example='from_path = "data/world_place.csv" or a URL'),
+    "prompts": Rule(str, many=True, nonempty=True, example='prompts = ["empty", "coords"]'),
+}
+EXTRACT_RULES = {
+    "models": Rule(str, many=True, nonempty=True, extra=_model_problem, example='models = ["smollm2-135m"]'),
+    "random_init": Rule(str, many=True, extra=_model_problem, example='random_init = ["smollm2-135m"]'),
+    "layers": Rule(str, extra=_layers_problem, example='layers = "all", "0,5,10" or "12:20"'),
+    "dtype": Rule(str, choices=_dtypes, noun="dtype"),
+    "device": Rule(str, extra=_device_problem, example='device = "auto", "cpu", "cuda", "cuda:1" or "mps"'),
+    "batch_size": Rule(int, minimum=1, example="batch_size = 32"),
+    "quantization": Rule((str, dict), extra=_quantization_problem,
+                         example='quantization = "8bit", or per model { "llama-2-70b" = "8bit" }'),
+    "flush_rows": Rule(int, minimum=1, example="flush_rows = 2048"),
+    "shards": Rule(int, minimum=1, example="shards = 2"),
+    "random_init_seeds": Rule(int, minimum=1, example="random_init_seeds = 3"),
+}  # fmt: skip
+PROBE_RULES = {
+    "probes": Rule(str, many=True, nonempty=True, choices=_probes, noun="probe"),
+    "controls": Rule(str, many=True, choices=_controls, noun="control"),
+    "holdouts": Rule(bool, example="holdouts = true (each dataset's hold-out columns, e.g. country for world_place)"),
+    "standardize": Rule(bool, example="standardize = true"),
+}
+NEURON_RULES = {
+    "datasets": Rule(str, many=True, choices=DATASETS, noun="dataset"),
+    "models": Rule(str, many=True, extra=_model_problem, example='models = ["smollm2-135m"]'),
+    "top_k": Rule(int, minimum=1, example="top_k = 10"),
+}
+SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
+    "extract": (ExtractSettings, EXTRACT_RULES),
+    "probes": (ProbeSettings, PROBE_RULES),
+    "neurons": (NeuronSettings, NEURON_RULES),
+}
+"""The settings sections after [study] and [[datasets]]: name -> (dataclass, rules); a Study field each."""
 
 
 def model_shape(model: str) -> tuple[int, int]:
@@ -412,17 +531,34 @@ class CacheEstimate:
 
 
 def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
-    """Activation bytes per cache, from the model's architecture and the number of entities."""
+    """Activation bytes per cache, from the model's architecture and the number of entities. Reads every model's
+    config, so a model the hub does not know (or layers beyond its blocks) is an error here, naming the study key."""
     estimates = []
     sources = {entry.name: entry.source for entry in study.datasets}
+    shapes = {model: _checked_shape(study, model) for model in dict.fromkeys(study.all_models + study.neurons.models)}
     for unit in plan(study)["extract"]:
         if unit.params.get("shard", (0, 1))[0] > 0:
             continue  # the shards of a cache share its files
-        n_layers, d_model = model_shape(unit.params["model"])
+        n_layers, d_model = shapes[unit.params["model"]]
         dataset = unit.params["dataset"]
         n = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
         estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model))
     return estimates
+
+
+def _checked_shape(study: Study, model: str) -> tuple[int, int]:
+    """The model's shape (reading its config: a hub id the hub does not know fails here, before any work), and the
+    study's layers within its blocks; errors name the study file and key."""
+    from worldprobe.extract.models import RANDOM_PREFIX
+
+    key = "extract.random_init" if model.startswith(RANDOM_PREFIX) else "extract.models"
+    key = key if model in study.all_models else "neurons.models"
+    try:
+        n_layers, d_model = model_shape(model)
+    except WorldprobeError as error:
+        raise WorldprobeError(error.message, file=study.path, field=key, hint=error.hint) from None
+    _check_layers_of(study, model, n_layers)
+    return n_layers, d_model
 
 
 def _expected_entities(dataset: str, source: str, limit: int | None, workspace: Workspace) -> int | None:
@@ -451,6 +587,16 @@ def check_disk(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tupl
             file=workspace.root, hint="free disk space, lower the datasets' limit, or pick fewer layers",
         )  # fmt: skip
     return needed, free
+
+
+def check_device(study: Study) -> None:
+    """The study's device exists on this machine (for serial runs; the workers of a Ray cluster check their own)."""
+    from worldprobe.extract.models import resolve_device
+
+    try:
+        resolve_device(study.extract.device)
+    except WorldprobeError as error:
+        raise WorldprobeError(error.message, file=study.path, field="extract.device", hint=error.hint) from None
 
 
 # ---------------------------------------------------------------- running

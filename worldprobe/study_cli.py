@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worldprobe.cli_common import workspace_of
+from worldprobe.cli_common import count_option, workspace_of
 
 
 def register(app: typer.Typer) -> None:
@@ -22,14 +22,23 @@ def run(
                                  "each) or `ray` (needs the optional `ray` extra). Default: the study's [study] "
                                  "executor, else serial."),
     address: str = typer.Option(None, "--address", help="Ray cluster address (e.g. `auto`); default: a local Ray."),
-    workers: int = typer.Option(None, "--workers", help="Local worker processes (processes, ray); default: the "
+    workers: int = count_option("--workers", help="Local worker processes (processes, ray); default: the "
                                 "study's [study] workers, else the CPU count."),
 ) -> None:
     """Run a whole study: datasets -> activations -> probes + controls + neurons -> report.
 
     Finished work is skipped, so running the same command again after an interruption resumes it.
     """
-    from worldprobe.study import check_disk, estimate_disk, load_study, make_executor, plan, results_table, run_study
+    from worldprobe.study import (
+        check_device,
+        check_disk,
+        estimate_disk,
+        load_study,
+        make_executor,
+        plan,
+        results_table,
+        run_study,
+    )
 
     workspace = workspace_of(ctx)
     parsed = load_study(study)
@@ -49,6 +58,8 @@ def run(
     check_disk(estimates, workspace)
     chosen = executor or parsed.executor
     workers = workers or parsed.workers
+    if chosen != "ray":  # a Ray cluster's workers check their own devices
+        check_device(parsed)
     outputs = run_study(parsed, workspace, executor=make_executor(chosen, address=address, num_workers=workers))
     typer.echo(results_table(parsed, workspace))
     for path in outputs.get("report", []):

@@ -1,0 +1,169 @@
+"""Checks of the values a user gives (study keys, API arguments): one rule per key, one clear error per mistake.
+
+A :class:`Rule` checks one value and returns it in the shape the code keeps (a TOML list becomes a tuple); a
+section of a study file is a table of key -> rule, checked by :func:`check_table`, which names the file and the key
+(``datasets[2].limit``) in the error. :func:`whole_number` is the same check for a single API argument.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worldprobe.errors import WorldprobeError
+
+SEED_MAX = 2**63 - 1
+"""The largest seed: TOML's largest integer (numpy and torch take any seed in 0..SEED_MAX)."""
+
+Choices = Collection[str] | Callable[[], Collection[str]]
+
+
+class Invalid(Exception):
+    """A value broke a rule; :func:`check_table` turns it into a :class:`WorldprobeError` naming file and key."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+TYPE_NAMES = {bool: "true/false", int: "a whole number", float: "a number", str: "text", list: "a list",
+              dict: "a table"}  # fmt: skip
+
+
+def _type_name(value: Any) -> str:
+    return TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _given(value: Any) -> str:
+    """What the user wrote: ``text 'ten'``, ``true``, ``a number 5.5``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{_type_name(value)} {value!r}"
+
+
+def _choices(choices: Choices) -> list[str]:
+    return list(choices() if callable(choices) else choices)
+
+
+def closest(value: str, known: Collection[str]) -> str:
+    """A hint: ``did you mean 'x'?`` when a known name is close, else the known names."""
+    close = difflib.get_close_matches(value, sorted(known), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one key is checked.
+
+    - ``kind``: ``int``, ``str``, ``bool``, ``float``, ``dict`` or a tuple of them (a bool is never taken for a
+      number, nor a number for a bool); ``many``: a list of such values (kept as a tuple, no value twice);
+      ``nonempty`` refuses ``[]``.
+    - ``minimum``/``maximum`` bound numbers; ``choices`` (or a function returning them) lists the allowed names,
+      each a ``noun`` in the message.
+    - ``optional``: the value may be None (TOML has no None: this is for Python callers).
+    - ``extra``: a further check of each value, returning an error message or None (or raising :class:`Invalid`
+      with its own hint); ``example`` shows the right form in the hint.
+    """
+
+    kind: type | tuple[type, ...]
+    many: bool = False
+    nonempty: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: Choices | None = None
+    noun: str = "name"
+    optional: bool = True
+    extra: Callable[[Any], str | None] | None = None
+    example: str | None = None
+
+    def check(self, value: Any) -> Any:
+        """The value in the shape the code keeps, or :class:`Invalid`."""
+        if value is None and self.optional:
+            return None
+        if not self.many:
+            return self._one(value)
+        if not isinstance(value, list):
+            raise Invalid(f"must be a list, not {_given(value)}", hint=self._example())
+        if self.nonempty and not value:
+            raise Invalid("must not be empty", hint=self._example())
+        items = tuple(self._one(item) for item in value)
+        repeated = sorted({item for item in items if items.count(item) > 1}, key=str)
+        if repeated:
+            raise Invalid(f"lists {repeated[0]!r} more than once")
+        return items
+
+    def _one(self, value: Any) -> Any:
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value) not in kinds:
+            number = next((k for k in kinds if k in (int, float)), None)  # numpy integers; a whole number for a number
+            value = number(value) if number else value
+        if type(value) not in kinds:
+            wanted = " or ".join(TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise Invalid(f"must be {wanted}, not {_given(value)}", hint=self._example())
+        if self.minimum is not None and value < self.minimum:
+            raise Invalid(f"must be at least {self.minimum}, not {value!r}", hint=self._example())
+        if self.maximum is not None and value > self.maximum:
+            raise Invalid(f"must be at most {self.maximum}, not {value!r}", hint=self._example())
+        if self.choices is not None:
+            known = _choices(self.choices)
+            if value not in known:
+                raise Invalid(f"unknown {self.noun} {value!r}", hint=closest(value, known))
+        if self.extra is not None:
+            problem = self.extra(value)
+            if problem:
+                raise Invalid(problem, hint=self._example())
+        return value
+
+    def _example(self) -> str | None:
+        if self.example:
+            return f"e.g. {self.example}"
+        if self.choices is not None:
+            return f"known: {', '.join(_choices(self.choices))}"
+        return None
+
+
+def check_table(
+    table: Any,
+    rules: Mapping[str, Rule],
+    *,
+    file: str | Path | None,
+    section: str,
+    required: Collection[str] = (),
+    elsewhere: Mapping[str, Collection[str]] | None = None,
+) -> dict[str, Any]:
+    """Check every key of one table against its rule; return the checked values (absent keys stay absent).
+
+    Unknown keys (with a "did you mean", or the section in ``elsewhere`` (section -> keys) that has such a key),
+    missing required keys and bad values raise a :class:`WorldprobeError` naming ``file`` and ``section.key``.
+    """
+    where = section if section.endswith("]") else f"[{section}]"
+    if not isinstance(table, dict):
+        raise WorldprobeError(f"{where} must be a table, not {_type_name(table)}", file=file, field=section)
+    for key in table:
+        if key not in rules:
+            home = [name for name, keys in (elsewhere or {}).items() if key in keys]
+            hint = f"{key!r} belongs in [{home[0]}] (a TOML key belongs to the [header] above it)" if home else \
+                closest(key, list(rules))
+            raise WorldprobeError(f"unknown key {key!r}", file=file, field=f"{section}.{key}", hint=hint)
+    for key in required:
+        if key not in table:
+            raise WorldprobeError(f"{key!r} is missing", file=file, field=f"{section}.{key}")
+    checked = {}
+    for key, value in table.items():
+        try:
+            checked[key] = rules[key].check(value)
+        except Invalid as problem:
+            raise WorldprobeError(problem.message, file=file, field=f"{section}.{key}", hint=problem.hint) from None
+    return checked
+
+
+def whole_number(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int | None:
+    """``value`` when it is None or a whole number in ``minimum..maximum``; else an error naming ``name``."""
+    try:
+        return Rule(int, minimum=minimum, maximum=maximum).check(value)
+    except Invalid as problem:
+        raise WorldprobeError(f"{name} {problem.message}", field=name) from None
