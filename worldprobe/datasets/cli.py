@@ -7,8 +7,7 @@ import time
 import pandas as pd
 import typer
 
-from worldprobe.cli_common import workspace_of
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.cli_common import count_option, seed_option, workspace_of
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.datasets.sources import DEFAULT_SOURCE, SOURCE_DESCRIPTIONS, BuildOptions, available, build
 from worldprobe.datasets.table import load, load_report
@@ -30,11 +29,11 @@ def build_command(
     from_path: str = typer.Option(
         None, "--from", help="A local file or URL to read instead of the source's default location."
     ),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of every random choice (splits, sampling)."),
+    seed: int = seed_option(help="Seed of every random choice (splits, sampling)."),
     drop_split_leaks: bool = typer.Option(
         False, "--drop-split-leaks", help="Drop the test side of texts that sit on both sides of the split."
     ),
-    limit: int = typer.Option(None, "--limit", min=1, help="A seeded sample of N rows (--seed), kept in table order."),
+    limit: int = count_option("--limit", help="A seeded sample of N rows (--seed), kept in table order."),
     sha256: str = typer.Option(
         None, "--sha256", help="The input file's sha256: checked, and a cached --from URL is then used offline."
     ),

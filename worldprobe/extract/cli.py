@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worldprobe.cli_common import workspace_of
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.cli_common import count_option, seed_option, set_threads, workspace_of
 from worldprobe.errors import WorldprobeError
 
 
@@ -18,18 +17,18 @@ def extract(
     ),
     prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset (empty, coords, ...)."),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Entities per forward pass (default by model size)."),
+    batch_size: int = count_option("--batch-size", help="Entities per forward pass (default by model size)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto|float32|bfloat16|float16 (auto: float32 on CPU)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (cuda uses device_map=auto)."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights (.[quant] extra)."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights (.\\[quant] extra)."),
     load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="bitsandbytes 8-bit weights (LLM.int8)."),
-    limit: int = typer.Option(None, "--limit", help="A seeded sample of N entities (--seed), as in datasets build."),
+    limit: int = count_option("--limit", help="A seeded sample of N entities (--seed), as in datasets build."),
     mean: bool = typer.Option(False, "--mean", help="Average over the entity's tokens instead of its last token."),
     gguf_file: str = typer.Option(None, "--gguf-file", help="A GGUF file (inside --model's folder, or a path)."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of random prompts and random:<model> weights."),
+    seed: int = seed_option(help="Seed of random prompts and random:<model> weights."),
     max_memory: str = typer.Option(None, "--max-memory", help="device_map limits: 0=20GiB,cpu=64GiB."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
-    flush_every: int = typer.Option(2048, "--flush-every", help="Entities between progress-ledger writes."),
+    threads: int = count_option("--threads", help="CPU threads for torch (default: torch's choice)."),
+    flush_every: int = count_option("--flush-every", default=2048, help="Entities between progress-ledger writes."),
     revision: str = typer.Option(None, "--revision", help="Hub model revision: branch, tag or commit (recorded with "
                                  "the commit it resolves to)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete this request's cache folder and extract it afresh "
@@ -40,10 +39,7 @@ def extract(
 
     if load_in_4bit and load_in_8bit:
         raise WorldprobeError("choose one of --load-in-4bit and --load-in-8bit")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     path = run_extraction(
         dataset, model, prompt, workspace=workspace_of(ctx), layers=layers, batch_size=batch_size, dtype=dtype,
         device=device, quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None, limit=limit,

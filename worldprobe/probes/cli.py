@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worldprobe.cli_common import workspace_of
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.cli_common import count_option, seed_option, set_threads, workspace_of
 
 
 def probe(
@@ -23,21 +22,18 @@ def probe(
                                      help="Z-score activation dimensions on train rows (default: on, measured)."),
     control: list[str] = typer.Option([], "--control", help="Control to run beside the probe (repeat), e.g. "
                                       "shuffled, lexical, embedding, group_oracle, within_group, alt_world."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of the MLP probe, the controls and the bootstrap."),
+    seed: int = seed_option(help="Seed of the MLP probe, the controls and the bootstrap."),
     random_init_seeds: int = typer.Option(3, "--random-init-seeds", min=1,
                                           help="Random-weight twins for the random_init control (seeds seed..)."),
     resamples: int = typer.Option(1000, "--resamples", min=100, help="Bootstrap resamples per interval."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice; 1 is "
+    threads: int = count_option("--threads", help="CPU threads for torch (default: torch's choice; 1 is "
                                 "often fastest on a CPU shared with other jobs)."),
 ) -> None:  # fmt: skip
     """Fit probes on every requested layer of a cached run; write metrics, predictions, hold-outs and a summary."""
     from worldprobe.probes.experiments import run_probe
     from worldprobe.probes.results import read_summary
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     folder = run_probe(
         dataset, model, prompt, workspace=workspace_of(ctx), probe=probe_kind,
         layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import typer
 
-from worldprobe.cli_common import workspace_of
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.cli_common import count_option, seed_option, workspace_of
 
 
 def register(app: typer.Typer) -> None:
@@ -19,11 +18,13 @@ def neurons(
     dataset: str = typer.Option(..., "--dataset", "-d", help="A built dataset, e.g. world_place."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model preset, hub id or folder."),
     prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset."),
-    top_k: int = typer.Option(10, "--top-k", "-k", help="Neurons kept per layer and target (chosen on train rows)."),
+    top_k: int = count_option(
+        "--top-k", "-k", default=10, help="Neurons kept per layer and target (chosen on train rows)."
+    ),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (layer 0 has residual dims only)."),
-    limit: int = typer.Option(None, "--limit", help="A seeded sample of N entities (--seed), as in extract."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Entities per forward pass (default by model size)."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of random prompts and random-init models."),
+    limit: int = count_option("--limit", help="A seeded sample of N entities (--seed), as in extract."),
+    batch_size: int = count_option("--batch-size", help="Entities per forward pass (default by model size)."),
+    seed: int = seed_option(help="Seed of random prompts and random-init models."),
 ) -> None:
     """Find single MLP neurons and residual dimensions that encode the targets: ranked by Pearson r on train rows,
     scored (Spearman, R² of a line fitted on train) on test rows, with the cosine of each neuron's weights to the

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from worldprobe.cli_common import workspace_of
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.cli_common import seed_option, workspace_of
 
 
 def report(
@@ -15,7 +14,7 @@ def report(
     out: Path = typer.Option(
         None, "--out", "-o", help="Folder for index.html and figures/ (default workspace/reports)."
     ),
-    seed: int = typer.Option(DEFAULT_SEED, help="Seed of the sampled points (error lines, hover, example entities)."),
+    seed: int = seed_option(help="Seed of the sampled points (error lines, hover, example entities)."),
 ) -> None:
     """Draw maps, timelines and layer curves from workspace/results/ and write one offline index.html."""
     from worldprobe.reports.build import build_report
