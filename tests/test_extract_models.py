@@ -9,7 +9,15 @@ import torch
 from worldprobe.datasets.prompts import PROMPTS
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import PRESETS, load_model
-from worldprobe.extract.models import fetch_gguf, find_decoder_layers, load_model_kept, release_kept_model
+from worldprobe.extract.models import (
+    describe_model,
+    fetch_gguf,
+    find_decoder_layers,
+    load_model_kept,
+    looks_like_hub_id,
+    release_kept_model,
+    resolve_device,
+)
 from worldprobe.extract.runner import forward_batches
 from worldprobe.extract.tokens import encode_entities
 from worldprobe.pins import ARCHIVES
@@ -106,9 +114,78 @@ def test_bad_options_are_user_errors(tiny_llama_dir, kwargs, message):
         load_model(str(tiny_llama_dir), **kwargs)
 
 
-def test_unknown_model_is_a_user_error():
-    with pytest.raises(WorldprobeError, match="neither a preset"):
-        load_model("no-such-model")
+@pytest.mark.parametrize("name", ["./no-such-folder", "/no/such/folder", "a/b/c", "two words", "x--y"])
+def test_a_name_that_is_no_preset_folder_file_or_hub_id_is_a_user_error(name):
+    with pytest.raises(WorldprobeError, match="neither a preset, a folder, a .gguf file nor a hub id"):
+        load_model(name)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert-base-uncased", "openai-community/gpt2", "Qwen/Qwen2.5-0.5B"])
+def test_any_hub_id_the_hub_accepts_is_accepted(name):
+    assert looks_like_hub_id(name)
+
+
+def test_a_hub_id_goes_to_the_hub_and_its_error_names_the_model(hub_offline):
+    with pytest.raises(WorldprobeError, match="cannot load the config of model 'gpt2'") as info:
+        load_model("gpt2")
+    assert "no local folder" in str(info.value)
+    with pytest.raises(WorldprobeError, match="did you mean the preset 'smollm2-135m'"):
+        load_model("smollm2-135")
+
+
+def test_a_hub_id_without_a_slash_resolves_as_a_hub_model(tiny_llama_dir, monkeypatch):
+    """`gpt2` reaches the hub loader (here answered from the tiny model's config) and is recorded as a hub model."""
+    from transformers import AutoConfig
+
+    asked = []
+    real = AutoConfig.from_pretrained
+
+    def from_hub(name, *args, **kwargs):
+        asked.append(name)
+        return real(tiny_llama_dir)
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", from_hub)
+    info = describe_model("gpt2", device="cpu")
+    assert asked == ["gpt2"] and info.source["kind"] == "hub" and info.source["hub_id"] == "gpt2"
+    assert (info.n_layers, info.d_model) == (4, 64)
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda_count", "mps", "message"),
+    [
+        ("cuda", 0, False, "no CUDA device"),
+        ("cuda:1", 1, False, "torch sees 1 CUDA device"),
+        ("mps", 0, False, "no Apple MPS device"),
+        ("cuda:x", 0, False, "unknown device"),
+    ],
+)
+def test_a_device_that_is_not_there_is_an_error(monkeypatch, device, cuda_count, mps, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda_count)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    with pytest.raises(WorldprobeError, match=message) as info:
+        resolve_device(device)
+    assert info.value.field == "device"
+
+
+def test_devices_that_are_there_are_used(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [resolve_device(d) for d in ("auto", "cuda", "cuda:1", "cpu")] == ["cuda", "cuda", "cuda:1", "cpu"]
+
+
+def test_the_random_twin_runs_where_its_model_runs(tiny_llama_dir, monkeypatch):
+    """On cuda the trained model is spread with device_map="auto"; its random twin must be placed the same way
+    (it used to stay on the CPU). Here accelerate's placement is recorded instead of moving to a GPU."""
+    import accelerate
+
+    placed = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(accelerate, "infer_auto_device_map", lambda model, **kw: {"": 0})
+    monkeypatch.setattr(accelerate, "dispatch_model", lambda model, device_map: placed.append(device_map) or model)
+    twin = load_model(f"random:{tiny_llama_dir}", device="cuda", dtype="float32")
+    assert placed == [{"": 0}] and twin.device == "cuda"
 
 
 @pytest.mark.model

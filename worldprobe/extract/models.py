@@ -8,6 +8,7 @@ commit it resolved to. Files made here (the assembled GGUF, its dequantised copy
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -172,16 +173,45 @@ def fetch_gguf(preset: ModelPreset | str) -> Path:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> cuda if available, else mps, else cpu; other names are checked."""
+    """``auto`` -> cuda if available, else mps, else cpu; a device asked for by name must exist on this machine."""
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return "mps"
         return "cpu"
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise WorldprobeError(f"unknown device {device!r}", field="device", hint="use auto, cpu, cuda or mps")
+    check_device_name(device)
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            seen = f"{count} CUDA device(s)" if count else f"no CUDA device (torch {torch.__version__})"
+            raise WorldprobeError(
+                f"device {device!r} asked for, but torch sees {seen}", field="device",
+                hint="use device auto or cpu, or install a CUDA build of torch on a machine with a GPU",
+            )  # fmt: skip
+    if device == "mps" and not _mps_available():
+        raise WorldprobeError(
+            "device 'mps' asked for, but torch sees no Apple MPS device", field="device",
+            hint="use device auto or cpu",
+        )  # fmt: skip
     return device
+
+
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device_name(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (whether this machine has it is :func:`resolve_device`'s
+    check)."""
+    index = device.partition(":")[2] if device.startswith("cuda:") else None
+    if device not in DEVICE_NAMES and not (index and index.isdigit()):
+        raise WorldprobeError(f"unknown device {device!r}", field="device", hint="use auto, cpu, cuda, cuda:N or mps")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
@@ -331,8 +361,17 @@ def local_source(model: str, gguf_file: str | None = None) -> dict[str, Any] | N
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """``org/name`` (not a relative or absolute path): read as a Hugging Face hub id when it is no local folder."""
-    return name.count("/") == 1 and not name.startswith((".", "/"))
+    """A name the Hugging Face hub accepts as a repository id: ``gpt2`` or ``org/name`` (letters, digits, ``-_.``;
+    huggingface_hub's own rule), and not a path (``./x``, ``/x``, ``~/x``) or a ``.gguf`` file name."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.endswith(".gguf"):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _resolve_source(
@@ -355,9 +394,15 @@ def _resolve_source(
         return Path(model).expanduser(), local
     if looks_like_hub_id(model):
         return model, {"kind": "hub", "hub_id": model, "revision": revision}
-    raise WorldprobeError(
-        f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id",
-        hint=f"presets: {', '.join(PRESETS)}; or random:<preset>",
+    raise unknown_model(model)
+
+
+def unknown_model(model: str, *, file: Path | None = None, field: str | None = None) -> WorldprobeError:
+    """The error for a name that is neither a preset, a folder, a .gguf file nor a valid hub id."""
+    close = difflib.get_close_matches(model.removeprefix(RANDOM_PREFIX), list(PRESETS), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"presets: {', '.join(PRESETS)}; or random:<preset>"
+    return WorldprobeError(
+        f"model {model!r} is neither a preset, a folder, a .gguf file nor a hub id", file=file, field=field, hint=hint
     )
 
 
@@ -448,7 +493,13 @@ def describe_model(
     try:
         config = AutoConfig.from_pretrained(folder, **({"revision": pinned} if pinned else {}))
     except OSError as error:
-        raise WorldprobeError(f"cannot load the config of model {base!r}: {str(error).splitlines()[0]}") from None
+        hint = None
+        if source["kind"] == "hub":
+            close = difflib.get_close_matches(base, list(PRESETS), n=1)
+            hint = f"did you mean the preset {close[0]!r}?" if close else "no local folder has this name either"
+        raise WorldprobeError(
+            f"cannot load the config of model {base!r}: {str(error).splitlines()[0]}", hint=hint
+        ) from None
     if model.startswith(RANDOM_PREFIX):
         source = {**source, "random_init": True, "seed": seed}
     text = getattr(config, "text_config", None) or config
@@ -484,8 +535,9 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(info.folder, **pinned)
     torch_dtype = DTYPES[info.dtype]
     if model.startswith(RANDOM_PREFIX):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # drawn on the CPU, so the twin's weights do not depend on the device
         lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(info.folder, **pinned), dtype=torch_dtype)
+        lm = place_like_its_model(lm, info.device, max_memory)
     else:
         kwargs: dict[str, Any] = {"dtype": torch_dtype, **pinned}
         if quantization is not None:
@@ -506,6 +558,19 @@ def load_model(
         decoder_layers=find_decoder_layers(lm), dtype=info.dtype, device=info.device, quantization=quantization,
         seed=seed if model.startswith(RANDOM_PREFIX) else None,
     )  # fmt: skip
+
+
+def place_like_its_model(lm: torch.nn.Module, device: str, max_memory: dict[Any, str] | None) -> torch.nn.Module:
+    """Put a model built in memory (a random-init twin) where ``from_pretrained`` puts its trained model: spread over
+    the GPUs as ``device_map="auto"`` does for ``cuda`` (accelerate, bounded by ``max_memory``), else on ``device``."""
+    if device != "cuda":
+        return lm.to(device)
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    device_map = infer_auto_device_map(
+        lm, max_memory=max_memory, no_split_module_classes=list(getattr(lm, "_no_split_modules", None) or [])
+    )
+    return dispatch_model(lm, device_map=device_map)
 
 
 _KEPT: dict[str, LoadedModel] = {}
