@@ -11,6 +11,8 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.ticker import FixedFormatter, FuncFormatter
 from PIL import Image
 
 DPI = 100
@@ -95,9 +97,11 @@ class Hover:
 
 
 def save(fig: Figure, out_dir: Path, stem: str, title: str, caption: Caption, hover: Hover | None = None) -> FigureFile:
-    """Title the figure, write its caption at the bottom, save ``figures/<stem>.png`` and ``.svg``, close it."""
-    fig.suptitle(title, fontsize=12, fontweight="bold")
-    fig.text(0.5, 0.008, str(caption), ha="center", va="bottom", fontsize=8, color="#444444")
+    """Title the figure, write its caption at the bottom, save ``figures/<stem>.png`` and ``.svg``, close it.
+    Every text is shown as written (see :func:`literal`)."""
+    _literal_texts(fig)
+    fig.suptitle(literal(title), fontsize=12, fontweight="bold")
+    fig.text(0.5, 0.008, literal(str(caption)), ha="center", va="bottom", fontsize=8, color="#444444")
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     _write_png(fig, figures / f"{stem}.png")  # lays the figure out once
@@ -106,6 +110,23 @@ def save(fig: Figure, out_dir: Path, stem: str, title: str, caption: Caption, ho
     with matplotlib.rc_context({"svg.hashsalt": stem}):  # stable SVG ids: the same results give the same files
         fig.savefig(figures / f"{stem}.svg", dpi=DPI, metadata=_metadata("svg"))
     return FigureFile(stem, f"figures/{stem}.png", f"figures/{stem}.svg", title, str(caption), points)
+
+
+def literal(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a ``$`` (in headlines, titles, names) never opens math mode, which
+    garbles the text or fails on a string that is no valid math."""
+    return text.replace("$", r"\$")
+
+
+def _literal_texts(fig: Figure) -> None:
+    """Make every text of the figure literal: titles, labels, legends, and tick labels given as strings (names)."""
+    for text in fig.findobj(Text):
+        text.set_text(literal(text.get_text()))
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            formatter = axis.get_major_formatter()
+            if isinstance(formatter, FixedFormatter | FuncFormatter):  # labels given as strings
+                axis.set_major_formatter(FuncFormatter(lambda x, pos, shown=formatter: literal(str(shown(x, pos)))))
 
 
 def _write_png(fig: Figure, path: Path) -> None:

@@ -1,4 +1,11 @@
-"""Render a built report into one ``index.html`` (jinja2), with every asset inline or next to it: no network."""
+"""Render a built report into one ``index.html`` (jinja2), with every asset inline or next to it: no network.
+
+Every text from the results (entity names, model names, groups, notes) is escaped for the context it lands in:
+HTML text and attribute values by jinja2's autoescaping (on for every template), tables by pandas, link targets
+URL-quoted (``urlencode``), and the hover points as JSON inside ``<script type="application/json">``, where
+:func:`hover_json` writes ``<``, ``>`` and ``&`` as ``\\u`` escapes so no name can end or re-open the script
+element (``</script>``, ``<!--``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from worldprobe.reports.figure import FigureFile
 
 ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("worldprobe.reports", "templates"),
-    autoescape=jinja2.select_autoescape(["html", "j2"]),
+    autoescape=True,
     trim_blocks=True,
     lstrip_blocks=True,
 )
@@ -26,10 +33,16 @@ def table_html(table: pd.DataFrame) -> str:
     )
 
 
+SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+"""JSON escapes for what could end or change a script element (``</script>``, ``<!--``, ``&``) or a JavaScript
+line (U+2028, U+2029): ``JSON.parse`` reads them back as the same characters."""
+
+
 def hover_json(figure: FigureFile) -> str:
-    """The figure's hover points as compact JSON for the page script (``[[x, y, label], ...]``)."""
+    """The figure's hover points as compact JSON for the page script (``[[x, y, label], ...]``), safe inside
+    ``<script type="application/json">`` whatever the labels hold."""
     points = [[p.x, p.y, p.label] for p in figure.hover]
-    return json.dumps(points, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    return json.dumps(points, ensure_ascii=False, separators=(",", ":"), allow_nan=False).translate(SCRIPT_SAFE)
 
 
 def write_html(report: Report) -> None:
