@@ -93,6 +93,7 @@ def test_shards_split_each_extract_unit_but_not_the_disk_estimate(tmp_path, work
         ("limit = 50", 'limit = 50\nsorce = "paper"', "datasets[0].sorce", "did you mean 'source'"),
         ("limit = 50", 'limit = 50\nsource = "pape"', "datasets[0].source", "did you mean 'paper'"),
         ("limit = 50", 'limit = 50\nfrom_path = "no/such.csv"', "datasets[0].from_path", "file not found"),
+        ("limit = 50", 'limit = 50\nfrom_path = "{here}"', "datasets[0].from_path", "--from would be ignored"),
         ('"empty", "coords"', '"empty", "where_nyc"', "datasets[0].prompts", "has no prompt 'where_nyc'"),
         ('prompts = ["empty", "coords"]', "prompts = []", "datasets[0].prompts", "must not be empty"),
         ('prompts = ["empty", "coords"]', 'prompts = "empty"', "datasets[0].prompts", "must be a list"),
@@ -134,7 +135,7 @@ def test_shards_split_each_extract_unit_but_not_the_disk_estimate(tmp_path, work
 )
 def test_bad_study_files_fail_before_any_work(tmp_path, old, new, key, message):
     assert old in GOOD
-    path = write(tmp_path, GOOD.replace(old, new))
+    path = write(tmp_path, GOOD.replace(old, new.replace("{here}", __file__)))
     if message is None:
         load_study(path)
         return

@@ -193,6 +193,7 @@ def _dataset_entries(items: Any, path: Path) -> tuple[DatasetEntry, ...]:
                 f"dataset {entry.name!r} is listed twice (both entries would write the same table)", file=path,
                 field=f"{section}.name", hint="one [[datasets]] entry per dataset; list its prompts in `prompts`",
             )  # fmt: skip
+        _check_build_options(entry, path, section)
         for prompt in entry.prompts:
             if prompt not in spec.prompts:
                 raise WorldprobeError(
@@ -201,6 +202,16 @@ def _dataset_entries(items: Any, path: Path) -> tuple[DatasetEntry, ...]:
                 )  # fmt: skip
         entries.append(entry)
     return tuple(entries)
+
+
+def _check_build_options(entry: DatasetEntry, path: Path, section: str) -> None:
+    """from_path only where the entry's source reads a file (elsewhere it would be ignored)."""
+    from worldprobe.datasets.sources import BuildOptions, check_options
+
+    try:
+        check_options(entry.name, entry.source, BuildOptions(from_path=entry.from_path))
+    except WorldprobeError as error:
+        raise WorldprobeError(error.message, file=path, field=f"{section}.from_path", hint=error.hint) from None
 
 
 def _check_across(study: Study) -> None:

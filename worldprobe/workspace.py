@@ -9,6 +9,7 @@ from pathlib import Path
 import platformdirs
 
 from worldprobe import config
+from worldprobe.errors import WorldprobeError
 
 STAGES = ("datasets", "activations", "results", "reports")
 
@@ -29,7 +30,7 @@ class Workspace:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
         path = self.root / stage
-        path.mkdir(parents=True, exist_ok=True)
+        _make_folder(path, "the workspace", f"--workspace DIR or ${config.WORKSPACE_ENV}")
         return path
 
     @property
@@ -64,5 +65,13 @@ def cache_dir(*parts: str) -> Path:
     """The download cache (``$WORLDPROBE_CACHE`` or the platform user cache), with optional subfolders."""
     root = os.environ.get(config.CACHE_ENV) or platformdirs.user_cache_dir(config.APP_NAME)
     path = Path(root).expanduser().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path, "the download cache", f"set ${config.CACHE_ENV} to a folder you can write")
     return path
+
+
+def _make_folder(path: Path, what: str, hint: str) -> None:
+    """Create ``path`` (and parents); a file in the way or a folder that cannot be written is a user error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WorldprobeError(f"cannot use {what} here: {error.strerror}", file=path, hint=hint) from None

@@ -35,16 +35,23 @@ def extract(
                                  "(for a damaged cache)."),
 ) -> None:  # fmt: skip
     """Cache each entity's residual stream (last token, every requested layer) for probes; resumable."""
+    from worldprobe.extract.models import resolve_device
     from worldprobe.extract.runner import run_extraction
 
     if load_in_4bit and load_in_8bit:
         raise WorldprobeError("choose one of --load-in-4bit and --load-in-8bit")
+    limits = _parse_max_memory(max_memory)
+    if limits and not resolve_device(device).startswith("cuda"):
+        raise WorldprobeError(
+            "--max-memory bounds the GPUs of --device cuda; on this device it would be ignored", field="max-memory",
+            hint="leave it out, or use --device cuda",
+        )  # fmt: skip
     set_threads(threads)
     path = run_extraction(
         dataset, model, prompt, workspace=workspace_of(ctx), layers=layers, batch_size=batch_size, dtype=dtype,
         device=device, quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None, limit=limit,
         aggregation="mean" if mean else "last", seed=seed, gguf_file=gguf_file, flush_rows=flush_every,
-        max_memory=_parse_max_memory(max_memory), revision=revision, rebuild=rebuild,
+        max_memory=limits, revision=revision, rebuild=rebuild,
     )  # fmt: skip
     typer.echo(str(path))
 

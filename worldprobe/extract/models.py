@@ -390,11 +390,27 @@ def _resolve_source(
     if local is not None:
         _no_revision(revision, model)
         if local["kind"] == "gguf":
+            _check_gguf_file(Path(local["file"]))
             return _dequantised_folder(Path(local["file"]), local["sha256"]), local
+        _check_model_folder(Path(model).expanduser())
         return Path(model).expanduser(), local
     if looks_like_hub_id(model):
         return model, {"kind": "hub", "hub_id": model, "revision": revision}
     raise unknown_model(model)
+
+
+def _check_gguf_file(path: Path) -> None:
+    with open(path, "rb") as head:
+        if head.read(4) != b"GGUF":
+            raise WorldprobeError("not a GGUF file (it does not start with the bytes GGUF)", file=path)
+
+
+def _check_model_folder(path: Path) -> None:
+    if not (path / "config.json").exists():
+        raise WorldprobeError(
+            "no config.json: not a Hugging Face model folder", file=path,
+            hint="a model folder holds config.json and the weights; for a GGUF file in it add --gguf-file NAME",
+        )  # fmt: skip
 
 
 def unknown_model(model: str, *, file: Path | None = None, field: str | None = None) -> WorldprobeError:
@@ -492,7 +508,7 @@ def describe_model(
         pinned = source["commit"] or revision
     try:
         config = AutoConfig.from_pretrained(folder, **({"revision": pinned} if pinned else {}))
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a config.json transformers cannot read
         hint = None
         if source["kind"] == "hub":
             close = difflib.get_close_matches(base, list(PRESETS), n=1)

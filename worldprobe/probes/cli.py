@@ -30,8 +30,11 @@ def probe(
                                 "often fastest on a CPU shared with other jobs)."),
 ) -> None:  # fmt: skip
     """Fit probes on every requested layer of a cached run; write metrics, predictions, hold-outs and a summary."""
+    from worldprobe.datasets.prompts import get_prompt
     from worldprobe.probes.experiments import run_probe
     from worldprobe.probes.results import read_summary
+
+    get_prompt(dataset, prompt)  # an unknown dataset or prompt, not a missing cache
 
     set_threads(threads)
     folder = run_probe(

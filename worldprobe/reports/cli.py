@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from worldprobe.cli_common import seed_option, workspace_of
+from worldprobe.errors import WorldprobeError
 
 
 def report(
@@ -19,6 +20,13 @@ def report(
     """Draw maps, timelines and layer curves from workspace/results/ and write one offline index.html."""
     from worldprobe.reports.build import build_report
 
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            problem = "it is a file, not a folder" if out.is_file() else error.strerror
+            raise WorldprobeError(f"cannot write the report here: {problem}", file=out, field="out",
+                                  hint="--out a folder you can write") from None  # fmt: skip
     written = build_report(workspace_of(ctx), out, seed)
     for note in written.missing:
         typer.secho(f"missing: {note}", fg=typer.colors.YELLOW, err=True)

@@ -45,6 +45,29 @@ class BuildOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+READS_FROM_PATH = {"paper": None, "live": ("historical_figure",)}
+"""Sources whose builders read ``from_path`` (None: for every dataset); elsewhere it would be ignored: refused."""
+READS_DROP_SPLIT_LEAKS = ("paper",)
+"""Sources whose builders read ``drop_split_leaks`` (the others make their own leak-free split)."""
+
+
+def check_options(dataset: str, source: str, options: BuildOptions) -> None:
+    """Refuse an option the builder of ``dataset`` from ``source`` would silently ignore."""
+    datasets = READS_FROM_PATH.get(source, ())
+    if options.from_path is not None and datasets is not None and dataset not in datasets:
+        readers = [f"{s}" if d is None else f"{s} (for {', '.join(d)})" for s, d in READS_FROM_PATH.items()]
+        raise WorldprobeError(
+            f"the {source} source of {dataset} does not read a file, so --from would be ignored", field="from_path",
+            hint=f"--from is read by the sources: {'; '.join(readers)}",
+        )  # fmt: skip
+    if options.drop_split_leaks and source not in READS_DROP_SPLIT_LEAKS:
+        raise WorldprobeError(
+            f"--drop-split-leaks applies to the release split of the paper source, not to {source}",
+            field="drop_split_leaks",
+            hint="the other sources make their own grouped split; the build report lists texts on both sides",
+        )  # fmt: skip
+
+
 Builder = Callable[[BuildOptions], tuple[pd.DataFrame, BuildReport]]
 BUILDERS: dict[tuple[str, str], Builder] = {}
 
@@ -108,6 +131,7 @@ def build(
             hint=f"sources for {dataset}: {', '.join(available().get(dataset, [])) or 'none yet'}",
         )
     options = options or BuildOptions()
+    check_options(dataset, source, options)
     table, report = builder(options)
     table = apply_limit(table, report, options)
     report.details.setdefault(
