@@ -36,7 +36,13 @@ class RayExecutor:
                 options["address"] = address
             elif num_workers:
                 options["num_cpus"] = num_workers
-            ray.init(**options)
+            try:
+                ray.init(**options)
+            except ConnectionError as error:  # no cluster at the address, or none running for "auto"
+                raise WorldprobeError(
+                    f"cannot connect to Ray: {str(error).splitlines()[0]}", field="address",
+                    hint="start a cluster with `ray start --head`, or leave out --address for a local Ray",
+                ) from None  # fmt: skip
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
 
     def map(self, fn: Callable[[Any], Any], units: Sequence[Any], progress: Callable[[], None]) -> list[Any]:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import typer
 
 from worldprobe.cli_common import count_option, workspace_of
+from worldprobe.errors import WorldprobeError
+
+EXECUTORS = ("serial", "ray")
+RAY_CONNECT_SECONDS = 10
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +46,7 @@ def run(
         run_study,
     )
 
+    _check_executor(executor, address, workers)
     workspace = workspace_of(ctx)
     parsed = load_study(study)
     estimates = estimate_disk(parsed, workspace)
@@ -64,3 +71,25 @@ def run(
     typer.echo(results_table(parsed, workspace))
     for path in outputs.get("report", []):
         typer.echo(f"report: {path}")
+
+
+def _check_executor(executor: str, address: str | None, workers: int | None) -> None:
+    """A known executor; --address (auto, local, host:port, ray://host:port) and --workers only with Ray."""
+    if executor not in EXECUTORS:
+        raise WorldprobeError(
+            f"unknown executor {executor!r}", field="executor", hint=f"executors: {', '.join(EXECUTORS)}"
+        )
+    if executor != "ray" and (address is not None or workers is not None):
+        raise WorldprobeError("--workers and --address apply to --executor ray; the serial run would ignore them",
+                              hint="add --executor ray, or leave them out")  # fmt: skip
+    if address is not None and address not in ("auto", "local"):
+        host, colon, port = address.removeprefix("ray://").rpartition(":")
+        if not (colon and host and port.isdigit()):
+            raise WorldprobeError(f"cannot read the Ray address {address!r}", field="address",
+                                  hint="auto, local, host:port or ray://host:port")  # fmt: skip
+        try:  # Ray itself waits for an unreachable head node for ever
+            socket.create_connection((host, int(port)), timeout=RAY_CONNECT_SECONDS).close()
+        except OSError as error:
+            raise WorldprobeError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}",
+                                  field="address", hint="start it with `ray start --head`, or check host and port",
+                                  ) from None  # fmt: skip

@@ -31,10 +31,12 @@ def probe(
 ) -> None:  # fmt: skip
     """Fit probes on every requested layer of a cached run; write metrics, predictions, hold-outs and a summary."""
     from worldprobe.datasets.prompts import get_prompt
+    from worldprobe.probes.controls import resolve_controls
     from worldprobe.probes.experiments import run_probe
     from worldprobe.probes.results import read_summary
 
     get_prompt(dataset, prompt)  # an unknown dataset or prompt, not a missing cache
+    resolve_controls(control)  # a misspelt control before the probe's work, not after it
 
     set_threads(threads)
     folder = run_probe(
