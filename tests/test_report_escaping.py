@@ -39,6 +39,7 @@ def report(tmp_path_factory):
     for path in results.glob("*/predictions.parquet"):
         table = pd.read_parquet(path)
         table["name"] = [NASTY[i % len(NASTY)] for i in range(len(table))]
+        table["text"] = table["name"]  # the hover shows the text the model read
         table.to_parquet(path)
     for path in results.glob("*/holdouts.parquet"):
         table = pd.read_parquet(path)
@@ -97,7 +98,7 @@ def test_hover_json_gives_back_every_name_exactly(report):
     assert blocks and all("\u2028" not in text and "\u2029" not in text and "<" not in text for text in blocks)
     labels = [point[2] for text in blocks for point in json.loads(text)]
     for name in NASTY:
-        assert any(label.startswith(name) for label in labels), name
+        assert any(name in label for label in labels), name
 
 
 def test_text_attributes_and_links_are_escaped(report):
@@ -138,7 +139,7 @@ def test_no_name_runs_script_in_a_browser(report, tmp_path):
             ".flatMap(s => JSON.parse(s.textContent).map(p => p[2]));"
         )
         for name in NASTY:
-            assert any(label.startswith(name) for label in labels), name
+            assert any(name in label for label in labels), name
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
     finally:
