@@ -300,3 +300,17 @@ def test_a_programming_error_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["worldprobe", "models"])
     with pytest.raises(AttributeError):
         cli.main()
+
+
+def test_ctrl_c_exits_130_and_says_the_work_resumes(monkeypatch, capsys):
+    """typer turns KeyboardInterrupt into an exit code the entry point used to drop (exit 0 after Ctrl-C)."""
+
+    class Interrupted:
+        def values(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("worldprobe.extract.models.PRESETS", Interrupted())
+    monkeypatch.setattr(sys, "argv", ["worldprobe", "models"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 130 and "interrupted" in capsys.readouterr().err

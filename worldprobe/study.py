@@ -268,15 +268,6 @@ def _check_layers_of(study: Study, model: str, n_layers: int) -> None:
         ) from None
 
 
-def check_model_name(model: str, *, origin: Path | None = None, field: str = "models") -> None:
-    """A preset, ``random:<preset>``, a local folder or .gguf file, or a hub id (``gpt2``, ``org/name``); else a
-    clear error."""
-    if _model_problem(model):
-        from worldprobe.extract.models import unknown_model
-
-        raise unknown_model(model, file=origin, field=field)
-
-
 def _model_problem(model: str) -> str | None:
     from worldprobe.extract.models import PRESETS, RANDOM_PREFIX, looks_like_hub_id, unknown_model
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from worldprobe.checks import SEED_MAX, whole_number
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import get_spec
 from worldprobe.datasets.table import BuildReport, sample_rows, write_table
@@ -52,7 +53,10 @@ READS_DROP_SPLIT_LEAKS = ("paper",)
 
 
 def check_options(dataset: str, source: str, options: BuildOptions) -> None:
-    """Refuse an option the builder of ``dataset`` from ``source`` would silently ignore."""
+    """Refuse, before any work, a limit below 1, a seed below 0, and an option the builder of ``dataset`` from
+    ``source`` would silently ignore."""
+    whole_number(options.limit, "limit")
+    whole_number(options.seed, "seed", minimum=0, maximum=SEED_MAX)
     datasets = READS_FROM_PATH.get(source, ())
     if options.from_path is not None and datasets is not None and dataset not in datasets:
         readers = [f"{s}" if d is None else f"{s} (for {', '.join(d)})" for s, d in READS_FROM_PATH.items()]
