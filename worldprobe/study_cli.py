@@ -9,7 +9,6 @@ import typer
 from worldprobe.cli_common import count_option, workspace_of
 from worldprobe.errors import WorldprobeError
 
-EXECUTORS = ("serial", "ray")
 RAY_CONNECT_SECONDS = 10
 
 
@@ -46,9 +45,10 @@ def run(
         run_study,
     )
 
-    _check_executor(executor, address, workers)
     workspace = workspace_of(ctx)
     parsed = load_study(study)
+    chosen = executor or parsed.executor
+    _check_executor(chosen, address, workers)
     estimates = estimate_disk(parsed, workspace)
     if dry_run:
         for stage, units in plan(parsed).items():
@@ -63,7 +63,6 @@ def run(
         typer.echo(f"total {needed / 1e9:.2f} GB needed, {free / 1e9:.1f} GB free in {workspace.root}")
         return
     check_disk(estimates, workspace)
-    chosen = executor or parsed.executor
     workers = workers or parsed.workers
     if chosen != "ray":  # a Ray cluster's workers check their own devices
         check_device(parsed)
@@ -74,14 +73,20 @@ def run(
 
 
 def _check_executor(executor: str, address: str | None, workers: int | None) -> None:
-    """A known executor; --address (auto, local, host:port, ray://host:port) and --workers only with Ray."""
+    """A known executor; --workers only for processes and ray, --address (auto, local, host:port, ray://host:port)
+    only for ray, and a reachable one."""
+    from worldprobe.study import EXECUTORS
+
     if executor not in EXECUTORS:
         raise WorldprobeError(
             f"unknown executor {executor!r}", field="executor", hint=f"executors: {', '.join(EXECUTORS)}"
         )
-    if executor != "ray" and (address is not None or workers is not None):
-        raise WorldprobeError("--workers and --address apply to --executor ray; the serial run would ignore them",
-                              hint="add --executor ray, or leave them out")  # fmt: skip
+    if workers is not None and executor == "serial":
+        raise WorldprobeError("--workers applies to --executor processes or ray; the serial run would ignore it",
+                              field="workers", hint="add --executor processes, or leave it out")  # fmt: skip
+    if address is not None and executor != "ray":
+        raise WorldprobeError(f"--address applies to --executor ray; the {executor} run would ignore it",
+                              field="address", hint="add --executor ray, or leave it out")  # fmt: skip
     if address is not None and address not in ("auto", "local"):
         host, colon, port = address.removeprefix("ray://").rpartition(":")
         if not (colon and host and port.isdigit()):

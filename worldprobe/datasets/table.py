@@ -91,7 +91,12 @@ def load(name: str, workspace: Workspace | str | Path | None = None) -> pd.DataF
     path = as_workspace(workspace).dataset_table(spec.name)
     if not path.exists():
         raise WorldprobeError("dataset not built yet", file=path, hint=f"run `worldprobe datasets build {name}` first")
-    return validate(pd.read_parquet(path), spec, origin=str(path))
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise WorldprobeError(f"damaged dataset table: {str(error).splitlines()[0]}", file=path,
+                              hint=f"build it again: `worldprobe datasets build {name}`") from None  # fmt: skip
+    return validate(table, spec, origin=str(path))
 
 
 def load_report(name: str, workspace: Workspace | str | Path | None = None) -> dict[str, Any]:
@@ -99,4 +104,8 @@ def load_report(name: str, workspace: Workspace | str | Path | None = None) -> d
     path = as_workspace(workspace).dataset_report(get_spec(name).name)
     if not path.exists():
         raise WorldprobeError("build report missing", file=path, hint=f"run `worldprobe datasets build {name}`")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WorldprobeError(f"damaged build report: {error}", file=path,
+                              hint=f"build it again: `worldprobe datasets build {name}`") from None  # fmt: skip
