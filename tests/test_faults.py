@@ -316,3 +316,18 @@ def test_ctrl_c_exits_130_and_says_the_work_resumes(monkeypatch, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code == 130 and "interrupted" in capsys.readouterr().err
+
+
+def test_a_dry_run_of_a_study_for_another_machine_notes_the_missing_device(tmp_path, monkeypatch, capsys):
+    """The plan of a GPU study can be made on a laptop (exit 0), but it says the run would stop here."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "study.toml"
+    path.write_text(study('dtype = "float32"', 'dtype = "float32"\ndevice = "cuda"')["study.toml"])
+    monkeypatch.setenv("WORLDPROBE_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setattr(sys, "argv", ["worldprobe", "run", str(path), "--dry-run"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 0
+    assert "note: device 'cuda' asked for, but torch sees no CUDA device" in capsys.readouterr().out

@@ -61,6 +61,10 @@ def run(
             typer.echo(f"  {e.label:<55} {size}")
         needed, free = check_disk(estimates, workspace)
         typer.echo(f"total {needed / 1e9:.2f} GB needed, {free / 1e9:.1f} GB free in {workspace.root}")
+        try:
+            check_device(parsed)
+        except WorldprobeError as error:  # a plan for a GPU machine may be made elsewhere: a note, not an error
+            typer.echo(f"note: {error.message}: a run on this machine would stop here (Ray workers check their own)")
         return
     check_disk(estimates, workspace)
     workers = workers or parsed.workers
