@@ -171,3 +171,12 @@ def test_kill_9_and_resume_gives_byte_identical_files(tmp_path, tiny_llama_dir, 
     assert files == sorted(p.name for p in path.iterdir()) and "layer_004.npy" in files
     for name in files:
         assert (path / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+
+
+def test_a_random_twin_asked_to_be_quantised_is_recorded_as_it_runs_unquantised(workspace, tiny_llama_dir,
+                                                                               make_entity_table):  # fmt: skip
+    make_entity_table(workspace, texts(6))
+    with pytest.warns(UserWarning, match="random-init twin is not quantised"):
+        path = run_extraction("world_place", f"random:{tiny_llama_dir}", workspace=workspace, quantization="8bit",
+                              progress=False)  # fmt: skip
+    assert open_cache(path).manifest["quantization"] is None

@@ -571,7 +571,8 @@ def load_model(
     lm.eval()
     return LoadedModel(
         model=lm, tokenizer=tokenizer, name=model, source=info.source, n_layers=info.n_layers, d_model=info.d_model,
-        decoder_layers=find_decoder_layers(lm), dtype=info.dtype, device=info.device, quantization=quantization,
+        decoder_layers=find_decoder_layers(lm), dtype=info.dtype, device=info.device,
+        quantization=None if model.startswith(RANDOM_PREFIX) else quantization,
         seed=seed if model.startswith(RANDOM_PREFIX) else None,
     )  # fmt: skip
 

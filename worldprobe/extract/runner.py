@@ -250,6 +250,16 @@ def default_batch_size(loaded: LoadedModel) -> int:
     return 64 if loaded.d_model <= 1024 else 16
 
 
+def twin_quantization(model: str, quantization: str | None) -> str | None:
+    """The quantisation a model really gets: a random-init twin is built from its config with random weights, which
+    bitsandbytes does not quantise, so it runs (and is recorded) unquantised whatever its model uses."""
+    if quantization is not None and model.startswith("random:"):
+        warnings.warn(f"{model}: a random-init twin is not quantised ({quantization} asked for its model); it runs and "
+                      "is recorded unquantised", stacklevel=3)  # fmt: skip
+        return None
+    return quantization
+
+
 def run_extraction(
     dataset: str,
     model: str = DEFAULT_MODEL,
@@ -299,6 +309,7 @@ def run_extraction(
     limit_seed = seed if limit_seed is None else limit_seed
     if limit is not None:
         table = sample_rows(table, limit, limit_seed)
+    quantization = twin_quantization(model, quantization)
     info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
                           gguf_file=gguf_file, revision=revision)  # fmt: skip
     wanted = parse_layers(layers, info.n_layers)
