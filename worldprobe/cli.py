@@ -12,6 +12,7 @@ from worldprobe import __version__, study_cli, verify
 from worldprobe.datasets import cli as datasets_cli
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cli as extract_cli
+from worldprobe.interventions import cli as interventions_cli
 from worldprobe.probes import cli as probes_cli
 from worldprobe.probes import neurons_cli
 from worldprobe.reports import cli as reports_cli
@@ -22,7 +23,7 @@ app = typer.Typer(
     help=(
         "Probe what language models know about where and when.\n\n"
         "Stages, each reading the previous one's files in the workspace: "
-        "`datasets build` -> `extract` -> `probe` -> `report`."
+        "`datasets build` -> `extract` -> `probe` -> `report`; `ask` and `steer` test the model's behaviour."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -48,7 +49,7 @@ def main_options(
     ctx.obj = Workspace.resolve(workspace)
 
 
-for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, reports_cli, study_cli, verify):
+for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, interventions_cli, reports_cli, study_cli, verify):
     stage.register(app)
 
 

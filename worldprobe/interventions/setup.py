@@ -1,0 +1,241 @@
+"""What ``ask`` and ``steer`` share: the activation cache and its probe at the train-chosen layer, the entities to
+ask, the rendered prompts, group centroids, and the numeric reading of an answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from worldprobe.datasets.registry import get_spec
+from worldprobe.errors import WorldprobeError
+from worldprobe.extract.cache import ActivationCache, find_cache, open_cache
+from worldprobe.extract.tokens import EncodedEntity
+from worldprobe.interventions import direction, questions
+from worldprobe.interventions.parse import GroupVocabulary
+from worldprobe.interventions.questions import Question
+from worldprobe.probes.metrics import haversine_km
+from worldprobe.probes.ridge import RidgeProbe
+from worldprobe.workspace import Workspace
+
+
+@dataclass
+class Setup:
+    """One dataset x model x question: the cache, its entities, the probe at its layer and its predictions."""
+
+    workspace: Workspace
+    dataset: str
+    model: str
+    prompt: str
+    question: Question
+    cache: ActivationCache
+    entities: pd.DataFrame  # cache order
+    targets: list[str]
+    y: np.ndarray  # (n, k) targets in cache order
+    train: np.ndarray  # bool (n,)
+    choice: direction.LayerChoice
+    probe: RidgeProbe
+    pred: np.ndarray  # (n, k) probe predictions at the chosen layer, every row
+    vocabulary: GroupVocabulary | None
+    centroids: pd.DataFrame | None  # group -> the point it stands for (group questions)
+
+    @property
+    def layer(self) -> int:
+        return self.choice.layer
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.cache.manifest["n_layers"])
+
+
+def prepare(
+    workspace: Workspace, dataset: str, model: str, prompt: str, question: str | None, *, layer: int | None = None,
+    progress: bool = True,
+) -> Setup:  # fmt: skip
+    """Open the cache of ``(dataset, model, prompt)``, choose the layer on train rows, fit the probe there."""
+    spec = get_spec(dataset)
+    asked = questions.get_question(dataset, question)
+    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last"))
+    entities = cache.entities.reset_index(drop=True)
+    targets = list(spec.targets)
+    y = entities[targets].to_numpy(dtype=np.float64)
+    valid = np.isfinite(y).all(axis=1)
+    train = valid & ~entities["is_test"].to_numpy(dtype=bool)
+    if train.sum() < 3 or (valid & ~train).sum() < 1:
+        raise WorldprobeError(f"too few entities with a target in the cache: {int(train.sum())} train", file=cache.path)
+    choice = direction.select_layer(cache.layer, cache.layers, y, train, override=layer, progress=progress)
+    x = cache.layer(choice.layer)
+    probe = direction.fit_probe(x, y, train)
+    pred = np.asarray(probe.predict(np.asarray(x, dtype=np.float32)), dtype=np.float64).reshape(len(y), -1)
+    vocabulary = centroids = None
+    if asked.kind == "group":
+        column = asked.truth[0]
+        if column not in entities.columns:
+            raise WorldprobeError(f"the entity table has no column {column!r} to check answers against",
+                                  file=cache.path, field=column)  # fmt: skip
+        vocabulary = questions.vocabulary(dataset, entities[column].dropna().astype(str).tolist())
+        centroids = group_centroids(dataset, entities, column, targets, train)
+    return Setup(workspace, dataset, model, prompt, asked, cache, entities, targets, y, train, choice, probe, pred,
+                 vocabulary, centroids)  # fmt: skip
+
+
+def group_centroids(
+    dataset: str, entities: pd.DataFrame, column: str, targets: list[str], rows: np.ndarray
+) -> pd.DataFrame:
+    """The point an answer naming a group stands for: a representative point inside the group's outline (the
+    largest part of a country, state or borough, ``worldprobe.geodata``), else the mean target over ``rows`` (train
+    rows) of the group. Index: the canonical group; columns: the targets."""
+    part = entities.loc[rows, [column, *targets]].dropna()
+    means = part.groupby(part[column].astype(str))[targets].mean()
+    outlines = _outlines(dataset)
+    points = pd.DataFrame(
+        [_inside(geometry) for geometry in outlines.to_numpy()], index=outlines.index, columns=["latitude", "longitude"]
+    )
+    return pd.concat([points, means[~means.index.isin(points.index)]])[targets]
+
+
+def _outlines(dataset: str) -> pd.Series:
+    """Group -> outline geometry for a dataset's group question."""
+    from worldprobe import geodata
+
+    if dataset == "world_place":
+        table = geodata.world_countries()
+        return table.set_index("name")["geometry"]
+    if dataset == "us_place":
+        return geodata.us_states(contiguous=False).set_index("state_id")["geometry"]
+    return geodata.nyc_boroughs().set_index("name")["geometry"]
+
+
+def _inside(geometry: Any) -> tuple[float, float]:
+    """(lat, lon) of a point inside the largest part of an outline."""
+    parts = list(getattr(geometry, "geoms", [geometry]))
+    point = max(parts, key=lambda p: p.area).representative_point()
+    return float(point.y), float(point.x)
+
+
+def sample_rows(is_test: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of the test rows to ask (all, or a seeded sample of ``limit``), in cache order."""
+    test = np.flatnonzero(np.asarray(is_test, dtype=bool))
+    if limit is not None:
+        if limit < 1:
+            raise WorldprobeError(f"--limit must be positive, not {limit}", field="limit")
+        if limit < len(test):
+            test = np.sort(np.random.default_rng(seed).choice(test, size=limit, replace=False))
+    if len(test) == 0:
+        raise WorldprobeError("no test entities to ask", field="is_test")
+    return test
+
+
+def prompts_for(
+    setup: Setup, tokenizer: Any, rows: np.ndarray, fmt: str, shots: int, seed: int
+) -> tuple[list[str], list[EncodedEntity], str]:
+    """The rendered prompt of each row, its encoding, and the format used (``chat`` or ``fewshot``)."""
+    used = questions.resolve_format(tokenizer, fmt)
+    examples = []
+    if used == "fewshot":
+        train_rows = setup.entities[setup.train]
+        examples = questions.fewshot_examples(train_rows, setup.question, shots, seed)
+    rendered = [questions.render(tokenizer, setup.question, str(t), used, examples)
+                for t in setup.entities.loc[rows, "text"]]  # fmt: skip
+    texts = [r[0] for r in rendered]
+    return texts, questions.encode_prompts(tokenizer, texts, [r[1] for r in rendered]), used
+
+
+def parse_answers(setup: Setup, texts: list[str], rows: np.ndarray) -> pd.DataFrame:
+    """Parsed columns of each answer (``questions.parse_answer``) and its numeric reading in target units
+    (``reading_<target>``): the year, the coordinates, or the point of the named group (``group_centroids``)."""
+    entity_texts = setup.entities.loc[rows, "text"].astype(str).tolist()
+    parsed = pd.DataFrame([questions.parse_answer(setup.question, t, e, setup.vocabulary)
+                           for t, e in zip(texts, entity_texts, strict=True)])  # fmt: skip
+    reading = reading_of(setup, parsed)
+    for j, target in enumerate(setup.targets):
+        parsed[f"reading_{target}"] = reading[:, j]
+    return parsed
+
+
+def reading_of(setup: Setup, parsed: pd.DataFrame) -> np.ndarray:
+    """(n, k) the answers in target units (NaN where unparsed, or a named group without outline or train entities)."""
+    kind = setup.question.kind
+    if kind == "year":
+        return parsed[["answer_year"]].to_numpy(dtype=np.float64)
+    if kind == "coordinates":
+        return parsed[["answer_latitude", "answer_longitude"]].to_numpy(dtype=np.float64)
+    assert setup.centroids is not None
+    return setup.centroids.reindex(parsed["answer_group"].astype(object).to_numpy())[setup.targets].to_numpy(
+        dtype=np.float64
+    )
+
+
+def nearest_group(setup: Setup, points: np.ndarray) -> np.ndarray:
+    """The group whose point (``group_centroids``) is nearest (haversine) to each predicted (lat, lon): the probe's
+    categorical reading for a group question."""
+    assert setup.centroids is not None
+    cents = setup.centroids[["latitude", "longitude"]].to_numpy(dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    distance = haversine_km(np.repeat(points, len(cents), axis=0), np.tile(cents, (len(points), 1)))
+    return setup.centroids.index.to_numpy()[distance.reshape(len(points), len(cents)).argmin(axis=1)]
+
+
+def result_folder(setup: Setup, stage: str, key: str) -> Path:
+    """``results/<dataset>__<model>__<prompt>__<stage>-<question>__<key>``."""
+    from worldprobe.probes.results import run_dir
+
+    return run_dir(setup.workspace.results, setup.dataset, setup.model, setup.prompt,
+                   f"{stage}-{setup.question.name}", key)  # fmt: skip
+
+
+def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> Path:
+    """Write ``<name>.parquet`` per table, then ``summary.json`` (last: it marks the run complete)."""
+    import json
+
+    import worldprobe
+    from worldprobe.probes.results import SUMMARY, _json_default
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        tmp = folder / f"{name}.parquet.tmp"
+        frame.reset_index(drop=True).to_parquet(tmp, index=False)
+        tmp.replace(folder / f"{name}.parquet")
+    summary = {**summary, "complete": True, "worldprobe_version": worldprobe.__version__}
+    tmp = folder / f"{SUMMARY}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    tmp.replace(folder / SUMMARY)
+    return folder
+
+
+def model_options(dtype: str, device: str, quantization: str | None, gguf_file: str | None, seed: int) -> dict:
+    """The options ``load_model_kept`` takes, as given on the command line."""
+    return {"dtype": dtype, "device": device, "quantization": quantization, "gguf_file": gguf_file, "seed": seed}
+
+
+def base_columns(setup: Setup, rows: np.ndarray) -> pd.DataFrame:
+    """Identity, truth and probe prediction of the asked rows: dataset, model, prompt, question, layer, entity_id,
+    name, text, is_test, entity_type, the dataset's group columns, ``true_<target>``, ``pred_<target>``."""
+    spec = get_spec(setup.dataset)
+    keep = ["entity_id", "name", "text", "is_test", "entity_type",
+            *[c for c in spec.group_columns if c in setup.entities.columns and c != "entity_type"]]  # fmt: skip
+    frame = setup.entities.loc[rows, list(dict.fromkeys(keep))].reset_index(drop=True)
+    for j, target in enumerate(setup.targets):
+        frame[f"true_{target}"] = setup.y[rows, j]
+        frame[f"pred_{target}"] = setup.pred[rows, j]
+    if setup.question.kind == "group":
+        frame["truth_group"] = setup.entities.loc[rows, setup.question.truth[0]].astype(object).to_numpy()
+    ids = {"dataset": setup.dataset, "model": setup.model, "prompt": setup.prompt, "question": setup.question.name,
+           "layer": setup.layer}  # fmt: skip
+    for position, (name, value) in enumerate(ids.items()):
+        frame.insert(position, name, value)
+    return frame
+
+
+def probe_record(setup: Setup) -> dict[str, Any]:
+    """The probe's layer and how it was chosen, for a summary."""
+    return {
+        "selected_layer": setup.layer, "n_layers": setup.n_layers, "selection_criterion": setup.choice.criterion,
+        "loo_mse_by_layer": setup.choice.loo_mse, "alpha": setup.probe.alpha_, "targets": setup.targets,
+        "train_rows": int(setup.train.sum()),
+        "cache": {"path": str(setup.cache.path), "dataset_fingerprint": setup.cache.manifest.get("dataset_fingerprint"),
+                  "entity_order_sha256": setup.cache.manifest.get("entity_order_sha256")},
+    }  # fmt: skip
