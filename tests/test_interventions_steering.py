@@ -241,24 +241,9 @@ def test_planted_steering_end_to_end_has_slope_one_and_the_controls_do_not(plant
     """run_steer on the planted model: extraction, the train-chosen probe, the few-shot question, parsing, doses and
     controls. The probe's edit of Δ years moves the answer by Δ (slope 1); random and orthogonal edits of the same
     norm do not."""
-    from worldprobe.datasets.table import BuildReport, write_table
-    from worldprobe.extract.runner import run_extraction
     from worldprobe.interventions.steer import run_steer
 
-    model, tokenizer, t = planted
-    folder = tmp_path / "planted"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    rng = np.random.default_rng(0)
-    year = 1800.0 + 10.0 * t
-    table = pd.DataFrame({
-        "entity_id": [f"p{i}" for i in range(N_ENTITIES)], "name": [f"w{i}" for i in range(N_ENTITIES)],
-        "text": [f"w{i}" for i in range(N_ENTITIES)], "year": year, "entity_type": "person",
-        "is_test": rng.random(N_ENTITIES) < 0.25, "source": "test", "occupation": "poet",
-        "century": (year // 100 * 100).astype(int),
-    })  # fmt: skip
-    write_table(table, BuildReport("historical_figure", "test", [], N_ENTITIES, 0, {}, "random", 0), workspace)
-    run_extraction("historical_figure", str(folder), workspace=workspace, progress=False)
+    folder, _ = _planted_workspace(planted, workspace, tmp_path)
     out = run_steer(
         "historical_figure", str(folder), workspace=workspace, layer=1, fmt="fewshot", shots=0,
         shifts=[-20, -10, 0, 10, 20], max_new_tokens=1, random_directions=3, orthogonal_directions=2,
@@ -283,3 +268,68 @@ def test_planted_steering_end_to_end_has_slope_one_and_the_controls_do_not(plant
     )
     norms = steering[steering["shift"] == 20].groupby("kind")["vector_norm"].agg(["min", "max"])
     assert np.allclose(norms["min"], norms["max"].iloc[0]) and np.allclose(norms["max"], norms["max"].iloc[0])
+
+
+def _planted_workspace(planted, workspace, tmp_path):
+    """The planted model saved as a folder, a historical_figure table of its entities, and its activation cache."""
+    from worldprobe.datasets.table import BuildReport, write_table
+    from worldprobe.extract.runner import run_extraction
+
+    model, tokenizer, t = planted
+    folder = tmp_path / "planted"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    rng = np.random.default_rng(0)
+    year = 1800.0 + 10.0 * t
+    table = pd.DataFrame({
+        "entity_id": [f"p{i}" for i in range(N_ENTITIES)], "name": [f"w{i}" for i in range(N_ENTITIES)],
+        "text": [f"w{i}" for i in range(N_ENTITIES)], "year": year, "entity_type": "person",
+        "is_test": rng.random(N_ENTITIES) < 0.25, "source": "test", "occupation": "poet",
+        "century": (year // 100 * 100).astype(int),
+    })  # fmt: skip
+    write_table(table, BuildReport("historical_figure", "test", [], N_ENTITIES, 0, {}, "random", 0), workspace)
+    run_extraction("historical_figure", str(folder), workspace=workspace, progress=False)
+    return folder, table
+
+
+def test_ask_command_compares_answers_with_the_probe_entity_by_entity(planted, workspace, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from worldprobe.cli import app
+
+    folder, table = _planted_workspace(planted, workspace, tmp_path)
+    args = ["ask", "-d", "historical_figure", "-m", str(folder), "--format", "fewshot", "--shots", "0",
+            "--max-new-tokens", "1", "--tolerance", "5"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "death_year (fewshot), probe layer" in result.output and "parse rate 1.00 [1.00, 1.00]" in result.output
+    out = next(workspace.results.glob("historical_figure__*__ask-death_year__*"))
+    answers = pd.read_parquet(out / "answers.parquet")
+    test = table[table["is_test"]]
+    assert len(answers) == len(test) and set(answers["entity_id"]) == set(test["entity_id"])
+    expected = 1800 + 10 * np.round((answers["true_year"] - 1800) / 10)  # the planted readout
+    np.testing.assert_array_equal(answers["answer_year"], expected)
+    assert (answers["answer_text"] == expected.astype(int).astype(str)).all()
+    assert answers["answer_correct"].all()  # within 5 years of the truth (jitter <= 2 years)
+    np.testing.assert_allclose(answers["answer_error"], answers["answer_year"] - answers["true_year"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["answer_accuracy"]["value"] == 1.0 and summary["answer_accuracy"]["n"] == len(test)
+    assert summary["probe"]["selection_criterion"].startswith("ridge leave-one-out")
+    assert summary["probe"]["selected_layer"] in (0, 1, 2)
+    assert sum(summary["two_by_two"].values()) == len(test)
+    assert summary["answer_vs_truth"]["pearson"]["value"] > 0.99
+    stamp = (out / "answers.parquet").stat().st_mtime_ns
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / "answers.parquet").stat().st_mtime_ns == stamp  # a finished run is reused
+
+
+@pytest.mark.parametrize("command", ["ask", "steer"])
+def test_ask_and_steer_without_a_cache_name_the_extract_command(workspace, command):
+    from worldprobe.errors import WorldprobeError
+    from worldprobe.interventions import run_ask, run_steer
+
+    run = run_ask if command == "ask" else run_steer
+    with pytest.raises(WorldprobeError, match="run `worldprobe extract --dataset historical_figure --model tiny-x"):
+        run("historical_figure", "tiny-x", workspace=workspace)

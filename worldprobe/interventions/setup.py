@@ -117,13 +117,14 @@ def _inside(geometry: Any) -> tuple[float, float]:
 
 
 def sample_rows(is_test: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """Indices of the test rows to ask (all, or a seeded sample of ``limit``), in cache order."""
+    """Indices of the test rows to ask (all, or a seeded sample of ``limit``), in cache order. Samples are nested:
+    with the same seed, the sample of 50 holds the sample of 20 (steer's entities are among ask's)."""
     test = np.flatnonzero(np.asarray(is_test, dtype=bool))
     if limit is not None:
         if limit < 1:
             raise WorldprobeError(f"--limit must be positive, not {limit}", field="limit")
         if limit < len(test):
-            test = np.sort(np.random.default_rng(seed).choice(test, size=limit, replace=False))
+            test = np.sort(np.random.default_rng(seed).permutation(test)[:limit])
     if len(test) == 0:
         raise WorldprobeError("no test entities to ask", field="is_test")
     return test
