@@ -15,8 +15,8 @@ from worldprobe.interventions import anchors
 
 def _tiny(family: str) -> torch.nn.Module:
     from transformers import (
-        Gemma3TextConfig,
         Gemma3ForCausalLM,
+        Gemma3TextConfig,
         GPT2Config,
         GPT2LMHeadModel,
         GPTNeoXConfig,

@@ -1,4 +1,4 @@
-"""`ask` and `steer` on the real SmolLM2-135M-Instruct (offline preset from PyPI) and the packaged historical figures."""
+"""`ask` and `steer` on the real SmolLM2-135M-Instruct (offline preset from PyPI), packaged historical figures."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def test_ask_and_steer_smollm2_on_historical_figures(workspace, one_torch_thread
     assert 0 < sizes["relative_norm"] < 1
     # the unsteered answers of steer are the answers of ask (same prompts, other batches)
     baseline = table[table["kind"] == "none"].set_index("entity_id")["answer_text"]
-    np.testing.assert_array_equal(baseline.to_numpy(), answers.set_index("entity_id").loc[baseline.index, "answer_text"])
+    asked_text = answers.set_index("entity_id").loc[baseline.index, "answer_text"]
+    np.testing.assert_array_equal(baseline.to_numpy(), asked_text.to_numpy())
     probe = table[table["kind"] == "probe"]
     np.testing.assert_allclose(probe["probe_reading_shift"], probe["shift"], rtol=1e-6)
 

@@ -22,7 +22,7 @@ from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace
 
-STAGES = ("datasets", "extract", "probes", "neurons", "report")
+STAGES = ("datasets", "extract", "probes", "neurons", "ask", "steer", "report")
 EXECUTORS = ("serial", "processes", "ray")
 
 
@@ -76,6 +76,29 @@ class NeuronSettings:
 
 
 @dataclass(frozen=True)
+class AskSettings:
+    """``[ask]``: ask each model (default: the study's first) its datasets' question (``worldprobe ask``)."""
+
+    datasets: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    format: str = "auto"  # auto | chat | fewshot
+    limit: int | None = None  # test entities asked (None: all)
+
+
+@dataclass(frozen=True)
+class SteerSettings:
+    """``[steer]``: steer each model along its probe direction while it answers (``worldprobe steer``); the twin's
+    direction is a control only for models whose random-init twin the study extracts."""
+
+    datasets: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    format: str = "auto"
+    limit: int = 50
+    random: int = 5  # random directions of the same norm
+    orthogonal: int = 1  # directions orthogonal to the probe
+
+
+@dataclass(frozen=True)
 class Study:
     """A parsed, checked study file."""
 
@@ -89,6 +112,8 @@ class Study:
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     probes: ProbeSettings = field(default_factory=ProbeSettings)
     neurons: NeuronSettings = field(default_factory=NeuronSettings)
+    ask: AskSettings = field(default_factory=AskSettings)
+    steer: SteerSettings = field(default_factory=SteerSettings)
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -238,12 +263,20 @@ def _check_across(study: Study) -> None:
                 )  # fmt: skip
     _check_layers(study)
     known = {entry.name for entry in study.datasets}
-    for name in study.neurons.datasets:
-        if name not in known:
-            raise WorldprobeError(
-                f"neurons.datasets names {name!r}, which the study does not build", file=path,
-                field="neurons.datasets", hint=f"the study's datasets: {', '.join(sorted(known))}",
-            )  # fmt: skip
+    for section in ("neurons", "ask", "steer"):
+        for name in getattr(study, section).datasets:
+            if name not in known:
+                raise WorldprobeError(
+                    f"{section}.datasets names {name!r}, which the study does not build", file=path,
+                    field=f"{section}.datasets", hint=f"the study's datasets: {', '.join(sorted(known))}",
+                )  # fmt: skip
+    for section in ("ask", "steer"):
+        for model in getattr(study, section).models:
+            if model not in x.models:
+                raise WorldprobeError(
+                    f"{section}.models names {model!r}, which the study does not extract", file=path,
+                    field=f"{section}.models", hint=f"extract.models: {', '.join(x.models)}",
+                )  # fmt: skip
 
 
 def _check_layers(study: Study) -> None:
@@ -376,10 +409,24 @@ NEURON_RULES = {
     "models": Rule(str, many=True, extra=_model_problem, example='models = ["smollm2-135m"]'),
     "top_k": Rule(int, minimum=1, example="top_k = 10"),
 }
+ASK_RULES = {
+    "datasets": Rule(str, many=True, choices=DATASETS, noun="dataset"),
+    "models": Rule(str, many=True, extra=_model_problem, example='models = ["smollm2-135m"]'),
+    "format": Rule(str, choices=("auto", "chat", "fewshot"), noun="prompt format"),
+    "limit": Rule(int, minimum=1, example="limit = 200 (test entities; leave out for all)"),
+}
+STEER_RULES = {
+    **{key: ASK_RULES[key] for key in ("datasets", "models", "format")},
+    "limit": Rule(int, minimum=1, example="limit = 50 (test entities)"),
+    "random": Rule(int, minimum=0, example="random = 5 (random directions of the probe edit's norm)"),
+    "orthogonal": Rule(int, minimum=0, example="orthogonal = 1 (directions orthogonal to the probe)"),
+}
 SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "extract": (ExtractSettings, EXTRACT_RULES),
     "probes": (ProbeSettings, PROBE_RULES),
     "neurons": (NeuronSettings, NEURON_RULES),
+    "ask": (AskSettings, ASK_RULES),
+    "steer": (SteerSettings, STEER_RULES),
 }
 """The settings sections after [study] and [[datasets]]: name -> (dataclass, rules); a Study field each."""
 
@@ -429,6 +476,13 @@ def plan(study: Study) -> dict[str, list[Unit]]:
     for name in study.neurons.datasets:
         for model in study.neurons.models or study.extract.models[:1]:
             units["neurons"].append(Unit("neurons", f"{name} x {model}", {"dataset": name, "model": model}))
+    prompts = {entry.name: entry.prompts[0] for entry in study.datasets}
+    for stage in ("ask", "steer"):
+        settings = getattr(study, stage)
+        for name in settings.datasets:
+            for model in settings.models or study.extract.models[:1]:
+                params = {"dataset": name, "model": model, "prompt": prompts[name]}
+                units[stage].append(Unit(stage, f"{name} x {model}", params))
     units["report"].append(Unit("report", "index.html", {}))
     return units
 
@@ -634,6 +688,25 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         return find_neurons(
             p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, layers=x.layers,
             seed=study.seed, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+        )  # fmt: skip
+    if unit.stage == "ask":
+        from worldprobe.interventions import run_ask
+
+        x, a = study.extract, study.ask
+        return run_ask(
+            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=a.format, limit=a.limit,
+            batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
+            seed=study.seed,
+        )  # fmt: skip
+    if unit.stage == "steer":
+        from worldprobe.interventions import run_steer
+
+        x, st = study.extract, study.steer
+        return run_steer(
+            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=st.format, limit=st.limit,
+            random_directions=st.random, orthogonal_directions=st.orthogonal,
+            random_init=p["model"] in x.random_init, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+            quantization=x.quantization_of(p["model"]), seed=study.seed,
         )  # fmt: skip
     if unit.stage == "report":
         return _build_report(workspace, study.seed)
