@@ -316,7 +316,7 @@ def test_ask_command_compares_answers_with_the_probe_entity_by_entity(planted, w
     np.testing.assert_allclose(answers["answer_error"], answers["answer_year"] - answers["true_year"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["answer_accuracy"]["value"] == 1.0 and summary["answer_accuracy"]["n"] == len(test)
-    assert summary["probe"]["selection_criterion"].startswith("ridge leave-one-out")
+    assert summary["probe"]["selection_criterion"] == "highest leave-one-out R² on train rows (exact, from the ridge fit)"
     assert summary["probe"]["selected_layer"] in (0, 1, 2)
     assert sum(summary["two_by_two"].values()) == len(test)
     assert summary["answer_vs_truth"]["pearson"]["value"] > 0.99

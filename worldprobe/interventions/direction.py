@@ -1,8 +1,9 @@
 """The probe whose reading is compared with the model's answers and whose direction steers it, and the control
 directions of the same norm.
 
-The layer is chosen on train rows only: the ridge's exact leave-one-out error (science.md section 9), ties to the
-shallower layer, as the probe stage reports ``selected_layer``. ``--layer`` overrides it.
+The layer is chosen on train rows only, with the probe stage's own rule (``worldprobe.probes.selection``: the ridge's
+exact leave-one-out R² on train rows, ties to the shallower layer), so it is the ``selected_layer`` a ridge probe run
+of the same cache reports. ``--layer`` overrides it.
 
 Steering vectors (cache layer l, ridge coefficients W of shape (k, d) in raw activation units): the edit that moves
 the probe's reading of target j by ``shift`` and leaves its other targets unchanged with the smallest norm is
@@ -26,7 +27,6 @@ from tqdm.auto import tqdm
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes.ridge import RidgeProbe
 
-SELECTION_CRITERION = "ridge leave-one-out MSE on train rows (lowest; ties to the shallower layer)"
 CONTROL_KINDS = ("random", "orthogonal", "random_init")
 
 
@@ -36,15 +36,17 @@ class LayerChoice:
 
     layer: int
     criterion: str
-    loo_mse: dict[int, float]
+    scores: dict[int, float]  # layer -> selection score (leave-one-out R² on train rows)
 
 
 def select_layer(
     layer_of: Callable[[int], np.ndarray], layers: Sequence[int], y: np.ndarray, train: np.ndarray,
     *, override: int | None = None, progress: bool = True,
 ) -> LayerChoice:  # fmt: skip
-    """Fit a ridge probe per layer on the ``train`` rows and pick the lowest leave-one-out error (ties: shallower);
-    ``override`` (``--layer``) is taken as given (and must be one of ``layers``)."""
+    """Fit a ridge probe per layer on the ``train`` rows and choose the layer as the probe stage does
+    (``worldprobe.probes.selection``); ``override`` (``--layer``) is taken as given (it must be cached)."""
+    from worldprobe.probes import selection
+
     layers = sorted(int(v) for v in layers)
     if override is not None:
         if override not in layers:
@@ -54,9 +56,8 @@ def select_layer(
     scores = {}
     for layer in tqdm(layers, desc="choosing the layer (train rows)", unit="layer", disable=not progress):
         probe = RidgeProbe().fit(np.asarray(layer_of(layer), dtype=np.float32)[train], y[train])
-        scores[layer] = float(np.min(probe.loo_mse_))
-    best = min(layers, key=lambda v: (scores[v], v))
-    return LayerChoice(best, SELECTION_CRITERION, scores)
+        scores[layer] = selection.selection_score(probe)
+    return LayerChoice(selection.select_layer(scores), selection.criterion("ridge"), scores)
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, train: np.ndarray) -> RidgeProbe:

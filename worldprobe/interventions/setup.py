@@ -235,8 +235,8 @@ def probe_record(setup: Setup) -> dict[str, Any]:
     """The probe's layer and how it was chosen, for a summary."""
     return {
         "selected_layer": setup.layer, "n_layers": setup.n_layers, "selection_criterion": setup.choice.criterion,
-        "loo_mse_by_layer": setup.choice.loo_mse, "alpha": setup.probe.alpha_, "targets": setup.targets,
-        "train_rows": int(setup.train.sum()),
+        "selection": {str(k): v for k, v in setup.choice.scores.items()}, "alpha": setup.probe.alpha_,
+        "targets": setup.targets, "train_rows": int(setup.train.sum()),
         "cache": {"path": str(setup.cache.path), "dataset_fingerprint": setup.cache.manifest.get("dataset_fingerprint"),
                   "entity_order_sha256": setup.cache.manifest.get("entity_order_sha256")},
     }  # fmt: skip

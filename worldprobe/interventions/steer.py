@@ -127,7 +127,8 @@ def run_steer(
     if is_complete(folder, key):
         return folder
 
-    directions, coefs = _directions(s, layers, t_index, random_directions, orthogonal_directions, random_init, seed)
+    twin_path = twin_manifest["path"] if twin_manifest else None
+    directions, coefs = _directions(s, layers, t_index, random_directions, orthogonal_directions, twin_path, seed)
     items = _items(len(rows), directions, chosen_shifts)
     edit = Edit(_vectors(items, directions, layers, window), positions=positions, generated=generated)
     loaded = load_model_kept(model, **options)
@@ -182,13 +183,14 @@ def _twin_manifest(ws: Workspace, s: setup_mod.Setup, layers: list[int], seed: i
     """The random-init twin's cache (extracted when missing, as the probe stage's ``random_init`` control does)."""
     from worldprobe.extract import open_cache, run_extraction
 
+    manifest = s.cache.manifest
     path = run_extraction(s.dataset, f"random:{s.model}", s.prompt, workspace=ws, layers=layers,
-                          limit=int(s.cache.manifest.get("n_entities", len(s.entities))), seed=seed)  # fmt: skip
+                          limit=manifest.get("limit"), limit_seed=manifest.get("limit_seed"), seed=seed)  # fmt: skip
     return {**open_cache(path).manifest, "path": str(path)}
 
 
 def _directions(
-    s: setup_mod.Setup, layers: list[int], t_index: int, n_random: int, n_orthogonal: int, twin: bool, seed: int
+    s: setup_mod.Setup, layers: list[int], t_index: int, n_random: int, n_orthogonal: int, twin: str | None, seed: int
 ) -> tuple[list[Direction], dict[int, np.ndarray]]:
     """The probe direction and the controls per steered layer (the probe refitted at each layer of a window), and
     the probe's coefficients (k, d) per layer."""
@@ -208,15 +210,15 @@ def _directions(
         out.append(Direction(f"orthogonal-{k}", "orthogonal", {
             v: norms[v] * direction.orthogonal_direction(x_trains[v], coefs[v], int(seeds[1, k]) + v) for v in layers}))
     if twin:
-        out.append(Direction("random_init", "random_init", _twin_units(s, layers, t_index, norms, seed)))
+        out.append(Direction("random_init", "random_init", _twin_units(s, layers, t_index, norms, twin)))
     return out, coefs
 
 
-def _twin_units(s: setup_mod.Setup, layers: list[int], t_index: int, norms: dict[int, float], seed: int) -> dict:
+def _twin_units(s: setup_mod.Setup, layers: list[int], t_index: int, norms: dict[int, float], twin_path: str) -> dict:
     """The random-init twin's probe direction per layer (fitted on the same train entities), at the probe's norm."""
-    from worldprobe.extract import find_cache, open_cache
+    from worldprobe.extract import open_cache
 
-    twin = open_cache(find_cache(s.workspace, s.dataset, f"random:{s.model}", s.prompt, "last", seed=seed))
+    twin = open_cache(twin_path)
     position = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))
     wanted = s.entities["entity_id"].astype(str)
     if not wanted.isin(position.index).all():
