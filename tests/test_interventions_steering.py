@@ -316,7 +316,7 @@ def test_ask_command_compares_answers_with_the_probe_entity_by_entity(planted, w
     np.testing.assert_allclose(answers["answer_error"], answers["answer_year"] - answers["true_year"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["answer_accuracy"]["value"] == 1.0 and summary["answer_accuracy"]["n"] == len(test)
-    assert summary["probe"]["selection_criterion"] == "highest leave-one-out R² on train rows (exact, from the ridge fit)"
+    assert summary["probe"]["selection_criterion"].startswith("highest leave-one-out R² on train rows")
     assert summary["probe"]["selected_layer"] in (0, 1, 2)
     assert sum(summary["two_by_two"].values()) == len(test)
     assert summary["answer_vs_truth"]["pearson"]["value"] > 0.99
@@ -333,3 +333,18 @@ def test_ask_and_steer_without_a_cache_name_the_extract_command(workspace, comma
     run = run_ask if command == "ask" else run_steer
     with pytest.raises(WorldprobeError, match="run `worldprobe extract --dataset historical_figure --model tiny-x"):
         run("historical_figure", "tiny-x", workspace=workspace)
+
+
+def test_steering_after_the_last_block_is_refused_and_the_default_layer_can_reach_the_answer(
+    planted, workspace, tmp_path
+):
+    from worldprobe.errors import WorldprobeError
+    from worldprobe.interventions.setup import prepare
+    from worldprobe.interventions.steer import run_steer
+
+    folder, _ = _planted_workspace(planted, workspace, tmp_path)
+    with pytest.raises(WorldprobeError, match="cannot reach the answer"):
+        run_steer("historical_figure", str(folder), workspace=workspace, layer=2, progress=False)
+    chosen = prepare(workspace, "historical_figure", str(folder), "empty", None, steerable=True, progress=False)
+    assert chosen.layer < 2 and chosen.choice.criterion.endswith("among layers before the last block")
+    assert set(chosen.choice.scores) == {0, 1}

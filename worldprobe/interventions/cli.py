@@ -90,7 +90,7 @@ def steer(
     target: str = typer.Option(None, "--target", help="Target whose reading is moved (default: year / latitude)."),
     shifts: str = typer.Option(None, "--shifts", help="Intended shifts in target units, e.g. -100,-50,0,50,100 "
                                "(default -1000..1000 years, -40..40 degrees)."),
-    layer: int = typer.Option(None, "--layer", help="Steered layer (default: the probe's train-chosen layer)."),
+    layer: int = typer.Option(None, "--layer", help="Steered layer (default: train-chosen, before the last block)."),
     window: int = typer.Option(1, "--window", help="Steer blocks layer..layer+window-1, each with shift/window."),
     positions: str = typer.Option("last", "--positions", help="last (the entity's last token) | entity (all of them)."),
     steer_generated: bool = typer.Option(False, "--steer-generated", help="Also add the vector at generated tokens."),

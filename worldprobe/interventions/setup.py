@@ -53,9 +53,12 @@ class Setup:
 
 def prepare(
     workspace: Workspace, dataset: str, model: str, prompt: str, question: str | None, *, layer: int | None = None,
-    progress: bool = True,
+    steerable: bool = False, progress: bool = True,
 ) -> Setup:  # fmt: skip
-    """Open the cache of ``(dataset, model, prompt)``, choose the layer on train rows, fit the probe there."""
+    """Open the cache of ``(dataset, model, prompt)``, choose the layer on train rows, fit the probe there.
+
+    ``steerable``: choose among the layers before the last block only (an edit after the last block is read by no
+    later position, so it cannot move an answer)."""
     spec = get_spec(dataset)
     asked = questions.get_question(dataset, question)
     cache = open_cache(find_cache(workspace, dataset, model, prompt, "last"))
@@ -66,7 +69,12 @@ def prepare(
     train = valid & ~entities["is_test"].to_numpy(dtype=bool)
     if train.sum() < 3 or (valid & ~train).sum() < 1:
         raise WorldprobeError(f"too few entities with a target in the cache: {int(train.sum())} train", file=cache.path)
-    choice = direction.select_layer(cache.layer, cache.layers, y, train, override=layer, progress=progress)
+    n_layers = int(cache.manifest["n_layers"])
+    candidates = [v for v in cache.layers if not steerable or layer is not None or v < n_layers]
+    choice = direction.select_layer(cache.layer, candidates, y, train, override=layer, progress=progress)
+    if steerable and layer is None:
+        choice = direction.LayerChoice(choice.layer, f"{choice.criterion}, among layers before the last block",
+                                       choice.scores)  # fmt: skip
     x = cache.layer(choice.layer)
     probe = direction.fit_probe(x, y, train)
     pred = np.asarray(probe.predict(np.asarray(x, dtype=np.float32)), dtype=np.float64).reshape(len(y), -1)

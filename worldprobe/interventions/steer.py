@@ -1,8 +1,10 @@
 """``worldprobe steer``: add multiples of the probe direction to the residual stream at the entity while the model
 answers its question, and measure how the answer moves, beside control directions of the same norm.
 
-For each asked test entity and each intended shift s (in target units), the edit ``s * pinv(W)[:, target]`` moves
-the probe's reading at the steered layer by exactly s (``worldprobe.interventions.direction``); it is added after
+The steered layer is the probe's train-chosen layer (``worldprobe.probes.selection``) among the layers before the last
+block (an edit after the last block is read by no later position); ``--layer`` overrides it. For each asked test
+entity and each intended shift s (in target units), the edit ``s * pinv(W)[:, target]`` moves the probe's reading at
+the steered layer by exactly s (``worldprobe.interventions.direction``); it is added after
 block l at the entity's last token (``--positions entity``: every entity token) of the prompt pass only (unless
 ``generated``). With ``window`` > 1 the edit is spread over blocks l .. l+window-1, each layer's own probe direction
 carrying s / window. A side effect is measured on a neutral continuation: the change of its mean token log-probability
@@ -95,7 +97,7 @@ def run_steer(
     if random_directions < 0 or orthogonal_directions < 0:
         raise WorldprobeError("the numbers of control directions cannot be negative", field="random")
     ws = as_workspace(workspace)
-    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, progress=progress)
+    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, steerable=True, progress=progress)
     target = target or s.targets[0]
     if target not in s.targets:
         raise WorldprobeError(f"{dataset} has no target {target!r}", field="target", hint=f"targets: {s.targets}")
