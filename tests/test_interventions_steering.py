@@ -348,3 +348,23 @@ def test_steering_after_the_last_block_is_refused_and_the_default_layer_can_reac
     chosen = prepare(workspace, "historical_figure", str(folder), "empty", None, steerable=True, progress=False)
     assert chosen.layer < 2 and chosen.choice.criterion.endswith("among layers before the last block")
     assert set(chosen.choice.scores) == {0, 1}
+
+
+def test_the_report_draws_ask_and_steer_runs_beside_the_probe_results(planted, workspace, tmp_path):
+    from worldprobe.interventions import run_ask, run_steer
+    from worldprobe.probes import run_probe
+    from worldprobe.reports import build_report
+
+    folder, _ = _planted_workspace(planted, workspace, tmp_path)
+    run_probe("historical_figure", str(folder), workspace=workspace, progress=False)
+    common = dict(workspace=workspace, fmt="fewshot", shots=0, max_new_tokens=1, resamples=100, progress=False)
+    run_ask("historical_figure", str(folder), **common)
+    run_steer("historical_figure", str(folder), layer=1, shifts=[-10, 0, 10], random_directions=1,
+              orthogonal_directions=0, random_init=False, limit=6, **common)  # fmt: skip
+    report = build_report(workspace)
+    (section,) = report.sections
+    block = next(b for b in section.blocks if b.heading == "Asking and steering the models")
+    assert [f.key.split("__")[2] for f in block.figures] == ["ask", "steer"]
+    assert block.text[0].startswith(f"{folder}: moving the probe's reading of year by +10 years")
+    assert not report.stale and all((workspace.reports / f.png).exists() for f in block.figures)
+    assert "Asking and steering the models" in report.index.read_text()

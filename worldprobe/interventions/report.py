@@ -34,29 +34,45 @@ class InterventionFigures:
     notes: list[str] = field(default_factory=list)
 
 
-def runs(results_dir: Path, dataset: str, stage: str) -> list[tuple[Path, dict[str, Any]]]:
-    """Finished results folders of ``stage`` (``ask`` or ``steer``) for ``dataset``, with their summaries."""
-    found = []
+def runs(
+    results_dir: Path, dataset: str, stage: str, datasets_dir: Path | None = None
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Finished results folders of ``stage`` (``ask`` or ``steer``) for ``dataset`` with their summaries, and notes
+    on the runs left out because they were computed from another build of the dataset than ``datasets_dir`` holds."""
+    current = None
+    if datasets_dir is not None and (Path(datasets_dir) / f"{dataset}.build.json").exists():
+        current = json.loads((Path(datasets_dir) / f"{dataset}.build.json").read_text()).get("fingerprint")
+    found, notes = [], []
     for path in sorted(Path(results_dir).glob("*/summary.json")):
         try:
             summary = json.loads(path.read_text())
         except json.JSONDecodeError:
+            notes.append(f"{path} is not valid JSON: left out")
             continue
-        if summary.get("stage") == stage and summary.get("dataset") == dataset and summary.get("complete"):
-            found.append((path.parent, summary))
-    return found
+        if summary.get("stage") != stage or summary.get("dataset") != dataset or not summary.get("complete"):
+            continue
+        used = summary.get("probe", {}).get("cache", {}).get("dataset_fingerprint")
+        if current is not None and used != current:
+            notes.append(f"{stage} run {path.parent.name} used another build of {dataset}: left out (re-run it)")
+            continue
+        found.append((path.parent, summary))
+    return found, notes
 
 
-def dataset_figures(results_dir: Path, dataset: str, out_dir: Path) -> InterventionFigures:
-    """Figures and verdict sentences of every ask and steer run of ``dataset``."""
+def dataset_figures(
+    results_dir: Path, dataset: str, out_dir: Path, datasets_dir: Path | None = None
+) -> InterventionFigures:
+    """Figures and verdict sentences of every ask and steer run of ``dataset`` (runs of another build of the dataset
+    than ``datasets_dir`` holds are left out and named in ``notes``)."""
     out = InterventionFigures()
-    for folder, summary in runs(results_dir, dataset, "ask"):
+    asked, notes = runs(results_dir, dataset, "ask", datasets_dir)
+    steered, more = runs(results_dir, dataset, "steer", datasets_dir)
+    out.notes += notes + more
+    for folder, summary in asked:
         out.figures.append(ask_figure(pd.read_parquet(folder / "answers.parquet"), summary, out_dir))
-    for _, summary in runs(results_dir, dataset, "steer"):
+    for _, summary in steered:
         out.figures.append(dose_figure(summary, out_dir))
         out.verdicts.append(f"{summary['model']}: {summary['verdict']}")
-    if not out.figures:
-        out.notes.append("no ask or steer results (worldprobe ask / worldprobe steer)")
     return out
 
 

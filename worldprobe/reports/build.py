@@ -66,6 +66,7 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     sections = []
     for dataset in tqdm(results.datasets, desc="report", unit="dataset"):
         sections.append(_section(results, runs, dataset, out, palette, seed))
+        _interventions(sections[-1], workspace, out)
     missing = results.missing + [f"{s.dataset}: {note}" for s in sections for note in s.notes]
     report = Report(out / "index.html", verdict_table(results.summaries), sections, missing,
                     verdict_sentences(results.summaries), results.stale)  # fmt: skip
@@ -109,6 +110,17 @@ def _section(
         if block.figures or block.tables or block.text:
             section.blocks.append(block)
     return section
+
+
+def _interventions(section: Section, workspace: Workspace, out: Path) -> None:
+    """The dataset's ask and steer runs (``worldprobe ask`` / ``worldprobe steer``): scatters, dose-response curves and
+    verdict sentences, in a block of their own."""
+    from worldprobe.interventions.report import dataset_figures
+
+    found = dataset_figures(workspace.results, section.dataset, out, workspace.datasets)
+    section.notes += found.notes
+    if found.figures:
+        section.blocks.append(Block("Asking and steering the models", found.figures, text=found.verdicts))
 
 
 def _rows(table: pd.DataFrame, dataset: str) -> pd.DataFrame:

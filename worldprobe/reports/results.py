@@ -100,7 +100,7 @@ def load_results(results_dir: Path, datasets_dir: Path | None = None) -> Results
     two runs hold the same row key (a re-run), the newer run's value is kept. Missing tables become empty frames,
     each named in ``missing``.
     """
-    folders = [p for p in results_dir.glob("*") if p.is_dir() and any(p.glob("*.parquet"))]
+    folders = [p for p in results_dir.glob("*") if p.is_dir() and any(p.glob("*.parquet")) and not _intervention(p)]
     runs, missing, stale = [], [], []
     for folder in sorted(folders, key=_age):
         if _unfinished(folder):
@@ -166,6 +166,11 @@ def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
     if used != current:
         return f"computed from another build of {dataset} (fingerprint {str(used)[:12]}, now {str(current)[:12]})"
     return None
+
+
+def _intervention(folder: Path) -> bool:
+    """An ``ask`` or ``steer`` run (``worldprobe.interventions.report`` draws those)."""
+    return any((folder / name).exists() for name in ("answers.parquet", "steering.parquet"))
 
 
 def _age(folder: Path) -> tuple[int, str]:
