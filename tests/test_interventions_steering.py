@@ -368,3 +368,32 @@ def test_the_report_draws_ask_and_steer_runs_beside_the_probe_results(planted, w
     assert block.text[0].startswith(f"{folder}: moving the probe's reading of year by +10 years")
     assert not report.stale and all((workspace.reports / f.png).exists() for f in block.figures)
     assert "Asking and steering the models" in report.index.read_text()
+
+
+@pytest.mark.parametrize(("options", "atol"), [({"dtype": "bfloat16"}, 0.1), ({"quantization": "8bit"}, 1e-3),
+                                                ({"quantization": "4bit"}, 1e-3)])  # fmt: skip
+def test_generation_and_steering_work_on_bfloat16_and_bitsandbytes_models(tiny_llama_dir, options, atol):
+    """Models loaded as extraction loads them (here bfloat16, 8-bit and 4-bit weights): answers come out and the
+    vector lands at the entity's last token in the hidden states' own dtype."""
+    if "quantization" in options:
+        pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'worldprobe[quant]')")
+    from worldprobe.extract.models import load_model
+
+    loaded = load_model(str(tiny_llama_dir), **options)
+    encoded = encode_prompts(loaded.tokenizer, ["Where is Paris?", "Where is New York City?"], [(9, 14), (9, 22)])
+    vectors = np.full((2, 64), 4.0, dtype=np.float32)
+    passes: dict[str, list[torch.Tensor]] = {"steered": [], "plain": []}
+    answers = {}
+    for name, edit in (("steered", Edit({2: vectors})), ("plain", None)):
+        handle = _capture_block_input(loaded.model, 2, passes[name])
+        try:
+            answers[name] = generate(loaded, encoded, max_new_tokens=3, batch_size=2, edit=edit, progress=False)
+        finally:
+            handle.remove()
+    assert all(a.token_ids for a in answers["steered"] + answers["plain"])
+    diff = (passes["steered"][0] - passes["plain"][0]).float()  # the prompt passes, rows left-padded
+    width = diff.shape[1]
+    for row, item in enumerate(sorted(encoded, key=len, reverse=True)):
+        at = width - len(item) + item.last
+        torch.testing.assert_close(diff[row, at], torch.full((64,), 4.0), atol=atol, rtol=0)
+        assert float(diff[row, :at].abs().max()) == 0.0
