@@ -138,6 +138,10 @@ def summarise(setup: Setup, answers: pd.DataFrame, *, resamples: int, seed: int)
         "answer_wrong": maybe(subset(mean_cols(lambda v: weighted_r2(true[~answer_ok], pred[~answer_ok], v)), w,
                                      ~answer_ok)),  # fmt: skip
     }
+    summary["probe_median_abs_error_by_answer"] = {  # R² of a subset depends on its spread; the error does not
+        "answer_right": maybe(subset(lambda v: weighted_median(np.abs(p_err[answer_ok]), v), w, answer_ok)),
+        "answer_wrong": maybe(subset(lambda v: weighted_median(np.abs(p_err[~answer_ok]), v), w, ~answer_ok)),
+    }
     summary["by_entity_type"] = {
         str(kind): {
             "n": int(mask.sum()),
