@@ -140,3 +140,19 @@ def test_fewshot_examples_are_seeded_train_rows_with_their_answers():
     assert all(answer == questions.format_answer(DEATH, train.set_index("text").loc[text].rename({"year": "year"}))
                for text, answer in first)  # fmt: skip
     assert questions.format_answer(DEATH, pd.Series({"year": -300.0})) == "300 BC"
+
+
+def test_subset_estimates_ignore_resamples_that_draw_none_of_the_subset():
+    import numpy as np
+
+    from worldprobe.interventions.stats import quiet_estimate, resample_counts, subset, weighted_slope
+    from worldprobe.probes.bootstrap import weighted_median
+
+    values = np.array([5.0, 6.0, 7.0, 100.0, 101.0])
+    w = resample_counts(5, 2000, seed=0)
+    keep = np.array([False, False, False, True, True])
+    found = subset(lambda v: weighted_median(values[keep], v), w, keep)
+    assert found.n == 2 and found.value == 100.5 and found.low >= 100.0  # never the 0-weight fallback value
+    x, y = np.array([0.0, 1, 2, 3, 4]), np.array([1.0, 3, 5, 7, 9])
+    slope = quiet_estimate(lambda v: weighted_slope(x, y, v), w)
+    assert (slope.value, slope.low, slope.high) == pytest.approx((2.0, 2.0, 2.0))

@@ -49,10 +49,17 @@ def rate(flags: np.ndarray, w: np.ndarray) -> Estimate:
 
 
 def quiet_estimate(stat: Callable[[np.ndarray], np.ndarray], w: np.ndarray) -> Estimate:
-    """:func:`estimate` without numpy's warnings for resamples that draw none of the rows (their value is NaN and
-    the percentile interval ignores them)."""
+    """:func:`estimate` where a resample that draws none of the rows (possible for a subset of the entities) counts
+    as NaN, which the percentile interval ignores, whatever the statistic would return for zero weights (a weighted
+    median returns a value), and without numpy's warnings for it."""
+
+    def guarded(v: np.ndarray) -> np.ndarray:
+        out = np.asarray(stat(v), dtype=np.float64)
+        empty = np.asarray(v).sum(axis=1) == 0
+        return np.where(empty.reshape((-1,) + (1,) * (out.ndim - 1)), np.nan, out)
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        return estimate(stat, w)
+        return estimate(guarded, w)
 
 
 def maybe(found: Estimate | None) -> dict[str, float | int] | None:
