@@ -78,7 +78,8 @@ def dataset_figures(
 
 def _caption(summary: dict[str, Any], n: int | str, split: str = "test") -> Caption:
     probe = summary["probe"]
-    layer = f"{probe['selected_layer']} of {probe['n_layers']} (chosen on train rows)"
+    how = "given" if probe["selection_criterion"].startswith("given") else "chosen on train rows"
+    layer = f"{probe['selected_layer']} of {probe['n_layers']} ({how})"
     return Caption(summary["dataset"], summary["model"], summary["prompt"], layer, split, n)
 
 
