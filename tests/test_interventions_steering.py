@@ -397,3 +397,17 @@ def test_generation_and_steering_work_on_bfloat16_and_bitsandbytes_models(tiny_l
         at = width - len(item) + item.last
         torch.testing.assert_close(diff[row, at], torch.full((64,), 4.0), atol=atol, rtol=0)
         assert float(diff[row, :at].abs().max()) == 0.0
+
+
+def test_a_damaged_or_unfinished_ask_run_is_redone(planted, workspace, tmp_path):
+    from worldprobe.interventions import run_ask
+
+    folder, _ = _planted_workspace(planted, workspace, tmp_path)
+    options = dict(workspace=workspace, fmt="fewshot", shots=0, max_new_tokens=1, limit=5, resamples=50, progress=False)
+    out = run_ask("historical_figure", str(folder), **options)
+    stamp = (out / "summary.json").stat().st_mtime_ns
+    assert run_ask("historical_figure", str(folder), **options) == out
+    assert (out / "summary.json").stat().st_mtime_ns == stamp  # finished: reused
+    (out / "answers.parquet").write_text("not parquet")
+    assert run_ask("historical_figure", str(folder), **options) == out
+    assert len(pd.read_parquet(out / "answers.parquet")) == 5  # damaged: redone

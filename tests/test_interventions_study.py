@@ -63,7 +63,9 @@ def test_ask_and_steer_tables_are_planned_after_the_probes(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("random = 6", "randon = 6"), "unknown key 'steer.randon'.*did you mean 'random'"),
+        (("random = 6", "randon = 6"), "field 'steer.randon': unknown key 'randon'.*did you mean 'random'"),
+        (("random = 6", 'random = "six"'), "field 'steer.random': must be a whole number"),
+        (('format = "fewshot"', 'format = "few-shot"'), "field 'ask.format'.*few-shot"),
         (('datasets = ["historical_figure"]\nlimit = 20', 'datasets = ["art"]\nlimit = 20'),
          "steer.datasets names 'art', which the study does not build"),
         (('models = ["smollm2-135m", "gemma3-270m"]\nformat', 'models = ["qwen2.5-0.5b"]\nformat'),

@@ -15,7 +15,7 @@ from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import generate
 from worldprobe.interventions.questions import DEFAULT_SHOTS
 from worldprobe.probes.bootstrap import DEFAULT_RESAMPLES
-from worldprobe.probes.results import is_complete, run_key
+from worldprobe.probes.results import run_key
 from worldprobe.workspace import Workspace, as_workspace
 
 ANSWERS = "answers"
@@ -39,6 +39,7 @@ def run_ask(
     device: str = "auto",
     quantization: str | None = None,
     gguf_file: str | None = None,
+    revision: str | None = None,
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
@@ -51,9 +52,10 @@ def run_ask(
     """
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
-    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, progress=progress)
+    options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
+    setup_mod.check_format(model, fmt, options)
+    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, revision=revision, progress=progress)
     rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & (s.y == s.y).all(axis=1), limit, seed)
-    options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed)
     budget = max_new_tokens or s.question.max_new_tokens
     settings = {
         "stage": "ask", "question": s.question.name, "format": fmt, "shots": shots, "limit": limit,
@@ -62,7 +64,7 @@ def run_ask(
     }  # fmt: skip
     key = run_key([s.cache.manifest], settings)
     folder = setup_mod.result_folder(s, "ask", key)
-    if is_complete(folder, key):
+    if setup_mod.is_finished(folder, key, (ANSWERS,)):
         return folder
     loaded = load_model_kept(model, **options)
     texts, encoded, used = setup_mod.prompts_for(s, loaded.tokenizer, rows, fmt, shots, seed)

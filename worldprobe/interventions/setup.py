@@ -53,7 +53,7 @@ class Setup:
 
 def prepare(
     workspace: Workspace, dataset: str, model: str, prompt: str, question: str | None, *, layer: int | None = None,
-    steerable: bool = False, progress: bool = True,
+    steerable: bool = False, revision: str | None = None, progress: bool = True,
 ) -> Setup:  # fmt: skip
     """Open the cache of ``(dataset, model, prompt)``, choose the layer on train rows, fit the probe there.
 
@@ -61,7 +61,8 @@ def prepare(
     later position, so it cannot move an answer)."""
     spec = get_spec(dataset)
     asked = questions.get_question(dataset, question)
-    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last"))
+    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last",
+                                  **({"revision": revision} if revision else {})))  # fmt: skip
     entities = cache.entities.reset_index(drop=True)
     targets = list(spec.targets)
     y = entities[targets].to_numpy(dtype=np.float64)
@@ -196,6 +197,22 @@ def result_folder(setup: Setup, stage: str, key: str) -> Path:
                    f"{stage}-{setup.question.name}", key)  # fmt: skip
 
 
+def is_finished(folder: Path, key: str, tables: tuple[str, ...]) -> bool:
+    """Whether ``folder`` holds a finished ask/steer run with this key whose ``<table>.parquet`` files all read back
+    (else it is redone)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        for name in tables:
+            pq.read_table(folder / f"{name}.parquet")
+    except (OSError, UnicodeDecodeError, ValueError):  # missing, unreadable or damaged (pyarrow: a ValueError)
+        return False
+    return isinstance(summary, dict) and summary.get("complete") is True and summary.get("run_key") == key
+
+
 def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> Path:
     """Write ``<name>.parquet`` per table, then ``summary.json`` (last: it marks the run complete)."""
     import json
@@ -215,9 +232,28 @@ def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, 
     return folder
 
 
-def model_options(dtype: str, device: str, quantization: str | None, gguf_file: str | None, seed: int) -> dict:
-    """The options ``load_model_kept`` takes, as given on the command line."""
-    return {"dtype": dtype, "device": device, "quantization": quantization, "gguf_file": gguf_file, "seed": seed}
+def check_format(model: str, fmt: str, options: dict) -> None:
+    """Refuse an unknown ``--format``, or ``chat`` for a tokenizer without a chat template, before any work (this
+    reads the tokenizer only, not the weights)."""
+    if fmt != "chat":
+        questions.resolve_format(None, fmt)
+        return
+    from transformers import AutoTokenizer
+
+    from worldprobe.extract.models import describe_model
+
+    info = describe_model(model, **options)
+    revision = options.get("revision")
+    tokenizer = AutoTokenizer.from_pretrained(info.folder, **({"revision": revision} if revision else {}))
+    questions.resolve_format(tokenizer, fmt)
+
+
+def model_options(
+    dtype: str, device: str, quantization: str | None, gguf_file: str | None, seed: int, revision: str | None = None
+) -> dict:
+    """The options ``load_model_kept`` takes, as given on the command line (``revision`` only when given)."""
+    options = {"dtype": dtype, "device": device, "quantization": quantization, "gguf_file": gguf_file, "seed": seed}
+    return {**options, "revision": revision} if revision is not None else options
 
 
 def base_columns(setup: Setup, rows: np.ndarray) -> pd.DataFrame:

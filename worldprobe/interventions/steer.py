@@ -31,7 +31,7 @@ from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import POSITIONS, Edit, continuation_logprobs, generate
 from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import DEFAULT_RESAMPLES
-from worldprobe.probes.results import is_complete, run_key
+from worldprobe.probes.results import run_key
 from worldprobe.workspace import Workspace, as_workspace
 
 STEERING = "steering"
@@ -82,6 +82,7 @@ def run_steer(
     device: str = "auto",
     quantization: str | None = None,
     gguf_file: str | None = None,
+    revision: str | None = None,
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
@@ -97,7 +98,10 @@ def run_steer(
     if random_directions < 0 or orthogonal_directions < 0:
         raise WorldprobeError("the numbers of control directions cannot be negative", field="random")
     ws = as_workspace(workspace)
-    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, steerable=True, progress=progress)
+    options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
+    setup_mod.check_format(model, fmt, options)
+    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, steerable=True, revision=revision,
+                          progress=progress)
     target = target or s.targets[0]
     if target not in s.targets:
         raise WorldprobeError(f"{dataset} has no target {target!r}", field="target", hint=f"targets: {s.targets}")
@@ -114,7 +118,6 @@ def run_steer(
         raise WorldprobeError(f"layers {missing} are not in the activation cache", file=s.cache.path, field="layer")
     rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(s.y).all(axis=1), limit,
                                  seed)  # fmt: skip
-    options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed)
     budget = max_new_tokens or s.question.max_new_tokens
     twin_manifest = _twin_manifest(ws, s, layers, seed) if random_init else None
     settings = {
@@ -126,7 +129,7 @@ def run_steer(
     }  # fmt: skip
     key = run_key([s.cache.manifest, *([twin_manifest] if twin_manifest else [])], settings)
     folder = setup_mod.result_folder(s, "steer", key)
-    if is_complete(folder, key):
+    if setup_mod.is_finished(folder, key, (STEERING,)):
         return folder
 
     twin_path = twin_manifest["path"] if twin_manifest else None
