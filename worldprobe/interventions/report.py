@@ -134,6 +134,8 @@ def dose_figure(summary: dict[str, Any], out_dir: Path) -> FigureFile:
     ax_parse.set(xlabel=f"intended shift ({unit})", ylabel="parse rate", ylim=(0, 1.05), title="parsed answers")
     for a in (ax, ax_parse):
         a.grid(alpha=0.3)
-    title = f"{summary['dataset']}: steering {summary['model']} along the probe of {summary['target']}"
+    where = "every entity token" if summary["positions"] == "entity" else "the entity's last token"
+    title = (f"{summary['dataset']}: steering {summary['model']} along the probe of {summary['target']} "
+             f"(layers {', '.join(map(str, summary['layers']))}, {where})")  # fmt: skip
     stem = file_stem(summary["dataset"], summary["model"], "steer", summary["target"], summary["run_key"][:8])
     return save(fig, out_dir, stem, title, _caption(summary, summary["n_entities"]))
