@@ -76,6 +76,7 @@ def test_a_missing_random_init_control_is_said_not_counted_as_beaten():
     out = say(_head(lexical=(0.10, 0.05, 0.15), within=(0.3, 0.2, 0.4)))
     assert out["label"] == "beyond the country (no random-init control)"
     assert "random-init twin was not run" in out["sentence"]
+    assert out["sentence"].endswith("evidence of where beyond the country and the spelling.")
 
 
 def test_no_lexical_control_is_unchecked_and_no_readout_is_said():

@@ -71,7 +71,10 @@ def verdict(headline: dict[str, Any], *, kind: str, group_column: str, n_layers:
         text.append(f"Alternative-world gap beyond the lexical features {beyond.text(signed=True)}.")
     if unchecked_twin:
         text.append("The random-init twin was not run, so the architecture alone is not ruled out.")
-    text.append(_meaning(label, group, what))
+    meaning = _meaning(label, group, what)
+    if unchecked_twin:  # the architecture was not ruled out, so the sentence must not claim it was
+        meaning = meaning.replace(", the spelling and the architecture", " and the spelling")
+    text.append(meaning)
     name = LABELS[label].format(group=group) + (" (no random-init control)" if unchecked_twin else "")
     return {"label": name, "sentence": " ".join(text), "sides": sides, "within_group_shown": within_shown}
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from worldprobe.probes.bootstrap import Estimate
 from worldprobe.probes.verdict import CONTROL_NAMES, short
+from worldprobe.reports.summary import amount
 
 SHOWN_CONTROLS = ("lexical", "random_init", "embedding")
 
@@ -25,7 +26,7 @@ def breakdown_table(run: dict[str, Any]) -> pd.DataFrame:
     for name, entry in sorted(types.items(), key=lambda item: -item[1]["n"]):
         error = entry["median_error"]
         row = {"entity type": name, "n test": entry["n"], "test R² [95% CI]": short(entry["r2"]),
-               "median error": f"{error['value']:,.0f} {unit}"}  # fmt: skip
+               "median error": f"{amount(error['value'])} {unit}"}  # fmt: skip
         for control in SHOWN_CONTROLS:
             if control in entry["controls"]:
                 row[f"Δ vs {control.replace('_', ' ')}"] = short(entry["controls"][control]["diff_r2"], signed=True)

@@ -63,7 +63,7 @@ def verdict_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
             "dataset": run["dataset"], "model": run["model"], "n_test": head["n_test"],
             "layer": f"{head['selected_layer']}/{run['n_layers']}",
             "r2": short(head["probe"]["r2"]),
-            "error": f"{error['value']:,.0f} [{error['low']:,.0f}, {error['high']:,.0f}] {unit}",
+            "error": f"{amount(error['value'])} [{amount(error['low'])}, {amount(error['high'])}] {unit}",
             "vs_lexical": _diff(controls, "lexical"), "vs_random_init": _diff(controls, "random_init"),
             "vs_embedding": _diff(controls, "embedding"),
             "within_group_r": short(head["probe"].get("within_group_r")),
@@ -71,6 +71,11 @@ def verdict_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
             "verdict": run["verdict"]["label"],
         })  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS)).rename(columns=COLUMNS)
+
+
+def amount(value: float) -> str:
+    """An error in km or years: whole numbers from 10 up (``2,832``), one decimal below (``1.3``)."""
+    return f"{value:,.1f}" if abs(value) < 10 else f"{value:,.0f}"
 
 
 def _diff(controls: dict[str, Any], name: str) -> str:
