@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,13 @@ def save(fig: Figure, out_dir: Path, stem: str, title: str, caption: Caption, ho
     Every text is shown as written (see :func:`literal`)."""
     _literal_texts(fig)
     fig.suptitle(literal(title), fontsize=12, fontweight="bold")
-    fig.text(0.5, 0.008, literal(str(caption)), ha="center", va="bottom", fontsize=8, color="#444444")
+    width = int(fig.get_figwidth() * 17)  # characters of 8-point text across the figure
+    text = "\n".join(textwrap.wrap(str(caption), width)) if len(str(caption)) > width else str(caption)
+    fig.text(0.5, 0.008, literal(text), ha="center", va="bottom", fontsize=8, color="#444444")
+    lines = text.count("\n") + 1
+    engine = fig.get_layout_engine()
+    if lines > 1 and engine is not None:  # room for every caption line below the axes
+        engine.set(rect=(0, max(0.045, (lines * 11 + 6) / 72 / fig.get_figheight()), 1, 0.955))
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     _write_png(fig, figures / f"{stem}.png")  # lays the figure out once

@@ -39,7 +39,9 @@ def holdout_table(rows: pd.DataFrame, column: str) -> pd.DataFrame:
     blocks = table.drop(index=MEAN_BLOCK, errors="ignore").sort_values("n_rows", ascending=False).head(MAX_BLOCKS)
     mean = table.loc[[MEAN_BLOCK]] if MEAN_BLOCK in table.index else blocks.mean().to_frame(MEAN_BLOCK).T
     mean["n_rows"] = blocks["n_rows"].sum()
-    return pd.concat([blocks, mean]).rename_axis("block").reset_index().assign(metric=metric)
+    table = pd.concat([blocks, mean]).rename_axis("block").reset_index().assign(metric=metric)
+    table.columns.name = None  # the pivot's "setting" label is not a column
+    return table
 
 
 def _target(rows: pd.DataFrame) -> str:
