@@ -162,7 +162,7 @@ FAULTS = [
     Fault("run {tmp}", 2, "cannot read the study file"),
     Fault("run --executor nope --dry-run", 2, "unknown executor 'nope'"),
     Fault("run --executor ray --address nonsense", 2, "cannot read the Ray address 'nonsense'"),
-    Fault("run --workers 2", 2, "--workers applies to --executor processes or ray"),
+    Fault("run --executor serial --workers 2", 2, "--workers applies to --executor processes or ray"),
     Fault("run --executor processes --address auto", 2, "--address applies to --executor ray"),
     Fault("run {tmp}/study.toml", 2, "not valid TOML", files={"study.toml": "[study\nname ="}),
     Fault("run {tmp}/study.toml", 2, "datasets[0].limit", files=study("limit = 2000", 'limit = "ten"'), process=True),
@@ -170,8 +170,8 @@ FAULTS = [
           files=study('name = "us_place"\nlimit = 2000', 'name = "us_place"\nlimit = 0')),  # fmt: skip
     Fault("run {tmp}/study.toml", 2, "study.seed", files=study("seed = 0", 'seed = "abc"')),
     Fault("run {tmp}/study.toml", 2, "unknown executor 'threads'",
-          files=study("seed = 0", 'seed = 0\nexecutor = "threads"')),  # fmt: skip
-    Fault("run {tmp}/study.toml", 2, "study.workers", files=study("seed = 0", "seed = 0\nworkers = 0")),
+          files=study('executor = "processes"', 'executor = "threads"')),  # fmt: skip
+    Fault("run {tmp}/study.toml", 2, "study.workers", files=study("workers = 2", "workers = 0")),
     Fault("run {tmp}/study.toml", 2, "must be a list", files=study('models = ["smollm2-135m", "gemma3-270m"]',
                                                                     'models = "smollm2-135m"')),
     Fault("run {tmp}/study.toml", 2, "must not be empty", files=study('models = ["smollm2-135m", "gemma3-270m"]',
