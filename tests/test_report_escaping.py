@@ -144,3 +144,10 @@ def test_no_name_runs_script_in_a_browser(report, tmp_path):
         assert not errors, errors
     finally:
         driver.quit()
+
+
+def test_an_interval_in_a_table_cell_never_breaks_inside_its_brackets():
+    from worldprobe.reports.html import table_html
+
+    html = table_html(pd.DataFrame({"test R²": [".52 [.46, .57]"], "n": [399]}))
+    assert ".52 [.46,\u00a0.57]" in html and "[.46, .57]" not in html

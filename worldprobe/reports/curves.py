@@ -129,7 +129,8 @@ def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, spread: pd.DataFra
             value = model_rows["value"].mean()
             ax.axhline(value, color=colour, lw=1.2, ls=style["ls"])
             ax.annotate(f"{control} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"), ha="right",
-                        va="bottom", fontsize=7, color=colour)  # fmt: skip
+                        va="bottom", fontsize=7, color=colour, zorder=6,
+                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8))  # fmt: skip
             continue
         by_depth = model_rows.groupby(["rel_depth", "seed"])["value"].mean().groupby("rel_depth")
         mean, low, high = by_depth.mean(), by_depth.min(), by_depth.max()

@@ -27,8 +27,10 @@ ENVIRONMENT = jinja2.Environment(
 
 
 def table_html(table: pd.DataFrame) -> str:
-    """A DataFrame as an escaped HTML table (numbers to 3 significant decimals)."""
-    return table.to_html(
+    """A DataFrame as an escaped HTML table (numbers to 3 significant decimals); an interval "[a, b]" never breaks
+    across lines (its comma is followed by a no-break space)."""
+    unbroken = table.map(lambda value: value.replace(", ", ",\u00a0") if isinstance(value, str) else value)
+    return unbroken.to_html(
         index=False, escape=True, border=0, classes="data", float_format=lambda v: f"{v:.3f}", na_rep="–"
     )
 
