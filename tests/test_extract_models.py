@@ -84,6 +84,26 @@ def test_bfloat16_rows_stay_close_to_float32(tiny_llama_dir):
     assert mean_cosine(full[4], half[4]) > 0.99
 
 
+@pytest.mark.parametrize(("amx", "device", "expected"), [
+    (True, "cpu", "bfloat16"), (False, "cpu", "float32"), (False, "cuda:0", "bfloat16"), (True, "mps", "float32"),
+])  # fmt: skip
+def test_fast_dtype_is_bfloat16_only_where_the_hardware_multiplies_it(monkeypatch, amx, device, expected):
+    from worldprobe.extract import models
+
+    monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda: amx)
+    assert models.resolve_dtype("fast", device) == expected
+    assert models.resolve_dtype("auto", "cpu") == "float32"  # the default stays exact everywhere
+
+
+def test_the_manifest_records_what_fast_resolved_to(tiny_llama_dir, monkeypatch):
+    from worldprobe.extract import models
+
+    monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda: True)
+    assert models.describe_model(str(tiny_llama_dir), dtype="fast").dtype == "bfloat16"
+    monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda: False)
+    assert models.describe_model(str(tiny_llama_dir), dtype="fast").dtype == "float32"
+
+
 @pytest.mark.parametrize(("quantization", "min_cosine"), [("8bit", 0.98), ("4bit", 0.9)])
 def test_bitsandbytes_rows_stay_close_to_float32(tiny_llama_dir, quantization, min_cosine):
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'worldprobe[quant]')")

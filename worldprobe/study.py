@@ -364,9 +364,9 @@ def _controls() -> tuple[str, ...]:
 
 
 def _dtypes() -> tuple[str, ...]:
-    from worldprobe.extract.models import DTYPES
+    from worldprobe.extract.models import DTYPE_CHOICES
 
-    return ("auto", *DTYPES)
+    return DTYPE_CHOICES
 
 
 # One table per section: key -> how it is checked (worldprobe.checks.Rule). Every field of a section's dataclass has

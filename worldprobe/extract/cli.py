@@ -18,7 +18,9 @@ def extract(
     prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset (empty, coords, ...)."),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive)."),
     batch_size: int = count_option("--batch-size", help="Entities per forward pass (default by model size)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto|float32|bfloat16|float16 (auto: float32 on CPU)."),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="auto|fast|float32|bfloat16|float16 (auto: float32 on CPU; fast: bfloat16 on AMX CPUs)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (cuda uses device_map=auto)."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights (.\\[quant] extra)."),
     load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="bitsandbytes 8-bit weights (LLM.int8)."),

@@ -214,12 +214,27 @@ def _mps_available() -> bool:
     return bool(mps and mps.is_available())
 
 
+DTYPE_CHOICES = ("auto", "fast", *DTYPES)
+"""What ``--dtype`` and a study's ``extract.dtype`` accept; the manifest records the dtype each resolves to."""
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX). Measured on 2,000 world places: there
+    bfloat16 extraction took 0.55x the CPU time of float32; on a CPU without it bfloat16 was 8x slower."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means unknown -> no
+    return bool(probe and probe())
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` -> float32 on cpu/mps (exact, and fast on CPU), bfloat16 on cuda (no float16 overflow)."""
+    """``auto`` -> float32 on cpu/mps (exact, and fast on CPU), bfloat16 on cuda (no float16 overflow); ``fast`` ->
+    bfloat16 on cuda and on CPUs with AMX, float32 elsewhere (a per-machine choice: test R² moved by about .001)."""
     if dtype == "auto":
         return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype == "fast":
+        fast = device.startswith("cuda") or (device == "cpu" and cpu_has_amx_bf16())
+        return "bfloat16" if fast else "float32"
     if dtype not in DTYPES:
-        raise WorldprobeError(f"unknown dtype {dtype!r}", field="dtype", hint=f"use auto, {', '.join(DTYPES)}")
+        raise WorldprobeError(f"unknown dtype {dtype!r}", field="dtype", hint=f"use {', '.join(DTYPE_CHOICES)}")
     return dtype
 
 
