@@ -220,9 +220,11 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
         return workspace.activations / "twin"
 
     import worldprobe.extract as extract
+    from worldprobe.extract import runner
 
-    monkeypatch.setattr(extract, "run_extraction", fake_run_extraction, raising=False)
+    monkeypatch.setattr(runner, "run_extraction", fake_run_extraction)
     monkeypatch.setattr(extract, "open_cache", lambda path: twin, raising=False)
+    cache.manifest.update(dtype="bfloat16", aggregation="last", padding_side="left", limit=400, limit_seed=7)
     done = run(list(controls.CONTROLS), cache, targets, workspace, fits=True)
     frame = done.rows
 
@@ -232,6 +234,9 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
     assert set(frame["target"]) == {"latitude", "longitude", "mean"}
     assert frame["value"].notna().all()
     assert [c[1] for c in calls] == ["random:tiny"] * 3 and [c[3]["seed"] for c in calls] == [0, 1, 2]
+    # the twin is extracted exactly as the model's cache was, only its weights differ
+    assert all(c[3]["dtype"] == "bfloat16" and c[3]["padding_side"] == "left" and c[3]["limit"] == 400
+               and c[3]["limit_seed"] == 7 for c in calls)  # fmt: skip
     seed_1 = frame.query("control == 'random_init' and seed == 1")
     assert value(seed_1, "random_init", 0, "r2") < 0.1  # layer 0 is noise
     assert value(seed_1, "random_init", 2, "r2") > 0.9  # the same activations, matched row by row

@@ -14,7 +14,8 @@ _EXPORTS = {
     "find_cache": "worldprobe.extract.cache", "open_cache": "worldprobe.extract.cache",
     "PRESETS": "worldprobe.extract.models", "LoadedModel": "worldprobe.extract.models",
     "load_model": "worldprobe.extract.models", "forward_batches": "worldprobe.extract.runner",
-    "run_extraction": "worldprobe.extract.runner", "EncodedEntity": "worldprobe.extract.tokens",
+    "run_extraction": "worldprobe.extract.runner", "extract_twin": "worldprobe.extract.runner",
+    "EncodedEntity": "worldprobe.extract.tokens",
     "encode_entities": "worldprobe.extract.tokens",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)

@@ -362,6 +362,20 @@ def run_extraction(
     return path
 
 
+def extract_twin(
+    dataset: str, model: str, prompt: str, manifest: Mapping[str, Any], *, seed: int,
+    workspace: Workspace | str | Path | None = None, layers: str | Sequence[int] = "all",
+) -> Path:
+    """The random-init twin's cache for the model cache with ``manifest`` (extracted when missing): the same rows
+    (limit and its seed), dtype as the model's cache resolved it, aggregation and padding, so the control differs
+    from the model only in its weights. Unquantised (bitsandbytes does not quantise random weights)."""
+    return run_extraction(
+        dataset, f"random:{model}", prompt, workspace=workspace, layers=layers, dtype=manifest.get("dtype", "auto"),
+        aggregation=manifest.get("aggregation", "last"), padding_side=manifest.get("padding_side", "right"),
+        limit=manifest.get("limit"), limit_seed=manifest.get("limit_seed"), seed=seed,
+    )  # fmt: skip
+
+
 def _fill(
     writer: cache_mod.CacheWriter,
     loaded: LoadedModel,

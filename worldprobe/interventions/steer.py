@@ -186,11 +186,9 @@ def _edit_size(s: setup_mod.Setup, probe: Direction, layers: list[int], shifts: 
 
 def _twin_manifest(ws: Workspace, s: setup_mod.Setup, layers: list[int], seed: int) -> dict:
     """The random-init twin's cache (extracted when missing, as the probe stage's ``random_init`` control does)."""
-    from worldprobe.extract import open_cache, run_extraction
+    from worldprobe.extract import extract_twin, open_cache
 
-    manifest = s.cache.manifest
-    path = run_extraction(s.dataset, f"random:{s.model}", s.prompt, workspace=ws, layers=layers,
-                          limit=manifest.get("limit"), limit_seed=manifest.get("limit_seed"), seed=seed)  # fmt: skip
+    path = extract_twin(s.dataset, s.model, s.prompt, s.cache.manifest, seed=seed, workspace=ws, layers=layers)
     return {**open_cache(path).manifest, "path": str(path)}
 
 

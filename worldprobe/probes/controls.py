@@ -330,13 +330,10 @@ def _random_init(job: _Job) -> list[dict]:
 
 def twin_cache(job: _Job, twin_seed: int) -> CacheLike:
     """The random-init twin's cache for one seed (extracted when missing), its rows in this cache's entity order."""
-    from worldprobe.extract import open_cache, run_extraction
+    from worldprobe.extract import extract_twin, open_cache
 
-    manifest = job.cache.manifest
-    path = run_extraction(
-        job.dataset, f"random:{job.model}", job.prompt, workspace=job.workspace, layers=job.layers,
-        limit=manifest.get("limit"), limit_seed=manifest.get("limit_seed"), seed=twin_seed,
-    )  # fmt: skip
+    path = extract_twin(job.dataset, job.model, job.prompt, job.cache.manifest, seed=twin_seed,
+                        workspace=job.workspace, layers=job.layers)  # fmt: skip
     twin = open_cache(path)
     position = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))
     wanted = job.entities["entity_id"].astype(str)
