@@ -52,7 +52,13 @@ def test_year_text_and_error_bins():
 def test_error_km_takes_named_columns():
     rows = pd.DataFrame({"true_latitude": [10.0, 10.0], "true_longitude": [0.0, 120.0],
                          "pred_latitude": [11.0, 11.0], "pred_longitude": [0.0, 120.0]})  # fmt: skip
-    assert np.allclose(error_km(rows), 110.6, atol=0.5)  # one degree of latitude, at any longitude
+    assert np.allclose(error_km(rows), 111.2, atol=0.05)  # one degree of latitude, at any longitude
+    # the same km as the probe stage's metric, so a map's median equals the verdict table's
+    from worldprobe.probes.metrics import haversine_km
+
+    true = pd.DataFrame({"latitude": [10.0, 10.0], "longitude": [0.0, 120.0]})
+    pred = pd.DataFrame({"latitude": [11.0, 11.0], "longitude": [0.0, 120.0]})
+    assert np.array_equal(error_km(rows), haversine_km(true, pred))
 
 
 def test_regions_from_outlines_states_and_fallback():

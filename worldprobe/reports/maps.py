@@ -13,15 +13,14 @@ import shapely
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.lines import Line2D
-from pyproj import Geod
 
 from worldprobe.config import DEFAULT_SEED
+from worldprobe.probes.metrics import haversine_km
 from worldprobe.reports.figure import Caption, FigureFile, Hover, file_stem, layer_text, new_figure, save
 from worldprobe.reports.geography import MAPS, MapSpec, map_for, outlines, project_geometries, regions
 
 ERROR_SAMPLE = 400
 HOVER_SAMPLE = 1500
-GEOD = Geod(ellps="WGS84")
 
 
 @dataclass
@@ -38,11 +37,11 @@ class MapInput:
 
 
 def error_km(rows: pd.DataFrame) -> np.ndarray:
-    """Great-circle distance (km, WGS84) between each true and predicted point, inputs named, never reordered."""
-    lat = rows["pred_latitude"].clip(-90, 90).to_numpy()
-    _, _, metres = GEOD.inv(rows["true_longitude"].to_numpy(), rows["true_latitude"].to_numpy(),
-                            rows["pred_longitude"].to_numpy(), lat)  # fmt: skip
-    return np.asarray(metres) / 1000
+    """Each entity's error in km as the probe stage measures it (great circle on the mean-radius sphere,
+    :func:`worldprobe.probes.metrics.haversine_km`), so the map's median equals the verdict table's."""
+    true = rows[["true_latitude", "true_longitude"]].set_axis(["latitude", "longitude"], axis=1)
+    pred = rows[["pred_latitude", "pred_longitude"]].set_axis(["latitude", "longitude"], axis=1)
+    return haversine_km(true, pred)
 
 
 def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tuple[list[FigureFile], list[str]]:
