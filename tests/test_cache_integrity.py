@@ -292,6 +292,23 @@ def test_caches_that_differ_in_dtype_are_ambiguous_for_probes(built, tiny_llama_
     assert find_cache(workspace, "world_place", str(tiny_llama_dir), dtype="float32") == path
 
 
+def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(built, tiny_llama_dir, monkeypatch):
+    from worldprobe.extract import models
+    from worldprobe.interventions import setup
+
+    workspace, path = built
+    half = extract(workspace, tiny_llama_dir, dtype="bfloat16")
+    with pytest.raises(WorldprobeError, match="differ in dtype"):  # the hint names --dtype, which probe now takes
+        run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
+    monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda: True)  # a study's dtype = "fast" on an AMX CPU
+    folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, dtype="fast", progress=False)
+    assert read_summary(folder)["cache"]["path"] == str(half)
+    assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="float32",
+                         progress=False).cache.path == path  # fmt: skip
+    assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="bfloat16",
+                         progress=False).cache.path == half  # fmt: skip
+
+
 def test_prompt_template_is_part_of_the_identity(built):
     _, path = built
     manifest = json.loads((path / cache_mod.MANIFEST).read_text())

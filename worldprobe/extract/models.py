@@ -225,6 +225,12 @@ def cpu_has_amx_bf16() -> bool:
     return bool(probe and probe())
 
 
+def cache_dtype(dtype: str, device: str = "auto") -> str:
+    """The dtype an activation cache extracted with these options records (``auto`` and ``fast`` resolved for the
+    device on this machine): what a stage that reads the cache asks :func:`~worldprobe.extract.find_cache` for."""
+    return resolve_dtype(dtype, resolve_device(device))
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
     """``auto`` -> float32 on cpu/mps (exact, and fast on CPU), bfloat16 on cuda (no float16 overflow); ``fast`` ->
     bfloat16 on cuda and on CPUs with AMX, float32 elsewhere (a per-machine choice: test R² moved by about .001)."""

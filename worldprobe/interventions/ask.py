@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from worldprobe.config import DEFAULT_SEED
-from worldprobe.extract.models import DEFAULT_MODEL, load_model_kept
+from worldprobe.extract.models import DEFAULT_MODEL, cache_dtype, load_model_kept
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod
@@ -54,7 +54,8 @@ def run_ask(
     ws = as_workspace(workspace)
     options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
     setup_mod.check_format(model, fmt, options)
-    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, revision=revision, progress=progress)
+    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, revision=revision,
+                          dtype=cache_dtype(dtype, device), progress=progress)  # fmt: skip
     rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & (s.y == s.y).all(axis=1), limit, seed)
     budget = max_new_tokens or s.question.max_new_tokens
     settings = {

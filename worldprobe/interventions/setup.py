@@ -53,16 +53,17 @@ class Setup:
 
 def prepare(
     workspace: Workspace, dataset: str, model: str, prompt: str, question: str | None, *, layer: int | None = None,
-    steerable: bool = False, revision: str | None = None, progress: bool = True,
+    steerable: bool = False, revision: str | None = None, dtype: str | None = None, progress: bool = True,
 ) -> Setup:  # fmt: skip
     """Open the cache of ``(dataset, model, prompt)``, choose the layer on train rows, fit the probe there.
 
+    ``dtype``: the cache extracted in the dtype the model runs in (resolved, e.g. ``float32``).
     ``steerable``: choose among the layers before the last block only (an edit after the last block is read by no
     later position, so it cannot move an answer)."""
     spec = get_spec(dataset)
     asked = questions.get_question(dataset, question)
-    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last",
-                                  **({"revision": revision} if revision else {})))  # fmt: skip
+    narrow = {**({"revision": revision} if revision else {}), **({"dtype": dtype} if dtype else {})}
+    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last", **narrow))
     entities = cache.entities.reset_index(drop=True)
     targets = list(spec.targets)
     y = entities[targets].to_numpy(dtype=np.float64)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import DEFAULT_MODEL, load_model_kept
+from worldprobe.extract.models import DEFAULT_MODEL, cache_dtype, load_model_kept
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import direction, dose, questions
 from worldprobe.interventions import setup as setup_mod
@@ -101,7 +101,7 @@ def run_steer(
     options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
     setup_mod.check_format(model, fmt, options)
     s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, steerable=True, revision=revision,
-                          progress=progress)
+                          dtype=cache_dtype(dtype, device), progress=progress)  # fmt: skip
     target = target or s.targets[0]
     if target not in s.targets:
         raise WorldprobeError(f"{dataset} has no target {target!r}", field="target", hint=f"targets: {s.targets}")

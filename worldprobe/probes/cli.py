@@ -26,6 +26,8 @@ def probe(
     random_init_seeds: int = typer.Option(3, "--random-init-seeds", min=1,
                                           help="Random-weight twins for the random_init control (seeds seed..)."),
     resamples: int = typer.Option(1000, "--resamples", min=100, help="Bootstrap resamples per interval."),
+    dtype: str = typer.Option(None, "--dtype", help="Probe the cache extracted with this dtype (as given to "
+                              "extract) when there are several; default: the only one."),
     threads: int = count_option("--threads", help="CPU threads for torch (default: torch's choice; 1 is "
                                 "often fastest on a CPU shared with other jobs)."),
 ) -> None:  # fmt: skip
@@ -43,7 +45,7 @@ def probe(
         dataset, model, prompt, workspace=workspace_of(ctx), probe=probe_kind,
         layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),
         controls=tuple(control), standardize=standardize, seed=seed, random_init_seeds=random_init_seeds,
-        resamples=resamples,
+        resamples=resamples, dtype=dtype,
     )  # fmt: skip
     summary = read_summary(folder)
     typer.echo(f"{summary['dataset']} x {summary['model']}: {summary['verdict']['label']}")

@@ -401,9 +401,14 @@ def run_probe(
     seed: int = DEFAULT_SEED,
     random_init_seeds: int = RANDOM_INIT_SEEDS,
     resamples: int = DEFAULT_RESAMPLES,
+    dtype: str | None = None,
+    device: str = "auto",
     progress: bool = True,
 ) -> Path:
     """Probe one finished activation cache and write ``results/<run-key>/``; return that folder.
+
+    ``dtype`` (with the extraction ``device``) picks the cache extracted with that dtype (``auto``/``fast`` resolved
+    as extraction resolves them) when a workspace holds several; None takes the only one.
 
     Layer sweep over ``layers`` (default: every cached layer), train and test metrics per layer, the layer selected
     on train rows (``worldprobe.probes.selection``), the named ``controls`` (``worldprobe.probes.controls``; the
@@ -414,13 +419,15 @@ def run_probe(
     settings is not recomputed.
     """
     from worldprobe.extract import find_cache, open_cache
+    from worldprobe.extract.models import cache_dtype
 
     ws = as_workspace(workspace)
     spec = get_spec(dataset)
     if probe not in PROBES:
         raise WorldprobeError(f"unknown probe {probe!r}", field="probe", hint=f"one of {', '.join(PROBES)}")
     std = DEFAULT_STANDARDIZE if standardize is None else bool(standardize)
-    cache = open_cache(find_cache(ws, dataset, model, prompt, "last"))
+    narrow = {} if dtype is None else {"dtype": cache_dtype(dtype, device)}
+    cache = open_cache(find_cache(ws, dataset, model, prompt, "last", **narrow))
     available = [int(v) for v in cache.layers]
     if layers is None:
         chosen = available
