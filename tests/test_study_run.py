@@ -182,3 +182,13 @@ def test_kill_9_during_extraction_then_rerun_matches(serial_run, tmp_path, tiny_
     # Same bytes as the uninterrupted run (only the ledger interval differs), no missing or duplicate rows.
     assert layer_files(workspace) == layer_files(serial_ws)
     pd.testing.assert_frame_equal(metrics_of(workspace), metrics_of(serial_ws))
+
+
+def test_a_worker_process_runs_one_thread_of_every_pool():
+    """Two workers on two cores: torch, OpenMP and OpenBLAS each get one thread (OpenBLAS's default, one per core,
+    made two probe runs side by side take 29 s each instead of 19 s)."""
+    code = ("from worldprobe.study import _one_thread; _one_thread(); import torch; "
+            "from threadpoolctl import threadpool_info; "
+            "print(torch.get_num_threads(), sorted({p['num_threads'] for p in threadpool_info()}))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "[1]"]
