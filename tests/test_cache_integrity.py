@@ -297,12 +297,18 @@ def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(buil
     from worldprobe.interventions import setup
 
     workspace, path = built
+    # one cache: a preference never refuses it (a study's probe task on a machine that resolves "fast" otherwise)
+    assert find_cache(workspace, "world_place", str(tiny_llama_dir), prefer={"dtype": "bfloat16"}) == path
+    assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="bfloat16",
+                         progress=False).cache.path == path  # fmt: skip
     half = extract(workspace, tiny_llama_dir, dtype="bfloat16")
     with pytest.raises(WorldprobeError, match="differ in dtype"):  # the hint names --dtype, which probe now takes
         run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
     monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda: True)  # a study's dtype = "fast" on an AMX CPU
-    folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, dtype="fast", progress=False)
+    folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, prefer_dtype="fast", progress=False)
     assert read_summary(folder)["cache"]["path"] == str(half)
+    with pytest.raises(WorldprobeError, match="does not exist yet"):  # asked for explicitly: never another dtype
+        run_probe("world_place", str(tiny_llama_dir), workspace=workspace, dtype="float16", progress=False)
     assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="float32",
                          progress=False).cache.path == path  # fmt: skip
     assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="bfloat16",

@@ -682,7 +682,8 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         return run_probe(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
             controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
-            random_init_seeds=study.extract.random_init_seeds, dtype=study.extract.dtype, device=study.extract.device,
+            random_init_seeds=study.extract.random_init_seeds, prefer_dtype=study.extract.dtype,
+            device=study.extract.device,
         )  # fmt: skip
     if unit.stage == "neurons":
         from worldprobe.probes.neurons import find_neurons

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -400,12 +400,14 @@ def find_cache(
     model: str,
     prompt: str = "empty",
     aggregation: str = "last",
+    prefer: Mapping[str, Any] | None = None,
     **key: Any,
 ) -> Path:
     """The finished cache of ``dataset`` x ``model`` x ``prompt`` x ``aggregation`` in the workspace.
 
     ``key`` narrows the search by other manifest fields (``dtype``, ``quantization``, ``seed``, ``n_entities``),
-    ``revision`` (a hub model's requested revision) or ``layers`` (the cache must hold all of them). When the
+    ``revision`` (a hub model's requested revision) or ``layers`` (the cache must hold all of them). ``prefer``
+    (e.g. ``{"dtype": "bfloat16"}``) only settles a choice between several matches; alone, any match is taken. When the
     dataset is built in the workspace, only caches of that exact table (same fingerprint) count; for a model on disk
     (a folder or .gguf file) only caches of its current files (same checksum). Among several matches the one with
     the most entities, then the most layers, wins; matches that differ in anything else (dtype, quantization, hub
@@ -442,6 +444,9 @@ def find_cache(
         warnings.warn(f"skipping {len(old)} activation cache(s) written by an older worldprobe without checksums "
                       f"(e.g. {old[0]}); delete them (extract makes new ones)", stacklevel=2)  # fmt: skip
     if matches:
+        preferred = [(p, m) for p, m in matches
+                     if all(_normal(m.get(k)) == _normal(v) for k, v in (prefer or {}).items())]  # fmt: skip
+        matches = preferred or matches
         _refuse_ambiguous(matches)
         matches.sort(key=lambda pm: (-pm[1]["n_entities"], -len(pm[1]["layers"]), pm[0].name))
         return matches[0][0]

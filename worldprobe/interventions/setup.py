@@ -57,13 +57,13 @@ def prepare(
 ) -> Setup:  # fmt: skip
     """Open the cache of ``(dataset, model, prompt)``, choose the layer on train rows, fit the probe there.
 
-    ``dtype``: the cache extracted in the dtype the model runs in (resolved, e.g. ``float32``).
+    ``dtype``: the dtype the model runs in (resolved, e.g. ``float32``): its cache is taken when there are several.
     ``steerable``: choose among the layers before the last block only (an edit after the last block is read by no
     later position, so it cannot move an answer)."""
     spec = get_spec(dataset)
     asked = questions.get_question(dataset, question)
-    narrow = {**({"revision": revision} if revision else {}), **({"dtype": dtype} if dtype else {})}
-    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last", **narrow))
+    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last", prefer={"dtype": dtype} if dtype else None,
+                                  **({"revision": revision} if revision else {})))  # fmt: skip
     entities = cache.entities.reset_index(drop=True)
     targets = list(spec.targets)
     y = entities[targets].to_numpy(dtype=np.float64)

@@ -402,13 +402,15 @@ def run_probe(
     random_init_seeds: int = RANDOM_INIT_SEEDS,
     resamples: int = DEFAULT_RESAMPLES,
     dtype: str | None = None,
+    prefer_dtype: str | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> Path:
     """Probe one finished activation cache and write ``results/<run-key>/``; return that folder.
 
-    ``dtype`` (with the extraction ``device``) picks the cache extracted with that dtype (``auto``/``fast`` resolved
-    as extraction resolves them) when a workspace holds several; None takes the only one.
+    ``dtype`` (``auto``/``fast`` resolved for the extraction ``device`` on this machine) takes only the cache
+    extracted with that dtype; ``prefer_dtype`` takes it when the workspace holds several, else the only one (a study:
+    its probe task may run on another machine than its extraction did). Neither: the only one.
 
     Layer sweep over ``layers`` (default: every cached layer), train and test metrics per layer, the layer selected
     on train rows (``worldprobe.probes.selection``), the named ``controls`` (``worldprobe.probes.controls``; the
@@ -427,7 +429,8 @@ def run_probe(
         raise WorldprobeError(f"unknown probe {probe!r}", field="probe", hint=f"one of {', '.join(PROBES)}")
     std = DEFAULT_STANDARDIZE if standardize is None else bool(standardize)
     narrow = {} if dtype is None else {"dtype": cache_dtype(dtype, device)}
-    cache = open_cache(find_cache(ws, dataset, model, prompt, "last", **narrow))
+    prefer = {} if prefer_dtype is None else {"dtype": cache_dtype(prefer_dtype, device)}
+    cache = open_cache(find_cache(ws, dataset, model, prompt, "last", prefer=prefer, **narrow))
     available = [int(v) for v in cache.layers]
     if layers is None:
         chosen = available
