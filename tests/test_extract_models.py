@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from worldprobe.datasets.prompts import PROMPTS
+from worldprobe.devices import resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import PRESETS, load_model
 from worldprobe.extract.models import (
@@ -16,7 +17,6 @@ from worldprobe.extract.models import (
     load_model_kept,
     looks_like_hub_id,
     release_kept_model,
-    resolve_device,
 )
 from worldprobe.extract.runner import forward_batches
 from worldprobe.extract.tokens import encode_entities
@@ -192,6 +192,20 @@ def test_devices_that_are_there_are_used(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert [resolve_device(d) for d in ("auto", "cuda", "cuda:1", "cpu")] == ["cuda", "cuda", "cuda:1", "cpu"]
+
+
+def test_probe_estimators_share_the_device_rule_without_mps(monkeypatch):
+    """One rule for every stage; the probes (float64 ridge) never pick Apple's MPS, and refuse it by name."""
+    from worldprobe.probes.mlp import MLPProbe
+    from worldprobe.probes.ridge import RidgeProbe, pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == "mps" and pick_device("auto") == torch.device("cpu")
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40.0)
+    for probe in (RidgeProbe(device="mps"), MLPProbe(device="mps")):
+        with pytest.raises(WorldprobeError, match="no float64"):
+            probe.fit(X, y)
 
 
 def test_the_random_twin_runs_where_its_model_runs(tiny_llama_dir, monkeypatch):

@@ -136,3 +136,34 @@ def test_fit_many_equals_one_fit_per_target_set(n, d):
         np.testing.assert_allclose(fitted.predict(X), alone.predict(X), rtol=1e-9, atol=1e-9 * np.abs(target).max())
         np.testing.assert_allclose(fitted.loo_mse_, alone.loo_mse_, rtol=1e-9)
     assert len(alphas) > 1  # each target set picked its own penalty
+
+
+@pytest.mark.parametrize(("n", "d"), [(600, 40), (120, 200)])
+@pytest.mark.parametrize("standardize", [True, False])
+def test_fit_without_blocks_equals_one_fit_per_block(n, d, standardize):
+    """Downdating the pool's Gram matrix gives the probe fitted on the rows outside each block: same alpha, same
+    predictions. Features far from zero (mean 1e4 x their spread) would expose cancellation in the downdate, and a
+    column constant outside one block must keep scale 1 as a direct fit does."""
+    X, y = _data(n, d)
+    X[:, 3] += 1e4 * X[:, 3].std()
+    rng = np.random.default_rng(7)
+    groups = rng.integers(0, 6, size=n)
+    X[groups != 0, 5] = 2.5  # varies only inside block 0
+    blocks = [groups == g for g in range(5)] + [np.flatnonzero(groups == 5)]  # masks and row indices
+    probe = RidgeProbe(standardize=standardize)
+    fitted = probe.fit_without_blocks(X, y, blocks)
+    assert len(fitted) == len(blocks) and not hasattr(probe, "coef_")
+    for one, block in zip(fitted, blocks, strict=True):
+        outside = np.ones(n, dtype=bool)
+        outside[block] = False
+        alone = clone(probe).fit(X[outside], y[outside])
+        assert one.alpha_ == alone.alpha_
+        np.testing.assert_allclose(one.loo_mse_, alone.loo_mse_, rtol=1e-7)
+        np.testing.assert_allclose(one.feature_scale_, alone.feature_scale_, rtol=1e-9)
+        np.testing.assert_allclose(one.predict(X), alone.predict(X), rtol=1e-8, atol=1e-8 * np.abs(y).max())
+
+
+def test_fit_without_blocks_rejects_a_block_leaving_too_few_rows():
+    X, y = _data(50, 5)
+    with pytest.raises(ValueError, match="at least 3 rows outside"):
+        RidgeProbe().fit_without_blocks(X, y, [np.arange(48)])

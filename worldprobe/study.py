@@ -323,7 +323,7 @@ def _layers_problem(layers: str) -> str | None:
 
 
 def _device_problem(device: str) -> str | None:
-    from worldprobe.extract.models import check_device_name
+    from worldprobe.devices import check_device_name
 
     try:
         check_device_name(device)
@@ -650,7 +650,7 @@ def check_disk(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tupl
 
 def check_device(study: Study) -> None:
     """The study's device exists on this machine (for serial runs; the workers of a Ray cluster check their own)."""
-    from worldprobe.extract.models import resolve_device
+    from worldprobe.devices import resolve_device
 
     try:
         resolve_device(study.extract.device)

@@ -37,7 +37,7 @@ def extract(
                                  "(for a damaged cache)."),
 ) -> None:  # fmt: skip
     """Cache each entity's residual stream (last token, every requested layer) for probes; resumable."""
-    from worldprobe.extract.models import resolve_device
+    from worldprobe.devices import resolve_device
     from worldprobe.extract.runner import run_extraction
 
     if load_in_4bit and load_in_8bit:

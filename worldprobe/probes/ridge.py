@@ -9,13 +9,15 @@ Rows are streamed in chunks in float64, so a float16 memmap of 40k x 4096 never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
+
+from worldprobe.devices import resolve_device
 
 DEFAULT_ALPHAS = np.logspace(-2, 8, 41)
 """The default penalty grid: 1e-2 .. 1e8, four values per decade (the paper's 1e0.8..1e4.5 was too narrow)."""
@@ -27,10 +29,8 @@ CHUNK_ROWS = 8192
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """The device a probe estimator computes on (``worldprobe.devices.resolve_device``: CUDA when present, else CPU)."""
+    return torch.device(resolve_device(device, mps=False))
 
 
 def _chunks(n: int, size: int = CHUNK_ROWS):
@@ -89,79 +89,51 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
     def _fit_target_sets(self, X, ys: Sequence) -> list[_Solution]:
         """Decompose X once; for each target set pick alpha by leave-one-out and solve."""
         X = _as_2d(X)
-        ys = [np.asarray(y, dtype=np.float64) for y in ys]
-        if not ys:
-            raise ValueError("no target sets to fit")
-        for y in ys:
-            if y.shape[0] != X.shape[0]:
-                raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
-            if not np.isfinite(y).all():
-                raise ValueError("y contains NaN or inf; drop those rows first")
-        y2 = np.hstack([y[:, None] if y.ndim == 1 else y for y in ys])
-        groups = np.repeat(np.arange(len(ys)), [1 if y.ndim == 1 else y.shape[1] for y in ys])
-        n, d = X.shape
-        if n < 3:
-            raise ValueError(f"need at least 3 rows to fit a ridge probe with leave-one-out, got {n}")
+        y2, groups, single = _stack_targets(ys, X.shape[0])
         dev = pick_device(self.device)
+        rows = np.arange(X.shape[0])
+        moments = _moments(X, rows, y2, dev, with_gram=X.shape[0] > X.shape[1])
+        return _solve(X, rows, y2[rows], groups, single, moments, self._alphas(), self.standardize, dev)
+
+    def fit_without_blocks(self, X, y, blocks: Sequence) -> list[RidgeProbe]:
+        """One fitted copy of this probe per block, each fitted on every row of ``X`` outside its block (a boolean
+        mask or row indices): the same probes as ``clone(self).fit(X[~block], y[~block])`` one by one.
+
+        When there are more rows than features the rows are streamed once: each block's Gram matrix is the pool's
+        minus the block's rows (exact; besides the block's own rows only the leave-one-out pass reads X again), so a
+        held-out block costs one eigendecomposition and one projection instead of a full fit."""
+        return list(self.iter_without_blocks(X, y, blocks))
+
+    def iter_without_blocks(self, X, y, blocks: Sequence) -> Iterator[RidgeProbe]:
+        """``fit_without_blocks`` one block at a time (for a progress bar)."""
+        X = _as_2d(X)
+        n = X.shape[0]
+        y2, groups, single = _stack_targets([y], n)
+        dev = pick_device(self.device)
+        alphas = self._alphas()
+        pool = None
+        for block in blocks:
+            mask = _as_mask(block, n)
+            fit_rows = np.flatnonzero(~mask)
+            if len(fit_rows) < 3:
+                raise ValueError(f"need at least 3 rows outside a block, got {len(fit_rows)}")
+            if len(fit_rows) > X.shape[1]:
+                if pool is None:
+                    pool = _moments(X, np.arange(n), y2, dev, with_gram=True)
+                inside = _moments(X, np.flatnonzero(mask), y2, dev, with_gram=True, shift=pool.shift)
+                moments = pool.minus(inside)
+            else:
+                moments = _moments(X, fit_rows, y2, dev, with_gram=False)
+            (fit,) = _solve(X, fit_rows, y2[fit_rows], groups, single, moments, alphas, self.standardize, dev)
+            probe = clone(self)
+            probe._set_fitted(fit)
+            yield probe
+
+    def _alphas(self) -> np.ndarray:
         alphas = np.asarray(DEFAULT_ALPHAS if self.alphas is None else self.alphas, dtype=np.float64).ravel()
         if alphas.size == 0 or (alphas <= 0).any():
             raise ValueError("alphas must be a non-empty list of positive numbers")
-
-        mean, scale = _feature_stats(X, dev, self.standardize)
-        y_mean, y_scale = y2.mean(axis=0), y2.std(axis=0)
-        y_scale[y_scale == 0] = 1.0
-        yz = torch.as_tensor((y2 - y_mean) / y_scale, device=dev)
-        a = torch.as_tensor(alphas, device=dev)
-
-        def block(rows: slice) -> torch.Tensor:
-            return (_rows(X, rows, dev) - mean) / scale
-
-        if n > d:
-            gram = torch.zeros(d, d, dtype=torch.float64, device=dev)
-            xty = torch.zeros(d, y2.shape[1], dtype=torch.float64, device=dev)
-            for rows in _chunks(n):
-                xc = block(rows)
-                gram += xc.T @ xc
-                xty += xc.T @ yz[rows]
-            evals, vecs = torch.linalg.eigh(gram)
-            ztz_y = vecs.T @ xty
-            project = lambda rows: block(rows) @ vecs  # noqa: E731
-        else:
-            xc_all = block(slice(0, n))
-            evals, vecs = torch.linalg.eigh(xc_all @ xc_all.T)
-            z_all = vecs * evals.clamp(min=0).sqrt()
-            ztz_y = z_all.T @ yz
-            project = lambda rows: z_all[rows]  # noqa: E731
-        evals = evals.clamp(min=0)
-        shrink = 1.0 / (evals[:, None] + a[None, :])  # (r, A)
-        weights = shrink[:, :, None] * ztz_y[:, None, :]  # (r, A, k)
-        r, n_alphas, k = weights.shape
-        sq_err = torch.zeros(n_alphas, k, dtype=torch.float64, device=dev)
-        for rows in _chunks(n):
-            z = project(rows)
-            lev = (z * z) @ shrink + 1.0 / n  # (c, A)
-            fitted = (z @ weights.reshape(r, n_alphas * k)).reshape(-1, n_alphas, k)
-            loo = (yz[rows][:, None, :] - fitted) / (1.0 - lev)[:, :, None]
-            sq_err += (loo * loo).sum(dim=0)
-        sq_err = sq_err.cpu().numpy()
-        mean_np, scale_np = mean.cpu().numpy(), scale.cpu().numpy()
-
-        fits = []
-        for group in range(len(ys)):
-            cols = np.flatnonzero(groups == group)
-            loo_mse = sq_err[:, cols].sum(axis=1) / (n * len(cols))
-            best = int(np.argmin(loo_mse))
-            if n > d:
-                w_z = vecs @ weights[:, best, cols]  # (d, k_group)
-            else:
-                u_scaled = vecs * (1.0 / (evals + a[best]))
-                w_z = xc_all.T @ (u_scaled @ (vecs.T @ yz[:, cols]))
-            coef = (w_z.cpu().numpy() / scale_np[:, None]) * y_scale[None, cols]  # (d, k_group) in raw units
-            fits.append(_Solution(
-                alphas=alphas, loo_mse=loo_mse, best=best, feature_mean=mean_np, feature_scale=scale_np,
-                y_mean=y_mean[cols], y_scale=y_scale[cols], coef=coef, single=ys[group].ndim == 1,
-            ))  # fmt: skip
-        return fits
+        return alphas
 
     def _set_fitted(self, fit: _Solution) -> None:
         """Store the learned attributes of one target set's solution."""
@@ -192,8 +164,10 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
         return out[:, 0] if np.ndim(self.coef_) == 1 else out
 
 
-def _rows(X, rows: slice, dev: torch.device) -> torch.Tensor:
-    """Rows of X (any array-like, e.g. a read-only float16 memmap) as a float64 tensor on ``dev``."""
+def _rows(X, rows, dev: torch.device) -> torch.Tensor:
+    """Rows of X (a slice or row indices of any array-like, e.g. a read-only float16 memmap) as a float64 tensor."""
+    if isinstance(rows, np.ndarray) and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)  # contiguous: a slice reads a memmap without a gather
     return torch.from_numpy(np.array(X[rows], dtype=np.float64)).to(dev)
 
 
@@ -205,19 +179,161 @@ def _as_2d(X):
     return X
 
 
-def _feature_stats(X, dev: torch.device, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column means and (if ``standardize``) standard deviations of X in float64, two streamed passes."""
-    n, d = X.shape
-    total = torch.zeros(d, dtype=torch.float64, device=dev)
-    for rows in _chunks(n):
-        total += _rows(X, rows, dev).sum(dim=0)
-    mean = total / n
-    scale = torch.ones(d, dtype=torch.float64, device=dev)
-    if standardize:
-        sq = torch.zeros(d, dtype=torch.float64, device=dev)
-        for rows in _chunks(n):
-            diff = _rows(X, rows, dev) - mean
-            sq += (diff * diff).sum(dim=0)
-        std = (sq / n).sqrt()
-        scale = torch.where(std > 0, std, torch.ones_like(std))
-    return mean, scale
+def _as_mask(block, n: int) -> np.ndarray:
+    """A block given as a boolean mask or as row indices, as a boolean mask of ``n`` rows."""
+    block = np.asarray(block)
+    if block.dtype == bool:
+        if block.shape != (n,):
+            raise ValueError(f"a block mask has shape {block.shape}, X has {n} rows")
+        return block
+    mask = np.zeros(n, dtype=bool)
+    mask[block.astype(int)] = True
+    return mask
+
+
+def _stack_targets(ys: Sequence, n: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """Target sets side by side (n, k), the set each column belongs to, and which sets were given as (n,)."""
+    ys = [np.asarray(y, dtype=np.float64) for y in ys]
+    if not ys:
+        raise ValueError("no target sets to fit")
+    for y in ys:
+        if y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but y has {y.shape[0]}")
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or inf; drop those rows first")
+    if n < 3:
+        raise ValueError(f"need at least 3 rows to fit a ridge probe with leave-one-out, got {n}")
+    y2 = np.hstack([y[:, None] if y.ndim == 1 else y for y in ys])
+    groups = np.repeat(np.arange(len(ys)), [1 if y.ndim == 1 else y.shape[1] for y in ys])
+    return y2, groups, [y.ndim == 1 for y in ys]
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Sums over some rows of X, each row minus ``shift`` first (the pool's mean, so the float64 sums carry no
+    cancellation): the count, Σx, Σx², Σxxᵀ (when there are more rows than features) and Σx yᵀ. Moments of a subset
+    of rows are the pool's ``minus`` the other rows'."""
+
+    n: int
+    shift: torch.Tensor
+    total: torch.Tensor
+    sq: torch.Tensor
+    gram: torch.Tensor | None
+    xy: torch.Tensor
+
+    def minus(self, other: _Moments) -> _Moments:
+        gram = None if self.gram is None or other.gram is None else self.gram - other.gram
+        return _Moments(self.n - other.n, self.shift, self.total - other.total, self.sq - other.sq, gram,
+                        self.xy - other.xy)  # fmt: skip
+
+
+def _moments(X, rows: np.ndarray, y2: np.ndarray, dev: torch.device, *, with_gram: bool, shift=None) -> _Moments:
+    """The moments of X's ``rows`` (and of y2's), streamed in float64 chunks; ``shift`` defaults to their mean."""
+    d = X.shape[1]
+    zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=dev)  # noqa: E731
+    if shift is None:
+        shift = zeros(d)
+        for chunk in _chunks(len(rows)):
+            shift += _rows(X, rows[chunk], dev).sum(dim=0)
+        shift /= max(len(rows), 1)
+    total, sq, xy = zeros(d), zeros(d), zeros(d, y2.shape[1])
+    gram = zeros(d, d) if with_gram else None
+    y = torch.as_tensor(y2, device=dev)
+    for chunk in _chunks(len(rows)):
+        idx = rows[chunk]
+        x = _rows(X, idx, dev) - shift
+        total += x.sum(dim=0)
+        sq += (x * x).sum(dim=0)
+        xy += x.T @ y[torch.as_tensor(idx, device=dev)]
+        if gram is not None:
+            gram += x.T @ x
+    return _Moments(len(rows), shift, total, sq, gram, xy)
+
+
+def _feature_scaling(moments: _Moments, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column means and (if ``standardize``) standard deviations of the moments' rows; a column constant on them
+    (its variance at the level of float64 rounding of its magnitude) keeps scale 1."""
+    n = moments.n
+    m = moments.total / n
+    mean = moments.shift + m
+    if not standardize:
+        return mean, torch.ones_like(mean)
+    var = (moments.sq / n - m * m).clamp(min=0)
+    floor = 1e-13 * (moments.sq / n + moments.shift * moments.shift)
+    std = var.sqrt()
+    return mean, torch.where(var > floor, std, torch.ones_like(std))
+
+
+def _loo_squared_errors(project, yz: torch.Tensor, shrink: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
+    """Sum over rows of the squared leave-one-out residual, per alpha and target (A, k); ``project(positions)``
+    gives the rows' coordinates in the eigenbasis."""
+    n = yz.shape[0]
+    r, n_alphas, k = weights.shape
+    sq_err = torch.zeros(n_alphas, k, dtype=torch.float64, device=yz.device)
+    for positions in _chunks(n):
+        z = project(positions)
+        lev = (z * z) @ shrink + 1.0 / n  # (c, A)
+        fitted = (z @ weights.reshape(r, n_alphas * k)).reshape(-1, n_alphas, k)
+        loo = (yz[positions][:, None, :] - fitted) / (1.0 - lev)[:, :, None]
+        sq_err += (loo * loo).sum(dim=0)
+    return sq_err.cpu().numpy()
+
+
+def _solve(
+    X,
+    fit_rows: np.ndarray,
+    y_fit: np.ndarray,
+    groups: np.ndarray,
+    single: list[bool],
+    moments: _Moments,
+    alphas: np.ndarray,
+    standardize: bool,
+    dev: torch.device,
+) -> list[_Solution]:
+    """Ridge solutions on X's ``fit_rows`` (whose moments are given): one eigendecomposition, then for each target
+    set (``groups`` of y's columns) the alpha with the least leave-one-out error and its coefficients."""
+    n = len(fit_rows)
+    mean, scale = _feature_scaling(moments, standardize)
+    y_mean, y_scale = y_fit.mean(axis=0), y_fit.std(axis=0)
+    y_scale[y_scale == 0] = 1.0
+    yz = torch.as_tensor((y_fit - y_mean) / y_scale, device=dev)
+    a = torch.as_tensor(alphas, device=dev)
+
+    def block(positions: slice) -> torch.Tensor:
+        return (_rows(X, fit_rows[positions], dev) - mean) / scale
+
+    if moments.gram is not None:
+        m = moments.total / n
+        centred = moments.gram - n * torch.outer(m, m)
+        evals, vecs = torch.linalg.eigh(centred / torch.outer(scale, scale))
+        cross = moments.xy - torch.outer(moments.total, torch.as_tensor(y_mean, device=dev))
+        ztz_y = vecs.T @ (cross / scale[:, None] / torch.as_tensor(y_scale, device=dev)[None, :])
+        project = lambda positions: block(positions) @ vecs  # noqa: E731
+    else:
+        xc_all = block(slice(0, n))
+        evals, vecs = torch.linalg.eigh(xc_all @ xc_all.T)
+        z_all = vecs * evals.clamp(min=0).sqrt()
+        ztz_y = z_all.T @ yz
+        project = lambda positions: z_all[positions]  # noqa: E731
+    evals = evals.clamp(min=0)
+    shrink = 1.0 / (evals[:, None] + a[None, :])  # (r, A)
+    weights = shrink[:, :, None] * ztz_y[:, None, :]  # (r, A, k)
+    sq_err = _loo_squared_errors(project, yz, shrink, weights)
+    mean_np, scale_np = mean.cpu().numpy(), scale.cpu().numpy()
+
+    fits = []
+    for group, is_single in enumerate(single):
+        cols = np.flatnonzero(groups == group)
+        loo_mse = sq_err[:, cols].sum(axis=1) / (n * len(cols))
+        best = int(np.argmin(loo_mse))
+        if moments.gram is not None:
+            w_z = vecs @ weights[:, best, cols]  # (d, k_group)
+        else:
+            u_scaled = vecs * (1.0 / (evals + a[best]))
+            w_z = xc_all.T @ (u_scaled @ (vecs.T @ yz[:, cols]))
+        coef = (w_z.cpu().numpy() / scale_np[:, None]) * y_scale[None, cols]  # (d, k_group) in raw units
+        fits.append(_Solution(
+            alphas=alphas, loo_mse=loo_mse, best=best, feature_mean=mean_np, feature_scale=scale_np,
+            y_mean=y_mean[cols], y_scale=y_scale[cols], coef=coef, single=is_single,
+        ))  # fmt: skip
+    return fits
