@@ -255,11 +255,26 @@ def test_cli_probe(cached, capsys):
     assert summary["layers"] == [3, 4] and summary["settings"]["holdouts"] == ["entity_type"]
 
 
-def test_a_block_with_nothing_outside_it_is_skipped_with_a_warning(cached):
+def test_a_block_with_nothing_outside_it_is_skipped_and_recorded(cached, recwarn):
+    """A dataset of one source cannot hold that source out: the block is recorded as skipped (rows outside it), not
+    fitted, and nothing is printed as a Python warning."""
     workspace, _, _ = cached
-    with pytest.warns(UserWarning, match="source=synthetic: 0 rows outside it, skipped"):
-        folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], holdouts=("source",), progress=False)
-    assert pd.read_parquet(folder / "holdouts.parquet").empty
+    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], holdouts=("source",), progress=False)
+    table = pd.read_parquet(folder / "holdouts.parquet")
+    assert table[["block", "setting", "metric", "value"]].values.tolist() == [["synthetic", "skipped", "rows_outside",
+                                                                               0.0]]  # fmt: skip
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_held_out_rows_record_each_block_penalty(cached):
+    workspace, _, _ = cached
+    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], holdouts=("entity_type",),
+                       progress=False)  # fmt: skip
+    table = pd.read_parquet(folder / "holdouts.parquet")
+    alphas = table[table["metric"] == "alpha"]
+    blocks = set(table.loc[table["setting"] == "held_out", "block"]) - {"(mean)"}
+    assert set(alphas["block"]) == blocks and len(blocks) > 1 and set(alphas["setting"]) == {"held_out"}
+    assert (alphas["value"] > 0).all()
 
 
 def test_prompt_and_model_comparisons_share_one_table(cached):

@@ -303,3 +303,31 @@ def test_top_neurons_table_ranks_over_every_layer_by_train_correlation():
     })  # fmt: skip
     table = neuron_table(rows, per_target=3)
     assert table["neuron"].tolist() == [70, 71, 20]  # not the rank-1 neuron of the first layers
+
+
+def test_a_skipped_held_out_block_is_said_in_words_not_drawn(tmp_path):
+    """A hold-out column whose only block leaves too few rows to train on gets a sentence, no empty chart."""
+    from worldprobe.reports.build import Block, _holdouts
+
+    rows = pd.DataFrame({"block": ["painting"], "n_rows": [0], "setting": ["skipped"], "target": ["mean"],
+                         "metric": ["rows_outside"], "value": [0.0], "dataset": ["art"], "model": ["m"],
+                         "prompt": ["empty"], "layer": [3], "probe": ["ridge"], "column": ["entity_type"]})  # fmt: skip
+    block = Block("m")
+    _holdouts(block, rows, "m", pd.DataFrame(), tmp_path)
+    assert block.figures == [] and block.tables == []
+    assert block.text == ["Held-out blocks by entity_type: not fitted for painting (0 rows outside it), too few rows "
+                          "to train on."]  # fmt: skip
+
+
+def test_a_run_the_verdict_table_does_not_show_is_named():
+    """A probe run without controls beside the study's fuller run of the same dataset and model is not silently
+    dropped: the report's "not shown" list names it and says which run the table shows instead."""
+    from worldprobe.reports.summary import chosen_runs, left_out_runs
+
+    base = {"dataset": "world_place", "model": "m", "prompt": "empty", "probe": "ridge"}
+    full = {**base, "run_key": "full", "headline": {"controls": {"shuffled": {}, "lexical": {}}}}
+    bare = {**base, "run_key": "bare", "headline": {}}
+    assert [r["run_key"] for r in chosen_runs([full, bare])] == ["full"]
+    (line,) = left_out_runs([full, bare])
+    assert "run bare" in line and "0 control(s)" in line and "most controls" in line
+    assert left_out_runs([full]) == []

@@ -4,7 +4,6 @@ model comparison, and probes of arbitrary targets aligned with a cache (science.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +201,10 @@ def _fit_with_extra(
     return probe.fit(x[train], y[train]), [make_probe().fit(x[train], a[train]) for a in extra]
 
 
+PROBE_SETTINGS = ("alpha", "alpha_on_edge", "weight_decay", "best_epoch")
+"""Metric rows that record a fitted probe's settings, not a score."""
+
+
 def _probe_settings(probe: BaseEstimator) -> list[tuple[str, float]]:
     if isinstance(probe, RidgeProbe):
         return [("alpha", probe.alpha_), ("alpha_on_edge", float(probe.alpha_on_edge_))]
@@ -264,29 +267,26 @@ def holdout_blocks(
     For each of the largest ``max_blocks`` groups (at least ``min_rows`` rows; "unknown"/missing skipped): train on
     every row outside the block and score the block's rows ("held_out"), next to the random-split probe's predictions
     ``nominal_pred`` on the block's test rows ("nominal"). The proximity error of a block row counts the
-    predictions of all rows by the same probe. Also the mean over blocks (block ``(mean)``). Columns: block, n_rows,
-    setting, target, metric, value.
+    predictions of all rows by the same probe. Also the mean over blocks (block ``(mean)``), each held-out probe's
+    penalty (metric ``alpha``) and, for a block with fewer than ``min_rows`` rows outside it, one ``skipped`` row
+    (metric ``rows_outside``). Columns: block, n_rows, setting, target, metric, value.
     """
     y = targets.to_numpy(dtype=np.float64)
     valid = np.isfinite(y).all(axis=1)
-    labels = groups.astype("string").reset_index(drop=True)
-    counts = labels[valid & labels.notna().to_numpy() & (labels != "unknown").to_numpy()].value_counts()
-    blocks = [b for b, c in counts.items() if c >= min_rows][:max_blocks]
+    inside, skipped = holdout_masks(groups, valid, max_blocks=max_blocks, min_rows=min_rows)
+    blocks = [b for b in inside if b not in skipped]
+    fitted = _fit_outside_blocks(make_probe, x, y, valid, [inside[b] for b in blocks], progress=progress,
+                                 desc=f"held-out blocks of {groups.name}")  # fmt: skip
     nominal_df = pd.DataFrame(nominal_pred, columns=targets.columns)
-    rows = []
-    for block in tqdm(blocks, desc=f"held-out blocks of {groups.name}", unit="block", disable=not progress):
-        inside = valid & (labels == block).fillna(False).to_numpy()
-        train = np.flatnonzero(valid & ~inside)
-        if len(train) < min_rows:
-            warnings.warn(f"held-out block {groups.name}={block}: {len(train)} rows outside it, skipped", stacklevel=2)
-            continue
-        probe = make_probe().fit(x[train], y[train])
+    outside = {b: int((valid & ~inside[b]).sum()) for b in skipped}
+    rows = [(str(b), outside[b], "skipped", "mean", "rows_outside", float(outside[b])) for b in skipped]
+    for block, probe in zip(blocks, fitted, strict=True):
         held_df = pd.DataFrame(
             np.asarray(probe.predict(x), dtype=np.float64).reshape(len(y), -1), columns=targets.columns
         )
         for setting, pred_df, scored in (
-            ("held_out", held_df, inside),
-            ("nominal", nominal_df, inside & np.asarray(is_test, dtype=bool)),
+            ("held_out", held_df, inside[block]),
+            ("nominal", nominal_df, inside[block] & np.asarray(is_test, dtype=bool)),
         ):
             idx = np.flatnonzero(scored)
             if len(idx) < 2:
@@ -294,15 +294,54 @@ def holdout_blocks(
             values = score(targets.iloc[idx].reset_index(drop=True), pred_df.iloc[idx].reset_index(drop=True), kind,
                            proximity=False)  # fmt: skip
             values.append(("mean", "proximity", _block_proximity(targets, pred_df, idx, valid, kind)))
+            values += [("mean", m, v) for m, v in _probe_settings(probe)] if setting == "held_out" else []
             rows += [(str(block), len(idx), setting, t, m, v) for t, m, v in values]
     table = pd.DataFrame(rows, columns=["block", "n_rows", "setting", "target", "metric", "value"])
-    if len(table):
-        mean = table.groupby(["setting", "target", "metric"], as_index=False).agg(
+    scored = table[(table["setting"] != "skipped") & ~table["metric"].isin(PROBE_SETTINGS)]
+    if len(scored):
+        mean = scored.groupby(["setting", "target", "metric"], as_index=False).agg(
             n_rows=("n_rows", "sum"), value=("value", "mean")
         )
         mean["block"] = MEAN_BLOCK
         table = pd.concat([table, mean[table.columns]], ignore_index=True)
     return table
+
+
+def holdout_masks(
+    groups: pd.Series, valid: np.ndarray, *, max_blocks: int = HOLDOUT_MAX_BLOCKS, min_rows: int = HOLDOUT_MIN_ROWS
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The held-out blocks of one grouping column, largest first: each block's mask over all rows (valid rows of the
+    group), for the ``max_blocks`` largest groups with at least ``min_rows`` rows ("unknown"/missing never a block),
+    and the blocks that leave fewer than ``min_rows`` valid rows outside them to train on."""
+    labels = groups.astype("string").reset_index(drop=True)
+    counts = labels[valid & labels.notna().to_numpy() & (labels != "unknown").to_numpy()].value_counts()
+    blocks = [b for b, c in counts.items() if c >= min_rows][:max_blocks]
+    inside = {str(b): valid & (labels == b).fillna(False).to_numpy() for b in blocks}
+    return inside, [b for b, mask in inside.items() if (valid & ~mask).sum() < min_rows]
+
+
+def _fit_outside_blocks(
+    make_probe: Callable[[], BaseEstimator],
+    x,
+    y: np.ndarray,
+    valid: np.ndarray,
+    blocks: list[np.ndarray],
+    *,
+    progress: bool,
+    desc: str,
+) -> list[BaseEstimator]:
+    """One probe per block (a mask over all rows) fitted on the valid rows outside it: all from one pass over the
+    rows when the probe has ``fit_without_blocks`` (the ridge: the pool's Gram matrix minus each block's rows)."""
+    pool = np.flatnonzero(valid)
+    probe = make_probe()
+    if hasattr(probe, "iter_without_blocks") and blocks:
+        fits = probe.iter_without_blocks(x[pool], y[pool], [mask[pool] for mask in blocks])
+        return list(tqdm(fits, total=len(blocks), desc=desc, unit="block", disable=not progress))
+    out = []
+    for mask in tqdm(blocks, desc=desc, unit="block", disable=not progress):
+        train = np.flatnonzero(valid & ~mask)
+        out.append(make_probe().fit(x[train], y[train]))
+    return out
 
 
 def _block_proximity(targets: pd.DataFrame, pred: pd.DataFrame, idx: np.ndarray, valid: np.ndarray, kind: str) -> float:
@@ -464,8 +503,16 @@ def run_probe(
     clock = _Clock()
     valid = np.isfinite(targets.to_numpy(dtype=np.float64)).all(axis=1)
     extra = control_targets(controls, entities[valid], targets.to_numpy(dtype=np.float64)[valid], dataset, seed)
-    result = layer_sweep(cache.layer, targets, is_test, chosen, make, kind=kind, progress=progress,
-                         extra={name: [_on_rows(a, valid) for a in sets] for name, sets in extra.items()})
+    result = layer_sweep(
+        cache.layer,
+        targets,
+        is_test,
+        chosen,
+        make,
+        kind=kind,
+        progress=progress,
+        extra={name: [_on_rows(a, valid) for a in sets] for name, sets in extra.items()},
+    )
     clock.lap("layer_sweep")
     selected = result.selected_layer
     n_layers = int(cache.manifest["n_layers"])
@@ -497,8 +544,15 @@ def run_probe(
         probe={k: v[valid] for k, v in result.predictions.items()}, selected_layer=selected, fits=fits, alt_world=alt,
         seed=seed, resamples=resamples,
     ))  # fmt: skip
-    metrics_table = with_intervals(pd.concat(frames, ignore_index=True), top.rows, fits, selected, seed=seed,
-                                   n_train=int((valid & ~is_test).sum()), n_test=int((valid & is_test).sum()))
+    metrics_table = with_intervals(
+        pd.concat(frames, ignore_index=True),
+        top.rows,
+        fits,
+        selected,
+        seed=seed,
+        n_train=int((valid & ~is_test).sum()),
+        n_test=int((valid & is_test).sum()),
+    )
     metrics_table = metrics_table.assign(**{k: v for k, v in ids.items() if k != "seed"}, standardize=std)
     metrics_table["rel_depth"] = metrics_table["layer"] / n_layers
 

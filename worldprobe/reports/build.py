@@ -13,7 +13,7 @@ from worldprobe.reports import curves, holdouts, maps, neurons, timelines
 from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
 from worldprobe.reports.figure import FigureFile
 from worldprobe.reports.results import Results, load_results, primary_prompt
-from worldprobe.reports.summary import chosen_runs, verdict_sentences, verdict_table
+from worldprobe.reports.summary import chosen_runs, left_out_runs, verdict_sentences, verdict_table
 from worldprobe.workspace import Workspace
 
 
@@ -68,6 +68,7 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
         sections.append(_section(results, runs, dataset, out, palette, seed))
         _interventions(sections[-1], workspace, out)
     missing = results.missing + [f"{s.dataset}: {note}" for s in sections for note in s.notes]
+    missing += left_out_runs(results.summaries)
     report = Report(out / "index.html", verdict_table(results.summaries), sections, missing,
                     verdict_sentences(results.summaries), results.stale)  # fmt: skip
     write_html(report)
@@ -181,6 +182,13 @@ def baseline_text(run: dict) -> str:
 
 def _holdouts(block: Block, rows: pd.DataFrame, model: str, metrics: pd.DataFrame, out: Path) -> None:
     rows = rows[rows["model"] == model] if not rows.empty else rows
+    if rows.empty:
+        return
+    skipped = rows[rows["setting"] == holdouts.SKIPPED]
+    for column, part in skipped.groupby("column", sort=False):
+        listed = ", ".join(f"{b} ({int(v)} rows outside it)" for b, v in zip(part["block"], part["value"], strict=True))
+        block.text.append(f"Held-out blocks by {column}: not fitted for {listed}, too few rows to train on.")
+    rows = rows[rows["setting"] != holdouts.SKIPPED]
     if rows.empty:
         return
     known = metrics.loc[metrics["model"] == model, "n_layers"] if not metrics.empty else pd.Series(dtype=int)

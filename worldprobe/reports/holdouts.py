@@ -18,6 +18,8 @@ METRIC_LABELS = {
 }
 SETTINGS = {"nominal": ("random split (nominal)", "#8c9fbf"), "held_out": ("block held out of training", "#d62728")}
 MAX_BLOCKS = 20
+SKIPPED = "skipped"
+"""The setting of a block the probe stage could not fit (too few rows outside it; value: rows outside it)."""
 MEAN_BLOCK = "(mean)"
 """The probe stage's row with the mean over blocks (drawn as a line, not a bar)."""
 

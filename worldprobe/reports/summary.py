@@ -49,6 +49,18 @@ def chosen_runs(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return chosen
 
 
+def left_out_runs(summaries: list[dict[str, Any]]) -> list[str]:
+    """A line per finished run that :func:`chosen_runs` did not pick for the verdict table, saying why."""
+    chosen = {run.get("run_key") for run in chosen_runs(summaries)}
+    return [
+        f"{run['dataset']} x {run['model']} (prompt {run['prompt']}, {run['probe']}, "
+        f"{len(run['headline'].get('controls', {}))} control(s), run {run.get('run_key')}): not in the verdict table, "
+        "which shows one run per dataset and model (the primary prompt, ridge, the most controls, the newest)"
+        for run in summaries
+        if "headline" in run and run.get("run_key") not in chosen
+    ]
+
+
 def verdict_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     """The verdict table as text cells (estimates as ``.36 [.30, .41]``), one row per chosen run."""
     rows = []
