@@ -127,3 +127,17 @@ def test_column_metrics_match_sklearn_and_scipy_including_ties_and_constants():
     assert r2_columns(constant, constant)[0] == 1.0 and r2_columns(constant, constant + 1)[0] == 0.0
     assert np.isnan(pearson_columns(constant, np.arange(10.0))[0])
     assert np.isnan(spearman_columns(np.ones(1), np.ones(1))[0])
+
+
+def test_proximity_error_on_the_sphere_counts_as_great_circle_distances_do():
+    """The dot-product ordering gives the counts of haversine distances, pair by pair (brute force). Predictions stay
+    off the poles, where points of every longitude coincide and rounding alone breaks their ties (either way)."""
+    rng = np.random.default_rng(3)
+    true = np.column_stack([rng.uniform(-80, 80, 300), rng.uniform(-180, 180, 300)])
+    pred = np.clip(true + rng.normal(0, 25, size=true.shape), -89, 89)
+    expected = []
+    for i in range(len(true)):
+        d = metrics.haversine_km(np.repeat(true[i : i + 1], len(true), axis=0), pred)
+        expected.append((d < d[i]).sum() / (len(true) - 1))
+    np.testing.assert_array_equal(metrics.proximity_error(true, pred, kind="place"), expected)
+

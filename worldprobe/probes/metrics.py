@@ -126,12 +126,10 @@ def latlon(points: pd.DataFrame | np.ndarray, *, what: str = "points", predicted
     return arr
 
 
-def haversine_matrix_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Great-circle distances (km) between every row of ``a`` (m, 2) and ``b`` (n, 2), both in (lat, lon) degrees."""
-    lat1, lon1 = np.radians(a[:, :1]), np.radians(a[:, 1:])
-    lat2, lon2 = np.radians(b[:, 0])[None, :], np.radians(b[:, 1])[None, :]
-    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+def unit_vectors(points: np.ndarray) -> np.ndarray:
+    """Points (n, 2) in (lat, lon) degrees as unit vectors (n, 3): a larger dot product is a shorter great circle."""
+    lat, lon = np.radians(points[:, 0]), np.radians(points[:, 1])
+    return np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
 
 
 def haversine_km(true: pd.DataFrame | np.ndarray, pred: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -160,9 +158,10 @@ def proximity_error(
     (indices) limits which entities i are scored; every entity's prediction is a competitor j. Computed in blocks of
     ``block_size`` rows, so memory is ``block_size x n``, never ``n x n``.
     """
-    if kind == "place":
-        t, p = latlon(true, what="true points"), latlon(pred, what="predicted points", predicted=True)
-        dist = haversine_matrix_km
+    if kind == "place":  # closer on the sphere = a larger dot product of unit vectors (no trigonometry per pair)
+        t = unit_vectors(latlon(true, what="true points"))
+        p = unit_vectors(latlon(pred, what="predicted points", predicted=True))
+        dist = lambda a, b: -(a @ b.T)  # noqa: E731
     elif kind == "time":
         t = np.asarray(true, dtype=float).reshape(-1, 1)
         p = np.asarray(pred, dtype=float).reshape(-1, 1)
@@ -178,7 +177,7 @@ def proximity_error(
     out = np.empty(len(idx))
     for start in range(0, len(idx), block_size):
         block = idx[start : start + block_size]
-        d = dist(t[block], p)  # (b, n): distance from i's true point to every prediction j
+        d = dist(t[block], p)  # (b, n): distance (or its order) from i's true point to every prediction j
         own = d[np.arange(len(block)), block]
         closer = (d < own[:, None]).sum(axis=1)  # i itself is never strictly closer than itself
         out[start : start + block_size] = closer / (n - 1)
