@@ -307,8 +307,9 @@ def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(buil
     monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda: True)  # a study's dtype = "fast" on an AMX CPU
     folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, prefer_dtype="fast", progress=False)
     assert read_summary(folder)["cache"]["path"] == str(half)
-    with pytest.raises(WorldprobeError, match="does not exist yet"):  # asked for explicitly: never another dtype
+    with pytest.raises(WorldprobeError, match=r"dtype float16\) does not exist yet \(there is one with") as info:
         run_probe("world_place", str(tiny_llama_dir), workspace=workspace, dtype="float16", progress=False)
+    assert "dtype float32" in str(info.value) and "dtype bfloat16" in str(info.value)  # never another dtype
     assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="float32",
                          progress=False).cache.path == path  # fmt: skip
     assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="bfloat16",

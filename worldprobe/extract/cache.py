@@ -420,10 +420,14 @@ def find_cache(
     revision = key.pop("revision", None)
     local = _local_source(model, key.get("gguf_file"))
     key.pop("gguf_file", None)
-    fixed = {"dataset": dataset, "model": model, "prompt": prompt, "aggregation": aggregation, **key}
-    matches, unfinished, old = [], [], []
+    fixed = {"dataset": dataset, "model": model, "prompt": prompt, "aggregation": aggregation}
+    matches, unfinished, old, other = [], [], [], []
     for folder, manifest in iter_manifests(ws):
         if any(_normal(manifest.get(k)) != _normal(v) for k, v in fixed.items()):
+            continue
+        if any(_normal(manifest.get(k)) != _normal(v) for k, v in key.items()):
+            if manifest.get("complete"):
+                other.append(", ".join(f"{k} {manifest.get(k)}" for k in key))
             continue
         if fingerprint is not None and manifest.get("dataset_fingerprint") != fingerprint:
             continue
@@ -452,8 +456,10 @@ def find_cache(
         return matches[0][0]
     command = extract_command(dataset, model, prompt, aggregation, revision=revision, **key)
     state = "is not finished" if unfinished else "does not exist yet"
+    asked = "".join(f", {k} {v}" for k, v in key.items())
+    there = f" (there is one with {'; '.join(dict.fromkeys(other))})" if other and not unfinished else ""
     raise WorldprobeError(
-        f"the activation cache of {dataset} x {model} (prompt {prompt}, {aggregation} token) {state}",
+        f"the activation cache of {dataset} x {model} (prompt {prompt}, {aggregation} token{asked}) {state}{there}",
         file=ws.activations, hint=f"run `{command}`" + (" to resume it" if unfinished else ""),
     )  # fmt: skip
 
