@@ -120,6 +120,18 @@ def test_rerun_redoes_nothing(serial_run):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
+def test_a_plan_counts_finished_caches_as_on_disk(serial_run, tmp_path):
+    """--dry-run marks the caches a re-run would reuse and needs no disk for them (a big study re-run on a nearly
+    full disk was refused for space its own caches already took)."""
+    from worldprobe.study import check_disk, estimate_disk
+
+    study, workspace, _ = serial_run
+    done = estimate_disk(study, workspace)
+    assert done and all(e.on_disk for e in done) and check_disk(done, workspace)[0] == 0
+    fresh = estimate_disk(study, Workspace(tmp_path / "empty"))
+    assert not any(e.on_disk for e in fresh) and check_disk(fresh, workspace)[0] > 0
+
+
 def test_ray_with_two_workers_and_two_shards_per_cache_matches_serial(serial_run, tmp_path, tiny_llama_dir):
     pytest.importorskip("ray")
     from worldprobe.ray_executor import RayExecutor

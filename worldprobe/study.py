@@ -580,6 +580,7 @@ class CacheEstimate:
     n_entities: int | None
     n_layers: int
     d_model: int
+    on_disk: bool = False  # a finished cache of the same dataset table, model, prompt and dtype is there already
 
     @property
     def bytes(self) -> int | None:
@@ -601,8 +602,25 @@ def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
         n_layers, d_model = shapes[unit.params["model"]]
         dataset = unit.params["dataset"]
         n = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
-        estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model))
+        on_disk = _cache_on_disk(study, unit.params, workspace, n_layers)
+        estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model, on_disk))
     return estimates
+
+
+def _cache_on_disk(study: Study, params: dict, workspace: Workspace, n_layers: int) -> bool:
+    """Whether extraction would find its cache finished (same dataset table, model, prompt, dtype, seed, layers)."""
+    from worldprobe.extract import find_cache
+    from worldprobe.extract.models import RANDOM_PREFIX, cache_dtype
+    from worldprobe.extract.runner import parse_layers
+
+    seed = {"seed": params["seed"]} if params["model"].startswith(RANDOM_PREFIX) else {}  # trained weights: no seed
+    try:
+        find_cache(workspace, params["dataset"], params["model"], params["prompt"], **seed,
+                   dtype=cache_dtype(study.extract.dtype, study.extract.device),
+                   layers=parse_layers(study.extract.layers, n_layers))  # fmt: skip
+    except WorldprobeError:
+        return False
+    return True
 
 
 def _checked_shape(study: Study, model: str) -> tuple[int, int]:
@@ -638,7 +656,7 @@ def _expected_entities(dataset: str, source: str, limit: int | None, workspace: 
 
 def check_disk(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tuple[int, int]:
     """(bytes needed, bytes free); raises when the caches will not fit."""
-    needed = sum(e.bytes or 0 for e in estimates)
+    needed = sum(e.bytes or 0 for e in estimates if not e.on_disk)
     free = shutil.disk_usage(workspace.root if workspace.root.exists() else Path.cwd()).free
     if needed > free:
         raise WorldprobeError(

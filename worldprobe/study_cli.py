@@ -58,9 +58,10 @@ def run(
         typer.echo("activation caches (float16, every layer):")
         for e in estimates:
             size = f"{e.bytes / 1e6:9.1f} MB" if e.bytes is not None else "  unknown (dataset not built yet, no limit)"
+            size = "  on disk (finished)" if e.on_disk else size
             typer.echo(f"  {e.label:<55} {size}")
         needed, free = check_disk(estimates, workspace)
-        typer.echo(f"total {needed / 1e9:.2f} GB needed, {free / 1e9:.1f} GB free in {workspace.root}")
+        typer.echo(f"total {needed / 1e9:.2f} GB still needed, {free / 1e9:.1f} GB free in {workspace.root}")
         try:
             check_device(parsed)
         except WorldprobeError as error:  # a plan for a GPU machine may be made elsewhere: a note, not an error
