@@ -304,7 +304,7 @@ def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(buil
     half = extract(workspace, tiny_llama_dir, dtype="bfloat16")
     with pytest.raises(WorldprobeError, match="differ in dtype"):  # the hint names --dtype, which probe now takes
         run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
-    monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda: True)  # a study's dtype = "fast" on an AMX CPU
+    monkeypatch.setattr(models, "cpu_bfloat16_flag", lambda: "amx_bf16")  # a study's dtype = "fast" on an AMX CPU
     folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, prefer_dtype="fast", progress=False)
     assert read_summary(folder)["cache"]["path"] == str(half)
     with pytest.raises(WorldprobeError, match=r"dtype float16\) does not exist yet \(there is one with") as info:
@@ -314,6 +314,16 @@ def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(buil
                          progress=False).cache.path == path  # fmt: skip
     assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="bfloat16",
                          progress=False).cache.path == half  # fmt: skip
+
+
+def test_the_manifest_records_why_fast_chose_its_dtype(built, tiny_llama_dir, monkeypatch):
+    from worldprobe.extract import models
+
+    workspace, path = built
+    assert cache_mod.read_manifest(path)["dtype_choice"] == "auto: float32 off cuda"
+    monkeypatch.setattr(models, "cpu_bfloat16_flag", lambda: "avx512_bf16")
+    half = cache_mod.read_manifest(extract(workspace, tiny_llama_dir, dtype="fast", device="cpu"))
+    assert (half["dtype"], half["dtype_choice"]) == ("bfloat16", "fast: bfloat16, this CPU has avx512_bf16")
 
 
 def test_prompt_template_is_part_of_the_identity(built):

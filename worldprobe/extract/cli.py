@@ -19,7 +19,8 @@ def extract(
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive)."),
     batch_size: int = count_option("--batch-size", help="Entities per forward pass (default by model size)."),
     dtype: str = typer.Option(
-        "auto", "--dtype", help="auto|fast|float32|bfloat16|float16 (auto: float32 on CPU; fast: bfloat16 on AMX CPUs)."
+        "auto", "--dtype",
+        help="auto|fast|float32|bfloat16|float16 (auto: float32 on CPU; fast: bfloat16 on CPUs with bfloat16 flags).",
     ),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (cuda uses device_map=auto)."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights (.\\[quant] extra)."),

@@ -177,11 +177,24 @@ DTYPE_CHOICES = ("auto", "fast", *DTYPES)
 """What ``--dtype`` and a study's ``extract.dtype`` accept; the manifest records the dtype each resolves to."""
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX). Measured on 2,000 world places: there
-    bfloat16 extraction took 0.55-0.62x the CPU time of float32; on a CPU without it bfloat16 was 8x slower."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means unknown -> no
-    return bool(probe and probe())
+BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+"""x86 flags of CPUs that multiply bfloat16 in hardware, where ``fast`` extracts in bfloat16. Measured (smollm2-135m,
+2,000 world places, 2 cores): with AMX, bfloat16 took 0.55-0.62x the CPU time of float32; with AVX512-BF16 and no
+AMX (an AMD EPYC), 0.56x (SmolLM2) and 0.73x (Gemma-3); without either, bfloat16 was 8x slower."""
+
+
+def cpu_bfloat16_flag() -> str | None:
+    """The flag by which this CPU multiplies bfloat16 in hardware (:data:`BFLOAT16_CPU_FLAGS`, read from
+    /proc/cpuinfo; torch's AMX check elsewhere), or None."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means unknown
+    if amx is not None and amx():
+        return "amx_bf16"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set(" ".join(re.findall(r"^flags\s*:(.*)$", cpuinfo, flags=re.MULTILINE)).split())
+    return next((flag for flag in BFLOAT16_CPU_FLAGS if flag in flags), None)
 
 
 def cache_dtype(dtype: str, device: str = "auto") -> str:
@@ -191,16 +204,28 @@ def cache_dtype(dtype: str, device: str = "auto") -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` -> float32 on cpu/mps (exact, and fast on CPU), bfloat16 on cuda (no float16 overflow); ``fast`` ->
-    bfloat16 on cuda and on CPUs with AMX, float32 elsewhere (a per-machine choice: test R² moved by about .001)."""
+    """``auto`` -> float32 on cpu/mps (exact), bfloat16 on cuda (no float16 overflow); ``fast`` -> bfloat16 on cuda
+    and on CPUs with a :data:`BFLOAT16_CPU_FLAGS` flag, float32 elsewhere (a per-machine choice: test R² moved by
+    about .001)."""
+    return dtype_choice(dtype, device)[0]
+
+
+def dtype_choice(dtype: str, device: str) -> tuple[str, str]:
+    """(the dtype ``dtype`` resolves to on ``device``, why), the reason as the manifest records it."""
     if dtype == "auto":
-        return "bfloat16" if device.startswith("cuda") else "float32"
+        on_cuda = device.startswith("cuda")
+        return ("bfloat16", "auto: bfloat16 on cuda") if on_cuda else ("float32", "auto: float32 off cuda")
     if dtype == "fast":
-        fast = device.startswith("cuda") or (device == "cpu" and cpu_has_amx_bf16())
-        return "bfloat16" if fast else "float32"
+        if device.startswith("cuda"):
+            return "bfloat16", "fast: bfloat16 on cuda"
+        flag = cpu_bfloat16_flag() if device == "cpu" else None
+        if flag:
+            return "bfloat16", f"fast: bfloat16, this CPU has {flag}"
+        where = "this CPU has none of " + ", ".join(BFLOAT16_CPU_FLAGS) if device == "cpu" else f"on {device}"
+        return "float32", f"fast: float32, {where}"
     if dtype not in DTYPES:
         raise WorldprobeError(f"unknown dtype {dtype!r}", field="dtype", hint=f"use {', '.join(DTYPE_CHOICES)}")
-    return dtype
+    return dtype, "asked"
 
 
 def find_decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

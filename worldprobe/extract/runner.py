@@ -22,9 +22,10 @@ import worldprobe
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.table import fingerprint, load, load_report, sample_rows
+from worldprobe.devices import resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
-from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, describe_model, load_model_kept
+from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, describe_model, dtype_choice, load_model_kept
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import Workspace, as_workspace
 
@@ -350,7 +351,7 @@ def run_extraction(
         **identity, "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
         "random_prefix_tokens": prompt_obj.random_tokens, "bos_token": loaded.tokenizer.bos_token,
         "padding_side": padding_side, "limit": limit, "limit_seed": limit_seed if limit else None,
-        "device": loaded.device, "gguf_file": gguf_file,
+        "device": loaded.device, "dtype_choice": dtype_choice(dtype, resolve_device(device))[1], "gguf_file": gguf_file,
         "layer_definition": "0 = embedding output (input of block 0); l = output of block l, before the final norm",
         "versions": _versions(),
     }  # fmt: skip
