@@ -62,3 +62,12 @@ def test_max_memory_option_is_parsed():
     assert _parse_max_memory(None) is None
     with pytest.raises(WorldprobeError, match="max-memory"):
         _parse_max_memory("0:20GiB")
+
+
+def test_the_shell_completes_commands_and_options():
+    """``worldprobe --install-completion`` installs what this answers: the commands and options a prefix allows."""
+    env = {"_WORLDPROBE_COMPLETE": "complete_bash", "COMP_CWORD": "1"}
+    commands = CliRunner().invoke(app, [], prog_name="worldprobe", env={**env, "COMP_WORDS": "worldprobe da"})
+    assert commands.stdout.split() == ["datasets"]
+    env.update(COMP_CWORD="2", COMP_WORDS="worldprobe extract --dt")
+    assert CliRunner().invoke(app, [], prog_name="worldprobe", env=env).stdout.split() == ["--dtype"]
