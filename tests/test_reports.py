@@ -307,7 +307,8 @@ def test_top_neurons_table_ranks_over_every_layer_by_train_correlation():
 
 def test_a_skipped_held_out_block_is_said_in_words_not_drawn(tmp_path):
     """A hold-out column whose only block leaves too few rows to train on gets a sentence, no empty chart."""
-    from worldprobe.reports.build import Block, _holdouts
+    from worldprobe.reports.build import _holdouts
+    from worldprobe.reports.content import Block
 
     rows = pd.DataFrame({"block": ["painting"], "n_rows": [0], "setting": ["skipped"], "target": ["mean"],
                          "metric": ["rows_outside"], "value": [0.0], "dataset": ["art"], "model": ["m"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -11,53 +10,15 @@ from tqdm import tqdm
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.reports import curves, holdouts, maps, neurons, timelines
 from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
-from worldprobe.reports.figure import FigureFile
+from worldprobe.reports.content import Block, Report, Section
+from worldprobe.reports.html import write_html
 from worldprobe.reports.results import Results, load_results, primary_prompt
 from worldprobe.reports.summary import chosen_runs, left_out_runs, verdict_sentences, verdict_table
 from worldprobe.workspace import Workspace
 
 
-@dataclass
-class Block:
-    """One model's part of a dataset section: a heading, figures and tables (HTML strings come from html.py)."""
-
-    heading: str
-    figures: list[FigureFile] = field(default_factory=list)
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)  # paragraphs above the figures (the verdict sentence)
-
-
-@dataclass
-class Section:
-    """Everything the report shows about one dataset."""
-
-    dataset: str
-    kind: str
-    blocks: list[Block] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    """A written report: where it is, its verdict table and sentences, sections, what was missing and which runs were
-    left out as stale."""
-
-    index: Path
-    summary: pd.DataFrame
-    sections: list[Section]
-    missing: list[str]
-    verdicts: list[tuple[str, str, str]] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
-
-    @property
-    def figures(self) -> list[FigureFile]:
-        return [f for s in self.sections for b in s.blocks for f in b.figures]
-
-
 def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED) -> Report:
     """Read ``workspace/results``; write ``out/figures/*.png|svg`` and ``out/index.html`` (out: workspace/reports)."""
-    from worldprobe.reports.html import write_html
-
     out = Path(out) if out is not None else workspace.reports
     results = load_results(workspace.results, workspace.datasets)
     runs = {(r["dataset"], r["model"]): r for r in chosen_runs(results.summaries)}
@@ -116,7 +77,7 @@ def _section(
 def _interventions(section: Section, workspace: Workspace, out: Path) -> None:
     """The dataset's ask and steer runs (``worldprobe ask`` / ``worldprobe steer``): scatters, dose-response curves and
     verdict sentences, in a block of their own."""
-    from worldprobe.interventions.report import dataset_figures
+    from worldprobe.reports.interventions import dataset_figures
 
     found = dataset_figures(workspace.results, section.dataset, out, workspace.datasets)
     section.notes += found.notes

@@ -15,7 +15,7 @@ import jinja2
 import pandas as pd
 
 import worldprobe
-from worldprobe.reports.build import Report
+from worldprobe.reports.content import Report
 from worldprobe.reports.figure import FigureFile
 
 ENVIRONMENT = jinja2.Environment(

@@ -169,7 +169,7 @@ def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
 
 
 def _intervention(folder: Path) -> bool:
-    """An ``ask`` or ``steer`` run (``worldprobe.interventions.report`` draws those)."""
+    """An ``ask`` or ``steer`` run (``worldprobe.reports.interventions`` draws those)."""
     return any((folder / name).exists() for name in ("answers.parquet", "steering.parquet"))
 
 

@@ -1,0 +1,48 @@
+"""What a report holds: its sections (one per dataset), each model's block of figures, tables and text, and the
+report as written. ``build.py`` fills these; ``html.py`` renders them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from worldprobe.reports.figure import FigureFile
+
+
+@dataclass
+class Block:
+    """One model's part of a dataset section: a heading, figures and tables (HTML strings come from html.py)."""
+
+    heading: str
+    figures: list[FigureFile] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # paragraphs above the figures (the verdict sentence)
+
+
+@dataclass
+class Section:
+    """Everything the report shows about one dataset."""
+
+    dataset: str
+    kind: str
+    blocks: list[Block] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """A written report: where it is, its verdict table and sentences, sections, what was missing and which runs were
+    left out as stale."""
+
+    index: Path
+    summary: pd.DataFrame
+    sections: list[Section]
+    missing: list[str]
+    verdicts: list[tuple[str, str, str]] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    @property
+    def figures(self) -> list[FigureFile]:
+        return [f for s in self.sections for b in s.blocks for f in b.figures]
