@@ -15,9 +15,9 @@ import pytest
 
 from worldprobe import checksums, pins
 from worldprobe import pypi_archives as pypi_archives_mod
-from worldprobe.datasets.sources.http import HttpClient, HttpSettings, fetch_file
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import models as models_mod
+from worldprobe.http import HttpClient, HttpSettings, fetch_file
 from worldprobe.pypi_archives import PackagedArchive, extract_member, fetch
 
 USER_CACHE = os.environ.get("WORLDPROBE_CACHE")  # before the fixture below replaces it

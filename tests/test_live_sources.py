@@ -19,10 +19,10 @@ import pytest
 from worldprobe import cli
 from worldprobe.datasets import load, load_report
 from worldprobe.datasets.sources import BuildOptions, build
-from worldprobe.datasets.sources.http import HttpClient, HttpSettings, paginate, retry_after
 from worldprobe.datasets.sources.live import parse_wkt_point, union_groups, wikidata_years
 from worldprobe.datasets.split import text_leaks
 from worldprobe.errors import WorldprobeError
+from worldprobe.http import HttpClient, HttpSettings, paginate, retry_after
 
 LIVE = Path(__file__).resolve().parent / "fixtures" / "live"
 FAST = {"min_interval": 0.0, "backoff": 0.001, "max_wait": 0.5, "timeout": 5.0}

@@ -1,4 +1,4 @@
-"""Name normalisation: world names, NYC title case, art text, canonical countries, fractional years."""
+"""Name normalisation (world names, NYC title case, art text, fractional years) and canonical countries."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import pandas as pd
 import pytest
 from conftest import paper_csv
 
+from worldprobe.countries import COUNTRY_ALIASES, UNKNOWN_COUNTRY, UNKNOWN_COUNTRY_LABELS, canonical_country
 from worldprobe.datasets.normalize import (
-    COUNTRY_ALIASES,
-    UNKNOWN_COUNTRY,
-    UNKNOWN_COUNTRY_LABELS,
     art_text,
-    canonical_country,
     clean_whitespace,
     fractional_year,
     nyc_title_case,

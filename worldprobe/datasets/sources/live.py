@@ -29,12 +29,13 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from worldprobe.checksums import sha256_of
-from worldprobe.datasets.normalize import art_text, canonical_country, fractional_year, nyc_title_case, world_place_text
+from worldprobe.countries import canonical_country
+from worldprobe.datasets.normalize import art_text, fractional_year, nyc_title_case, world_place_text
 from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.sources.http import HttpClient, HttpSettings, base_url, fetch_file, paginate, require
 from worldprobe.datasets.split import grouped_split
 from worldprobe.datasets.table import BuildReport
 from worldprobe.errors import WorldprobeError
+from worldprobe.http import HttpClient, HttpSettings, base_url, fetch_file, paginate, require
 from worldprobe.workspace import cache_dir
 
 SOURCE = "live"

@@ -391,7 +391,7 @@ def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]
     notes = [
         "priority for a repeated text: countries, cities (most populous first), capitals, volcanoes, airports",
         "country: GeoNames name of the ISO code (cities, airports, countryinfo), Smithsonian label (volcanoes; the "
-        "first of shared volcanoes), passed through worldprobe.datasets.normalize.canonical_country",
+        "first of shared volcanoes), passed through worldprobe.countries.canonical_country",
         "text: the name as the paper showed it (worldprobe.datasets.normalize.world_place_text)",
     ]
     return _finish("world_place", table, rows, options, notes)

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from worldprobe.checksums import read_record, sha256_of
+from worldprobe.countries import canonical_country
 from worldprobe.datasets.normalize import (
     art_text,
-    canonical_country,
     clean_whitespace,
     fractional_year,
     nyc_title_case,
@@ -32,10 +32,10 @@ from worldprobe.datasets.normalize import (
 )
 from worldprobe.datasets.schema import RANGES
 from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.sources.http import fetch_file
 from worldprobe.datasets.split import text_leaks
 from worldprobe.datasets.table import BuildReport
 from worldprobe.errors import WorldprobeError
+from worldprobe.http import fetch_file
 from worldprobe.workspace import cache_dir
 
 SOURCE = "paper"

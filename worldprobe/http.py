@@ -1,5 +1,6 @@
-"""The one small HTTP client of the builders: retries, rate limit, paging, an on-disk response cache, and
-:func:`fetch_file` for single files (release CSVs, ``--from`` URLs) checked by sha256 and re-validated.
+"""The one small HTTP client (dataset builders, release files, PyPI archives): retries, rate limit, paging, an
+on-disk response cache, and :func:`fetch_file` for single files (release CSVs, ``--from`` URLs) checked by sha256
+and re-validated.
 
 Every response body is cached under ``cache_dir("live", <namespace>)`` keyed by the URL and its parameters (secret
 parameters such as API keys are left out of the key and of anything recorded). Retryable statuses (429 and 5xx) are
