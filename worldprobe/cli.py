@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from worldprobe import __version__, study_cli, verify
+from worldprobe import __version__, config, study_cli, verify
 from worldprobe.datasets import cli as datasets_cli
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cli as extract_cli
@@ -41,7 +41,7 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     workspace: Path = typer.Option(
-        None, "--workspace", "-w", envvar="WORLDPROBE_WORKSPACE",
+        None, "--workspace", "-w", envvar=config.WORKSPACE_ENV,
         help="Workspace folder holding datasets/, activations/, results/ and reports/ (default ./workspace).",
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),

@@ -5,6 +5,9 @@ from __future__ import annotations
 DEFAULT_SEED = 0
 """Seed used when a command is not given one. Every random choice takes a seed; this is its default."""
 
+DEFAULT_MODEL = "smollm2-135m"
+"""The model every command and study uses when not given one: the embedded SmolLM2-135M-Instruct (offline)."""
+
 WORKSPACE_ENV = "WORLDPROBE_WORKSPACE"
 CACHE_ENV = "WORLDPROBE_CACHE"
 DEFAULT_WORKSPACE = "workspace"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from worldprobe.checks import SEED_MAX, Invalid, Rule, check_table, closest
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace
@@ -39,7 +39,7 @@ class DatasetEntry:
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    models: tuple[str, ...] = ("smollm2-135m",)
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
     random_init: tuple[str, ...] = ()  # models whose random-initialised twin is extracted too (controls)
     layers: str = "all"
     dtype: str = "auto"

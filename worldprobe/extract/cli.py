@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from worldprobe.cli_common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.config import DEFAULT_MODEL
 from worldprobe.errors import WorldprobeError
 
 
@@ -12,7 +13,7 @@ def extract(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="A built dataset (worldprobe datasets build ...)."),
     model: str = typer.Option(
-        "smollm2-135m", "--model", "-m",
+        DEFAULT_MODEL, "--model", "-m",
         help="Preset (see `worldprobe models`), random:<preset>, hub id, local folder or .gguf file.",
     ),
     prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset (empty, coords, ...)."),

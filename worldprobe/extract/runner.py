@@ -19,13 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 import worldprobe
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.table import fingerprint, load, load_report, sample_rows
 from worldprobe.devices import resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
-from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, describe_model, dtype_choice, load_model_kept
+from worldprobe.extract.models import LoadedModel, describe_model, dtype_choice, load_model_kept
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import Workspace, as_workspace
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from worldprobe.config import DEFAULT_SEED
-from worldprobe.extract.models import DEFAULT_MODEL, cache_dtype, load_model_kept
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
+from worldprobe.extract.models import cache_dtype, load_model_kept
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod

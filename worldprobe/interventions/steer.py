@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import DEFAULT_MODEL, cache_dtype, load_model_kept
+from worldprobe.extract.models import cache_dtype, load_model_kept
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import direction, dose, questions
 from worldprobe.interventions import setup as setup_mod

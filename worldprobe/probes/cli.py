@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from worldprobe.cli_common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.config import DEFAULT_MODEL
 
 
 def probe(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose activation cache to probe."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model of the cache (as given to extract)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model of the cache (as given to extract)."),
     prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt of the cache."),
     probe_kind: str = typer.Option("ridge", "--probe", help="ridge | mlp."),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive); must be cached."),

@@ -22,12 +22,12 @@ from scipy import stats
 from sklearn.metrics import r2_score
 from tqdm.auto import tqdm
 
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import open_cache
-from worldprobe.extract.models import DEFAULT_MODEL, LoadedModel, load_model_kept
+from worldprobe.extract.models import LoadedModel, load_model_kept
 from worldprobe.extract.runner import default_batch_size, forward_batches, parse_layers, run_extraction
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import Workspace, as_workspace

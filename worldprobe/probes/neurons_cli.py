@@ -6,6 +6,7 @@ import pandas as pd
 import typer
 
 from worldprobe.cli_common import count_option, seed_option, workspace_of
+from worldprobe.config import DEFAULT_MODEL
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +17,7 @@ def register(app: typer.Typer) -> None:
 def neurons(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="A built dataset, e.g. world_place."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model preset, hub id or folder."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model preset, hub id or folder."),
     prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset."),
     top_k: int = count_option(
         "--top-k", "-k", default=10, help="Neurons kept per layer and target (chosen on train rows)."
