@@ -1,0 +1,102 @@
+"""The import rules of docs/design.md, read from the source: no module imports in a circle, the ground floor imports
+no stage, and each stage imports only the stages below it (imports inside functions count too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import worldprobe
+
+PACKAGE = Path(worldprobe.__file__).parent
+COMMANDS = {"cli", "study", "study_cli", "verify"}  # top-level modules that drive the stages
+STAGE_IMPORTS = {
+    "datasets": set(),
+    "extract": {"datasets"},
+    "probes": {"datasets", "extract"},  # extract: the random-init control and the neuron search run the model
+    "interventions": {"datasets", "extract", "probes"},
+    "reports": {"datasets", "probes"},
+}
+"""Which stages each stage may import (besides the ground floor: every other top-level module)."""
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for file in PACKAGE.rglob("*.py"):
+        parts = file.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+    return out
+
+
+def _imports(file: Path, modules: dict[str, Path]) -> set[str]:
+    """The worldprobe modules ``file`` imports anywhere in its body."""
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("worldprobe"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("worldprobe"))
+    return {name for name in found if name in modules}
+
+
+def _area(module: str) -> str:
+    """The stage subpackage of a module, "commands" for the command modules, else "ground"."""
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] in STAGE_IMPORTS):
+        return parts[1]
+    return "commands" if len(parts) == 2 and parts[1] in COMMANDS else "ground"
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {module: _imports(file, modules) - {module} for module, file in modules.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_module_imports_in_a_circle():
+    assert _cycle(_graph()) is None
+
+
+def test_the_circle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_each_stage_imports_only_the_ground_floor_and_the_stages_below_it():
+    wrong = []
+    for module, imported in _graph().items():
+        area = _area(module)
+        if area == "commands":
+            continue
+        allowed = {"ground", area} | STAGE_IMPORTS.get(area, set())
+        wrong += [f"{module} -> {name}" for name in sorted(imported) if _area(name) not in allowed]
+    assert not wrong, "imports against docs/design.md's ladder:\n" + "\n".join(wrong)
+
+
+def test_the_areas_are_what_the_rule_means():
+    modules = ("worldprobe.http", "worldprobe.study", "worldprobe.reports", "worldprobe.probes.ridge")
+    assert [_area(m) for m in modules] == ["ground", "commands", "reports", "probes"]
+    assert set(_modules()) >= {"worldprobe.countries", "worldprobe.reports.content", "worldprobe.extract.cache"}
