@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.probes.ridge import DEFAULT_STANDARDIZE, pick_device
+from worldprobe.probes.validation import check_features, check_finite, check_n_features, check_targets
 
 
 @contextmanager
@@ -66,20 +67,22 @@ class MLPProbe(RegressorMixin, BaseEstimator):
         self.device = device
         self.n_threads = n_threads
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y may be (n, k): latitude and longitude together
+        return tags
+
     def fit(self, X, y) -> MLPProbe:
         """Fit on rows of ``X`` and targets ``y`` (n,) or (n, k); deterministic for a given ``seed``."""
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y, dtype=np.float64)
-        if X.ndim != 2 or y.shape[0] != X.shape[0]:
-            raise ValueError(f"X must be (n, d) and y (n,) or (n, k) with the same n; got {X.shape} and {y.shape}")
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or inf; drop those rows first")
+        X = np.asarray(check_features(X), dtype=np.float32)
+        check_finite(X)
+        y = check_targets(y, X.shape[0])
         self._single = y.ndim == 1
         y2 = y[:, None] if self._single else y
         n = X.shape[0]
         n_val = max(1, int(round(self.val_fraction * n)))
         if n - n_val < 2:
-            raise ValueError(f"need more rows to fit an MLP probe with a validation split, got {n}")
+            raise ValueError(f"need more rows to fit an MLP probe with a validation split, got n_samples = {n}")
         self.feature_mean_ = X.mean(axis=0)
         std = X.std(axis=0) if self.standardize else np.ones(X.shape[1], dtype=np.float32)
         self.feature_scale_ = np.where(std > 0, std, 1.0).astype(np.float32)
@@ -134,7 +137,9 @@ class MLPProbe(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Predictions (n,) or (n, k) in the targets' units."""
         check_is_fitted(self, "model_")
-        X = np.asarray(X, dtype=np.float32)
+        X = np.asarray(check_features(X), dtype=np.float32)
+        check_n_features(X, self.n_features_in_, type(self).__name__)
+        check_finite(X)
         dev = next(self.model_.parameters()).device
         with torch.no_grad():
             z = self.model_(torch.as_tensor((X - self.feature_mean_) / self.feature_scale_, device=dev))

@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from worldprobe.devices import resolve_device
+from worldprobe.probes.validation import check_features, check_finite, check_n_features, check_targets
 
 DEFAULT_ALPHAS = np.logspace(-2, 8, 41)
 """The default penalty grid: 1e-2 .. 1e8, four values per decade (the paper's 1e0.8..1e4.5 was too narrow)."""
@@ -70,6 +71,11 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
         self.standardize = standardize
         self.device = device
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y may be (n, k): latitude and longitude together
+        return tags
+
     def fit(self, X, y) -> RidgeProbe:
         """Fit on rows of ``X`` (any array-like, including a float16 memmap) and targets ``y`` (n,) or (n, k)."""
         (fit,) = self._fit_target_sets(X, [y])
@@ -88,7 +94,7 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
 
     def _fit_target_sets(self, X, ys: Sequence) -> list[_Solution]:
         """Decompose X once; for each target set pick alpha by leave-one-out and solve."""
-        X = _as_2d(X)
+        X = check_features(X)
         y2, groups, single = _stack_targets(ys, X.shape[0])
         dev = pick_device(self.device)
         rows = np.arange(X.shape[0])
@@ -106,7 +112,7 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
 
     def iter_without_blocks(self, X, y, blocks: Sequence) -> Iterator[RidgeProbe]:
         """``fit_without_blocks`` one block at a time (for a progress bar)."""
-        X = _as_2d(X)
+        X = check_features(X)
         n = X.shape[0]
         y2, groups, single = _stack_targets([y], n)
         dev = pick_device(self.device)
@@ -153,13 +159,14 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Predictions (n,) or (n, k) in the targets' units; ``X`` is read in float64 chunks."""
         check_is_fitted(self, "coef_")
-        X = _as_2d(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the probe was fitted on {self.n_features_in_}")
+        X = check_features(X)
+        check_n_features(X, self.n_features_in_, type(self).__name__)
         coef = np.atleast_2d(self.coef_).T
         out = np.empty((X.shape[0], coef.shape[1]))
         for rows in _chunks(X.shape[0]):
-            out[rows] = np.asarray(X[rows], dtype=np.float64) @ coef
+            chunk = np.asarray(X[rows], dtype=np.float64)
+            check_finite(chunk)
+            out[rows] = chunk @ coef
         out += self.intercept_
         return out[:, 0] if np.ndim(self.coef_) == 1 else out
 
@@ -168,15 +175,9 @@ def _rows(X, rows, dev: torch.device) -> torch.Tensor:
     """Rows of X (a slice or row indices of any array-like, e.g. a read-only float16 memmap) as a float64 tensor."""
     if isinstance(rows, np.ndarray) and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
         rows = slice(int(rows[0]), int(rows[-1]) + 1)  # contiguous: a slice reads a memmap without a gather
-    return torch.from_numpy(np.array(X[rows], dtype=np.float64)).to(dev)
-
-
-def _as_2d(X):
-    if not hasattr(X, "shape") or not hasattr(X, "__getitem__"):
-        X = np.asarray(X, dtype=np.float64)
-    if len(X.shape) != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-    return X
+    chunk = torch.from_numpy(np.array(X[rows], dtype=np.float64)).to(dev)
+    check_finite(chunk)
+    return chunk
 
 
 def _as_mask(block, n: int) -> np.ndarray:
@@ -193,16 +194,11 @@ def _as_mask(block, n: int) -> np.ndarray:
 
 def _stack_targets(ys: Sequence, n: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """Target sets side by side (n, k), the set each column belongs to, and which sets were given as (n,)."""
-    ys = [np.asarray(y, dtype=np.float64) for y in ys]
     if not ys:
         raise ValueError("no target sets to fit")
-    for y in ys:
-        if y.shape[0] != n:
-            raise ValueError(f"X has {n} rows but y has {y.shape[0]}")
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or inf; drop those rows first")
+    ys = [check_targets(y, n) for y in ys]
     if n < 3:
-        raise ValueError(f"need at least 3 rows to fit a ridge probe with leave-one-out, got {n}")
+        raise ValueError(f"need at least 3 rows to fit a ridge probe with leave-one-out, got n_samples = {n}")
     y2 = np.hstack([y[:, None] if y.ndim == 1 else y for y in ys])
     groups = np.repeat(np.arange(len(ys)), [1 if y.ndim == 1 else y.shape[1] for y in ys])
     return y2, groups, [y.ndim == 1 for y in ys]
