@@ -13,7 +13,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
+from scipy.linalg import blas
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
@@ -242,8 +244,31 @@ def _moments(X, rows: np.ndarray, y2: np.ndarray, dev: torch.device, *, with_gra
         sq += (x * x).sum(dim=0)
         xy += x.T @ y[torch.as_tensor(idx, device=dev)]
         if gram is not None:
-            gram += x.T @ x
+            _add_gram(gram, x)
+    if gram is not None and gram.device.type == "cpu":
+        gram = torch.tril(gram) + torch.tril(gram, diagonal=-1).T  # syrk filled the lower triangle
     return _Moments(len(rows), shift, total, sq, gram, xy)
+
+
+def _add_gram(gram: torch.Tensor, x: torch.Tensor) -> None:
+    """``gram += xᵀx``: on CPU a symmetric rank-k update (BLAS syrk: half the flops of the product; it fills the
+    lower triangle, which :func:`_moments` mirrors), elsewhere the product."""
+    if gram.device.type != "cpu":
+        gram += x.T @ x
+        return
+    g = gram.numpy()  # shares gram's memory; g.T is the Fortran-ordered view syrk updates in place
+    out = blas.dsyrk(1.0, x.numpy().T, beta=1.0, c=g.T, trans=0, lower=0, overwrite_c=1)
+    if not np.shares_memory(out, g):
+        g.T[...] = out
+
+
+def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix: LAPACK's MRRR driver on CPU (measured at
+    4,096 x 4,096: 15.4 CPU-s against 21.6 for torch's divide and conquer), torch elsewhere."""
+    if matrix.device.type != "cpu":
+        return torch.linalg.eigh(matrix)
+    values, vectors = scipy.linalg.eigh(matrix.numpy(), driver="evr", check_finite=False)
+    return torch.from_numpy(values), torch.from_numpy(vectors)
 
 
 def _feature_scaling(moments: _Moments, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,13 +326,13 @@ def _solve(
     if moments.gram is not None:
         m = moments.total / n
         centred = moments.gram - n * torch.outer(m, m)
-        evals, vecs = torch.linalg.eigh(centred / torch.outer(scale, scale))
+        evals, vecs = _eigh(centred / torch.outer(scale, scale))
         cross = moments.xy - torch.outer(moments.total, torch.as_tensor(y_mean, device=dev))
         ztz_y = vecs.T @ (cross / scale[:, None] / torch.as_tensor(y_scale, device=dev)[None, :])
         project = lambda positions: block(positions) @ vecs  # noqa: E731
     else:
         xc_all = block(slice(0, n))
-        evals, vecs = torch.linalg.eigh(xc_all @ xc_all.T)
+        evals, vecs = _eigh(xc_all @ xc_all.T)
         z_all = vecs * evals.clamp(min=0).sqrt()
         ztz_y = z_all.T @ yz
         project = lambda positions: z_all[positions]  # noqa: E731
