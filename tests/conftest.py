@@ -1,14 +1,12 @@
-"""Shared fixtures: an isolated workspace and cache per test, paths to the paper's release data."""
+"""Shared fixtures: an isolated workspace per test, a tiny Llama, one torch thread, the hub offline (helpers that are
+not fixtures are in helpers.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-PAPER_DATA = PROJECT_ROOT.parent / "shared" / "paper-data"
+from helpers import write_entity_table
 
 
 @pytest.fixture
@@ -19,14 +17,6 @@ def workspace(tmp_path, monkeypatch):
     from worldprobe.workspace import Workspace
 
     return Workspace(root)
-
-
-def paper_csv(name: str) -> Path:
-    """A release CSV from ../shared/paper-data, or skip the test with a visible reason."""
-    path = PAPER_DATA / f"{name}.csv"
-    if not path.exists():
-        pytest.skip(f"paper release data not found at {path}")
-    return path
 
 
 TINY_CORPUS = [
@@ -62,32 +52,10 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def _write_entity_table(workspace, texts: list[str], dataset: str = "world_place"):
-    """Write a small valid world_place table with these entity texts into ``workspace``; return the table."""
-    import numpy as np
-    import pandas as pd
-
-    from worldprobe.datasets.table import BuildReport, write_table
-
-    rng = np.random.default_rng(0)
-    n = len(texts)
-    table = pd.DataFrame(
-        {
-            "entity_id": [f"e{i}" for i in range(n)], "name": texts, "text": texts,
-            "latitude": rng.uniform(-60, 60, n), "longitude": rng.uniform(-170, 170, n),
-            "entity_type": "city", "country": rng.choice(["A", "B", "C"], n), "is_test": np.arange(n) % 5 == 0,
-            "source": "test",
-        }
-    )  # fmt: skip
-    report = BuildReport(dataset, "test", [], n, n, {}, "every 5th row", 0)
-    write_table(table, report, workspace)
-    return table
-
-
 @pytest.fixture
 def make_entity_table():
     """A function ``(workspace, texts) -> table`` writing a small valid world_place table with these texts."""
-    return _write_entity_table
+    return write_entity_table
 
 
 @pytest.fixture(scope="module")

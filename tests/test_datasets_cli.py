@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import FIXTURES, paper_csv
+from helpers import FIXTURES, paper_csv
 
 from worldprobe import cli
 from worldprobe.datasets import load, load_report

@@ -216,7 +216,7 @@ def products(root: Path) -> dict[str, int]:
 def bases(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
     """Template workspaces: empty, a small built world_place table, and that table with a finished cache."""
     import torch
-    from conftest import _write_entity_table
+    from helpers import write_entity_table
 
     from worldprobe.extract.runner import run_extraction
     from worldprobe.workspace import Workspace
@@ -225,8 +225,8 @@ def bases(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
     texts = ["Paris", "London", "Tokyo", "Cairo", "Hamburg", "Zürich", "Kraków", "Mexico City", "Reykjavík", "Ōsaka",
              "São Paulo", "St. Louis"]  # fmt: skip
     (root / "empty").mkdir()
-    _write_entity_table(Workspace(root / "table"), texts)
-    _write_entity_table(Workspace(root / "cache"), texts)
+    write_entity_table(Workspace(root / "table"), texts)
+    write_entity_table(Workspace(root / "cache"), texts)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

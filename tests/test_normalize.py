@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import paper_csv
+from helpers import paper_csv
 
 from worldprobe.countries import COUNTRY_ALIASES, UNKNOWN_COUNTRY, UNKNOWN_COUNTRY_LABELS, canonical_country
 from worldprobe.datasets.normalize import (

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FIXTURES, PAPER_DATA, paper_csv
+from helpers import FIXTURES, PAPER_DATA, paper_csv
 
 from worldprobe.datasets import get_spec, load, load_report
 from worldprobe.datasets.schema import validate
