@@ -86,7 +86,7 @@ def synthetic(args) -> None:
 def _open(args):
     from worldprobe.extract import find_cache, open_cache
 
-    return open_cache(find_cache(args.workspace, args.dataset, args.model, args.prompt))
+    return open_cache(find_cache(args.dataset, args.model, args.prompt, workspace=args.workspace))
 
 
 def cache_bench(args) -> None:

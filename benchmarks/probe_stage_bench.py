@@ -36,7 +36,8 @@ from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from worldprobe.probes.controls import RANDOM_INIT_SEEDS, alternative_worlds, control_targets, group_keys
+from worldprobe.config import RANDOM_INIT_SEEDS
+from worldprobe.probes.controls import alternative_worlds, control_targets, group_keys
 from worldprobe.probes.experiments import holdout_masks, resolve_targets
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, RidgeProbe
 from worldprobe.probes.selection import select_layer
@@ -273,7 +274,7 @@ def paper_stage(workspace: str, dataset: str, model: str) -> Stage:
     from worldprobe.countries import canonical_country
     from worldprobe.extract import find_cache, open_cache
 
-    cache = open_cache(find_cache(workspace, dataset, model))
+    cache = open_cache(find_cache(dataset, model, workspace=workspace))
     entities = cache.entities.reset_index(drop=True)
     targets, _ = resolve_targets(entities, dataset)
     y = targets.to_numpy(dtype=np.float64)
@@ -282,7 +283,7 @@ def paper_stage(workspace: str, dataset: str, model: str) -> Stage:
     twins = {}
     ids = entities["entity_id"].astype(str)
     for seed in range(RANDOM_INIT_SEEDS):
-        twin = open_cache(find_cache(workspace, dataset, f"random:{model}", seed=seed))
+        twin = open_cache(find_cache(dataset, f"random:{model}", workspace=workspace, seed=seed))
         order = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))[ids].to_numpy()
         twins[seed] = lambda layer, t=twin, o=order: np.asarray(t.layer(layer))[o]
     extra = control_targets(["shuffled", "alt_world"], entities, y, dataset, 0)

@@ -102,7 +102,7 @@ def test_cache_from_an_older_version_is_not_used(built, tiny_llama_dir):
     with pytest.raises(WorldprobeError, match="older worldprobe without file checksums"):
         open_cache(path)
     with pytest.warns(UserWarning, match="older worldprobe"), pytest.raises(WorldprobeError, match="does not exist"):
-        find_cache(workspace, "world_place", str(tiny_llama_dir))
+        find_cache("world_place", str(tiny_llama_dir), workspace=workspace)
 
 
 @pytest.mark.parametrize("batch_size", [0, -5])
@@ -135,7 +135,7 @@ def test_one_corrupt_manifest_never_stops_the_others(built, tiny_llama_dir):
     (broken_list / cache_mod.MANIFEST).write_text("[1, 2]")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert find_cache(workspace, "world_place", str(tiny_llama_dir)) == path
+        assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace) == path
         assert extract(workspace, tiny_llama_dir) == path
         assert extract(workspace, tiny_llama_dir, layers="1:2") == path
         folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
@@ -234,9 +234,9 @@ def test_changed_local_weights_get_a_new_cache_and_new_results(workspace, tiny_l
     weights[name] = weights[name] + 0.5 * torch.randn_like(weights[name])
     save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WorldprobeError, match="does not exist yet"):  # the old cache is of other weights
-        find_cache(workspace, "world_place", str(model))
+        find_cache("world_place", str(model), workspace=workspace)
     new_cache = extract(workspace, model)
-    assert new_cache != old_cache and find_cache(workspace, "world_place", str(model)) == new_cache
+    assert new_cache != old_cache and find_cache("world_place", str(model), workspace=workspace) == new_cache
     new_results = run_probe("world_place", str(model), workspace=workspace, progress=False)
     assert new_results != old_results and read_summary(new_results)["cache"]["path"] == str(new_cache)
     assert not np.array_equal(open_cache(new_cache).layer(1), open_cache(old_cache).layer(1))
@@ -288,23 +288,23 @@ def test_caches_that_differ_in_dtype_are_ambiguous_for_probes(built, tiny_llama_
     workspace, path = built
     extract(workspace, tiny_llama_dir, dtype="bfloat16")
     with pytest.raises(WorldprobeError, match="2 finished activation caches answer this request and differ in dtype"):
-        find_cache(workspace, "world_place", str(tiny_llama_dir))
-    assert find_cache(workspace, "world_place", str(tiny_llama_dir), dtype="float32") == path
+        find_cache("world_place", str(tiny_llama_dir), workspace=workspace)
+    assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace, dtype="float32") == path
 
 
 def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(built, tiny_llama_dir, monkeypatch):
-    from worldprobe.extract import models
+    from worldprobe import devices
     from worldprobe.interventions import setup
 
     workspace, path = built
     # one cache: a preference never refuses it (a study's probe task on a machine that resolves "fast" otherwise)
-    assert find_cache(workspace, "world_place", str(tiny_llama_dir), prefer={"dtype": "bfloat16"}) == path
+    assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace, prefer={"dtype": "bfloat16"}) == path
     assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="bfloat16",
                          progress=False).cache.path == path  # fmt: skip
     half = extract(workspace, tiny_llama_dir, dtype="bfloat16")
     with pytest.raises(WorldprobeError, match="differ in dtype"):  # the hint names --dtype, which probe now takes
         run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
-    monkeypatch.setattr(models, "cpu_bfloat16_flag", lambda: "amx_bf16")  # a study's dtype = "fast" on an AMX CPU
+    monkeypatch.setattr(devices, "cpu_bfloat16_flag", lambda: "amx_bf16")  # a study's dtype = "fast" on an AMX CPU
     folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, prefer_dtype="fast", progress=False)
     assert read_summary(folder)["cache"]["path"] == str(half)
     with pytest.raises(WorldprobeError, match=r"dtype float16\) does not exist yet \(there is one with") as info:
@@ -317,11 +317,11 @@ def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(buil
 
 
 def test_the_manifest_records_why_fast_chose_its_dtype(built, tiny_llama_dir, monkeypatch):
-    from worldprobe.extract import models
+    from worldprobe import devices
 
     workspace, path = built
     assert cache_mod.read_manifest(path)["dtype_choice"] == "auto: float32 off cuda"
-    monkeypatch.setattr(models, "cpu_bfloat16_flag", lambda: "avx512_bf16")
+    monkeypatch.setattr(devices, "cpu_bfloat16_flag", lambda: "avx512_bf16")
     half = cache_mod.read_manifest(extract(workspace, tiny_llama_dir, dtype="fast", device="cpu"))
     assert (half["dtype"], half["dtype_choice"]) == ("bfloat16", "fast: bfloat16, this CPU has avx512_bf16")
 
@@ -332,6 +332,34 @@ def test_prompt_template_is_part_of_the_identity(built):
     assert manifest["prompt_template"] == {"name": "empty", "prefix": "", "upper": False, "random_tokens": 0,
                                            "strip_final_period": False}  # fmt: skip
     assert "prompt_template" in cache_mod.IDENTITY_FIELDS
+
+
+def test_the_random_init_control_reads_twins_the_probe_command_extracts_first(workspace, tiny_llama_dir,
+                                                                             make_entity_table):
+    from typer.testing import CliRunner
+
+    from worldprobe import cli
+    from worldprobe.extract import extract_twin
+
+    make_entity_table(workspace, texts(30))
+    model = extract(workspace, tiny_llama_dir, dtype="bfloat16", limit=24, seed=5, layers="1,3")
+    manifest = cache_mod.read_manifest(model)
+    with pytest.raises(WorldprobeError, match="reads its twins' caches") as info:  # the probe stage never extracts
+        run_probe("world_place", str(tiny_llama_dir), workspace=workspace, controls=("random_init",),
+                  random_init_seeds=1, progress=False)  # fmt: skip
+    assert "--control random_init" in info.value.hint and "--seed 0" in info.value.hint
+    assert not list(workspace.activations.glob("*random*"))
+    twin = extract_twin("world_place", str(tiny_llama_dir), "empty", manifest, seed=0, workspace=workspace,
+                        layers=[1, 3])  # fmt: skip
+    found = cache_mod.read_manifest(twin)  # the model cache's rows, dtype and aggregation; only the weights differ
+    assert [found[k] for k in ("dtype", "limit", "limit_seed", "aggregation", "layers", "seed")] == [
+        "bfloat16", 24, 5, "last", [1, 3], 0]
+    assert cache_mod.find_twin(manifest, seed=0, layers=[3], workspace=workspace) == twin
+    result = CliRunner().invoke(cli.app, ["probe", "-d", "world_place", "-m", str(tiny_llama_dir), "--control",
+                                          "random_init", "--random-init-seeds", "2", "--resamples", "100"])
+    assert result.exit_code == 0, result.output
+    assert cache_mod.find_twin(manifest, seed=1, workspace=workspace) != twin  # the command extracted seed 1
+    assert len(list(workspace.activations.glob("*random*"))) == 2  # and reused seed 0
 
 
 def test_unreadable_results_are_recomputed(built, tiny_llama_dir):

@@ -14,7 +14,6 @@ from sklearn.metrics import r2_score
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes import controls
 from worldprobe.probes.controls import (
-    METRIC_COLUMNS,
     alternative_world,
     group_means,
     lexical_predictions,
@@ -22,6 +21,7 @@ from worldprobe.probes.controls import (
     shuffled_targets,
     within_group_metrics,
 )
+from worldprobe.probes.results import LAYER_ROW_COLUMNS as METRIC_COLUMNS
 
 ALPHAS = np.logspace(-3, 3, 13)
 
@@ -215,16 +215,14 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
     twin = FakeCache(cache.entities[::-1].reset_index(drop=True), {k: v[::-1] for k, v in cache.arrays.items()})
     calls = []
 
-    def fake_run_extraction(dataset, model, prompt, **kw):
-        calls.append((dataset, model, prompt, kw))
+    def fake_find_twin(manifest, *, seed, layers, workspace):
+        calls.append((manifest, seed, list(layers)))
         return workspace.activations / "twin"
 
-    import worldprobe.extract as extract
-    from worldprobe.extract import runner
+    from worldprobe.extract import cache as cache_mod
 
-    monkeypatch.setattr(runner, "run_extraction", fake_run_extraction)
-    monkeypatch.setattr(extract, "open_cache", lambda path: twin, raising=False)
-    cache.manifest.update(dtype="bfloat16", aggregation="last", padding_side="left", limit=400, limit_seed=7)
+    monkeypatch.setattr(cache_mod, "find_twin", fake_find_twin)
+    monkeypatch.setattr(cache_mod, "open_cache", lambda path: twin)
     done = run(list(controls.CONTROLS), cache, targets, workspace, fits=True)
     frame = done.rows
 
@@ -233,10 +231,9 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
     assert "none" not in set(frame["control"])
     assert set(frame["target"]) == {"latitude", "longitude", "mean"}
     assert frame["value"].notna().all()
-    assert [c[1] for c in calls] == ["random:tiny"] * 3 and [c[3]["seed"] for c in calls] == [0, 1, 2]
-    # the twin is extracted exactly as the model's cache was, only its weights differ
-    assert all(c[3]["dtype"] == "bfloat16" and c[3]["padding_side"] == "left" and c[3]["limit"] == 400
-               and c[3]["limit_seed"] == 7 for c in calls)  # fmt: skip
+    # one twin per seed, looked up (never extracted) for the model cache's manifest and the layers probed
+    assert [c[1] for c in calls] == [0, 1, 2]
+    assert all(c[0] is cache.manifest and c[2] == list(cache.layers) for c in calls)
     seed_1 = frame.query("control == 'random_init' and seed == 1")
     assert value(seed_1, "random_init", 0, "r2") < 0.1  # layer 0 is noise
     assert value(seed_1, "random_init", 2, "r2") > 0.9  # the same activations, matched row by row

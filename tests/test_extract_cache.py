@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from worldprobe.config import WORKSPACE_ENV
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import find_cache, open_cache, runner
@@ -61,7 +62,18 @@ def test_finished_cache_is_reused_and_covers_layer_subsets(workspace, tiny_llama
     monkeypatch.setattr(runner, "load_model_kept", no_loading)
     assert run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, progress=False) == path
     assert run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, layers="1:2") == path
-    assert find_cache(workspace, "world_place", str(tiny_llama_dir), layers=[2]) == path
+    assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace, layers=[2]) == path
+    # without a workspace, find_cache looks where the CLI would: $WORLDPROBE_WORKSPACE, else ./workspace
+    monkeypatch.setenv(WORKSPACE_ENV, str(workspace.root))
+    assert find_cache("world_place", str(tiny_llama_dir)) == path
+    monkeypatch.delenv(WORKSPACE_ENV)
+    monkeypatch.chdir(workspace.root.parent)
+    assert find_cache("world_place", str(tiny_llama_dir)) == path
+    elsewhere = workspace.root.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(WorldprobeError, match="does not exist yet|not built"):
+        find_cache("world_place", str(tiny_llama_dir))
 
 
 def test_layer_subset_gets_its_own_cache_and_limit_takes_a_seeded_sample(workspace, tiny_llama_dir, make_entity_table):
@@ -84,11 +96,11 @@ def test_layer_subset_gets_its_own_cache_and_limit_takes_a_seeded_sample(workspa
 def test_find_cache_explains_what_to_run(workspace, tiny_llama_dir, make_entity_table):
     make_entity_table(workspace, texts(6))
     with pytest.raises(WorldprobeError, match="worldprobe extract --dataset world_place --model smollm2-135m --mean"):
-        find_cache(workspace, "world_place", "smollm2-135m", aggregation="mean")
+        find_cache("world_place", "smollm2-135m", workspace=workspace, aggregation="mean")
     run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
     make_entity_table(workspace, texts(7))  # the dataset was rebuilt: the old cache no longer counts
     with pytest.raises(WorldprobeError, match="does not exist yet"):
-        find_cache(workspace, "world_place", str(tiny_llama_dir))
+        find_cache("world_place", str(tiny_llama_dir), workspace=workspace)
 
 
 def test_disagreeing_manifest_is_refused_with_the_difference(workspace, tiny_llama_dir, make_entity_table):

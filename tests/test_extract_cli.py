@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from worldprobe.cli import app
+from worldprobe.commands.extract import _parse_max_memory
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import open_cache
-from worldprobe.extract.cli import _parse_max_memory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

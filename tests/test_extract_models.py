@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from worldprobe import devices
 from worldprobe.datasets.prompts import PROMPTS
 from worldprobe.devices import resolve_device
 from worldprobe.errors import WorldprobeError
@@ -89,37 +90,33 @@ def test_bfloat16_rows_stay_close_to_float32(tiny_llama_dir):
     (None, "cuda:0", "bfloat16"), ("amx_bf16", "mps", "float32"),
 ])  # fmt: skip
 def test_fast_dtype_is_bfloat16_only_where_the_hardware_multiplies_it(monkeypatch, flag, device, expected):
-    from worldprobe.extract import models
-
-    monkeypatch.setattr(models, "cpu_bfloat16_flag", lambda: flag)
-    assert models.resolve_dtype("fast", device) == expected
-    assert models.resolve_dtype("auto", "cpu") == "float32"  # the default stays exact everywhere
+    monkeypatch.setattr(devices, "cpu_bfloat16_flag", lambda: flag)
+    assert devices.resolve_dtype("fast", device) == expected
+    assert devices.resolve_dtype("auto", "cpu") == "float32"  # the default stays exact everywhere
 
 
 def test_the_bfloat16_flag_is_read_from_cpuinfo(monkeypatch, tmp_path):
-    from worldprobe.extract import models
-
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     cpuinfo = tmp_path / "cpuinfo"
-    real_path = models.Path
-    monkeypatch.setattr(models, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    real_path = devices.Path
+    monkeypatch.setattr(devices, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
-    assert models.cpu_bfloat16_flag() == "avx512_bf16"
+    assert devices.cpu_bfloat16_flag() == "avx512_bf16"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
-    assert models.cpu_bfloat16_flag() is None
+    assert devices.cpu_bfloat16_flag() is None
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert models.cpu_bfloat16_flag() == "amx_bf16"
+    assert devices.cpu_bfloat16_flag() == "amx_bf16"
 
 
 def test_fast_resolves_per_machine_and_says_why(tiny_llama_dir, monkeypatch):
     from worldprobe.extract import models
 
-    monkeypatch.setattr(models, "cpu_bfloat16_flag", lambda: "avx512_bf16")
+    monkeypatch.setattr(devices, "cpu_bfloat16_flag", lambda: "avx512_bf16")
     assert models.describe_model(str(tiny_llama_dir), dtype="fast").dtype == "bfloat16"
-    assert models.dtype_choice("fast", "cpu") == ("bfloat16", "fast: bfloat16, this CPU has avx512_bf16")
-    monkeypatch.setattr(models, "cpu_bfloat16_flag", lambda: None)
+    assert devices.dtype_choice("fast", "cpu") == ("bfloat16", "fast: bfloat16, this CPU has avx512_bf16")
+    monkeypatch.setattr(devices, "cpu_bfloat16_flag", lambda: None)
     assert models.describe_model(str(tiny_llama_dir), dtype="fast").dtype == "float32"
-    assert models.dtype_choice("fast", "cpu")[1] == "fast: float32, this CPU has none of amx_bf16, avx512_bf16"
+    assert devices.dtype_choice("fast", "cpu")[1] == "fast: float32, this CPU has none of amx_bf16, avx512_bf16"
 
 
 @pytest.mark.parametrize(("quantization", "min_cosine"), [("8bit", 0.98), ("4bit", 0.9)])

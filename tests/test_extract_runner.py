@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from worldprobe.datasets.prompts import PROMPTS
+from worldprobe.extract.cache import parse_layers
 from worldprobe.extract.models import load_model
-from worldprobe.extract.runner import collate, forward_batches, length_order, pad_token_id, parse_layers
+from worldprobe.extract.runner import collate, forward_batches, length_order, pad_token_id
 from worldprobe.extract.tokens import encode_entities
 
 TEXTS = [

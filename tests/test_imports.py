@@ -9,15 +9,18 @@ from pathlib import Path
 import worldprobe
 
 PACKAGE = Path(worldprobe.__file__).parent
-COMMANDS = {"cli", "study", "study_cli", "verify"}  # top-level modules that drive the stages
+COMMANDS = {"cli", "commands", "study", "verify"}  # the modules (and the package) that drive the stages
 STAGE_IMPORTS = {
     "datasets": set(),
     "extract": {"datasets"},
-    "probes": {"datasets", "extract"},  # extract: the random-init control and the neuron search run the model
+    "probes": {"datasets", "extract"},  # extract: its cache API only (below)
+    "neurons": {"datasets", "extract", "probes"},  # runs the model; the probe direction
     "interventions": {"datasets", "extract", "probes"},
-    "reports": {"datasets", "probes"},
+    "reports": {"datasets", "probes"},  # probes: the results contract
 }
 """Which stages each stage may import (besides the ground floor: every other top-level module)."""
+CACHE_API = "worldprobe.extract.cache"
+"""The one module of extraction that the stages reading caches (probes, reports) may import."""
 
 
 def _modules() -> dict[str, Path]:
@@ -43,9 +46,11 @@ def _imports(file: Path, modules: dict[str, Path]) -> set[str]:
 def _area(module: str) -> str:
     """The stage subpackage of a module, "commands" for the command modules, else "ground"."""
     parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in COMMANDS:
+        return "commands"
     if len(parts) > 2 or (len(parts) == 2 and parts[1] in STAGE_IMPORTS):
         return parts[1]
-    return "commands" if len(parts) == 2 and parts[1] in COMMANDS else "ground"
+    return "ground"
 
 
 def _graph() -> dict[str, set[str]]:
@@ -97,6 +102,19 @@ def test_each_stage_imports_only_the_ground_floor_and_the_stages_below_it():
 
 
 def test_the_areas_are_what_the_rule_means():
-    modules = ("worldprobe.http", "worldprobe.study", "worldprobe.reports", "worldprobe.probes.ridge")
-    assert [_area(m) for m in modules] == ["ground", "commands", "reports", "probes"]
+    modules = ("worldprobe.http", "worldprobe.study", "worldprobe.reports", "worldprobe.probes.ridge",
+               "worldprobe.commands.probe", "worldprobe.extract")
+    assert [_area(m) for m in modules] == ["ground", "commands", "reports", "probes", "commands", "extract"]
     assert set(_modules()) >= {"worldprobe.countries", "worldprobe.reports.content", "worldprobe.extract.cache"}
+
+
+def test_probes_and_reports_read_extraction_only_through_the_cache_api():
+    wrong = [
+        f"{module} -> {name}"
+        for module, imported in _graph().items()
+        if _area(module) in ("probes", "reports")
+        for name in sorted(imported)
+        if _area(name) == "extract" and name != CACHE_API
+    ]
+    assert not wrong, f"only {CACHE_API} may be imported by probes and reports:\n" + "\n".join(wrong)
+

@@ -15,8 +15,7 @@ from worldprobe.datasets.prompts import Prompt
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.models import LoadedModel
 from worldprobe.extract.tokens import encode_entities
-from worldprobe.probes.neurons import (
-    NEURON_COLUMNS,
+from worldprobe.neurons.search import (
     CorrelationStats,
     add_cosines,
     mlp_search,
@@ -25,6 +24,7 @@ from worldprobe.probes.neurons import (
     top_k,
     weight_cosines,
 )
+from worldprobe.probes.results import NEURON_COLUMNS
 
 N_WORDS, D, D_MLP, PLANTED = 400, 24, 48, 7
 
@@ -125,7 +125,7 @@ def test_planted_mlp_neuron_is_found_first_on_train_and_holds_on_test():
     assert again.query("layer == 1 and rank == 1")["test_spearman"].abs().iloc[0] < 0.3
 
     direction = {1: np.eye(D)[[0]]}  # a probe direction along e0: the planted neuron reads exactly it
-    add_cosines(rows, direction, ["year"], model.model.layers)
+    add_cosines(rows, direction, ["year"], model)
     planted = next(r for r in rows if r["layer"] == 1 and r["neuron"] == PLANTED)
     assert planted["cos_in"] == pytest.approx(1.0)
     assert np.isnan(next(r for r in rows if r["layer"] == 2)["cos_in"])  # no direction for layer 2
@@ -135,7 +135,7 @@ def test_weight_cosines_use_gate_rows_and_down_columns():
     model, _, _ = tiny_llama()
     block = model.model.layers[1]
     direction = block.mlp.down_proj.weight[:, 3].detach().double().numpy()
-    _, cos_out = weight_cosines(block, np.array([3, 4]), direction)
+    _, cos_out = weight_cosines(model, 2, np.array([3, 4]), direction)
     assert cos_out[0] == pytest.approx(1.0)
     assert abs(cos_out[1]) < 0.9
 

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from worldprobe.cli import app
 from worldprobe.probes.verdict import short
 from worldprobe.reports.build import build_report
+from worldprobe.reports.choice import report_results
 from worldprobe.reports.figure import Caption, Hover, new_figure, save
 from worldprobe.reports.geography import MAPS, regions
 from worldprobe.reports.holdouts import holdout_table
 from worldprobe.reports.maps import error_km
-from worldprobe.reports.results import load_results
 from worldprobe.reports.summary import as_text as summary_text
 from worldprobe.reports.summary import verdict_table
 from worldprobe.reports.timelines import bin_width, error_by_bin, year_text
@@ -92,7 +92,7 @@ def test_hover_positions_land_on_the_drawn_points(tmp_path):
 
 def test_verdict_table_reads_the_train_selected_layer_and_paired_intervals(tmp_path):
     write_results(tmp_path, datasets=("us_place",), prompts=("empty",), n=240)
-    results = load_results(tmp_path / "results", tmp_path / "datasets")
+    results = report_results(tmp_path / "results", tmp_path / "datasets")
     table = verdict_table(results.summaries).set_index("model")
     run = next(s for s in results.summaries if s["model"] == "tiny-a")
     head = run["headline"]
@@ -112,7 +112,7 @@ def test_results_of_another_dataset_build_are_left_out_as_stale(tmp_path):
                             n=40, neurons=True)  # fmt: skip
     build = tmp_path / "datasets" / "us_place.build.json"
     build.write_text(json.dumps({"fingerprint": "rebuilt with another --limit"}))
-    loaded = load_results(results, tmp_path / "datasets")
+    loaded = report_results(results, tmp_path / "datasets")
     assert set(loaded.metrics["dataset"]) == {"world_place"} and set(loaded.neurons["dataset"]) == {"world_place"}
     assert len(loaded.stale) == 2 and all("another build of us_place" in note for note in loaded.stale)
     report = build_report(Workspace(tmp_path), tmp_path / "out")
@@ -123,12 +123,12 @@ def test_results_of_another_dataset_build_are_left_out_as_stale(tmp_path):
     summary = json.loads(old.read_text())
     del summary["headline"]
     old.write_text(json.dumps(summary))
-    assert any("older worldprobe" in note for note in load_results(results, tmp_path / "datasets").stale)
+    assert any("older worldprobe" in note for note in report_results(results, tmp_path / "datasets").stale)
 
 
 def test_holdout_table_sorts_blocks_and_keeps_the_stage_mean(tmp_path):
     results = write_results(tmp_path, datasets=("world_place",), models={"m": 4}, prompts=("empty",), n=120)
-    rows = load_results(results).holdouts
+    rows = report_results(results).holdouts
     table = holdout_table(rows, "country")
     assert table["block"].iat[-1] == "(mean)" and table["n_rows"].iloc[:-1].is_monotonic_decreasing
     stage_mean = rows[(rows["block"] == "(mean)") & (rows["setting"] == "held_out")]["value"].iat[0]
@@ -152,7 +152,7 @@ def test_results_skip_unfinished_runs_and_keep_the_newest(tmp_path):
     shutil.copytree(run, custom)
     population = metrics.assign(target=metrics["target"].replace({"latitude": "population", "longitude": "population"}))
     population.assign(value=-5.0).to_parquet(custom / "metrics.parquet")
-    loaded = load_results(results)
+    loaded = report_results(results)
     assert any("population" in note and "not drawn" in note for note in loaded.missing)
     assert len(loaded.metrics) == len(metrics)
     assert np.allclose(np.sort(loaded.metrics["value"]), np.sort(metrics["value"]))
@@ -207,7 +207,7 @@ def test_cli_on_partial_results_says_what_is_missing(workspace):
                   holdouts=False, neurons=False, n=60)  # fmt: skip
     result = CliRunner().invoke(app, ["report", "--out", str(workspace.root / "out")])
     assert result.exit_code == 0, result.output
-    assert "missing: us_place: no results for control(s) shuffled, random_init" in result.output
+    assert "missing: us_place: no results for control(s) random_init, shuffled" in result.output
     assert "missing: world_place: no results" in result.output
     assert "missing: no holdouts in any run" in result.output
     assert (workspace.root / "out" / "index.html").exists()
@@ -323,7 +323,7 @@ def test_a_skipped_held_out_block_is_said_in_words_not_drawn(tmp_path):
 def test_a_run_the_verdict_table_does_not_show_is_named():
     """A probe run without controls beside the study's fuller run of the same dataset and model is not silently
     dropped: the report's "not shown" list names it and says which run the table shows instead."""
-    from worldprobe.reports.summary import chosen_runs, left_out_runs
+    from worldprobe.reports.choice import chosen_runs, left_out_runs
 
     base = {"dataset": "world_place", "model": "m", "prompt": "empty", "probe": "ridge"}
     full = {**base, "run_key": "full", "headline": {"controls": {"shuffled": {}, "lexical": {}}}}

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import typer
 
-from worldprobe import __version__, config, study_cli, verify
-from worldprobe.datasets import cli as datasets_cli
+from worldprobe import __version__, config, verify
+from worldprobe.commands import datasets, extract, interventions, neurons, probe, report, study
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract import cli as extract_cli
-from worldprobe.interventions import cli as interventions_cli
-from worldprobe.probes import cli as probes_cli
-from worldprobe.probes import neurons_cli
-from worldprobe.reports import cli as reports_cli
 from worldprobe.workspace import Workspace
 
 app = typer.Typer(
@@ -49,8 +44,8 @@ def main_options(
     ctx.obj = Workspace.resolve(workspace)
 
 
-for stage in (datasets_cli, extract_cli, probes_cli, neurons_cli, interventions_cli, reports_cli, study_cli, verify):
-    stage.register(app)
+for commands in (datasets, extract, probe, neurons, interventions, report, study, verify):
+    commands.register(app)
 
 
 def _one_line_warning(

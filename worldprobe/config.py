@@ -1,4 +1,5 @@
-"""Project-wide settings in one place: defaults, environment variables, versions of pinned sources."""
+"""Project-wide settings in one place: defaults, environment variable names and the random-init model prefix (pinned
+archives and their checksums are in ``worldprobe.pins``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,27 @@ DEFAULT_SEED = 0
 
 DEFAULT_MODEL = "smollm2-135m"
 """The model every command and study uses when not given one: the embedded SmolLM2-135M-Instruct (offline)."""
+
+DEFAULT_PROMPT = "empty"
+"""The prompt of every command and API call not given one: the bare entity name, as in the paper."""
+
+DEFAULT_RESAMPLES = 1000
+"""Bootstrap resamples per interval (percentile ends of a 95% interval are stable to about ±.005 R²)."""
+
+RANDOM_INIT_SEEDS = 3
+"""Random-weight twins per model (seeds ``seed, seed + 1, ...``): a random-init control varies with its seed."""
+
+DEFAULT_SHOTS = 3
+"""Seeded train examples in a few-shot prompt (ask, steer)."""
+
+DEFAULT_TOP_K = 10
+"""Neurons kept per layer and target by the neuron search."""
+
+DEFAULT_STEER_LIMIT = 100
+"""Test entities steered by default (a seeded sample)."""
+
+RANDOM_PREFIX = "random:"
+"""``random:<model>`` names the model's architecture and tokenizer with seeded random weights (the random-init twin)."""
 
 WORKSPACE_ENV = "WORLDPROBE_WORKSPACE"
 CACHE_ENV = "WORLDPROBE_CACHE"

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from worldprobe.checks import SEED_MAX, Invalid, Rule, check_table, closest
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
+from worldprobe.config import (
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DEFAULT_SEED,
+    DEFAULT_TOP_K,
+    RANDOM_INIT_SEEDS,
+    RANDOM_PREFIX,
+)
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace
@@ -34,7 +41,7 @@ class DatasetEntry:
     source: str = "packaged"
     limit: int | None = None
     from_path: str | None = None
-    prompts: tuple[str, ...] = ("empty",)
+    prompts: tuple[str, ...] = (DEFAULT_PROMPT,)
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,12 @@ class ExtractSettings:
     def quantization_of(self, model: str) -> str | None:
         """The quantisation of one model (a random twin is quantised like its model)."""
         if isinstance(self.quantization, dict):
-            return self.quantization.get(model.removeprefix("random:"))
+            return self.quantization.get(model.removeprefix(RANDOM_PREFIX))
         return self.quantization
 
     flush_rows: int | None = None  # rows between ledger commits (None: the extract stage's default)
     shards: int = 1  # tasks per cache, each writing its share of the batches into the same files
-    random_init_seeds: int = 3  # random-weight twins per model in random_init (seeds seed, seed + 1, ...)
+    random_init_seeds: int = RANDOM_INIT_SEEDS  # random-weight twins per model (seeds seed, seed + 1, ...)
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class ProbeSettings:
 class NeuronSettings:
     datasets: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
-    top_k: int = 10
+    top_k: int = DEFAULT_TOP_K
 
 
 @dataclass(frozen=True)
@@ -118,11 +125,11 @@ class Study:
     @property
     def all_models(self) -> tuple[str, ...]:
         """The models to extract: the study's models and the random-init twins asked for."""
-        return self.extract.models + tuple(f"random:{m}" for m in self.extract.random_init)
+        return self.extract.models + tuple(f"{RANDOM_PREFIX}{m}" for m in self.extract.random_init)
 
     def seeds_of(self, model: str) -> tuple[int, ...]:
         """The extraction seeds of a model: the study's seed, and for a random-init twin one per twin seed."""
-        if model.startswith("random:"):
+        if model.startswith(RANDOM_PREFIX):
             return tuple(self.seed + i for i in range(self.extract.random_init_seeds))
         return (self.seed,)
 
@@ -194,7 +201,7 @@ def _expand_all_controls(study: Study) -> Study:
     stage would extract twins the plan does not list)."""
     if "all" not in study.probes.controls:
         return study
-    from worldprobe.probes.controls import CONTROLS
+    from worldprobe.probes.results import CONTROLS
 
     chosen = tuple(c for c in CONTROLS if c != "random_init" or study.extract.random_init)
     return replace(study, probes=replace(study.probes, controls=chosen))
@@ -282,7 +289,7 @@ def _check_across(study: Study) -> None:
 def _check_layers(study: Study) -> None:
     """extract.layers within the blocks of every preset model of the study (other models: in :func:`estimate_disk`,
     which reads their configs)."""
-    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX
+    from worldprobe.extract.models import PRESETS
 
     for model in (*study.all_models, *study.neurons.models):
         preset = PRESETS.get(model.removeprefix(RANDOM_PREFIX))
@@ -291,7 +298,7 @@ def _check_layers(study: Study) -> None:
 
 
 def _check_layers_of(study: Study, model: str, n_layers: int) -> None:
-    from worldprobe.extract.runner import parse_layers
+    from worldprobe.extract.cache import parse_layers
 
     try:
         parse_layers(study.extract.layers, n_layers)
@@ -302,7 +309,7 @@ def _check_layers_of(study: Study, model: str, n_layers: int) -> None:
 
 
 def _model_problem(model: str) -> str | None:
-    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX, looks_like_hub_id, unknown_model
+    from worldprobe.extract.models import PRESETS, looks_like_hub_id, unknown_model
 
     name = model.removeprefix(RANDOM_PREFIX)
     path = Path(name).expanduser()
@@ -313,7 +320,7 @@ def _model_problem(model: str) -> str | None:
 
 
 def _layers_problem(layers: str) -> str | None:
-    from worldprobe.extract.runner import parse_layers
+    from worldprobe.extract.cache import parse_layers
 
     try:
         parse_layers(layers, 10**6)  # the form only: the range is checked per model
@@ -358,13 +365,13 @@ def _probes() -> tuple[str, ...]:
 
 
 def _controls() -> tuple[str, ...]:
-    from worldprobe.probes.controls import CONTROLS
+    from worldprobe.probes.results import CONTROLS
 
     return ("all", *CONTROLS)
 
 
 def _dtypes() -> tuple[str, ...]:
-    from worldprobe.extract.models import DTYPE_CHOICES
+    from worldprobe.devices import DTYPE_CHOICES
 
     return DTYPE_CHOICES
 
@@ -433,7 +440,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
 
 def model_shape(model: str) -> tuple[int, int]:
     """(number of blocks, residual width) of a model without loading weights: from its preset, else its config."""
-    from worldprobe.extract.models import PRESETS, RANDOM_PREFIX, describe_model
+    from worldprobe.extract.models import PRESETS, describe_model
 
     name = model.removeprefix(RANDOM_PREFIX)
     if name in PRESETS:  # no GGUF fetch for a dry run
@@ -491,7 +498,7 @@ def _cache_label(params: dict[str, Any]) -> str:
     """``dataset x model x prompt`` (and ``seed N`` for a random-init twin): how the run and the disk estimate name
     one activation cache."""
     label = f"{params['dataset']} x {params['model']} x {params['prompt']}"
-    return label + (f" seed {params['seed']}" if params["model"].startswith("random:") else "")
+    return label + (f" seed {params['seed']}" if params["model"].startswith(RANDOM_PREFIX) else "")
 
 
 def _shard_units(label: str, params: dict[str, Any], shards: int) -> list[Unit]:
@@ -609,13 +616,13 @@ def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
 
 def _cache_on_disk(study: Study, params: dict, workspace: Workspace, n_layers: int) -> bool:
     """Whether extraction would find its cache finished (same dataset table, model, prompt, dtype, seed, layers)."""
+    from worldprobe.devices import cache_dtype
     from worldprobe.extract import find_cache
-    from worldprobe.extract.models import RANDOM_PREFIX, cache_dtype
-    from worldprobe.extract.runner import parse_layers
+    from worldprobe.extract.cache import parse_layers
 
     seed = {"seed": params["seed"]} if params["model"].startswith(RANDOM_PREFIX) else {}  # trained weights: no seed
     try:
-        find_cache(workspace, params["dataset"], params["model"], params["prompt"], **seed,
+        find_cache(params["dataset"], params["model"], params["prompt"], workspace=workspace, **seed,
                    dtype=cache_dtype(study.extract.dtype, study.extract.device),
                    layers=parse_layers(study.extract.layers, n_layers))  # fmt: skip
     except WorldprobeError:
@@ -626,7 +633,6 @@ def _cache_on_disk(study: Study, params: dict, workspace: Workspace, n_layers: i
 def _checked_shape(study: Study, model: str) -> tuple[int, int]:
     """The model's shape (reading its config: a hub id the hub does not know fails here, before any work), and the
     study's layers within its blocks; errors name the study file and key."""
-    from worldprobe.extract.models import RANDOM_PREFIX
 
     key = "extract.random_init" if model.startswith(RANDOM_PREFIX) else "extract.models"
     key = key if model in study.all_models else "neurons.models"
@@ -704,7 +710,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
             device=study.extract.device,
         )  # fmt: skip
     if unit.stage == "neurons":
-        from worldprobe.probes.neurons import find_neurons
+        from worldprobe.neurons.search import find_neurons
 
         x = study.extract
         return find_neurons(
@@ -804,7 +810,7 @@ def prepare_models(study: Study, echo: Callable[[str], None] = print) -> None:
     from worldprobe.extract.models import load_model_kept, release_kept_model
 
     x = study.extract
-    for model in dict.fromkeys(m.removeprefix("random:") for m in study.all_models):
+    for model in dict.fromkeys(m.removeprefix(RANDOM_PREFIX) for m in study.all_models):
         load_model_kept(model, dtype=x.dtype, device=x.device, quantization=x.quantization_of(model))
         release_kept_model()
 
@@ -823,10 +829,10 @@ class _bound:
 def results_table(study: Study, workspace: Workspace) -> str:
     """The verdict table and sentences of the study's datasets (current builds only), as plain text for the end of
     a run."""
-    from worldprobe.reports.results import load_results
+    from worldprobe.reports.choice import report_results
     from worldprobe.reports.summary import as_text
 
-    results = load_results(workspace.results, workspace.datasets)
+    results = report_results(workspace.results, workspace.datasets)
     names = {entry.name for entry in study.datasets}
     text = as_text([s for s in results.summaries if s.get("dataset") in names])
     if results.stale:

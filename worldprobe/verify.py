@@ -154,8 +154,7 @@ def _check_results(ws: Workspace, folder: Path) -> Finding:
     import pyarrow.parquet as pq
 
     from worldprobe.extract import cache as cache_mod
-    from worldprobe.probes.neurons import NEURONS_FILE
-    from worldprobe.probes.results import SUMMARY, results_problems, run_key
+    from worldprobe.probes.results import NEURONS_FILE, SUMMARY, run_key, run_problems
 
     redo = "run the same probe command again: it recomputes unreadable results"
     if (folder / NEURONS_FILE).exists() and not (folder / SUMMARY).exists():
@@ -164,7 +163,7 @@ def _check_results(ws: Workspace, folder: Path) -> Finding:
         except (OSError, ValueError) as error:
             return Finding("results", folder / NEURONS_FILE, DAMAGED, f"unreadable ({error}); delete the folder")
         return Finding("results", folder, OK, f"{rows:,} neuron rows")
-    problems = results_problems(folder)
+    problems = run_problems(folder)
     if problems:
         status = UNFINISHED if problems[0].startswith(f"no {SUMMARY}") else DAMAGED
         return Finding("results", folder, status, f"{problems[0]}; {redo}")
@@ -253,7 +252,7 @@ def verify_command(
 ) -> None:  # fmt: skip
     """Re-read every dataset, activation cache, results folder and download and check it against its record;
     exit code 1 when anything is damaged."""
-    from worldprobe.cli_common import workspace_of
+    from worldprobe.commands.common import workspace_of
 
     started = time.perf_counter()
     findings = verify(workspace_of(ctx), downloads=downloads)

@@ -3,14 +3,14 @@
 Python API (see README "2. Extraction")::
 
     from worldprobe.extract import find_cache, open_cache
-    cache = open_cache(find_cache("workspace", "world_place", "smollm2-135m"))
+    cache = open_cache(find_cache("world_place", "smollm2-135m"))
     X, y = cache.layer(18), cache.entities[["latitude", "longitude"]].to_numpy()
 """
 
 from worldprobe.lazy import lazy_exports
 
 _EXPORTS = {
-    "ActivationCache": "worldprobe.extract.cache", "cache_key": "worldprobe.extract.cache",
+    "ActivationCache": "worldprobe.extract.cache", "CacheIdentity": "worldprobe.extract.cache",
     "find_cache": "worldprobe.extract.cache", "open_cache": "worldprobe.extract.cache",
     "PRESETS": "worldprobe.extract.models", "LoadedModel": "worldprobe.extract.models",
     "load_model": "worldprobe.extract.models", "forward_batches": "worldprobe.extract.runner",

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from worldprobe.checksums import file_problem, files_record
+from worldprobe.config import RANDOM_PREFIX
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace, as_workspace
 
@@ -42,13 +43,66 @@ ENTITIES = "entities.parquet"
 LOCK = ".lock"
 SETUP_LOCK = ".setup.lock"  # held briefly by every writer to create, reopen or merge the cache
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-IDENTITY_FIELDS = (
-    "dataset", "dataset_fingerprint", "model", "model_source", "quantization", "dtype", "prompt", "prompt_template",
-    "aggregation", "seed", "n_entities", "entity_order_sha256", "layers", "n_layers", "d_model",
-)  # fmt: skip
-"""Manifest fields that define what a cache holds; a request that differs in any of them is refused. The model
-source carries the weights' checksum (local folders, GGUF files) or the hub revision and its commit."""
 OLD_FORMAT = "written by an older worldprobe without file checksums"
+
+
+@dataclass(frozen=True)
+class CacheIdentity:
+    """What an activation cache holds: a request that differs in any field is refused, a cache whose identity changes
+    gets another folder (:meth:`key`) and its probe results another run key. ``model_source`` carries the weights'
+    checksum (local folders, GGUF files) or the hub revision and its commit; ``seed`` is set only where it changes
+    the activations (random prompt tokens, random weights). The manifest holds these fields among others."""
+
+    dataset: str
+    dataset_fingerprint: str | None
+    model: str
+    model_source: Mapping[str, Any] | None
+    quantization: str | None
+    dtype: str
+    prompt: str
+    prompt_template: Mapping[str, Any] | None
+    aggregation: str
+    seed: int | None
+    n_entities: int
+    entity_order_sha256: str
+    layers: tuple[int, ...]
+    n_layers: int
+    d_model: int
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any]) -> CacheIdentity:
+        """The identity recorded in a manifest (fields it lacks, as in an older one, are None)."""
+        values = {name: manifest.get(name) for name in IDENTITY_FIELDS}
+        values["layers"] = tuple(int(v) for v in values["layers"] or ())
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as the manifest stores them (layers as a list)."""
+        return {name: list(value) if name == "layers" else value for name, value in self.__dict__.items()}
+
+    def key(self, *, all_layers: bool = True) -> str:
+        """Folder name of the cache: readable parts plus a hash of the identity (the layers count only when the cache
+        holds a subset of them)."""
+        hashed = {k: v for k, v in self.as_dict().items() if all_layers is False or k != "layers"}
+        digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        quant = f"-{self.quantization}" if self.quantization else ""
+        parts = [self.dataset, _slug(str(self.model)), self.prompt, self.aggregation]
+        return "__".join([*parts, f"{self.dtype}{quant}", digest])
+
+    def differences(self, other: CacheIdentity, *, ignore: tuple[str, ...] = ()) -> list[str]:
+        """Human-readable differences from ``other`` (this is the cache, ``other`` the request), one per field."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return [f"{k}: cache has {mine[k]!r}, request has {theirs[k]!r}" for k in IDENTITY_FIELDS
+                if k not in ignore and _normal(mine[k]) != _normal(theirs[k])]  # fmt: skip
+
+    def strict(self) -> str:
+        """The identity without the fields in which several caches of one request may differ
+        (:data:`LOOSE_FIELDS`), as one comparable string."""
+        return json.dumps({k: _normal(v) for k, v in self.as_dict().items() if k not in LOOSE_FIELDS}, sort_keys=True)
+
+
+IDENTITY_FIELDS = tuple(CacheIdentity.__dataclass_fields__)
+"""The fields of :class:`CacheIdentity`, in order."""
 LOOSE_FIELDS = ("layers", "n_entities", "entity_order_sha256")
 """Identity fields in which several finished caches of one request may differ (find_cache takes the largest)."""
 
@@ -110,24 +164,6 @@ def entity_order_sha256(entity_ids: pd.Series) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "model"
-
-
-def cache_key(identity: dict[str, Any], *, all_layers: bool = True) -> str:
-    """Folder name of a cache: readable parts plus a hash of the identity (layers count only when a subset)."""
-    hashed = {k: identity.get(k) for k in IDENTITY_FIELDS if all_layers is False or k != "layers"}
-    digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    quant = f"-{identity['quantization']}" if identity.get("quantization") else ""
-    parts = [identity["dataset"], _slug(str(identity["model"])), identity["prompt"], identity["aggregation"]]
-    return "__".join([*parts, f"{identity['dtype']}{quant}", digest])
-
-
-def diff_identity(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Human-readable differences between a cache's manifest and a request, one per field."""
-    return [
-        f"{k}: cache has {found.get(k)!r}, request has {wanted.get(k)!r}"
-        for k in IDENTITY_FIELDS
-        if k in wanted and _normal(found.get(k)) != _normal(wanted.get(k))
-    ]
 
 
 def _normal(value: Any) -> Any:
@@ -394,16 +430,41 @@ def rebuild_command(manifest: dict[str, Any], path: Path | None = None) -> str:
     return command
 
 
+def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
+    """``all`` | ``0,5,10`` | ``12:20`` (inclusive) | a list -> sorted layer ids in 0..n_layers."""
+    if spec is None or spec == "all":
+        return list(range(n_layers + 1))
+    if isinstance(spec, str):
+        chosen: list[int] = []
+        try:
+            for part in spec.split(","):
+                if ":" in part:
+                    lo, hi = (int(x) if x.strip() else d for x, d in zip(part.split(":"), (0, n_layers), strict=True))
+                    chosen.extend(range(lo, hi + 1))
+                else:
+                    chosen.append(int(part))
+        except ValueError:
+            raise WorldprobeError(f"cannot read layers {spec!r}", field="layers", hint="all, 0,5,10 or 12:20") from None
+    else:
+        chosen = [int(x) for x in spec]
+    bad = [x for x in chosen if not 0 <= x <= n_layers]
+    if bad or not chosen:
+        raise WorldprobeError(f"layers {bad or spec} outside 0..{n_layers}", field="layers")
+    return sorted(set(chosen))
+
+
 def find_cache(
-    workspace: Workspace | str | Path | None,
     dataset: str,
     model: str,
     prompt: str = "empty",
     aggregation: str = "last",
+    *,
+    workspace: Workspace | str | Path | None = None,
     prefer: Mapping[str, Any] | None = None,
     **key: Any,
 ) -> Path:
-    """The finished cache of ``dataset`` x ``model`` x ``prompt`` x ``aggregation`` in the workspace.
+    """The finished cache of ``dataset`` x ``model`` x ``prompt`` x ``aggregation`` in the workspace (by default
+    the one the CLI uses: ``$WORLDPROBE_WORKSPACE``, else ``./workspace``).
 
     ``key`` narrows the search by other manifest fields (``dtype``, ``quantization``, ``seed``, ``n_entities``),
     ``revision`` (a hub model's requested revision) or ``layers`` (the cache must hold all of them). ``prefer``
@@ -464,6 +525,31 @@ def find_cache(
     )  # fmt: skip
 
 
+def find_twin(
+    manifest: Mapping[str, Any],
+    *,
+    seed: int,
+    layers: Sequence[int] = (),
+    workspace: Workspace | str | Path | None = None,
+) -> Path:
+    """The finished cache of the random-init twin (weights seeded with ``seed``) of the model cache with ``manifest``:
+    same dataset build, prompt, aggregation and dtype, holding ``layers``. ``worldprobe.extract.extract_twin`` writes
+    it (``worldprobe probe --control random_init`` and ``worldprobe run`` call it first); the error names both."""
+    model = f"{RANDOM_PREFIX}{manifest['model']}"
+    try:
+        return find_cache(str(manifest["dataset"]), model, str(manifest.get("prompt", "empty")),
+                          str(manifest.get("aggregation", "last")), workspace=workspace, dtype=manifest.get("dtype"),
+                          seed=seed, layers=list(layers))  # fmt: skip
+    except WorldprobeError as error:
+        if not (error.hint or "").startswith("run `"):
+            raise  # several twins that differ: the error already says how to choose
+        raise WorldprobeError(
+            f"{error.message}: the random_init control reads its twins' caches", file=error.file,
+            hint=f"{error.hint}, or `worldprobe probe --control random_init ...`, which extracts the twins first "
+            "(Python: worldprobe.extract.extract_twin)",
+        ) from None
+
+
 def _local_source(model: str, gguf_file: str | None) -> dict[str, Any] | None:
     """The identifying part (kind, path/file, sha256) of a model on disk as it is now; None for presets/hub ids."""
     from worldprobe.extract.models import local_source
@@ -474,12 +560,11 @@ def _local_source(model: str, gguf_file: str | None) -> dict[str, Any] | None:
 
 def _refuse_ambiguous(matches: list[tuple[Path, dict[str, Any]]]) -> None:
     """Several finished caches answer one request and differ in more than size: name them instead of guessing."""
-    strict = [k for k in IDENTITY_FIELDS if k not in LOOSE_FIELDS]
-    kinds = {json.dumps({k: _normal(m.get(k)) for k in strict}, sort_keys=True): p for p, m in matches}
+    kinds = {CacheIdentity.of(m).strict(): p for p, m in matches}
     if len(kinds) > 1:
-        first, second = (m for p, m in matches if p in list(kinds.values())[:2])
-        differences = [f"{k}: {first.get(k)!r} vs {second.get(k)!r}" for k in strict
-                       if _normal(first.get(k)) != _normal(second.get(k))]  # fmt: skip
+        first, second = (CacheIdentity.of(m).as_dict() for p, m in matches if p in list(kinds.values())[:2])
+        differences = [f"{k}: {first[k]!r} vs {second[k]!r}" for k in IDENTITY_FIELDS
+                       if k not in LOOSE_FIELDS and _normal(first[k]) != _normal(second[k])]  # fmt: skip
         raise WorldprobeError(
             f"{len(kinds)} finished activation caches answer this request and differ in " + "; ".join(differences),
             file=", ".join(str(p) for p in kinds.values()),
@@ -560,7 +645,7 @@ class CacheWriter:
 
     def _check_found(self, found: dict[str, Any]) -> dict[str, Any]:
         """The existing manifest, if it has this writer's identity and (unless finished) its number of shards."""
-        differences = diff_identity(found, self.manifest)
+        differences = CacheIdentity.of(found).differences(CacheIdentity.of(self.manifest))
         if differences:
             raise WorldprobeError(
                 "an activation cache with different settings is in the way: " + "; ".join(differences),

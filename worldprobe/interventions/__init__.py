@@ -7,7 +7,7 @@ Python API::
     folder = run_ask("historical_figure", "smollm2-135m", limit=200)
     folder = run_steer("historical_figure", "smollm2-135m", limit=50)
 
-``worldprobe.interventions.anchors`` (where to hook, per architecture family) imports nothing heavy.
+Where they hook, per architecture family, is the one table in ``worldprobe.anchors``.
 """
 
 from worldprobe.lazy import lazy_exports
@@ -15,7 +15,7 @@ from worldprobe.lazy import lazy_exports
 _EXPORTS = {
     "run_ask": "worldprobe.interventions.ask", "run_steer": "worldprobe.interventions.steer",
     "generate": "worldprobe.interventions.generate", "Edit": "worldprobe.interventions.generate",
-    "ANCHORS": "worldprobe.interventions.anchors", "get_question": "worldprobe.interventions.questions",
+    "get_question": "worldprobe.interventions.questions",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,18 +7,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
-from worldprobe.extract.models import cache_dtype, load_model_kept
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
+from worldprobe.devices import cache_dtype
+from worldprobe.extract.models import load_model_kept
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import generate
-from worldprobe.interventions.questions import DEFAULT_SHOTS
-from worldprobe.probes.bootstrap import DEFAULT_RESAMPLES
-from worldprobe.probes.results import run_key
+from worldprobe.probes.results import ANSWERS, is_complete, run_key, write_run
 from worldprobe.workspace import Workspace, as_workspace
-
-ANSWERS = "answers"
 
 
 def run_ask(
@@ -65,7 +62,7 @@ def run_ask(
     }  # fmt: skip
     key = run_key([s.cache.manifest], settings)
     folder = setup_mod.result_folder(s, "ask", key)
-    if setup_mod.is_finished(folder, key, (ANSWERS,)):
+    if is_complete(folder, key, (ANSWERS,)):
         return folder
     loaded = load_model_kept(model, **options)
     texts, encoded, used = setup_mod.prompts_for(s, loaded.tokenizer, rows, fmt, shots, seed)
@@ -90,4 +87,4 @@ def run_ask(
         **behaviour.summarise(s, table, resamples=resamples, seed=seed),
         "time": {"wall_seconds": time.perf_counter() - clock, "cpu_seconds": time.process_time() - cpu},
     }  # fmt: skip
-    return setup_mod.write_run(folder, {ANSWERS: table}, summary)
+    return write_run(folder, {ANSWERS: table}, summary)

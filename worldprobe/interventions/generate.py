@@ -2,7 +2,7 @@
 optional steering edit added to the residual stream at chosen positions.
 
 Steering (:class:`Edit`): every row of a batch carries its own vector per layer; it is added to the residual stream
-after block l (anchor point ``steer``, :mod:`worldprobe.interventions.anchors`) at the row's entity positions of the
+after block l (anchor point ``steer``, :mod:`worldprobe.anchors`) at the row's entity positions of the
 PROMPT pass, and at generated tokens only when ``generated=True``. The hook knows which absolute columns the current
 forward pass covers (the whole prompt, one new token with the KV cache, or everything so far without it), so the
 vector is added exactly once per position whatever the caching; the first generated token is predicted from the
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from worldprobe import anchors
 from worldprobe.extract.models import LoadedModel
 from worldprobe.extract.runner import Batch, collate, length_order, pad_token_id
 from worldprobe.extract.tokens import EncodedEntity
-from worldprobe.interventions import anchors
 
 POSITIONS = ("last", "entity")
 """Where steering acts in the prompt: the entity's last token (the probed one) or every entity token."""

@@ -20,7 +20,6 @@ from worldprobe.extract.tokens import EncodedEntity
 from worldprobe.interventions.parse import GroupVocabulary, parse_coordinates, parse_year
 
 FORMATS = ("auto", "chat", "fewshot")
-DEFAULT_SHOTS = 3
 
 
 @dataclass(frozen=True)

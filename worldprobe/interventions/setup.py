@@ -62,7 +62,8 @@ def prepare(
     later position, so it cannot move an answer)."""
     spec = get_spec(dataset)
     asked = questions.get_question(dataset, question)
-    cache = open_cache(find_cache(workspace, dataset, model, prompt, "last", prefer={"dtype": dtype} if dtype else None,
+    cache = open_cache(find_cache(dataset, model, prompt, "last", workspace=workspace,
+                                  prefer={"dtype": dtype} if dtype else None,
                                   **({"revision": revision} if revision else {})))  # fmt: skip
     entities = cache.entities.reset_index(drop=True)
     targets = list(spec.targets)
@@ -196,41 +197,6 @@ def result_folder(setup: Setup, stage: str, key: str) -> Path:
 
     return run_dir(setup.workspace.results, setup.dataset, setup.model, setup.prompt,
                    f"{stage}-{setup.question.name}", key)  # fmt: skip
-
-
-def is_finished(folder: Path, key: str, tables: tuple[str, ...]) -> bool:
-    """Whether ``folder`` holds a finished ask/steer run with this key whose ``<table>.parquet`` files all read back
-    (else it is redone)."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-        for name in tables:
-            pq.read_table(folder / f"{name}.parquet")
-    except (OSError, UnicodeDecodeError, ValueError):  # missing, unreadable or damaged (pyarrow: a ValueError)
-        return False
-    return isinstance(summary, dict) and summary.get("complete") is True and summary.get("run_key") == key
-
-
-def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> Path:
-    """Write ``<name>.parquet`` per table, then ``summary.json`` (last: it marks the run complete)."""
-    import json
-
-    import worldprobe
-    from worldprobe.probes.results import SUMMARY, _json_default
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in tables.items():
-        tmp = folder / f"{name}.parquet.tmp"
-        frame.reset_index(drop=True).to_parquet(tmp, index=False)
-        tmp.replace(folder / f"{name}.parquet")
-    summary = {**summary, "complete": True, "worldprobe_version": worldprobe.__version__}
-    tmp = folder / f"{SUMMARY}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
-    tmp.replace(folder / SUMMARY)
-    return folder
 
 
 def check_format(model: str, fmt: str, options: dict) -> None:

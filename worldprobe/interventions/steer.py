@@ -22,19 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS, DEFAULT_STEER_LIMIT
+from worldprobe.devices import cache_dtype
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import cache_dtype, load_model_kept
+from worldprobe.extract.models import load_model_kept
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import direction, dose, questions
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import POSITIONS, Edit, continuation_logprobs, generate
 from worldprobe.interventions.parse import UNPARSED
-from worldprobe.probes.bootstrap import DEFAULT_RESAMPLES
-from worldprobe.probes.results import run_key
+from worldprobe.probes.results import STEERING, is_complete, run_key, write_run
 from worldprobe.workspace import Workspace, as_workspace
 
-STEERING = "steering"
 DEFAULT_SHIFTS = {"year": (-1000.0, -300.0, -100.0, 0.0, 100.0, 300.0, 1000.0),
                   "latitude": (-40.0, -20.0, -10.0, 0.0, 10.0, 20.0, 40.0),
                   "longitude": (-40.0, -20.0, -10.0, 0.0, 10.0, 20.0, 40.0)}  # fmt: skip
@@ -43,7 +42,6 @@ a standard deviation of the activations along the probe direction, so the ladder
 ``edit_size`` in the summary)."""
 NEUTRAL_CONTINUATION = " is the subject of this sentence."
 """The side-effect probe: its log-probability after the (steered) entity should not care about the steered target."""
-DEFAULT_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,8 @@ def run_steer(
     random_init: bool = True,
     use_cache: bool = True,
     fmt: str = "auto",
-    shots: int = questions.DEFAULT_SHOTS,
-    limit: int | None = DEFAULT_LIMIT,
+    shots: int = DEFAULT_SHOTS,
+    limit: int | None = DEFAULT_STEER_LIMIT,
     batch_size: int | None = None,
     max_new_tokens: int | None = None,
     dtype: str = "auto",
@@ -129,7 +127,7 @@ def run_steer(
     }  # fmt: skip
     key = run_key([s.cache.manifest, *([twin_manifest] if twin_manifest else [])], settings)
     folder = setup_mod.result_folder(s, "steer", key)
-    if setup_mod.is_finished(folder, key, (STEERING,)):
+    if is_complete(folder, key, (STEERING,)):
         return folder
 
     twin_path = twin_manifest["path"] if twin_manifest else None
@@ -161,7 +159,7 @@ def run_steer(
         **dose.summarise(table, len(rows), target, resamples=resamples, seed=seed),
         "time": {"wall_seconds": time.perf_counter() - clock, "cpu_seconds": time.process_time() - cpu},
     }  # fmt: skip
-    return setup_mod.write_run(folder, {STEERING: table}, summary)
+    return write_run(folder, {STEERING: table}, summary)
 
 
 def _edit_size(s: setup_mod.Setup, probe: Direction, layers: list[int], shifts: list[float], window: int) -> dict:

@@ -1,4 +1,4 @@
-"""Stage 3: probes (ridge, MLP), metrics, controls and neuron search on cached activations.
+"""Stage 3: probes (ridge, MLP), metrics and controls on cached activations; the results contract (``results``).
 
 Python API::
 

@@ -18,30 +18,23 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 from tqdm.auto import tqdm
 
+from worldprobe.config import RANDOM_INIT_SEEDS
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes.metrics import pearson_columns, r2_columns, spearman_columns
-from worldprobe.probes.results import LAYER_ROW_COLUMNS
+from worldprobe.probes.results import CONTROLS, LAYER_ROW_COLUMNS
 from worldprobe.probes.selection import SCORE_METRIC, select_layer, selection_score
 from worldprobe.workspace import Workspace
-
-CONTROLS = ("random_init", "shuffled", "lexical", "embedding", "group_oracle", "within_group", "alt_world")
-"""Every control :func:`run_controls` knows, in the order it runs them."""
 
 ALT_WORLD_PERMUTATIONS = 5
 """How many seeded group permutations the alternative-world control averages over."""
 
-RANDOM_INIT_SEEDS = 3
-"""Random-weight twins per model (seeds ``seed, seed + 1, ...``): a random-init control varies with its seed."""
 
 FLAT = -1
 """The ``predictions`` key of a layer-free control (lexical, group_oracle, embedding)."""
 
 LEXICAL_ALPHAS = (0.1, 1.0, 10.0, 100.0)
 """Ridge penalties tried by the lexical control (chosen on a seeded 10% validation part of train)."""
-
-METRIC_COLUMNS = LAYER_ROW_COLUMNS
-"""The columns of the rows :func:`run_controls` returns (``worldprobe.probes.results``)."""
 
 
 @dataclass
@@ -177,8 +170,8 @@ def run_controls(
     )  # fmt: skip
     frames = [pd.DataFrame(_RUNNERS[name](job)) for name in tqdm(names, desc="controls", unit="control",
                                                                             disable=not progress)]
-    rows = pd.concat(frames, ignore_index=True)[list(METRIC_COLUMNS)] if frames else pd.DataFrame(
-        columns=list(METRIC_COLUMNS))  # fmt: skip
+    rows = pd.concat(frames, ignore_index=True)[list(LAYER_ROW_COLUMNS)] if frames else pd.DataFrame(
+        columns=list(LAYER_ROW_COLUMNS))  # fmt: skip
     return ControlRun(rows, job.fits, job.alt_world)
 
 
@@ -329,11 +322,11 @@ def _random_init(job: _Job) -> list[dict]:
 
 
 def twin_cache(job: _Job, twin_seed: int) -> CacheLike:
-    """The random-init twin's cache for one seed (extracted when missing), its rows in this cache's entity order."""
-    from worldprobe.extract import extract_twin, open_cache
+    """The random-init twin's cache for one seed (``extract.extract_twin`` wrote it; missing, the error names the
+    command), its rows in this cache's entity order."""
+    from worldprobe.extract.cache import find_twin, open_cache
 
-    path = extract_twin(job.dataset, job.model, job.prompt, job.cache.manifest, seed=twin_seed,
-                        workspace=job.workspace, layers=job.layers)  # fmt: skip
+    path = find_twin(job.cache.manifest, seed=twin_seed, layers=job.layers, workspace=job.workspace)
     twin = open_cache(path)
     position = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))
     wanted = job.entities["entity_id"].astype(str)

@@ -14,14 +14,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.config import DEFAULT_RESAMPLES, DEFAULT_SEED, RANDOM_INIT_SEEDS
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes import metrics
-from worldprobe.probes.bootstrap import DEFAULT_RESAMPLES
 from worldprobe.probes.controls import (
     FLAT,
-    RANDOM_INIT_SEEDS,
     SharedFits,
     control_targets,
     group_keys,
@@ -377,12 +375,12 @@ def cross_prompt_transfer(
 
     Columns: train_prompt, test_prompt, setting (transfer|within), layer, split, target, metric, value.
     """
-    from worldprobe.extract import find_cache, open_cache
+    from worldprobe.extract.cache import find_cache, open_cache
     from worldprobe.workspace import as_workspace
 
     ws = as_workspace(workspace)
-    a = open_cache(find_cache(ws, dataset, model, train_prompt, "last"))
-    b = open_cache(find_cache(ws, dataset, model, test_prompt, "last"))
+    a = open_cache(find_cache(dataset, model, train_prompt, "last", workspace=ws))
+    b = open_cache(find_cache(dataset, model, test_prompt, "last", workspace=ws))
     ids_a, ids_b = a.entities["entity_id"].astype(str), b.entities["entity_id"].astype(str)
     common = np.intersect1d(ids_a.to_numpy(), ids_b.to_numpy())
     if len(common) == 0:
@@ -459,8 +457,8 @@ def run_probe(
     held-out blocks at the selected layer for each column in ``holdouts``. A finished run with the same caches and
     settings is not recomputed.
     """
-    from worldprobe.extract import find_cache, open_cache
-    from worldprobe.extract.models import cache_dtype
+    from worldprobe.devices import cache_dtype
+    from worldprobe.extract.cache import find_cache, open_cache
 
     ws = as_workspace(workspace)
     spec = get_spec(dataset)
@@ -469,12 +467,12 @@ def run_probe(
     std = DEFAULT_STANDARDIZE if standardize is None else bool(standardize)
     narrow = {} if dtype is None else {"dtype": cache_dtype(dtype, device)}
     prefer = {} if prefer_dtype is None else {"dtype": cache_dtype(prefer_dtype, device)}
-    cache = open_cache(find_cache(ws, dataset, model, prompt, "last", prefer=prefer, **narrow))
+    cache = open_cache(find_cache(dataset, model, prompt, "last", workspace=ws, prefer=prefer, **narrow))
     available = [int(v) for v in cache.layers]
     if layers is None:
         chosen = available
     else:
-        from worldprobe.extract.runner import parse_layers
+        from worldprobe.extract.cache import parse_layers
 
         chosen = parse_layers(layers, int(cache.manifest["n_layers"]))
     missing = [v for v in chosen if v not in available]

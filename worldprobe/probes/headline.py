@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from worldprobe.config import DEFAULT_RESAMPLES
 from worldprobe.probes import bootstrap as bs
 from worldprobe.probes.bootstrap import Estimate
 from worldprobe.probes.controls import FLAT, AltWorldFit, ControlFit, group_means
@@ -44,7 +45,7 @@ class RunData:
     fits: list[ControlFit] = field(default_factory=list)
     alt_world: AltWorldFit | None = None
     seed: int = 0
-    resamples: int = bs.DEFAULT_RESAMPLES
+    resamples: int = DEFAULT_RESAMPLES
 
 
 @dataclass

@@ -1,11 +1,19 @@
-"""Writing and reading a probe run's results folder (docs/design.md "Results") and the run key that lets
-``worldprobe probe`` skip work whose results already exist for the same inputs."""
+"""The results contract (docs/design.md "Results"): the one place that names the tables of a ``results/<run>/``
+folder and their columns, the control names, the run key and folder name, and that writes and reads them.
+
+Three kinds of run share the folder layout: a probe run (``metrics``, ``predictions``, ``holdouts`` and
+``summary.json``, written last: it marks the run complete), a neuron search (``neurons.json`` first, then
+``neurons.parquet``, which marks it finished) and an ask or steer run (``answers`` or ``steering`` and
+``summary.json``). What the report draws from them is ``worldprobe.reports.choice``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +22,25 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 import worldprobe
+from worldprobe.datasets.registry import DATASETS
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.cache import IDENTITY_FIELDS
+from worldprobe.extract.cache import CacheIdentity
+
+METRICS, PREDICTIONS, HOLDOUTS, NEURONS = "metrics", "predictions", "holdouts", "neurons"
+ANSWERS, STEERING = "answers", "steering"
+"""Table names: each is ``<name>.parquet`` in a run folder."""
+PROBE_TABLES = (METRICS, PREDICTIONS, HOLDOUTS)
+"""The tables of a probe run."""
+READ_TABLES = (*PROBE_TABLES, NEURONS)
+"""The tables :func:`load_results` gathers (ask and steer runs are read by ``worldprobe.reports.interventions``)."""
+SUMMARY = "summary.json"
+NEURONS_FILE = f"{NEURONS}.parquet"
+NEURON_RECORD = "neurons.json"
+"""Beside ``neurons.parquet``: the search's dataset build (fingerprint) and settings, for stale-result checks."""
+
+CONTROLS = ("random_init", "shuffled", "lexical", "embedding", "group_oracle", "within_group", "alt_world")
+"""Every control (science.md section 7), in the order ``worldprobe.probes.controls`` runs them; the ``control`` of
+the probe's own rows is ``none``."""
 
 LAYER_ROW_COLUMNS = (
     "dataset", "model", "n_layers", "prompt", "layer", "rel_depth", "probe", "control",
@@ -29,22 +54,26 @@ the layer the row's curve selected on train rows (``selected_layer``)."""
 HOLDOUT_COLUMNS = (
     "dataset", "model", "prompt", "layer", "probe", "column", "block", "n_rows", "setting", "target", "metric", "value",
 )  # fmt: skip
-SUMMARY = "summary.json"
-RESULT_FILES = ("metrics.parquet", "predictions.parquet", "holdouts.parquet", SUMMARY)
+NEURON_COLUMNS = (
+    "dataset", "model", "layer", "kind", "neuron", "target", "rank",
+    "train_pearson", "test_spearman", "test_r2", "cos_in", "cos_out",
+)  # fmt: skip
+"""neurons.parquet: one ranked neuron or residual coordinate per row. (predictions.parquet holds the entity's key
+columns, ``control``, ``layer`` and ``true_<target>`` / ``pred_<target>`` per target.)"""
 
-_MANIFEST_KEYS = (*IDENTITY_FIELDS, "files")
-"""What a cache contributes to a run key: its identity (model weights checksum or hub commit, prompt template, ...)
-and its files' checksums, so a rebuilt cache whose bytes differ gets new results."""
+_MEASURED = {"value", "run", "n_rows", "train_pearson", "test_spearman", "test_r2", "cos_in", "cos_out"}
+"""Columns that hold what a run measured (the rest of a row is its key, for replacing a re-run's rows)."""
 
 
 def run_key(manifests: list[dict[str, Any]], settings: dict[str, Any]) -> str:
-    """A hash of the caches' identities and file checksums, and the probe settings."""
+    """A hash of the caches' identities (model weights checksum or hub commit, prompt template, ...) and file
+    checksums, so a rebuilt cache whose bytes differ gets new results, and the run's settings."""
     payload = {
-        "caches": [{k: m.get(k) for k in _MANIFEST_KEYS} for m in manifests],
+        "caches": [{**CacheIdentity.of(m).as_dict(), "files": m.get("files")} for m in manifests],
         "settings": settings,
         "results_format": 2,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=json_default).encode()).hexdigest()[:16]
 
 
 def run_dir(results_root: Path, dataset: str, model: str, prompt: str, probe: str, key: str) -> Path:
@@ -53,13 +82,53 @@ def run_dir(results_root: Path, dataset: str, model: str, prompt: str, probe: st
     return results_root / f"{safe}__{key}"
 
 
-def is_complete(folder: Path, key: str) -> bool:
-    """Whether ``folder`` holds a finished run with this key whose files can all be read (else it is redone)."""
-    return not results_problems(folder, key)
+# --- one run: write, check, read -----------------------------------------------------------------------------------
 
 
-def results_problems(folder: Path, key: str | None = None) -> list[str]:
-    """What keeps ``folder`` from being a finished, readable run (with ``key``, when given): empty when none."""
+def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> Path:
+    """Write ``<name>.parquet`` per table, then ``summary.json`` (last: it marks the run complete)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        tmp = folder / f"{name}.parquet.tmp"
+        frame.reset_index(drop=True).to_parquet(tmp, index=False)
+        tmp.replace(folder / f"{name}.parquet")
+    summary = {**summary, "complete": True, "worldprobe_version": worldprobe.__version__}
+    tmp = folder / f"{SUMMARY}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=json_default))
+    tmp.replace(folder / SUMMARY)
+    return folder
+
+
+def write_results(
+    folder: Path,
+    *,
+    metrics: pd.DataFrame,
+    predictions: pd.DataFrame,
+    holdouts: pd.DataFrame,
+    summary: dict[str, Any],
+) -> Path:
+    """Write a probe run: its three tables in the contract's columns, then the summary."""
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics lack columns {missing}")
+    tables = {METRICS: metrics[list(METRIC_COLUMNS)], PREDICTIONS: predictions,
+              HOLDOUTS: holdouts.reindex(columns=list(HOLDOUT_COLUMNS))}  # fmt: skip
+    return write_run(folder, tables, summary)
+
+
+def write_neurons(folder: Path, table: pd.DataFrame, record: dict[str, Any]) -> Path:
+    """Write a neuron search: ``neurons.json`` first, then ``neurons.parquet`` (which marks it finished)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / NEURON_RECORD).write_text(json.dumps(record, indent=2, default=json_default))
+    tmp = folder / f"{NEURONS_FILE}.tmp"
+    table[list(NEURON_COLUMNS)].to_parquet(tmp, index=False)
+    tmp.replace(folder / NEURONS_FILE)
+    return folder
+
+
+def run_problems(folder: Path, key: str | None = None, tables: Iterable[str] = PROBE_TABLES) -> list[str]:
+    """What keeps ``folder`` from being a finished, readable run (with ``key``, when given) holding ``tables``:
+    empty when none."""
     path = folder / SUMMARY
     try:
         summary = json.loads(path.read_text())
@@ -72,44 +141,24 @@ def results_problems(folder: Path, key: str | None = None) -> list[str]:
     if key is not None and summary.get("run_key") != key:
         return [f"{SUMMARY} has run key {summary.get('run_key')!r}, expected {key!r}"]
     problems = []
-    for name in RESULT_FILES[:-1]:
+    for name in tables:
         try:
-            pq.read_table(folder / name)
+            pq.read_table(folder / f"{name}.parquet")
         except FileNotFoundError:
-            problems.append(f"{name} is missing")
+            problems.append(f"{name}.parquet is missing")
         except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            problems.append(f"{name} is unreadable ({str(error).splitlines()[0][:120]})")
+            problems.append(f"{name}.parquet is unreadable ({str(error).splitlines()[0][:120]})")
     return problems
 
 
-def write_results(
-    folder: Path,
-    *,
-    metrics: pd.DataFrame,
-    predictions: pd.DataFrame,
-    holdouts: pd.DataFrame,
-    summary: dict[str, Any],
-) -> Path:
-    """Write the four result files; the summary goes last (it marks the run complete)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
-    if missing:
-        raise ValueError(f"metrics lack columns {missing}")
-    for frame, name in ((metrics[list(METRIC_COLUMNS)], "metrics"), (predictions, "predictions"),
-                        (holdouts.reindex(columns=list(HOLDOUT_COLUMNS)), "holdouts")):  # fmt: skip
-        tmp = folder / f"{name}.parquet.tmp"
-        frame.reset_index(drop=True).to_parquet(tmp, index=False)
-        tmp.replace(folder / f"{name}.parquet")
-    summary = {**summary, "complete": True, "worldprobe_version": worldprobe.__version__}
-    tmp = folder / f"{SUMMARY}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
-    tmp.replace(folder / SUMMARY)
-    return folder
+def is_complete(folder: Path, key: str, tables: Iterable[str] = PROBE_TABLES) -> bool:
+    """Whether ``folder`` holds a finished run with this key whose tables all read back (else it is redone)."""
+    return not run_problems(folder, key, tables)
 
 
 def read_metrics(folder: Path) -> pd.DataFrame:
     """The metrics table of a results folder."""
-    path = Path(folder) / "metrics.parquet"
+    path = Path(folder) / f"{METRICS}.parquet"
     if not path.exists():
         raise WorldprobeError("no metrics in this results folder", file=path, hint="run `worldprobe probe` first")
     return pd.read_parquet(path)
@@ -123,7 +172,8 @@ def read_summary(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps``' ``default`` for the numpy scalars, arrays, paths, tuples and sets in summaries and keys."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -131,3 +181,176 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (Path, tuple, set)):
         return str(value) if isinstance(value, Path) else list(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# --- every run of a workspace --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """All current results of a workspace, concatenated over run folders (design.md, "Results").
+
+    ``metrics`` holds the rows over every test entity (``subset == "all"``), ``breakdown`` the per-entity-type rows;
+    ``summaries`` the summary.json of each probe run; ``stale`` the folders left out because they were computed from
+    another build of their dataset (or by an older worldprobe), each with the reason; ``missing`` what was skipped
+    or not found.
+    """
+
+    metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    holdouts: pd.DataFrame
+    neurons: pd.DataFrame
+    summaries: list[dict[str, Any]]
+    runs: list[Path]
+    missing: list[str] = field(default_factory=list)
+    breakdown: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stale: list[str] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list[str]:
+        """Datasets with any metric or prediction, in registry order, then others alphabetically."""
+        found = set(self.metrics.get("dataset", pd.Series(dtype=str))) | set(
+            self.predictions.get("dataset", pd.Series(dtype=str))
+        )
+        known = [name for name in DATASETS if name in found]
+        return known + sorted(found - set(known))
+
+    def kind(self, dataset: str) -> str:
+        """``place`` or ``time``: from the registry, else from the prediction columns."""
+        if dataset in DATASETS:
+            return DATASETS[dataset].kind
+        return "place" if "true_latitude" in self.predictions.columns else "time"
+
+
+RunFilter = Callable[[Path, dict[str, pd.DataFrame]], "str | None"]
+"""Given a run folder and its tables, why to leave the run out (a sentence for ``missing``), or None to keep it."""
+
+
+def load_results(results_dir: Path, datasets_dir: Path | None = None, *, leave_out: RunFilter | None = None) -> Results:
+    """Concatenate the tables of every finished, current run folder under ``results_dir``.
+
+    A probe run without ``summary.json`` (or with ``"complete": false``) is still being written: it is skipped and
+    named in ``missing``. With ``datasets_dir`` (the workspace's ``datasets/``), a run computed from another build of
+    its dataset than the one there now (its recorded fingerprint differs), or written by an older worldprobe without
+    a headline, is left out and named in ``stale``: results of two builds are never drawn or tabulated together. A
+    run ``leave_out`` gives a reason for is named in ``missing``. When two runs hold the same row key (a re-run), the
+    newer run's value is kept. Missing tables become empty frames.
+    """
+    folders = [p for p in results_dir.glob("*") if p.is_dir() and any(p.glob("*.parquet")) and not _intervention(p)]
+    runs, missing, stale = [], [], []
+    for folder in sorted(folders, key=_age):
+        if _unfinished(folder):
+            missing.append(f"run {folder.name} has no finished summary.json (still running or interrupted): skipped")
+            continue
+        reason = stale_reason(folder, datasets_dir) if datasets_dir is not None else None
+        if reason:
+            stale.append(f"{folder.name}: {reason}")
+        else:
+            runs.append(folder)
+    if not runs:
+        raise WorldprobeError(
+            "no finished results of the current dataset builds" if stale else "no finished results found",
+            file=results_dir,
+            hint="run `worldprobe probe --dataset ... --model ...` first (or `worldprobe run`)"
+            + (f"; {len(stale)} stale run(s): {stale[0]}" if stale else ""),
+        )
+    frames: dict[str, list[pd.DataFrame]] = {table: [] for table in READ_TABLES}
+    summaries = [_read_run(folder, frames, missing, leave_out) for folder in runs]
+    tables = {t: _latest(pd.concat(f, ignore_index=True)) if f else pd.DataFrame() for t, f in frames.items()}
+    metrics = tables.pop(METRICS)
+    breakdown = pd.DataFrame()
+    if "subset" in metrics.columns:
+        breakdown = metrics[metrics["subset"] != "all"].reset_index(drop=True)
+        metrics = metrics[metrics["subset"] == "all"].reset_index(drop=True)
+    if not metrics.empty:
+        metrics["control"] = metrics["control"].fillna("none")
+    if not tables[PREDICTIONS].empty and "control" in tables[PREDICTIONS]:
+        tables[PREDICTIONS]["control"] = tables[PREDICTIONS]["control"].fillna("none")
+    return Results(metrics=metrics, **tables, summaries=[s for s in summaries if s], runs=runs, missing=missing,
+                   breakdown=breakdown, stale=stale)  # fmt: skip
+
+
+def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
+    """Why a finished run folder is not from the current build of its dataset (None when it is).
+
+    A probe run records its cache's dataset fingerprint in ``summary.json``, a neuron search in ``neurons.json``;
+    the current build's is in ``datasets/<dataset>.build.json``.
+    """
+    record = folder / (SUMMARY if (folder / SUMMARY).exists() else NEURON_RECORD)
+    if not record.exists():
+        return "no record of the dataset build it used (written by an older worldprobe): re-run it"
+    try:
+        summary = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return f"{record.name} is not valid JSON: re-run it"
+    if record.name == SUMMARY and "headline" not in summary:
+        return "written by an older worldprobe (no train-selected layer or intervals): re-run `worldprobe probe`"
+    dataset = summary.get("dataset")
+    build = datasets_dir / f"{dataset}.build.json"
+    if not build.exists():
+        return f"dataset {dataset} is no longer built in this workspace"
+    try:
+        current = json.loads(build.read_text()).get("fingerprint")
+    except json.JSONDecodeError:
+        return f"{build} is not valid JSON"
+    used = (summary.get("cache") or {}).get("dataset_fingerprint")
+    if used != current:
+        return f"computed from another build of {dataset} (fingerprint {str(used)[:12]}, now {str(current)[:12]})"
+    return None
+
+
+def _read_run(
+    folder: Path, frames: dict[str, list[pd.DataFrame]], missing: list[str], leave_out: RunFilter | None
+) -> dict[str, Any] | None:
+    """Append the run's tables to ``frames`` (unless ``leave_out`` names a reason); return its summary (with
+    ``run``), or None for a neuron search or a run left out."""
+    summary_path = folder / SUMMARY
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    except json.JSONDecodeError as error:
+        raise WorldprobeError(f"summary is not valid JSON: {error.msg}", file=summary_path, row=error.lineno) from error
+    summary["run"] = folder.name
+    tables = {}
+    for table in READ_TABLES:
+        path = folder / f"{table}.parquet"
+        if path.exists():
+            try:
+                tables[table] = pd.read_parquet(path).assign(run=folder.name)
+            except Exception as error:  # pyarrow raises several types for a damaged file
+                raise WorldprobeError(f"cannot read results table: {error}", file=path) from error
+    reason = leave_out(folder, tables) if leave_out is not None else None
+    if reason:
+        missing.append(f"run {folder.name} {reason}")
+        return None
+    for table, frame in tables.items():
+        frames[table].append(frame)
+    return summary if "run_key" in summary or "headline" in summary else None
+
+
+def _intervention(folder: Path) -> bool:
+    """An ``ask`` or ``steer`` run (``worldprobe.reports.interventions`` draws those)."""
+    return any((folder / f"{name}.parquet").exists() for name in (ANSWERS, STEERING))
+
+
+def _age(folder: Path) -> tuple[int, str]:
+    """Older runs first, so a re-run's rows replace them."""
+    files = [p for p in (folder / SUMMARY, folder / NEURONS_FILE) if p.exists()]
+    return (max(p.stat().st_mtime_ns for p in files) if files else 0, folder.name)
+
+
+def _unfinished(folder: Path) -> bool:
+    """A probe run (metrics or predictions) is finished once its summary says so; a neurons-only folder always is."""
+    if not any((folder / f"{t}.parquet").exists() for t in (METRICS, PREDICTIONS)):
+        return False
+    path = folder / SUMMARY
+    try:
+        return not path.exists() or json.loads(path.read_text()).get("complete", True) is False
+    except json.JSONDecodeError:
+        return True
+
+
+def _latest(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows a newer run repeats (same values in every column but the measured ones and ``run``)."""
+    measured = _MEASURED | {c for c in table.columns if c.startswith("pred_")}
+    keys = [c for c in table.columns if c not in measured]
+    return table.drop_duplicates(subset=keys, keep="last").drop(columns="run").reset_index(drop=True)

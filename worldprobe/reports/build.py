@@ -8,19 +8,20 @@ import pandas as pd
 from tqdm import tqdm
 
 from worldprobe.config import DEFAULT_SEED
+from worldprobe.probes.results import Results
 from worldprobe.reports import curves, holdouts, maps, neurons, timelines
 from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
+from worldprobe.reports.choice import chosen_runs, left_out_runs, primary_prompt, report_results
 from worldprobe.reports.content import Block, Report, Section
 from worldprobe.reports.html import write_html
-from worldprobe.reports.results import Results, load_results, primary_prompt
-from worldprobe.reports.summary import chosen_runs, left_out_runs, verdict_sentences, verdict_table
+from worldprobe.reports.summary import verdict_sentences, verdict_table
 from worldprobe.workspace import Workspace
 
 
 def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED) -> Report:
     """Read ``workspace/results``; write ``out/figures/*.png|svg`` and ``out/index.html`` (out: workspace/reports)."""
     out = Path(out) if out is not None else workspace.reports
-    results = load_results(workspace.results, workspace.datasets)
+    results = report_results(workspace.results, workspace.datasets)
     runs = {(r["dataset"], r["model"]): r for r in chosen_runs(results.summaries)}
     models = sorted(set(results.metrics.get("model", [])) | set(results.predictions.get("model", [])))
     palette = curves.model_palette(models)

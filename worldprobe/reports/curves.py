@@ -11,8 +11,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from worldprobe.reports.choice import primary_prompt
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, new_figure, save
-from worldprobe.reports.results import primary_prompt
 
 METRICS = {"r2": "test R² (mean over targets)", "spearman": "test Spearman ρ (mean over targets)"}
 CONTROL_STYLES = {

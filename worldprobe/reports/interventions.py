@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from worldprobe.probes.results import ANSWERS
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, new_figure, save
 
 KIND_STYLES = {
@@ -69,7 +70,7 @@ def dataset_figures(
     steered, more = runs(results_dir, dataset, "steer", datasets_dir)
     out.notes += notes + more
     for folder, summary in asked:
-        out.figures.append(ask_figure(pd.read_parquet(folder / "answers.parquet"), summary, out_dir))
+        out.figures.append(ask_figure(pd.read_parquet(folder / f"{ANSWERS}.parquet"), summary, out_dir))
     for _, summary in steered:
         out.figures.append(dose_figure(summary, out_dir))
         out.verdicts.append(f"{summary['model']}: {summary['verdict']}")

@@ -7,9 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from worldprobe.datasets.registry import DATASETS
 from worldprobe.probes.verdict import short
-from worldprobe.reports.results import primary_prompt
+from worldprobe.reports.choice import chosen_runs
 
 COLUMNS = {
     "dataset": "dataset",
@@ -26,39 +25,6 @@ COLUMNS = {
     "verdict": "verdict",
 }
 """The table's columns and headings; a Δ is probe minus control, paired over the same test entities."""
-
-
-def chosen_runs(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One run per dataset and model: the primary prompt, ridge when there are several probes, then the run with the
-    most controls, then the newest (summaries come oldest first); in registry order of the datasets, then by model."""
-    by_dataset: dict[str, list[dict[str, Any]]] = {}
-    for summary in summaries:
-        if "headline" in summary:
-            by_dataset.setdefault(summary["dataset"], []).append(summary)
-    order = {name: i for i, name in enumerate(DATASETS)}
-    chosen = []
-    for dataset in sorted(by_dataset, key=lambda d: (order.get(d, len(order)), d)):
-        runs = by_dataset[dataset]
-        prompt = primary_prompt([r["prompt"] for r in runs])
-        best: dict[str, tuple[tuple[bool, int, int], dict[str, Any]]] = {}
-        for age, run in enumerate(r for r in runs if r["prompt"] == prompt):
-            rank = (run["probe"] == "ridge", len(run["headline"].get("controls", {})), age)
-            if run["model"] not in best or rank > best[run["model"]][0]:
-                best[run["model"]] = (rank, run)
-        chosen += [best[model][1] for model in sorted(best)]
-    return chosen
-
-
-def left_out_runs(summaries: list[dict[str, Any]]) -> list[str]:
-    """A line per finished run that :func:`chosen_runs` did not pick for the verdict table, saying why."""
-    chosen = {run.get("run_key") for run in chosen_runs(summaries)}
-    return [
-        f"{run['dataset']} x {run['model']} (prompt {run['prompt']}, {run['probe']}, "
-        f"{len(run['headline'].get('controls', {}))} control(s), run {run.get('run_key')}): not in the verdict table, "
-        "which shows one run per dataset and model (the primary prompt, ridge, the most controls, the newest)"
-        for run in summaries
-        if "headline" in run and run.get("run_key") not in chosen
-    ]
 
 
 def verdict_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:

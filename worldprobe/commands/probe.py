@@ -1,18 +1,20 @@
-"""CLI commands of the probes stage: ``worldprobe probe``."""
+"""``worldprobe probe``: extract the random-init twins its random_init control reads (when asked for), then run the
+probe stage."""
 
 from __future__ import annotations
 
 import typer
 
-from worldprobe.cli_common import count_option, seed_option, set_threads, workspace_of
-from worldprobe.config import DEFAULT_MODEL
+from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_RESAMPLES, RANDOM_INIT_SEEDS
+from worldprobe.workspace import Workspace
 
 
 def probe(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose activation cache to probe."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model of the cache (as given to extract)."),
-    prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt of the cache."),
+    prompt: str = typer.Option(DEFAULT_PROMPT, "--prompt", "-p", help="Prompt of the cache."),
     probe_kind: str = typer.Option("ridge", "--probe", help="ridge | mlp."),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive); must be cached."),
     target: str = typer.Option(None, "--target", help="Any numeric column of the entity table (default: the "
@@ -24,9 +26,9 @@ def probe(
     control: list[str] = typer.Option([], "--control", help="Control to run beside the probe (repeat), e.g. "
                                       "shuffled, lexical, embedding, group_oracle, within_group, alt_world."),
     seed: int = seed_option(help="Seed of the MLP probe, the controls and the bootstrap."),
-    random_init_seeds: int = typer.Option(3, "--random-init-seeds", min=1,
+    random_init_seeds: int = typer.Option(RANDOM_INIT_SEEDS, "--random-init-seeds", min=1,
                                           help="Random-weight twins for the random_init control (seeds seed..)."),
-    resamples: int = typer.Option(1000, "--resamples", min=100, help="Bootstrap resamples per interval."),
+    resamples: int = typer.Option(DEFAULT_RESAMPLES, "--resamples", min=100, help="Bootstrap resamples per interval."),
     dtype: str = typer.Option(None, "--dtype", help="Probe the cache extracted with this dtype (as given to "
                               "extract) when there are several; default: the only one."),
     threads: int = count_option("--threads", help="CPU threads for torch (default: torch's choice; 1 is "
@@ -42,8 +44,11 @@ def probe(
     resolve_controls(control)  # a misspelt control before the probe's work, not after it
 
     set_threads(threads)
+    ws = workspace_of(ctx)
+    if "random_init" in resolve_controls(control):
+        extract_twins(ws, dataset, model, prompt, layers, dtype, [seed + i for i in range(random_init_seeds)])
     folder = run_probe(
-        dataset, model, prompt, workspace=workspace_of(ctx), probe=probe_kind,
+        dataset, model, prompt, workspace=ws, probe=probe_kind,
         layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),
         controls=tuple(control), standardize=standardize, seed=seed, random_init_seeds=random_init_seeds,
         resamples=resamples, dtype=dtype,
@@ -54,6 +59,22 @@ def probe(
     if summary.get("alpha_on_edge_layers"):
         typer.secho(f"note: best alpha on the grid edge at layers {summary['alpha_on_edge_layers']}", fg="yellow")
     typer.echo(str(folder))
+
+
+def extract_twins(
+    ws: Workspace, dataset: str, model: str, prompt: str, layers: str, dtype: str | None, seeds: list[int]
+) -> None:
+    """The random_init control reads its twins' caches: extract the missing ones first, one per seed, with the rows,
+    dtype and aggregation of the model's cache and the layers the probe reads (a finished twin is reused)."""
+    from worldprobe.devices import cache_dtype
+    from worldprobe.extract import extract_twin
+    from worldprobe.extract.cache import find_cache, open_cache, parse_layers
+
+    narrow = {} if dtype is None else {"dtype": cache_dtype(dtype)}
+    cache = open_cache(find_cache(dataset, model, prompt, workspace=ws, **narrow))
+    chosen = cache.layers if layers == "all" else parse_layers(layers, cache.n_layers)
+    for seed in seeds:
+        extract_twin(dataset, model, prompt, cache.manifest, seed=seed, workspace=ws, layers=chosen)
 
 
 def register(app: typer.Typer) -> None:

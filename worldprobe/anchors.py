@@ -2,11 +2,14 @@
 
 Like pyvene's per-model mappings, each family names module paths relative to the causal-LM object, so a hook can
 be placed without guessing: the ModuleList of decoder blocks, and inside a block the module whose *input* is the
-MLP's neuron activation (``act(gate) * up`` for gated MLPs). Anchor points follow the cache's layer convention
+MLP's neuron activation (``act(gate) * up`` for gated MLPs), the module whose weights read each neuron's input from
+the residual stream, and the norm in front of the MLP. Anchor points follow the cache's layer convention
 (``worldprobe.extract``): residual layer 0 is the embedding output (the input of block 0), residual layer l >= 1 the
-output of block l (1-based) before the final norm; steering writes at the same points.
+output of block l (1-based) before the final norm; steering writes at the same points. Extraction finds its blocks
+here (a family missing from the table falls back to a search, with a warning), the neuron search its MLP modules,
+ask and steer their hooks.
 
-This module imports nothing heavy (no torch, no transformers), so other stages can read the table cheaply.
+This module imports nothing heavy (no torch, no transformers), so every stage can read the table cheaply.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ class Anchors:
     family: str
     blocks: str  # dotted path of the ModuleList of decoder blocks
     mlp_activation: str  # path inside a block of the module whose input is the MLP activation
+    mlp_read: str  # path inside a block of the module whose weights read each neuron's input (gate, else up)
+    mlp_norm: str  # path inside a block of the norm in front of the MLP
 
 
-_LLAMA_STYLE = "model.layers", "mlp.down_proj"
+_LLAMA_STYLE = "model.layers", "mlp.down_proj", "mlp.gate_proj", "post_attention_layernorm"
+_GEMMA2_STYLE = "model.layers", "mlp.down_proj", "mlp.gate_proj", "pre_feedforward_layernorm"
 
 ANCHORS: dict[str, Anchors] = {
     a.family: a
@@ -40,11 +46,11 @@ ANCHORS: dict[str, Anchors] = {
         Anchors("qwen2", *_LLAMA_STYLE),  # Qwen2, Qwen2.5 (incl. Coder)
         Anchors("qwen3", *_LLAMA_STYLE),
         Anchors("gemma", *_LLAMA_STYLE),
-        Anchors("gemma2", *_LLAMA_STYLE),
-        Anchors("gemma3_text", *_LLAMA_STYLE),  # Gemma3ForCausalLM (Gemma-3-270M, 1B)
-        Anchors("gemma3", "model.language_model.layers", "mlp.down_proj"),  # Gemma3ForConditionalGeneration
-        Anchors("gpt2", "transformer.h", "mlp.c_proj"),
-        Anchors("gpt_neox", "gpt_neox.layers", "mlp.dense_4h_to_h"),  # Pythia
+        Anchors("gemma2", *_GEMMA2_STYLE),
+        Anchors("gemma3_text", *_GEMMA2_STYLE),  # Gemma3ForCausalLM (Gemma-3-270M, 1B)
+        Anchors("gemma3", "model.language_model.layers", *_GEMMA2_STYLE[1:]),  # Gemma3ForConditionalGeneration
+        Anchors("gpt2", "transformer.h", "mlp.c_proj", "mlp.c_fc", "ln_2"),
+        Anchors("gpt_neox", "gpt_neox.layers", "mlp.dense_4h_to_h", "mlp.dense_h_to_4h", "post_attention_layernorm"),
     )
 }  # fmt: skip
 """Architecture family (``config.model_type``) -> anchor paths. Add a family here to support it everywhere."""
@@ -65,7 +71,7 @@ def anchors_for(family: str) -> Anchors:
     except KeyError:
         raise WorldprobeError(
             f"no anchor points for architecture family {family!r}",
-            hint=f"add it to worldprobe.interventions.anchors.ANCHORS (known: {', '.join(sorted(ANCHORS))})",
+            hint=f"add it to worldprobe.anchors.ANCHORS (known: {', '.join(sorted(ANCHORS))})",
         ) from None
 
 
@@ -76,7 +82,7 @@ def _attribute(root: Any, path: str) -> Any:
         if obj is None:
             raise WorldprobeError(
                 f"{type(root).__name__} has no module {path!r}",
-                hint="its entry in worldprobe.interventions.anchors.ANCHORS does not fit this model",
+                hint="its entry in worldprobe.anchors.ANCHORS does not fit this model",
             )
     return obj
 
@@ -84,6 +90,15 @@ def _attribute(root: Any, path: str) -> Any:
 def blocks(model: Any) -> list[Any]:
     """The decoder blocks of ``model`` in order, from the anchor table."""
     return list(_attribute(model, anchors_for(family_of(model)).blocks))
+
+
+def block_part(model: Any, layer: int, part: str) -> Any:
+    """The module ``part`` (``mlp_activation``, ``mlp_read`` or ``mlp_norm``) of block ``layer`` (1-based, like the
+    cache's layers), from the anchor table."""
+    found = blocks(model)
+    if not 1 <= layer <= len(found):
+        raise WorldprobeError(f"layer {layer} outside the model's {len(found)} blocks", field="layer")
+    return _attribute(found[layer - 1], getattr(anchors_for(family_of(model)), part))
 
 
 def resolve(model: Any, point: str, layer: int) -> tuple[Any, str]:

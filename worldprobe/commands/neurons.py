@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import typer
 
-from worldprobe.cli_common import count_option, seed_option, workspace_of
-from worldprobe.config import DEFAULT_MODEL
+from worldprobe.commands.common import count_option, seed_option, workspace_of
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_TOP_K
 
 
 def register(app: typer.Typer) -> None:
@@ -18,9 +18,9 @@ def neurons(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="A built dataset, e.g. world_place."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model preset, hub id or folder."),
-    prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset."),
+    prompt: str = typer.Option(DEFAULT_PROMPT, "--prompt", "-p", help="Prompt name of the dataset."),
     top_k: int = count_option(
-        "--top-k", "-k", default=10, help="Neurons kept per layer and target (chosen on train rows)."
+        "--top-k", "-k", default=DEFAULT_TOP_K, help="Neurons kept per layer and target (chosen on train rows)."
     ),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (layer 0 has residual dims only)."),
     limit: int = count_option("--limit", help="A seeded sample of N entities (--seed), as in extract."),
@@ -30,7 +30,8 @@ def neurons(
     """Find single MLP neurons and residual dimensions that encode the targets: ranked by Pearson r on train rows,
     scored (Spearman, R² of a line fitted on train) on test rows, with the cosine of each neuron's weights to the
     probe direction. Writes neurons.parquet into the results folder."""
-    from worldprobe.probes.neurons import NEURONS_FILE, find_neurons
+    from worldprobe.neurons.search import find_neurons
+    from worldprobe.probes.results import NEURONS_FILE
 
     folder = find_neurons(
         dataset, model, prompt, workspace=workspace_of(ctx), top_k=top_k, layers=layers, limit=limit, seed=seed,

@@ -6,7 +6,7 @@ import socket
 
 import typer
 
-from worldprobe.cli_common import count_option, workspace_of
+from worldprobe.commands.common import count_option, workspace_of
 from worldprobe.errors import WorldprobeError
 
 RAY_CONNECT_SECONDS = 10

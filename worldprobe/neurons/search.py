@@ -10,10 +10,10 @@ layer of the activation cache.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,24 +22,18 @@ from scipy import stats
 from sklearn.metrics import r2_score
 from tqdm.auto import tqdm
 
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
+from worldprobe import anchors
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, DEFAULT_TOP_K
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.cache import open_cache
+from worldprobe.extract.cache import open_cache, parse_layers
 from worldprobe.extract.models import LoadedModel, load_model_kept
-from worldprobe.extract.runner import default_batch_size, forward_batches, parse_layers, run_extraction
+from worldprobe.extract.runner import default_batch_size, forward_batches, run_extraction
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
+from worldprobe.probes.results import NEURON_COLUMNS, NEURONS_FILE, run_dir, run_key, write_neurons
 from worldprobe.workspace import Workspace, as_workspace
 
-NEURON_COLUMNS = (
-    "dataset", "model", "layer", "kind", "neuron", "target", "rank",
-    "train_pearson", "test_spearman", "test_r2", "cos_in", "cos_out",
-)  # fmt: skip
-DEFAULT_TOP_K = 10
-RECORD_FILE = "neurons.json"
-"""Beside ``neurons.parquet``: the search's dataset build (fingerprint) and settings, for stale-result checks."""
-NEURONS_FILE = "neurons.parquet"
 CHUNK_ROWS = 4096
 
 
@@ -187,20 +181,6 @@ def residual_search(
 # --- MLP neurons via forward hooks ------------------------------------------------------------------------------
 
 
-def mlp_modules(decoder_layers: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
-    """The down projection of every block (its input is the MLP's neuron activations, e.g. act(gate) * up)."""
-    found = []
-    for i, block in enumerate(decoder_layers):
-        down = getattr(getattr(block, "mlp", None), "down_proj", None)
-        if down is None:
-            raise WorldprobeError(
-                f"block {i} ({type(block).__name__}) has no mlp.down_proj",
-                hint="the neuron search supports Llama-style MLPs (Llama, Mistral, Qwen2, Gemma, SmolLM)",
-            )
-        found.append(down)
-    return found
-
-
 def _mlp_rows(
     loaded: LoadedModel,
     encoded: Sequence[EncodedEntity],
@@ -211,8 +191,7 @@ def _mlp_rows(
 ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
     """Forward the entities ``rows`` (positions in ``encoded``); yield (entity rows, {layer: (b, d_mlp) activations at
     the entity's last token}) per batch. Only one batch of activations is ever held."""
-    modules = mlp_modules(loaded.decoder_layers)
-    capture = {f"mlp{layer}": modules[layer - 1] for layer in layers}
+    capture = {f"mlp{layer}": anchors.block_part(loaded.model, layer, "mlp_activation") for layer in layers}
     subset = [encoded[i] for i in rows]
     with tqdm(total=len(rows), desc=desc, unit="entity", dynamic_ncols=True) as bar:
         for batch, found in forward_batches(loaded, subset, batch_size, capture_inputs=capture):
@@ -237,7 +216,7 @@ def mlp_search(
     ``encoded[i]`` is entity i rendered under the prompt (``worldprobe.extract.tokens.encode_entities``).
     """
     y = np.asarray(y, dtype=np.float64).reshape(len(is_test), -1)
-    n_blocks = len(mlp_modules(loaded.decoder_layers))
+    n_blocks = len(anchors.blocks(loaded.model))
     wanted = sorted({int(v) for v in (range(1, n_blocks + 1) if layers is None else layers) if v != 0})
     if not wanted or wanted[0] < 1 or wanted[-1] > n_blocks:
         raise WorldprobeError(f"MLP layers must be in 1..{n_blocks}, got {list(layers or [])}", field="layers")
@@ -268,26 +247,35 @@ def _cosine(vectors: np.ndarray, direction: np.ndarray) -> np.ndarray:
         return np.where(norms > 0, vectors @ direction / norms, np.nan)
 
 
-def mlp_input_gain(block: torch.nn.Module) -> np.ndarray | None:
-    """The elementwise gain of the norm in front of the MLP (its read direction in residual space: gate row * gain)."""
-    norm = getattr(block, "pre_feedforward_layernorm", None) or getattr(block, "post_attention_layernorm", None)
-    weight = getattr(norm, "weight", None)
-    if weight is None:
+def _weights(module: Any) -> np.ndarray:
+    return module.weight.detach().to(torch.float64).cpu().numpy()
+
+
+def mlp_input_gain(model: torch.nn.Module, layer: int) -> np.ndarray | None:
+    """The elementwise gain of the norm in front of block ``layer``'s MLP (its read direction in residual space is
+    the read row times this gain), from the anchor table; None for a norm without weights."""
+    norm = anchors.block_part(model, layer, "mlp_norm")
+    if getattr(norm, "weight", None) is None:
         return None
-    gain = weight.detach().to(torch.float64).cpu().numpy()
+    gain = _weights(norm)
     return gain + 1.0 if "Gemma" in type(norm).__name__ else gain  # Gemma norms scale by (1 + weight)
 
 
-def weight_cosines(block: torch.nn.Module, neurons: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cosines of each neuron's input (gate row, or up row without a gate, times the norm gain) and output
-    (down_proj column) weights with a probe direction in residual space."""
-    mlp = block.mlp
-    reader = getattr(mlp, "gate_proj", None) or mlp.up_proj
-    w_in = reader.weight.detach().to(torch.float64).cpu().numpy()[neurons]
-    gain = mlp_input_gain(block)
+def weight_cosines(
+    model: torch.nn.Module, layer: int, neurons: np.ndarray, direction: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosines with a probe direction in residual space of each neuron's input weights (its row of the MLP's read
+    projection, the gate where there is one, times the norm gain) and output weights (its column of the
+    projection whose input is the activation). Which modules: :mod:`worldprobe.anchors`; a GPT-2 ``Conv1D`` stores
+    its weight transposed, which the residual width tells apart."""
+    d_model = len(direction)
+    w_in = _weights(anchors.block_part(model, layer, "mlp_read"))
+    w_in = (w_in if w_in.shape[1] == d_model else w_in.T)[neurons]
+    gain = mlp_input_gain(model, layer)
     if gain is not None:
         w_in = w_in * gain
-    w_out = mlp.down_proj.weight.detach().to(torch.float64).cpu().numpy()[:, neurons].T
+    w_out = _weights(anchors.block_part(model, layer, "mlp_activation"))
+    w_out = (w_out.T if w_out.shape[0] == d_model else w_out)[neurons]
     return _cosine(w_in, direction), _cosine(w_out, direction)
 
 
@@ -295,10 +283,10 @@ def add_cosines(
     rows: list[dict],
     directions: dict[int, np.ndarray],
     target_names: Sequence[str],
-    decoder_layers: Sequence[torch.nn.Module] | None = None,
+    model: torch.nn.Module | None = None,
 ) -> None:
     """Fill ``cos_in``/``cos_out`` of ranked rows in place from ``directions[layer]`` (n_targets, d_model) probe
-    coefficients. MLP rows use the block's weights; a residual coordinate's cosine is its loading in the direction."""
+    coefficients. MLP rows use the model's weights; a residual coordinate's cosine is its loading in the direction."""
     for row in rows:
         direction = directions.get(row["layer"])
         row["cos_in"] = row["cos_out"] = np.nan
@@ -307,8 +295,8 @@ def add_cosines(
         d = np.atleast_2d(direction)[list(target_names).index(row["target"])]
         if row["kind"] == "residual":
             row["cos_in"] = row["cos_out"] = float(d[row["neuron"]] / np.linalg.norm(d))
-        elif decoder_layers is not None:
-            cin, cout = weight_cosines(decoder_layers[row["layer"] - 1], np.array([row["neuron"]]), d)
+        elif model is not None:
+            cin, cout = weight_cosines(model, row["layer"], np.array([row["neuron"]]), d)
             row["cos_in"], row["cos_out"] = float(cin[0]), float(cout[0])
 
 
@@ -361,8 +349,6 @@ def find_neurons(
     Uses (or builds) the activation cache for the residual search and the probe directions, and runs the model twice
     more (train rows, then test rows) for the MLP neurons. A finished search with the same inputs is not redone.
     """
-    from worldprobe.probes.results import run_dir, run_key
-
     if top_k < 1:
         raise WorldprobeError(f"--top-k must be at least 1, not {top_k}", field="top_k")
     ws = as_workspace(workspace)
@@ -382,7 +368,7 @@ def find_neurons(
     y = entities[list(spec.targets)].to_numpy(dtype=np.float64)
     is_test = entities["is_test"].to_numpy(dtype=bool)
     rows = residual_search(cache.layer, chosen, y, is_test, spec.targets, k=top_k)
-    blocks = None
+    network = None
     if any(layer >= 1 for layer in chosen):
         loaded = load_model_kept(model, dtype=dtype, device=device, seed=seed)
         encoded = encode_entities(
@@ -393,14 +379,9 @@ def find_neurons(
             loaded, encoded, y, is_test, spec.targets, k=top_k, layers=[v for v in chosen if v >= 1],
             batch_size=batch_size or default_batch_size(loaded),
         )  # fmt: skip
-        blocks = loaded.decoder_layers
-    add_cosines(rows, probe_directions(cache.layer, chosen, y, is_test), spec.targets, blocks)
-    folder.mkdir(parents=True, exist_ok=True)
+        network = loaded.model
+    add_cosines(rows, probe_directions(cache.layer, chosen, y, is_test), spec.targets, network)
     record = {"dataset": dataset, "model": model, "prompt": prompt, "run_key": key, "settings": settings,
               "cache": {"dataset_fingerprint": cache.manifest.get("dataset_fingerprint"),
                         "entity_order_sha256": cache.manifest.get("entity_order_sha256")}}  # fmt: skip
-    (folder / RECORD_FILE).write_text(json.dumps(record, indent=2))  # before the table, which marks it finished
-    tmp = folder / (NEURONS_FILE + ".tmp")
-    neuron_table(rows, dataset=dataset, model=model).to_parquet(tmp, index=False)
-    tmp.replace(folder / NEURONS_FILE)
-    return folder
+    return write_neurons(folder, neuron_table(rows, dataset=dataset, model=model), record)

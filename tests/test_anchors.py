@@ -6,25 +6,37 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+from worldprobe import anchors
 from worldprobe.errors import WorldprobeError
-from worldprobe.interventions import anchors
+
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox"]
+"""The families of the anchor table tested here on a tiny model (``gemma3``, the multimodal wrapper, is not)."""
 
 
 def _tiny(family: str) -> torch.nn.Module:
     from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
         Gemma3ForCausalLM,
         Gemma3TextConfig,
+        GemmaConfig,
+        GemmaForCausalLM,
         GPT2Config,
         GPT2LMHeadModel,
         GPTNeoXConfig,
         GPTNeoXForCausalLM,
         LlamaConfig,
         LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
         Qwen2Config,
         Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
     )
 
     torch.manual_seed(0)
@@ -33,6 +45,14 @@ def _tiny(family: str) -> torch.nn.Module:
         return LlamaForCausalLM(LlamaConfig(**small, num_key_value_heads=2))
     if family == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**small, num_key_value_heads=2))
+    if family == "mistral":
+        return MistralForCausalLM(MistralConfig(**small, num_key_value_heads=2))
+    if family == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(**small, num_key_value_heads=2, head_dim=8))
+    if family == "gemma":
+        return GemmaForCausalLM(GemmaConfig(**small, num_key_value_heads=2, head_dim=8))
+    if family == "gemma2":
+        return Gemma2ForCausalLM(Gemma2Config(**small, num_key_value_heads=2, head_dim=8, sliding_window=16))
     if family == "gemma3_text":
         return Gemma3ForCausalLM(Gemma3TextConfig(**small, num_key_value_heads=2, head_dim=8, sliding_window=16))
     if family == "gpt2":
@@ -40,7 +60,7 @@ def _tiny(family: str) -> torch.nn.Module:
     return GPTNeoXForCausalLM(GPTNeoXConfig(**small))
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_anchor_points_are_the_block_outputs_and_mlp_activations(family, one_torch_thread):
     model = _tiny(family).eval()
     assert anchors.family_of(model) == family
@@ -71,6 +91,30 @@ def test_anchor_points_are_the_block_outputs_and_mlp_activations(family, one_tor
     assert len(anchors.blocks(model)) == 3
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_neuron_weights_are_read_from_the_table_for_every_family(family, one_torch_thread):
+    """The neuron search's cosines: a neuron's output weights are what a unit activation adds through the table's
+    activation module, its input weights what the read module sees of each residual coordinate after the norm's
+    gain, whatever the weight layout (GPT-2's Conv1D stores it transposed)."""
+    from worldprobe.neurons.search import mlp_input_gain, weight_cosines
+
+    model = _tiny(family).eval()
+    write, read = (anchors.block_part(model, 2, part) for part in ("mlp_activation", "mlp_read"))
+    gain = mlp_input_gain(model, 2)
+    assert gain is not None and gain.shape == (32,)
+    with torch.no_grad():
+        unit = torch.zeros(2, 48)
+        unit[1, 3] = 1.0
+        added = write(unit)
+        out_dir = (added[1] - added[0]).double().numpy()
+        seen = read(torch.diag(torch.as_tensor(gain, dtype=torch.float32))) - read(torch.zeros(1, 32))
+        in_dir = seen[:, 3].double().numpy()  # column 3: what neuron 3 reads of each coordinate
+    cos_in, cos_out = weight_cosines(model, 2, np.array([3, 5]), out_dir)
+    assert cos_out[0] == pytest.approx(1.0) and abs(cos_out[1]) < 0.99
+    cos_in, _ = weight_cosines(model, 2, np.array([3]), in_dir)
+    assert cos_in[0] == pytest.approx(1.0)
+
+
 def test_layers_outside_the_model_and_unknown_points_are_errors():
     model = _tiny("llama")
     with pytest.raises(WorldprobeError, match="outside"):
@@ -88,11 +132,21 @@ def test_an_unknown_family_names_the_table_to_extend():
     class Model(torch.nn.Module):
         config = Config()
 
-    with pytest.raises(WorldprobeError, match=r"worldprobe\.interventions\.anchors\.ANCHORS.*llama"):
+    with pytest.raises(WorldprobeError, match=r"worldprobe\.anchors\.ANCHORS.*llama"):
         anchors.resolve(Model(), "residual", 1)
 
 
 def test_the_table_imports_without_torch():
-    code = "import sys, worldprobe.interventions.anchors as a; assert a.ANCHORS; print('torch' in sys.modules)"
+    code = "import sys, worldprobe.anchors as a; assert a.ANCHORS; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_extraction_finds_blocks_of_a_family_missing_from_the_table_with_a_warning():
+    from worldprobe.extract.models import find_decoder_layers
+
+    model = _tiny("llama")
+    assert find_decoder_layers(model) == list(model.model.layers)  # from the table, silently
+    model.config.model_type = "llama_fork"
+    with pytest.warns(UserWarning, match=r"'llama_fork'.*3-block ModuleList.*worldprobe\.anchors\.ANCHORS"):
+        assert find_decoder_layers(model) == list(model.model.layers)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from worldprobe.cli_common import count_option, seed_option, set_threads, workspace_of
-from worldprobe.config import DEFAULT_MODEL
+from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT
 from worldprobe.errors import WorldprobeError
 
 
@@ -16,7 +16,7 @@ def extract(
         DEFAULT_MODEL, "--model", "-m",
         help="Preset (see `worldprobe models`), random:<preset>, hub id, local folder or .gguf file.",
     ),
-    prompt: str = typer.Option("empty", "--prompt", "-p", help="Prompt name of the dataset (empty, coords, ...)."),
+    prompt: str = typer.Option(DEFAULT_PROMPT, "--prompt", "-p", help="Prompt of the dataset (empty, coords, ...)."),
     layers: str = typer.Option("all", "--layers", help="all | 0,5,10 | 12:20 (inclusive)."),
     batch_size: int = count_option("--batch-size", help="Entities per forward pass (default by model size)."),
     dtype: str = typer.Option(

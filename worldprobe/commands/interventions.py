@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from worldprobe.cli_common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_SHOTS, DEFAULT_STEER_LIMIT
 from worldprobe.errors import WorldprobeError
 
 _MODEL_HELP = "Model of the activation cache (preset, random:<preset>, hub id, folder or .gguf)."
@@ -36,12 +37,12 @@ def _estimate(found: dict | None, digits: int = 2) -> str:
 def ask(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset with an activation cache of --model."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help=_MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=_MODEL_HELP),
     question: str = typer.Option(None, "--question", "-q", help="Question name (default: the dataset's "
                                  "first: death_year, release_year, publication_year, country, state, borough)."),
-    prompt: str = typer.Option("empty", "--prompt", "-p", help=_PROMPT_HELP),
+    prompt: str = typer.Option(DEFAULT_PROMPT, "--prompt", "-p", help=_PROMPT_HELP),
     fmt: str = typer.Option("auto", "--format", help="auto (chat template if the tokenizer has one) | chat | fewshot."),
-    shots: int = typer.Option(3, "--shots", min=0, help="Seeded train examples of a few-shot prompt."),
+    shots: int = typer.Option(DEFAULT_SHOTS, "--shots", min=0, help="Seeded train examples of a few-shot prompt."),
     limit: int = count_option("--limit", help="A seeded sample of N test entities (default: all test entities)."),
     layer: int = typer.Option(None, "--layer", min=0, help="Probe layer (default: chosen on train rows)."),
     tolerance: float = typer.Option(None, "--tolerance", min=0, help="Correct within N years / km (default 50 / 500)."),
@@ -77,9 +78,9 @@ def ask(
 def steer(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset with an activation cache of --model."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help=_MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=_MODEL_HELP),
     question: str = typer.Option(None, "--question", "-q", help="Question name (default: the dataset's first)."),
-    prompt: str = typer.Option("empty", "--prompt", "-p", help=_PROMPT_HELP),
+    prompt: str = typer.Option(DEFAULT_PROMPT, "--prompt", "-p", help=_PROMPT_HELP),
     target: str = typer.Option(None, "--target", help="Target whose reading is moved (default: year / latitude)."),
     shifts: str = typer.Option(None, "--shifts", help="Intended shifts in target units, e.g. -100,-50,0,50,100 "
                                "(default -1000..1000 years, -40..40 degrees)."),
@@ -94,8 +95,8 @@ def steer(
                                      "direction as a control (its cache is extracted when missing)."),
     use_cache: bool = typer.Option(True, "--kv-cache/--no-kv-cache", help="Generate with the KV cache."),
     fmt: str = typer.Option("auto", "--format", help="auto | chat | fewshot."),
-    shots: int = typer.Option(3, "--shots", min=0, help="Seeded train examples of a few-shot prompt."),
-    limit: int = count_option("--limit", default=100, help="A seeded sample of N test entities."),
+    shots: int = typer.Option(DEFAULT_SHOTS, "--shots", min=0, help="Seeded train examples of a few-shot prompt."),
+    limit: int = count_option("--limit", default=DEFAULT_STEER_LIMIT, help="A seeded sample of N test entities."),
     max_new_tokens: int = count_option("--max-new-tokens", help=_BUDGET_HELP),
     batch_size: int = count_option("--batch-size", help="Prompts per batch (default by model size)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto|fast|float32|bfloat16|float16."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from worldprobe.cli_common import seed_option, workspace_of
+from worldprobe.commands.common import seed_option, workspace_of
 from worldprobe.errors import WorldprobeError
 
 

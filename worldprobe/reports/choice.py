@@ -1,0 +1,99 @@
+"""What the report draws from the results (their format is ``worldprobe.probes.results``): which runs, which prompt
+first, which run per dataset and model goes in the verdict table, and what it says is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from worldprobe.datasets.registry import DATASETS
+from worldprobe.probes.results import CONTROLS, METRICS, READ_TABLES, Results, load_results
+
+PRIMARY_PROMPTS = ("empty", "")
+"""The prompt shown first when a dataset has several (the paper's bare entity name)."""
+
+
+def report_results(results_dir: Path, datasets_dir: Path | None = None) -> Results:
+    """The workspace's current results as the report draws them: runs that probe other targets than their dataset's
+    own (e.g. ``--target population``) left out, and every absent table, control and dataset named in ``missing``."""
+    results = load_results(results_dir, datasets_dir, leave_out=_other_targets)
+    for table in READ_TABLES:
+        if getattr(results, table).empty:
+            results.missing.append(f"no {table} in any run: the report has no {table} section")
+    if not results.metrics.empty:
+        _note_missing_controls(results)
+    return results
+
+
+def primary_prompt(prompts: pd.Series | list[str]) -> str:
+    """The prompt a dataset's figures use: ``empty`` when present, else the first one alphabetically."""
+    values = sorted(set(prompts))
+    for prompt in PRIMARY_PROMPTS:
+        if prompt in values:
+            return prompt
+    return values[0]
+
+
+def chosen_runs(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per dataset and model: the primary prompt, ridge when there are several probes, then the run with the
+    most controls, then the newest (summaries come oldest first); in registry order of the datasets, then by model."""
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        if "headline" in summary:
+            by_dataset.setdefault(summary["dataset"], []).append(summary)
+    order = {name: i for i, name in enumerate(DATASETS)}
+    chosen = []
+    for dataset in sorted(by_dataset, key=lambda d: (order.get(d, len(order)), d)):
+        runs = by_dataset[dataset]
+        prompt = primary_prompt([r["prompt"] for r in runs])
+        best: dict[str, tuple[tuple[bool, int, int], dict[str, Any]]] = {}
+        for age, run in enumerate(r for r in runs if r["prompt"] == prompt):
+            rank = (run["probe"] == "ridge", len(run["headline"].get("controls", {})), age)
+            if run["model"] not in best or rank > best[run["model"]][0]:
+                best[run["model"]] = (rank, run)
+        chosen += [best[model][1] for model in sorted(best)]
+    return chosen
+
+
+def left_out_runs(summaries: list[dict[str, Any]]) -> list[str]:
+    """A line per finished run that :func:`chosen_runs` did not pick for the verdict table, saying why."""
+    chosen = {run.get("run_key") for run in chosen_runs(summaries)}
+    return [
+        f"{run['dataset']} x {run['model']} (prompt {run['prompt']}, {run['probe']}, "
+        f"{len(run['headline'].get('controls', {}))} control(s), run {run.get('run_key')}): not in the verdict table, "
+        "which shows one run per dataset and model (the primary prompt, ridge, the most controls, the newest)"
+        for run in summaries
+        if "headline" in run and run.get("run_key") not in chosen
+    ]
+
+
+def _other_targets(folder: Path, tables: dict[str, pd.DataFrame]) -> str | None:
+    """Why a run is not drawn: it probes targets that are not its dataset's own (None for a standard run)."""
+    metrics = tables.get(METRICS)
+    if metrics is None or metrics.empty:
+        return None
+    dataset = str(metrics["dataset"].iat[0])
+    if dataset not in DATASETS:
+        return None
+    own = set(DATASETS[dataset].targets)
+    probed = set(metrics.loc[metrics["control"].fillna("none") == "none", "target"]) - {"mean"}
+    if probed and probed != own:
+        return f"probes other targets ({', '.join(sorted(probed))}): not drawn"
+    return None
+
+
+def _note_missing_controls(results: Results) -> None:
+    metrics = results.metrics
+    for dataset in results.datasets:
+        if dataset not in set(metrics["dataset"]):
+            results.missing.append(f"{dataset}: predictions only, no metrics (no layer curve or summary row)")
+            continue
+        present = set(metrics.loc[metrics["dataset"] == dataset, "control"])
+        absent = [c for c in CONTROLS if c not in present]
+        if absent:
+            results.missing.append(f"{dataset}: no results for control(s) {', '.join(absent)}")
+    for name in DATASETS:
+        if name not in results.datasets:
+            results.missing.append(f"{name}: no results")
