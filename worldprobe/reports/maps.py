@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import shapely
 from matplotlib.axes import Axes
-from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.probes.metrics import haversine_km
 from worldprobe.reports.figure import Caption, FigureFile, Hover, file_stem, layer_text, new_figure, save
-from worldprobe.reports.geography import MAPS, MapSpec, map_for, outlines, project_geometries, regions
+from worldprobe.reports.geography import MapSpec, map_for, outlines, projected_outlines, regions
 
 ERROR_SAMPLE = 400
 HOVER_SAMPLE = 1500
@@ -120,8 +118,7 @@ def _latlon(lat: float, lon: float) -> str:
 def _draw_background(ax: Axes, spec: MapSpec, table: pd.DataFrame | None, x: np.ndarray, y: np.ndarray) -> None:
     """Outlines (when available), equal aspect, the view of the map, km axis labels."""
     if table is not None:
-        rings = _projected_rings(spec.name)
-        ax.add_collection(PolyCollection(rings, facecolors="#eeeeee", edgecolors="#9a9a9a", linewidths=0.4))
+        projected_outlines(spec.name).plot(ax=ax, facecolor="#eeeeee", edgecolor="#9a9a9a", linewidth=0.4, aspect=None)
     if spec.view is not None:
         lon0, lon1, lat0, lat1 = spec.view
         grid_lon, grid_lat = np.meshgrid(np.linspace(lon0, lon1, 30), np.linspace(lat0, lat1, 30))
@@ -137,19 +134,6 @@ def _draw_background(ax: Axes, spec: MapSpec, table: pd.DataFrame | None, x: np.
     ax.set_xlabel(f"easting (km, {spec.projection_name})")
     ax.set_ylabel("northing (km)")
     ax.tick_params(labelsize=7)
-
-
-@functools.cache
-def _projected_rings(name: str) -> list[np.ndarray]:
-    """Exterior rings of every polygon part of map ``name``'s outlines, projected (holes are drawn as own rings)."""
-    spec = MAPS[name]
-    geometries = project_geometries(spec, outlines(name)[0]["geometry"].to_numpy())
-    parts = shapely.get_parts(shapely.get_parts(geometries))
-    polygons = parts[shapely.get_type_id(parts) == shapely.GeometryType.POLYGON]
-    rings = list(shapely.get_exterior_ring(polygons))
-    for polygon in polygons:
-        rings += [polygon.interiors[i] for i in range(len(polygon.interiors))]
-    return [np.asarray(ring.coords)[:, :2] for ring in rings if ring is not None and not ring.is_empty]
 
 
 def _region_legend(ax: Axes, palette: dict[str, tuple], label: str, loc: str = "lower left") -> None:

