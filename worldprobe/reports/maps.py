@@ -118,7 +118,8 @@ def _latlon(lat: float, lon: float) -> str:
 def _draw_background(ax: Axes, spec: MapSpec, table: pd.DataFrame | None, x: np.ndarray, y: np.ndarray) -> None:
     """Outlines (when available), equal aspect, the view of the map, km axis labels."""
     if table is not None:
-        projected_outlines(spec.name).plot(ax=ax, facecolor="#eeeeee", edgecolor="#9a9a9a", linewidth=0.4, aspect=None)
+        projected_outlines(spec.name).plot(ax=ax, facecolor="#eeeeee", edgecolor="#9a9a9a", linewidth=0.4, aspect=None,
+                                           add_labels=False)  # the axes are labelled below
     if spec.view is not None:
         lon0, lon1, lat0, lat1 = spec.view
         grid_lon, grid_lat = np.meshgrid(np.linspace(lon0, lon1, 30), np.linspace(lat0, lat1, 30))
