@@ -167,3 +167,28 @@ def test_fit_without_blocks_rejects_a_block_leaving_too_few_rows():
     X, y = _data(50, 5)
     with pytest.raises(ValueError, match="at least 3 rows outside"):
         RidgeProbe().fit_without_blocks(X, y, [np.arange(48)])
+
+
+@pytest.mark.parametrize(("n", "d"), [(400, 60), (80, 300)])
+def test_the_scipy_path_of_wide_fits_matches_sklearn_and_the_torch_path(n, d, monkeypatch):
+    """Wide CPU fits (``SCIPY_MIN_WIDTH`` and up) take the Gram matrix from BLAS syrk and the eigendecomposition from
+    LAPACK's MRRR driver; lowered to these widths, both paths and scikit-learn agree (the kernel path, n < d, too)."""
+    from worldprobe.probes import ridge
+
+    X, y = _data(n, d)
+    X_new, _ = _data(50, d, seed=1)
+    blocks = [np.arange(n) % 4 == b for b in range(4)]
+    torch_path = RidgeProbe(standardize=True).fit(X, y)
+    torch_blocks = RidgeProbe(standardize=True).fit_without_blocks(X, y, blocks)
+    monkeypatch.setattr(ridge, "SCIPY_MIN_WIDTH", 8)
+    scipy_path = RidgeProbe(standardize=True).fit(X, y)
+    for one, other in zip(RidgeProbe(standardize=True).fit_without_blocks(X, y, blocks), torch_blocks, strict=True):
+        assert one.alpha_ == other.alpha_
+        np.testing.assert_allclose(one.predict(X_new), other.predict(X_new), rtol=1e-8, atol=1e-8 * np.abs(y).max())
+    many = scipy_path.fit_many(X, [y, y[::-1]])
+    assert scipy_path.alpha_ == torch_path.alpha_ and many[0].alpha_ == torch_path.alpha_
+    expected = torch_path.predict(X_new)
+    assert np.max(np.abs(scipy_path.predict(X_new) - expected)) <= 1e-9 * np.max(np.abs(expected))
+    np.testing.assert_allclose(many[0].predict(X_new), expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    theirs, predict = _sklearn_on_zscored((X - X.mean(0)) / X.std(0), y, DEFAULT_ALPHAS)
+    assert scipy_path.alpha_ == theirs.alpha_
