@@ -62,7 +62,9 @@ summary = read_summary(folder)
 print(summary["verdict"]["sentence"])
 places = place_predictions(folder)
 shown = places[places["is_test"] & (places["layer"] == summary["selected_layer"])]
-print(f"median error {shown['error_km'].median():,.0f} km over n = {len(shown)} test places")
+error = summary["headline"]["probe"]["median_error"]  # the run's estimate: value, 95% bootstrap interval, n
+print(f"median error {error['value']:,.0f} km [{error['low']:,.0f}, {error['high']:,.0f}] over n = {error['n']} "
+      f"test places; the map draws {len(shown)}")
 equal_earth = "+proj=eqearth +units=km"
 ax = geodata.world_countries().to_crs(equal_earth).plot(color="#eeeeee", edgecolor="#999999", linewidth=0.3,
                                                         figsize=(10, 5))

@@ -120,7 +120,6 @@ def place_predictions(predictions: pd.DataFrame | str | Path, *, control: str = 
     the probe itself, by default), its ``geometry`` the predicted position, ``true_position`` the true one and
     ``error_km`` the great-circle distance between them. ``predictions`` is a results folder or its
     ``predictions.parquet`` table; ``.to_crs(...)``, ``.plot(...)`` and spatial joins work on the result."""
-    from worldprobe.probes.metrics import haversine_km
     from worldprobe.probes.results import PREDICTIONS
 
     if not isinstance(predictions, pd.DataFrame):
@@ -134,10 +133,18 @@ def place_predictions(predictions: pd.DataFrame | str | Path, *, control: str = 
         raise WorldprobeError("not a place run: no latitude and longitude predictions", field="predictions",
                               hint=f"needs the columns {', '.join(needed)}")  # fmt: skip
     rows = predictions[predictions["control"].fillna("none") == control].reset_index(drop=True)
-    true = rows[["true_latitude", "true_longitude"]].set_axis(["latitude", "longitude"], axis=1)
-    pred = rows[["pred_latitude", "pred_longitude"]].set_axis(["latitude", "longitude"], axis=1)
     frame = points(rows["pred_latitude"], rows["pred_longitude"]).set_index(rows.index)
-    out = gpd.GeoDataFrame(rows.assign(error_km=haversine_km(true, pred)), geometry=frame.geometry, crs=WGS84)
+    out = gpd.GeoDataFrame(rows.assign(error_km=error_km(rows)), geometry=frame.geometry, crs=WGS84)
     true_points = points(rows["true_latitude"], rows["true_longitude"]).geometry.to_numpy()
     out["true_position"] = gpd.GeoSeries(true_points, index=out.index, crs=WGS84)  # .set_geometry("true_position")
     return out
+
+
+def error_km(rows: pd.DataFrame) -> np.ndarray:
+    """Each entity's error in km as the probe stage measures it (great circle on the mean-radius sphere,
+    :func:`worldprobe.probes.metrics.haversine_km`), so a map's median equals the verdict table's."""
+    from worldprobe.probes.metrics import haversine_km
+
+    true = rows[["true_latitude", "true_longitude"]].set_axis(["latitude", "longitude"], axis=1)
+    pred = rows[["pred_latitude", "pred_longitude"]].set_axis(["latitude", "longitude"], axis=1)
+    return haversine_km(true, pred)

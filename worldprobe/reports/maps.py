@@ -13,9 +13,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 
 from worldprobe.config import DEFAULT_SEED
-from worldprobe.probes.metrics import haversine_km
 from worldprobe.reports.figure import Caption, FigureFile, Hover, file_stem, layer_text, new_figure, save
-from worldprobe.reports.geography import MapSpec, map_for, outlines, projected_outlines, regions
+from worldprobe.reports.geography import MapSpec, error_km, map_for, outlines, projected_outlines, regions
 
 ERROR_SAMPLE = 400
 HOVER_SAMPLE = 1500
@@ -32,14 +31,6 @@ class MapInput:
     n_layers: int
     rows: pd.DataFrame  # one row per test entity with true_/pred_ latitude and longitude
     baselines: str = ""  # the median errors of predicting the train mean and the group oracle, for the title
-
-
-def error_km(rows: pd.DataFrame) -> np.ndarray:
-    """Each entity's error in km as the probe stage measures it (great circle on the mean-radius sphere,
-    :func:`worldprobe.probes.metrics.haversine_km`), so the map's median equals the verdict table's."""
-    true = rows[["true_latitude", "true_longitude"]].set_axis(["latitude", "longitude"], axis=1)
-    pred = rows[["pred_latitude", "pred_longitude"]].set_axis(["latitude", "longitude"], axis=1)
-    return haversine_km(true, pred)
 
 
 def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tuple[list[FigureFile], list[str]]:
