@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from worldprobe.datasets.builder import BuildOptions, build
 from worldprobe.datasets.prompts import get_prompt
-from worldprobe.datasets.sources import BuildOptions, build
 from worldprobe.datasets.table import load
 from worldprobe.extract import runner
 from worldprobe.extract.models import load_model

@@ -9,8 +9,8 @@ from helpers import FIXTURES, paper_csv
 
 from worldprobe import cli
 from worldprobe.datasets import load, load_report
+from worldprobe.datasets.builder import DEFAULT_SOURCE, SOURCE_DESCRIPTIONS
 from worldprobe.datasets.registry import DATASETS
-from worldprobe.datasets.sources import DEFAULT_SOURCE, SOURCE_DESCRIPTIONS
 
 PAPER_FIXTURES = FIXTURES / "paper"
 

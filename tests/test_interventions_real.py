@@ -11,7 +11,7 @@ import pytest
 
 @pytest.mark.slow
 def test_ask_and_steer_smollm2_on_historical_figures(workspace, one_torch_thread):
-    from worldprobe.datasets.sources import BuildOptions, build
+    from worldprobe.datasets.builder import BuildOptions, build
     from worldprobe.extract.models import load_model_kept
     from worldprobe.extract.runner import run_extraction
     from worldprobe.interventions import run_ask, run_steer

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -18,8 +19,8 @@ import pytest
 
 from worldprobe import cli
 from worldprobe.datasets import load, load_report
-from worldprobe.datasets.sources import BuildOptions, build
-from worldprobe.datasets.sources.live import parse_wkt_point, union_groups, wikidata_years
+from worldprobe.datasets.builder import BuildOptions, build
+from worldprobe.datasets.sources.live import LIMIT_NOTE, parse_wkt_point, union_groups, wikidata_years
 from worldprobe.datasets.split import text_leaks
 from worldprobe.errors import WorldprobeError
 from worldprobe.http import HttpClient, HttpSettings, paginate, retry_after
@@ -32,7 +33,7 @@ Reply = tuple[int, dict[str, str], bytes]
 class Stub:
     """A local HTTP server: ``route(path, query) -> (status, headers, body)``; ``script`` replies go first."""
 
-    def __init__(self, route: Callable[[str, dict[str, list[str]]], Reply]) -> None:
+    def __init__(self, route: Callable[[str, dict[str, list[str]]], Reply], port: int = 0) -> None:
         self.route = route
         self.script: list[Reply] = []
         self.requests: list[str] = []
@@ -55,7 +56,7 @@ class Stub:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self.thread.start()
@@ -276,6 +277,21 @@ def test_world_place_split_is_seeded(stub, workspace):
     other = BuildOptions(seed=7, extra={"urls": {"wikidata": server.url}, "http": FAST})
     build("world_place", "live", other, workspace)
     assert not np.array_equal(load("world_place", workspace)["is_test"].to_numpy(), split)
+
+
+def test_limit_is_a_seeded_sample_of_what_was_downloaded(stub, workspace):
+    server = stub(sparql_route)
+
+    def limited(seed: int) -> BuildOptions:
+        return replace(options("wikidata", server.url, page_size=2), limit=3, seed=seed)
+
+    _, report = build("world_place", "live", limited(0), workspace)
+    table = load("world_place", workspace)
+    # each query stops after 3 rows (3 + 3 + 2 downloaded), then 3 of the 7 good rows are drawn with the seed
+    assert len(server.requests) == 6 and report.rows_in == 8 and len(table) == 3
+    assert report.dropped == {"repeated_item": 1, "beyond_limit": 4} and report.notes[-1] == LIMIT_NOTE
+    assert build("world_place", "live", limited(0), workspace)[1].fingerprint == report.fingerprint
+    assert build("world_place", "live", limited(9), workspace)[1].fingerprint != report.fingerprint
 
 
 def test_wikidata_url_from_environment(stub, workspace, monkeypatch):

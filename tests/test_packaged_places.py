@@ -9,24 +9,24 @@ import pandas as pd
 import pytest
 
 from worldprobe import geodata
+from worldprobe.datasets.builder import BuildContext, BuildOptions, build, run_builder
 from worldprobe.datasets.registry import get_spec
 from worldprobe.datasets.schema import validate
-from worldprobe.datasets.sources import BuildOptions, build
 from worldprobe.datasets.sources import packaged_places as pp
 from worldprobe.datasets.split import text_leaks
 from worldprobe.datasets.table import load, load_report
 
-BUILDERS = {"world_place": pp.build_world_place, "us_place": pp.build_us_place, "nyc_place": pp.build_nyc_place}
+PLACES = ("world_place", "us_place", "nyc_place")
 SIZES = {"world_place": (37_000, 46_000), "us_place": (28_000, 33_000), "nyc_place": (740, 990)}
 
 
 @pytest.fixture(scope="module")
 def built() -> dict[str, tuple[pd.DataFrame, object]]:
-    return {name: builder(BuildOptions(seed=0)) for name, builder in BUILDERS.items()}
+    return {name: run_builder(name, "packaged", BuildOptions(seed=0)) for name in PLACES}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize("name", PLACES)
 def test_valid_sized_split_and_reported(built, name):
     table, report = built[name]
     validate(table, get_spec(name))
@@ -100,49 +100,50 @@ def test_nyc_place_boroughs_and_facilities(built):
     assert len(repeated) > 0 and repeated.groupby("text")["is_test"].nunique().max() == 1
 
 
+def _context() -> BuildContext:
+    return BuildContext("nyc_place", "packaged", BuildOptions(seed=1))
+
+
 def test_same_place_rule_keeps_far_homonyms():
-    rows = pp.Rows()
-    rows.add(
-        pd.DataFrame(
-            {
-                "entity_id": ["a", "b", "c", "d"],
-                "text": ["86 St", "86 St", "86 St", "Astoria"],
-                "latitude": [40.7794, 40.7797, 40.6226, 40.77],
-                "longitude": [-73.9555, -73.9560, -74.0284, -73.92],
-            }
-        )
+    context = _context()
+    table = pd.DataFrame(
+        {
+            "entity_id": ["a", "b", "c", "d"],
+            "text": ["86 St", "86 St", "86 St", "Astoria"],
+            "latitude": [40.7794, 40.7797, 40.6226, 40.77],
+            "longitude": [-73.9555, -73.9560, -74.0284, -73.92],
+        }
     )
-    kept = pp._clean(rows, same_place_km=0.5)
+    kept = pp._clean(context, table, same_place_km=0.5)
     assert list(kept["entity_id"]) == ["a", "c", "d"]
-    assert rows.dropped == {"duplicate_text_within_0.5_km": 1}
+    assert context.dropped == {"duplicate_text_within_0.5_km": 1}
 
 
 def test_cap_share_keeps_a_seeded_sample_and_counts_the_rest():
-    rows = pp.Rows()
+    context = _context()
     table = pd.DataFrame({"entity_type": ["zip"] * 80 + ["city"] * 20, "text": [f"t{i}" for i in range(100)]})
-    capped = pp.cap_share(table, rows, "zip", 0.5, seed=1)
+    capped = pp.cap_share(table, context, "zip", 0.5)
     assert (capped["entity_type"] == "zip").sum() == 20 and (capped["entity_type"] == "city").sum() == 20
-    assert rows.dropped["zip_share_cap"] == 60
+    assert context.dropped["zip_share_cap"] == 60
     assert capped["text"].tolist() == sorted(capped["text"], key=lambda t: int(t[1:]))  # table order kept
-    again = pp.cap_share(table, pp.Rows(), "zip", 0.5, seed=1)
-    assert capped.equals(again) and not capped.equals(pp.cap_share(table, pp.Rows(), "zip", 0.5, seed=2))
+    again = pp.cap_share(table, _context(), "zip", 0.5)
+    other = BuildContext("nyc_place", "packaged", BuildOptions(seed=2))
+    assert capped.equals(again) and not capped.equals(pp.cap_share(table, other, "zip", 0.5))
 
 
 def test_clean_counts_bad_coordinates_and_repeats():
-    rows = pp.Rows()
-    rows.add(
-        pd.DataFrame(
-            {
-                "entity_id": ["a", "b", "c", "d", "e"],
-                "text": ["X", "X", "Y", "Z", " "],
-                "latitude": [1.0, 2.0, 95.0, 0.0, 3.0],
-                "longitude": [1.0, 2.0, 1.0, 0.0, 3.0],
-            }
-        )
+    context = _context()
+    table = pd.DataFrame(
+        {
+            "entity_id": ["a", "b", "c", "d", "e"],
+            "text": ["X", "X", "Y", "Z", " "],
+            "latitude": [1.0, 2.0, 95.0, 0.0, 3.0],
+            "longitude": [1.0, 2.0, 1.0, 0.0, 3.0],
+        }
     )
-    kept = pp._clean(rows)
+    kept = pp._clean(context, table)
     assert list(kept["entity_id"]) == ["a"]
-    assert rows.dropped == {"bad_coordinates": 2, "empty_name": 1, "duplicate_text": 1}
+    assert context.dropped == {"bad_coordinates": 2, "empty_name": 1, "duplicate_text": 1}
 
 
 def test_gvp_country_labels():

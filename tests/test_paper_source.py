@@ -16,8 +16,8 @@ import pytest
 from helpers import FIXTURES, PAPER_DATA, paper_csv
 
 from worldprobe.datasets import get_spec, load, load_report
+from worldprobe.datasets.builder import BuildOptions, available, build
 from worldprobe.datasets.schema import validate
-from worldprobe.datasets.sources import BuildOptions, available, build
 from worldprobe.datasets.sources import paper as paper_source
 from worldprobe.errors import WorldprobeError
 

@@ -238,7 +238,7 @@ def _dataset_entries(items: Any, path: Path) -> tuple[DatasetEntry, ...]:
 
 def _check_build_options(entry: DatasetEntry, path: Path, section: str) -> None:
     """from_path only where the entry's source reads a file (elsewhere it would be ignored)."""
-    from worldprobe.datasets.sources import BuildOptions, check_options
+    from worldprobe.datasets.builder import BuildOptions, check_options
 
     try:
         check_options(entry.name, entry.source, BuildOptions(from_path=entry.from_path))
@@ -353,7 +353,7 @@ def _path_problem(path: str) -> str | None:
 
 
 def _sources() -> tuple[str, ...]:
-    from worldprobe.datasets.sources import SOURCE_MODULES
+    from worldprobe.datasets.builder import SOURCE_MODULES
 
     return tuple(SOURCE_MODULES)
 
@@ -763,7 +763,7 @@ def _build_report(workspace: Workspace, seed: int) -> Path:
 def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path:
     """Build a dataset unless the workspace already holds one built from the same source and options."""
     from worldprobe.datasets import load_report
-    from worldprobe.datasets.sources import BuildOptions, build
+    from worldprobe.datasets.builder import BuildOptions, build
 
     options = BuildOptions(from_path=entry.from_path, seed=seed, limit=entry.limit)
     path = workspace.dataset_table(entry.name)

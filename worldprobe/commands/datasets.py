@@ -8,8 +8,8 @@ import pandas as pd
 import typer
 
 from worldprobe.commands.common import count_option, seed_option, workspace_of
+from worldprobe.datasets.builder import DEFAULT_SOURCE, SOURCE_DESCRIPTIONS, BuildOptions, available, build
 from worldprobe.datasets.registry import DATASETS, get_spec
-from worldprobe.datasets.sources import DEFAULT_SOURCE, SOURCE_DESCRIPTIONS, BuildOptions, available, build
 from worldprobe.datasets.table import load, load_report
 
 app = typer.Typer(

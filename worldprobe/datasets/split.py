@@ -28,3 +28,16 @@ def text_leaks(table: pd.DataFrame) -> pd.DataFrame:
     sides = table.groupby("text")["is_test"].nunique()
     leaking = sides[sides > 1].index
     return table[table["text"].isin(leaking)].sort_values(["text", "is_test"])
+
+
+def split_leaks(table: pd.DataFrame) -> list[dict[str, object]]:
+    """Texts found on both sides of the split, with the entity_ids on each side (sorted by text); for build reports."""
+    leaks = text_leaks(table)
+    return [
+        {
+            "text": text,
+            "train": rows.loc[~rows["is_test"], "entity_id"].tolist(),
+            "test": rows.loc[rows["is_test"], "entity_id"].tolist(),
+        }
+        for text, rows in leaks.groupby("text", sort=True)
+    ]

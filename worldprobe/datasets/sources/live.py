@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,8 @@ from tqdm import tqdm
 
 from worldprobe.checksums import sha256_of
 from worldprobe.countries import canonical_country
+from worldprobe.datasets.builder import BuildContext, BuildOptions, register_builder
 from worldprobe.datasets.normalize import art_text, fractional_year, nyc_title_case, world_place_text
-from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.split import grouped_split
-from worldprobe.datasets.table import BuildReport
 from worldprobe.errors import WorldprobeError
 from worldprobe.http import HttpClient, HttpSettings, base_url, fetch_file, paginate, require
 from worldprobe.workspace import cache_dir
@@ -89,36 +86,22 @@ def _client(api: str, options: BuildOptions, **kwargs: Any) -> tuple[HttpClient,
     return HttpClient(api, settings=settings, **kwargs), url
 
 
-class Drops(Counter):
-    """Rows dropped per reason (a Counter with a helper that filters a frame and counts what it removed)."""
-
-    def keep(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, reason: str) -> pd.DataFrame:
-        mask = np.asarray(mask, dtype=bool)
-        if (~mask).any():
-            self[reason] += int((~mask).sum())
-        return frame[mask]
+LIMIT_NOTE = ("download stopped once each query had given `limit` rows: the sample is drawn from the first rows "
+              "in the API's order, not from the whole source")
 
 
 def _finish(
-    dataset: str, table: pd.DataFrame, *, rows_in: int, drops: Drops, inputs: list[dict[str, Any]],
-    split_keys: pd.Series, split_rule: str, options: BuildOptions, notes: Iterable[str] = (),
+    context: BuildContext, table: pd.DataFrame, *, split_keys: pd.Series, split_rule: str, notes: Iterable[str],
     details: Mapping[str, Any] = (),
-) -> tuple[pd.DataFrame, BuildReport]:  # fmt: skip
-    """Keep the first ``options.limit`` rows, add the seeded grouped split and the source column; make the report."""
-    if options.limit is not None:
-        keep = np.arange(len(table)) < options.limit
-        split_keys = split_keys[keep]
-        table = drops.keep(table, keep, "beyond_limit")
-    if table.empty:
-        raise WorldprobeError("no rows left after filtering", file=dataset, hint=f"drops by reason: {dict(drops)}")
-    table = table.reset_index(drop=True)
-    table["is_test"] = grouped_split(split_keys.reset_index(drop=True), seed=options.seed)
+) -> pd.DataFrame:  # fmt: skip
+    """Add the seeded grouped split and the source column, and write down the notes and details."""
+    table = context.split(table, split_keys, split_rule)
     table["source"] = SOURCE
-    report = BuildReport(
-        dataset=dataset, source=SOURCE, inputs=inputs, rows_in=rows_in, rows_out=len(table), dropped=dict(drops),
-        split_rule=split_rule, seed=options.seed, notes=list(notes), details=dict(details),
-    )  # fmt: skip
-    return table, report
+    context.notes.extend(notes)
+    if context.options.limit is not None:
+        context.notes.append(LIMIT_NOTE)
+    context.details.update(details)
+    return table
 
 
 # ---------------------------------------------------------------- Wikidata SPARQL (world_place, us_place, art)
@@ -226,7 +209,9 @@ def sparql_rows(client: HttpClient, endpoint: str, query: str, *, page_size: int
     return list(tqdm(rows, desc=f"wikidata {label}", unit=" rows", leave=False))
 
 
-def _wikidata_frame(options: BuildOptions, kinds: Iterable[WikidataKind], query_of: Callable):
+def _wikidata_frame(context: BuildContext, kinds: Iterable[WikidataKind], query_of: Callable) -> pd.DataFrame:
+    """The bindings of every kind's query as one table (the rows read); the responses are recorded as an input."""
+    options = context.options
     client, endpoint = _client("wikidata", options, headers={"Accept": "application/sparql-results+json"})
     page_size = int(options.extra.get("page_size", DEFAULT_PAGE_SIZE))
     frames = []
@@ -243,14 +228,15 @@ def _wikidata_frame(options: BuildOptions, kinds: Iterable[WikidataKind], query_
         )
     table["entity_id"] = table["item"].str.rsplit("/", n=1).str[-1]
     table["sitelinks"] = pd.to_numeric(table.get("sitelinks"), errors="coerce")
-    inputs = [client.record(what=f"{endpoint} (SPARQL)", licence=ENDPOINTS["wikidata"].licence,
-                            attribution=ENDPOINTS["wikidata"].attribution)]  # fmt: skip
-    return table, inputs
+    context.record_input(**client.record(what=f"{endpoint} (SPARQL)", licence=ENDPOINTS["wikidata"].licence,
+                                         attribution=ENDPOINTS["wikidata"].attribution))  # fmt: skip
+    context.rows_in = len(table)
+    return table
 
 
-def _drop_unlabelled_and_repeats(table: pd.DataFrame, drops: Drops) -> pd.DataFrame:
-    table = drops.keep(table, ~table["itemLabel"].str.fullmatch(r"Q\d+"), "no_english_label")
-    return drops.keep(table, ~table["entity_id"].duplicated(), "repeated_item")
+def _drop_unlabelled_and_repeats(table: pd.DataFrame, context: BuildContext) -> pd.DataFrame:
+    table = context.drop(table, table["itemLabel"].str.fullmatch(r"Q\d+"), "no_english_label")
+    return context.drop(table, table["entity_id"].duplicated(), "repeated_item")
 
 
 _WKT_POINT = re.compile(r"^\s*Point\(\s*(\S+)\s+(\S+)\s*\)\s*$", re.IGNORECASE)
@@ -270,9 +256,9 @@ def parse_wkt_point(value: str) -> tuple[float, float] | None:
     return lat, lon
 
 
-def _coordinates(table: pd.DataFrame, drops: Drops) -> pd.DataFrame:
+def _coordinates(table: pd.DataFrame, context: BuildContext) -> pd.DataFrame:
     points = table["coord"].map(parse_wkt_point)
-    table = drops.keep(table, points.notna(), "bad_or_non_earth_coordinates")
+    table = context.drop(table, points.isna(), "bad_or_non_earth_coordinates")
     points = points[points.notna()]
     return table.assign(latitude=[p[0] for p in points], longitude=[p[1] for p in points])
 
@@ -282,38 +268,36 @@ def _min_sitelinks(options: BuildOptions, dataset: str) -> int:
 
 
 @register_builder("world_place", SOURCE)
-def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_world_place(context: BuildContext) -> pd.DataFrame:
     """World places from Wikidata: settlements, structures and natural places with coordinates and a country."""
-    minimum = _min_sitelinks(options, "world_place")
-    raw, inputs = _wikidata_frame(options, WORLD_KINDS, lambda k: place_query(k, min_sitelinks=minimum))
-    drops = Drops()
-    table = _coordinates(_drop_unlabelled_and_repeats(raw, drops), drops)
+    minimum = _min_sitelinks(context.options, "world_place")
+    raw = _wikidata_frame(context, WORLD_KINDS, lambda k: place_query(k, min_sitelinks=minimum))
+    table = _coordinates(_drop_unlabelled_and_repeats(raw, context), context)
     table = table.assign(
         name=table["itemLabel"], text=table["itemLabel"].map(world_place_text),
         country=table["countryLabel"].map(canonical_country),
     )  # fmt: skip
-    table = drops.keep(table, table["text"].str.len() > 0, "empty_text")
+    table = context.drop(table, ~(table["text"].str.len() > 0), "empty_text")
     columns = ["entity_id", "name", "text", "latitude", "longitude", "entity_type", "country", "sitelinks"]
     return _finish(
-        "world_place", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=table["text"],
-        split_rule="grouped by text (identical names on one side), 20% test", options=options,
+        context, table[columns], split_keys=table["text"],
+        split_rule="grouped by text (identical names on one side), 20% test",
         notes=[f"popularity: at least {minimum} Wikipedia sitelinks", "one row per Wikidata item (first binding)"],
     )  # fmt: skip
 
 
 @register_builder("us_place", SOURCE)
-def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_us_place(context: BuildContext) -> pd.DataFrame:
     """US places from Wikidata (cities, counties, colleges, structures, natural places), state via the P131 chain."""
-    minimum = _min_sitelinks(options, "us_place")
-    raw, inputs = _wikidata_frame(options, US_KINDS, lambda k: place_query(k, min_sitelinks=minimum, us=True))
-    drops = Drops()
-    table = _coordinates(_drop_unlabelled_and_repeats(raw, drops), drops)
+    minimum = _min_sitelinks(context.options, "us_place")
+    raw = _wikidata_frame(context, US_KINDS, lambda k: place_query(k, min_sitelinks=minimum, us=True))
+    table = _coordinates(_drop_unlabelled_and_repeats(raw, context), context)
     table = table.assign(name=table["itemLabel"], text=table["itemLabel"].str.strip(), state_id=table["iso"].str[3:])
-    table = drops.keep(table, table["state_id"].isin(LOWER48_DC), "outside_lower48_and_dc")
+    table = context.drop(table, ~table["state_id"].isin(LOWER48_DC), "outside_lower48_and_dc")
     columns = ["entity_id", "name", "text", "latitude", "longitude", "entity_type", "state_id", "sitelinks"]
     return _finish(
-        "us_place", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=table["text"],
-        split_rule="grouped by text (identical names on one side), 20% test", options=options,
+        context, table[columns], split_keys=table["text"],
+        split_rule="grouped by text (identical names on one side), 20% test",
         notes=[f"popularity: at least {minimum} sitelinks", "state: ISO 3166-2 code (P300) of a P131 ancestor",
                "contiguous 48 states + DC"],
     )  # fmt: skip
@@ -339,27 +323,26 @@ def wikidata_years(values: pd.Series, precisions: pd.Series) -> pd.Series:
 
 
 @register_builder("art", SOURCE)
-def build_art(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_art(context: BuildContext) -> pd.DataFrame:
     """Films, books and songs from Wikidata with creator (P57/P50/P175) and publication date (P577), 1950-2022."""
-    minimum = _min_sitelinks(options, "art")
-    raw, inputs = _wikidata_frame(options, ART_KINDS, lambda k: art_query(k, min_sitelinks=minimum))
-    drops = Drops()
-    table = drops.keep(raw, ~raw["itemLabel"].str.fullmatch(r"Q\d+"), "no_english_label")
-    table = drops.keep(table, ~table["creatorLabel"].str.fullmatch(r"Q\d+"), "creator_without_english_label")
+    minimum = _min_sitelinks(context.options, "art")
+    raw = _wikidata_frame(context, ART_KINDS, lambda k: art_query(k, min_sitelinks=minimum))
+    table = context.drop(raw, raw["itemLabel"].str.fullmatch(r"Q\d+"), "no_english_label")
+    table = context.drop(table, table["creatorLabel"].str.fullmatch(r"Q\d+"), "creator_without_english_label")
     precision = pd.to_numeric(table["precision"], errors="coerce").fillna(0).astype(int)
     table = table.assign(year=wikidata_years(table["date"], precision), precision=precision)
-    table = drops.keep(table, table["year"].notna(), "date_coarser_than_a_year")
+    table = context.drop(table, table["year"].isna(), "date_coarser_than_a_year")
     # several dates / creators per work: keep the earliest date, then the first creator by name
     table = table.sort_values(["entity_id", "year", "creatorLabel"], kind="stable")
-    table = drops.keep(table, ~table["entity_id"].duplicated(), "repeated_item")
+    table = context.drop(table, table["entity_id"].duplicated(), "repeated_item")
     table = table.assign(name=table["itemLabel"], creator=table["creatorLabel"].str.strip())
     table["text"] = [art_text(c, t) for c, t in zip(table["creator"], table["name"], strict=True)]
     table["decade"] = (np.floor(table["year"] / 10) * 10).astype(int)
     year_only = int((table["precision"] == PRECISION_YEAR).sum())
     columns = ["entity_id", "name", "text", "year", "entity_type", "creator", "decade", "sitelinks"]
     return _finish(
-        "art", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=table["creator"],
-        split_rule="grouped by creator (the paper's rule), 20% test", options=options,
+        context, table[columns], split_keys=table["creator"],
+        split_rule="grouped by creator (the paper's rule), 20% test",
         notes=[f"popularity: at least {minimum} sitelinks", f"released {ART_YEARS[0]}-{ART_YEARS[1]}",
                f"{year_only} works dated to the year only are kept at mid-year (year + 0.5)"],
         details={"year_only_dates": year_only},
@@ -412,8 +395,9 @@ def union_groups(*keys: pd.Series) -> np.ndarray:
 
 
 @register_builder("nyc_place", SOURCE)
-def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_nyc_place(context: BuildContext) -> pd.DataFrame:
     """NYC points of interest from NYC Open Data (Socrata), with the paper's filters and Title Case names."""
+    options = context.options
     client, base = _client("nyc_opendata", options)
     resource = options.extra.get("resource_id", NYC_RESOURCE_ID)
     url = f"{base}/resource/{resource}.json"
@@ -424,19 +408,21 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
 
     records = list(tqdm(paginate(page, page_size=page_size, limit=options.limit), desc="nyc poi", unit=" rows"))
     raw = pd.DataFrame.from_records(records)
+    context.record_input(**client.record(what=url, licence=ENDPOINTS["nyc_opendata"].licence,
+                                         attribution=ENDPOINTS["nyc_opendata"].attribution))  # fmt: skip
     if raw.empty:
         raise WorldprobeError(
             "the API returned no records", file=url, hint="check the resource id (extra['resource_id'])"
         )
-    drops = Drops()
+    context.rows_in = len(raw)
     for column in ("name", "the_geom", "borough", "facility_t", "complexid"):
         if column not in raw.columns:
             raise WorldprobeError(f"malformed response: no field '{column}' in any record", file=url, field=column)
-    table = drops.keep(raw, raw["name"].map(lambda v: isinstance(v, str) and v.strip() != ""), "no_name")
-    table = drops.keep(table, ~table["name"].str.contains("BUOY|BOUY"), "buoy")  # the paper's filters
-    table = drops.keep(table, table["name"].str.len() > 7, "name_7_chars_or_shorter")
+    table = context.drop(raw, raw["name"].map(lambda v: not isinstance(v, str) or v.strip() == ""), "no_name")
+    table = context.drop(table, table["name"].str.contains("BUOY|BOUY"), "buoy")  # the paper's filters
+    table = context.drop(table, table["name"].str.len() <= 7, "name_7_chars_or_shorter")
     points = table["the_geom"].map(_geometry_point)
-    table = drops.keep(table, points.notna(), "no_point_geometry")
+    table = context.drop(table, points.isna(), "no_point_geometry")
     points = points[points.notna()]
     complexid = table["complexid"].fillna("0").astype(str)
     table = table.assign(
@@ -446,18 +432,16 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         borough=table["borough"].astype(str).map(BOROUGHS).fillna("unknown"),
         facility_type=table["facility_t"].astype(str).map(FACILITY_TYPES).fillna("unknown"), complexid=complexid,
     )  # fmt: skip
-    table = drops.keep(table, ~table["entity_id"].duplicated(), "repeated_placeid")
+    table = context.drop(table, table["entity_id"].duplicated(), "repeated_placeid")
     table["entity_type"] = table["facility_type"]
     alone = "row:" + pd.Series(np.arange(len(table)), index=table.index).astype(str)
     complex_key = ("complex:" + table["complexid"]).where(table["complexid"] != "0", alone)
     groups = pd.Series(union_groups(complex_key, table["text"]), index=table.index)
     columns = ["entity_id", "name", "text", "latitude", "longitude", "entity_type", "borough", "facility_type",
                "complexid"]  # fmt: skip
-    inputs = [client.record(what=url, licence=ENDPOINTS["nyc_opendata"].licence,
-                            attribution=ENDPOINTS["nyc_opendata"].attribution)]  # fmt: skip
     return _finish(
-        "nyc_place", table[columns], rows_in=len(raw), drops=drops, inputs=inputs, split_keys=groups,
-        split_rule="grouped by complexid (the paper's rule) joined with identical text, 20% test", options=options,
+        context, table[columns], split_keys=groups,
+        split_rule="grouped by complexid (the paper's rule) joined with identical text, 20% test",
         notes=["filters: no BUOY/BOUY, names longer than 7 characters (the paper's)", "names ALL CAPS -> Title Case"],
     )  # fmt: skip
 
@@ -503,9 +487,10 @@ def _age_dataset_file(options: BuildOptions) -> tuple[Path, dict[str, Any]]:
 
 
 @register_builder("historical_figure", SOURCE)
-def build_historical_figure(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_historical_figure(context: BuildContext) -> pd.DataFrame:
     """Historical figures from the Age dataset: the first 350 per death decade by Wikidata id, died after -1000."""
-    path, entry = _age_dataset_file(options)
+    path, entry = _age_dataset_file(context.options)
+    context.record_input(**entry)
     try:
         raw = pd.read_csv(path, dtype={"Id": str})
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
@@ -515,18 +500,18 @@ def build_historical_figure(options: BuildOptions) -> tuple[pd.DataFrame, BuildR
         raise WorldprobeError(
             f"missing column(s) {missing}", file=path, field=missing[0], hint="expected the Age dataset CSV"
         )
-    per_decade = int(options.extra.get("per_decade", PER_DECADE))
-    drops = Drops()
+    context.rows_in = len(raw)
+    per_decade = int(context.options.extra.get("per_decade", PER_DECADE))
     table = raw.rename(columns=AGE_COLUMNS)
     qid = pd.to_numeric(table["wiki_id"].str.extract(r"^Q(\d+)$", expand=False), errors="coerce")
-    table = drops.keep(table.assign(qid=qid), qid.notna(), "bad_wikidata_id")
+    table = context.drop(table.assign(qid=qid), qid.isna(), "bad_wikidata_id")
     table["death_year"] = pd.to_numeric(table["death_year"], errors="coerce")
-    table = drops.keep(table, table["death_year"].notna(), "no_death_year")
-    table = drops.keep(table, table["name"].map(lambda v: isinstance(v, str) and v.strip() != ""), "no_name")
+    table = context.drop(table, table["death_year"].isna(), "no_death_year")
+    table = context.drop(table, table["name"].map(lambda v: not isinstance(v, str) or v.strip() == ""), "no_name")
     table = table.sort_values("qid", kind="stable")
     table["death_decade"] = (table["death_year"] // 10).astype(int)
-    table = drops.keep(table, table.groupby("death_decade").cumcount() < per_decade, "beyond_per_decade_cap")
-    table = drops.keep(table, table["death_year"] > DEATH_YEAR_AFTER, "died_in_or_before_-1000")
+    table = context.drop(table, table.groupby("death_decade").cumcount() >= per_decade, "beyond_per_decade_cap")
+    table = context.drop(table, table["death_year"] <= DEATH_YEAR_AFTER, "died_in_or_before_-1000")
     table = table.assign(
         entity_id=table["wiki_id"], text=table["name"].str.strip(), year=table["death_year"].astype(float),
         century=(table["death_year"] // 100).astype(int), entity_type="person",
@@ -536,8 +521,8 @@ def build_historical_figure(options: BuildOptions) -> tuple[pd.DataFrame, BuildR
                "birth_year", "gender", "country", "description"]  # fmt: skip
     table[columns[-3:]] = table[columns[-3:]].astype("string")
     return _finish(
-        "historical_figure", table[columns], rows_in=len(raw), drops=drops, inputs=[entry], split_keys=table["text"],
-        split_rule="grouped by text (identical names on one side), 20% test", options=options,
+        context, table[columns], split_keys=table["text"],
+        split_rule="grouped by text (identical names on one side), 20% test",
         notes=[f"the paper's selection: first {per_decade} per death decade by Wikidata id, death year > -1000",
                "occupation lower-cased, 'unknown' when missing"],
     )  # fmt: skip
@@ -601,28 +586,29 @@ def _nyt_frame(docs: list[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 @register_builder("headline", SOURCE)
-def build_headline(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_headline(context: BuildContext) -> pd.DataFrame:
     """NYT headlines 2010-2020 from the Archive API, desks Foreign/National/Politics/Washington/Obits, + "."."""
-    docs, entry = _nyt_docs(options)
+    docs, entry = _nyt_docs(context.options)
+    context.record_input(**entry)
     raw = _nyt_frame(docs)
-    drops = Drops()
-    table = drops.keep(raw, raw["document_type"] == "article", "not_an_article")
+    context.rows_in = len(raw)
+    table = context.drop(raw, raw["document_type"] != "article", "not_an_article")
     on_desk = np.zeros(len(table), dtype=bool)
     for desk, section in NYT_DESKS:
         on_desk |= ((table["news_desk"] == desk) & ((table["section"] == section) if section else True)).to_numpy()
-    table = drops.keep(table, on_desk, "other_desk_or_section")
-    table = drops.keep(table, table[["entity_id", "headline", "pub_date", "print_page"]].notna().all(axis=1),
-                       "missing_field")  # fmt: skip
-    table = drops.keep(table, ~table["headline"].str.contains("?", regex=False), "question_mark")
-    table = drops.keep(table, table["print_page"].astype(str).str.isnumeric(), "print_page_not_a_number")
+    table = context.drop(table, ~on_desk, "other_desk_or_section")
+    table = context.drop(table, table[["entity_id", "headline", "pub_date", "print_page"]].isna().any(axis=1),
+                         "missing_field")  # fmt: skip
+    table = context.drop(table, table["headline"].str.contains("?", regex=False), "question_mark")
+    table = context.drop(table, ~table["print_page"].astype(str).str.isnumeric(), "print_page_not_a_number")
     page = table["print_page"].astype(int)
     foreign = table["news_desk"] == "Foreign"
-    table = drops.keep(table, (foreign & (page <= 5)) | (~foreign & (page <= 10)), "beyond_front_pages")
-    table = drops.keep(table, ~table["headline"].str.strip().str.endswith("."), "ends_with_period")
+    table = context.drop(table, (foreign & (page > 5)) | (~foreign & (page > 10)), "beyond_front_pages")
+    table = context.drop(table, table["headline"].str.strip().str.endswith("."), "ends_with_period")
     dates = pd.to_datetime(table["pub_date"], utc=True, errors="coerce", format="ISO8601")
-    table = drops.keep(table, dates.notna(), "bad_pub_date")
+    table = context.drop(table, dates.isna(), "bad_pub_date")
     dates = dates[dates.notna()]
-    table = drops.keep(table, ~table["entity_id"].duplicated(), "repeated_article")
+    table = context.drop(table, table["entity_id"].duplicated(), "repeated_article")
     dates = dates[table.index].dt.tz_convert(NYT_TIMEZONE)
     table = table.assign(
         name=table["headline"], text=table["headline"].str.strip() + ".", year=fractional_year(dates),
@@ -631,8 +617,8 @@ def build_headline(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
     columns = ["entity_id", "name", "text", "year", "entity_type", "pub_year", "news_desk", "section",
                "print_page", "print_section", "word_count"]  # fmt: skip
     return _finish(
-        "headline", table[columns], rows_in=len(raw), drops=drops, inputs=[entry], split_keys=table["text"],
-        split_rule="grouped by text (identical headlines on one side), 20% test", options=options,
+        context, table[columns], split_keys=table["text"],
+        split_rule="grouped by text (identical headlines on one side), 20% test",
         notes=["the paper's filters: articles only; desks Foreign(World)/National,Politics,Washington(U.S.)/Obits; "
                "print page <= 10 (Foreign <= 5); no '?'; headline + '.'"],
     )  # fmt: skip

