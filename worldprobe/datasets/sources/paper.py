@@ -32,7 +32,6 @@ from worldprobe.datasets.normalize import (
     world_place_text,
 )
 from worldprobe.datasets.schema import RANGES
-from worldprobe.datasets.split import split_leaks
 from worldprobe.errors import WorldprobeError
 from worldprobe.http import fetch_file
 from worldprobe.workspace import cache_dir
@@ -397,15 +396,15 @@ def build_release(dataset: str, context: BuildContext) -> pd.DataFrame:
     table = release_format.convert(csv)
     table.insert(0, "entity_id", [f"{dataset}:{row}" for row in range(len(table))])
     table["source"] = SOURCE
-    table = context.keep_release_split(table, "the release's is_test column, kept as published (not re-drawn)")
     table = context.drop(table, table["text"] == "", "empty_text")
-    leaks = split_leaks(table)
+    table = context.keep_release_split(table, "the release's is_test column, kept as published (not re-drawn)")
+    leaks = context.details["split_leaks"]
     if options.drop_split_leaks:
         leak_texts = {leak["text"] for leak in leaks}
         table = context.drop(table, table["is_test"] & table["text"].isin(leak_texts), "split_leak_test_side")
     context.notes.append(f"{len(leaks)} text(s) sit on both sides of the release split"
                          + ("; their test rows were dropped" if options.drop_split_leaks else " (kept; see details)"))
-    context.details.update(split_leaks=leaks, columns_in=list(csv.frame.columns))
+    context.details["columns_in"] = list(csv.frame.columns)
     return table
 
 
