@@ -133,3 +133,19 @@ def test_every_split_lists_the_texts_on_both_sides(builder, workspace):
     assert leak["text"] == "Twin" and sorted(leak["train"] + leak["test"]) == sorted(twins["entity_id"])
     builder(_rows)
     assert build("world_place", "paper", BuildOptions(seed=0), workspace)[1].details["split_leaks"] == []
+
+
+def test_a_source_of_ones_own_builds_through_the_same_path(workspace, monkeypatch):
+    monkeypatch.setattr("worldprobe.datasets.builder.BUILDERS", dict(BUILDERS))
+    from worldprobe.datasets import register_builder
+
+    register_builder("world_place", "mine")(_rows)
+    _, report = build("world_place", "mine", BuildOptions(limit=5), workspace)
+    assert report.source == "mine" and report.rows_out == 5 and report.dropped["beyond_limit"] == 5
+    with pytest.raises(WorldprobeError, match="no 'mine' builder for dataset 'art'"):
+        build("art", "mine", BuildOptions(), workspace)
+    with pytest.raises(WorldprobeError, match="unknown source 'yours'") as info:
+        build("art", "yours", BuildOptions(), workspace)
+    assert "mine" in info.value.hint and "packaged" in info.value.hint
+    with pytest.raises(WorldprobeError, match="does not read a file"):
+        build("world_place", "mine", BuildOptions(from_path="places.csv"), workspace)

@@ -11,7 +11,19 @@ Like the builder base class of Hugging Face ``datasets``, the context owns what 
 
 A source module registers one builder per dataset with :func:`register_builder`; a builder takes the context and
 returns the table of rows it produced. Source modules are imported lazily (``SOURCE_MODULES``) so that importing
-worldprobe stays fast.
+worldprobe stays fast. A source of your own is a registered builder too::
+
+    from worldprobe.datasets import BuildContext, build, register_builder
+
+    @register_builder("world_place", "mine")
+    def my_places(context: BuildContext) -> pd.DataFrame:
+        raw = pd.read_csv("places.csv")
+        context.record_input(what="places.csv", sha256=sha256_of("places.csv"), licence="CC0", attribution="me")
+        context.rows_in = len(raw)
+        table = context.drop(raw.assign(text=raw["name"], ...), raw["latitude"].isna(), "no_latitude")
+        return context.split(table, table["text"], "grouped by text")
+
+    build("world_place", "mine", workspace="workspace")
 """
 
 from __future__ import annotations
@@ -214,9 +226,10 @@ def apply_limit(table: pd.DataFrame, context: BuildContext) -> pd.DataFrame:
 def run_builder(dataset: str, source: str, options: BuildOptions | None = None) -> tuple[pd.DataFrame, BuildReport]:
     """The table of ``dataset`` from ``source`` (limit applied) and its build report, without writing anything."""
     get_spec(dataset)
-    if source not in SOURCE_MODULES:
-        raise WorldprobeError(f"unknown source {source!r}", hint=f"sources: {', '.join(SOURCE_MODULES)}")
     load_sources()
+    known = dict.fromkeys([*SOURCE_MODULES, *(s for _, s in sorted(BUILDERS))])
+    if source not in known:
+        raise WorldprobeError(f"unknown source {source!r}", hint=f"sources: {', '.join(known)}")
     builder = BUILDERS.get((dataset, source))
     if builder is None:
         raise WorldprobeError(
