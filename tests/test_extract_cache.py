@@ -95,7 +95,7 @@ def test_layer_subset_gets_its_own_cache_and_limit_takes_a_seeded_sample(workspa
 
 def test_find_cache_explains_what_to_run(workspace, tiny_llama_dir, make_entity_table):
     make_entity_table(workspace, texts(6))
-    with pytest.raises(WorldprobeError, match="worldprobe extract --dataset world_place --model smollm2-135m --mean"):
+    with pytest.raises(cache_mod.MissingCacheError, match="extract --dataset world_place --model smollm2-135m --mean"):
         find_cache("world_place", "smollm2-135m", workspace=workspace, aggregation="mean")
     run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
     make_entity_table(workspace, texts(7))  # the dataset was rebuilt: the old cache no longer counts

@@ -618,14 +618,14 @@ def _cache_on_disk(study: Study, params: dict, workspace: Workspace, n_layers: i
     """Whether extraction would find its cache finished (same dataset table, model, prompt, dtype, seed, layers)."""
     from worldprobe.devices import cache_dtype
     from worldprobe.extract import find_cache
-    from worldprobe.extract.cache import parse_layers
+    from worldprobe.extract.cache import MissingCacheError, parse_layers
 
     seed = {"seed": params["seed"]} if params["model"].startswith(RANDOM_PREFIX) else {}  # trained weights: no seed
     try:
         find_cache(params["dataset"], params["model"], params["prompt"], workspace=workspace, **seed,
                    dtype=cache_dtype(study.extract.dtype, study.extract.device),
                    layers=parse_layers(study.extract.layers, n_layers))  # fmt: skip
-    except WorldprobeError:
+    except MissingCacheError:  # (several caches that differ are an error to show, not a cache to extract again)
         return False
     return True
 

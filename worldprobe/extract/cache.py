@@ -453,6 +453,10 @@ def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
     return sorted(set(chosen))
 
 
+class MissingCacheError(WorldprobeError):
+    """No finished cache answers the request (none yet, or one not finished); the hint names the command to run."""
+
+
 def find_cache(
     dataset: str,
     model: str,
@@ -519,7 +523,7 @@ def find_cache(
     state = "is not finished" if unfinished else "does not exist yet"
     asked = "".join(f", {k} {v}" for k, v in key.items())
     there = f" (there is one with {'; '.join(dict.fromkeys(other))})" if other and not unfinished else ""
-    raise WorldprobeError(
+    raise MissingCacheError(
         f"the activation cache of {dataset} x {model} (prompt {prompt}, {aggregation} token{asked}) {state}{there}",
         file=ws.activations, hint=f"run `{command}`" + (" to resume it" if unfinished else ""),
     )  # fmt: skip
@@ -540,10 +544,8 @@ def find_twin(
         return find_cache(str(manifest["dataset"]), model, str(manifest.get("prompt", "empty")),
                           str(manifest.get("aggregation", "last")), workspace=workspace, dtype=manifest.get("dtype"),
                           seed=seed, layers=list(layers))  # fmt: skip
-    except WorldprobeError as error:
-        if not (error.hint or "").startswith("run `"):
-            raise  # several twins that differ: the error already says how to choose
-        raise WorldprobeError(
+    except MissingCacheError as error:  # (several twins that differ: find_cache's error already says how to choose)
+        raise MissingCacheError(
             f"{error.message}: the random_init control reads its twins' caches", file=error.file,
             hint=f"{error.hint}, or `worldprobe probe --control random_init ...`, which extracts the twins first "
             "(Python: worldprobe.extract.extract_twin)",
