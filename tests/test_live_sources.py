@@ -292,6 +292,9 @@ def test_limit_is_a_seeded_sample_of_what_was_downloaded(stub, workspace):
     assert report.dropped == {"repeated_item": 1, "beyond_limit": 4} and report.notes[-1] == LIMIT_NOTE
     assert build("world_place", "live", limited(0), workspace)[1].fingerprint == report.fingerprint
     assert build("world_place", "live", limited(9), workspace)[1].fingerprint != report.fingerprint
+    whole_file = BuildOptions(from_path=str(LIVE / "AgeDataset-V1.csv"), limit=3)  # read whole: no note
+    _, report = build("historical_figure", "live", whole_file, workspace)
+    assert report.rows_out == 3 and report.dropped["beyond_limit"] == 8 and LIMIT_NOTE not in report.notes
 
 
 def test_wikidata_url_from_environment(stub, workspace, monkeypatch):

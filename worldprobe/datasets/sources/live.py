@@ -86,19 +86,19 @@ def _client(api: str, options: BuildOptions, **kwargs: Any) -> tuple[HttpClient,
     return HttpClient(api, settings=settings, **kwargs), url
 
 
-LIMIT_NOTE = ("download stopped once each query had given `limit` rows: the sample is drawn from the first rows "
-              "in the API's order, not from the whole source")
+LIMIT_NOTE = ("with limit the download stops early, so the sample is drawn from the first rows the API returns (in "
+              "its order), not from the whole source")
 
 
 def _finish(
     context: BuildContext, table: pd.DataFrame, *, split_keys: pd.Series, split_rule: str, notes: Iterable[str],
-    details: Mapping[str, Any] = (),
+    details: Mapping[str, Any] = (), download_stops_at_limit: bool = True,
 ) -> pd.DataFrame:  # fmt: skip
     """Add the seeded grouped split and the source column, and write down the notes and details."""
     table = context.split(table, split_keys, split_rule)
     table["source"] = SOURCE
     context.notes.extend(notes)
-    if context.options.limit is not None:
+    if context.options.limit is not None and download_stops_at_limit:
         context.notes.append(LIMIT_NOTE)
     context.details.update(details)
     return table
@@ -524,7 +524,7 @@ def build_historical_figure(context: BuildContext) -> pd.DataFrame:
         context, table[columns], split_keys=table["text"],
         split_rule="grouped by text (identical names on one side), 20% test",
         notes=[f"the paper's selection: first {per_decade} per death decade by Wikidata id, death year > -1000",
-               "occupation lower-cased, 'unknown' when missing"],
+               "occupation lower-cased, 'unknown' when missing"], download_stops_at_limit=False,
     )  # fmt: skip
 
 
