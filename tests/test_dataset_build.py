@@ -149,3 +149,60 @@ def test_a_source_of_ones_own_builds_through_the_same_path(workspace, monkeypatc
     assert "mine" in info.value.hint and "packaged" in info.value.hint
     with pytest.raises(WorldprobeError, match="does not read a file"):
         build("world_place", "mine", BuildOptions(from_path="places.csv"), workspace)
+
+
+def test_a_mask_of_other_rows_or_a_negative_count_is_refused(builder, workspace):
+    def misaligned(context: BuildContext) -> pd.DataFrame:
+        table = _rows(context)
+        reordered = table.iloc[::-1]
+        return context.drop(table, reordered["latitude"] > 5, "north")  # another order of the same rows
+
+    builder(misaligned)
+    with pytest.raises(WorldprobeError, match="mask of other rows than its table's"):
+        build("world_place", "paper", BuildOptions(), workspace)
+
+    def fudged(context: BuildContext) -> pd.DataFrame:
+        table = _rows(context)
+        context.count_dropped({"fudge": -1})
+        return pd.concat([table, table.iloc[:1].assign(entity_id="extra")])
+
+    builder(fudged)
+    with pytest.raises(WorldprobeError, match="cannot be negative"):
+        build("world_place", "paper", BuildOptions(), workspace)
+    builder(lambda context: pd.concat([_rows(context), _rows(BuildContext("world_place", "x", BuildOptions()))[:1]]))
+    with pytest.raises(WorldprobeError, match="rows were added without a reason"):
+        build("world_place", "paper", BuildOptions(), workspace)
+
+
+def test_every_row_is_validated_not_only_those_a_limit_keeps(builder, workspace):
+    def one_bad(context: BuildContext) -> pd.DataFrame:
+        table = _rows(context)
+        table.loc[9, "latitude"] = float("nan")
+        return table
+
+    builder(one_bad)
+    for limit in (None, 2):
+        with pytest.raises(WorldprobeError, match=r"latitude nan is not a number") as info:
+            build("world_place", "paper", BuildOptions(limit=limit), workspace)
+        assert info.value.row == 9 and "np.float64" not in str(info.value)
+    builder(lambda context: _rows(context).assign(source=""))
+    with pytest.raises(WorldprobeError, match="source '' is not a source name"):
+        build("world_place", "paper", BuildOptions(), workspace)
+
+
+def test_limited_reports_say_what_their_details_describe(builder, workspace):
+    builder(_rows)
+    _, report = build("world_place", "paper", BuildOptions(limit=4), workspace)
+    assert report.notes[-1].startswith("limit: a seeded sample of 4 of the 10 rows built")
+    _, report = build("world_place", "paper", BuildOptions(limit=40), workspace)  # all rows kept: nothing to say
+    assert report.notes == ["a test source"] and "beyond_limit" not in report.dropped
+
+
+def test_a_builtin_builder_is_not_replaced_and_sha256_is_not_ignored(workspace):
+    from worldprobe.datasets import register_builder
+
+    load_sources()
+    with pytest.raises(WorldprobeError, match="'packaged' already has a builder of art"):
+        register_builder("art", "packaged")(_rows)
+    with pytest.raises(WorldprobeError, match="does not read a file, so --sha256 would be ignored"):
+        build("art", "packaged", BuildOptions(extra={"sha256": "ab" * 32}), workspace)

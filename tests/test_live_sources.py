@@ -289,7 +289,8 @@ def test_limit_is_a_seeded_sample_of_what_was_downloaded(stub, workspace):
     table = load("world_place", workspace)
     # each query stops after 3 rows (3 + 3 + 2 downloaded), then 3 of the 7 good rows are drawn with the seed
     assert len(server.requests) == 6 and report.rows_in == 8 and len(table) == 3
-    assert report.dropped == {"repeated_item": 1, "beyond_limit": 4} and report.notes[-1] == LIMIT_NOTE
+    assert report.dropped == {"repeated_item": 1, "beyond_limit": 4} and report.notes[-2] == LIMIT_NOTE
+    assert report.notes[-1].startswith("limit: a seeded sample of 3 of the 7 rows built")
     assert build("world_place", "live", limited(0), workspace)[1].fingerprint == report.fingerprint
     assert build("world_place", "live", limited(9), workspace)[1].fingerprint != report.fingerprint
     whole_file = BuildOptions(from_path=str(LIVE / "AgeDataset-V1.csv"), limit=3)  # read whole: no note

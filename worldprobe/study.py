@@ -622,8 +622,11 @@ def _cache_on_disk(study: Study, params: dict, workspace: Workspace, n_layers: i
 
     seed = {"seed": params["seed"]} if params["model"].startswith(RANDOM_PREFIX) else {}  # trained weights: no seed
     try:
-        find_cache(params["dataset"], params["model"], params["prompt"], workspace=workspace, **seed,
-                   dtype=cache_dtype(study.extract.dtype, study.extract.device),
+        dtype = cache_dtype(study.extract.dtype, study.extract.device)
+    except WorldprobeError:  # a plan for another machine's device: the dry run notes it; its caches are not here
+        return False
+    try:
+        find_cache(params["dataset"], params["model"], params["prompt"], workspace=workspace, **seed, dtype=dtype,
                    layers=parse_layers(study.extract.layers, n_layers))  # fmt: skip
     except MissingCacheError:  # (several caches that differ are an error to show, not a cache to extract again)
         return False

@@ -13,17 +13,23 @@ A source module registers one builder per dataset with :func:`register_builder`;
 returns the table of rows it produced. Source modules are imported lazily (``SOURCE_MODULES``) so that importing
 worldprobe stays fast. A source of your own is a registered builder too::
 
+    import pandas as pd
+    from worldprobe.checksums import sha256_of
     from worldprobe.datasets import BuildContext, build, register_builder
 
     @register_builder("world_place", "mine")
     def my_places(context: BuildContext) -> pd.DataFrame:
-        raw = pd.read_csv("places.csv")
+        raw = pd.read_csv("places.csv")  # name, latitude, longitude, country
         context.record_input(what="places.csv", sha256=sha256_of("places.csv"), licence="CC0", attribution="me")
         context.rows_in = len(raw)
-        table = context.drop(raw.assign(text=raw["name"], ...), raw["latitude"].isna(), "no_latitude")
+        table = raw.assign(entity_id="mine:" + raw.index.astype(str), text=raw["name"].str.strip(),
+                           entity_type="populated_place", source="mine")
+        table = context.drop(table, table["latitude"].isna(), "no_latitude")
         return context.split(table, table["text"], "grouped by text")
 
     build("world_place", "mine", workspace="workspace")
+
+The columns every table needs are ``DatasetSpec.required_columns`` (docs/design.md, "Entity table").
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import pandas as pd
 from worldprobe.checks import SEED_MAX, whole_number
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import get_spec
+from worldprobe.datasets.schema import validate
 from worldprobe.datasets.split import grouped_split, split_leaks
 from worldprobe.datasets.table import BuildReport, sample_rows, write_table
 from worldprobe.errors import WorldprobeError
@@ -87,14 +94,24 @@ class BuildContext:
         self.details: dict[str, Any] = {}
 
     def drop(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, reason: str) -> pd.DataFrame:
-        """``frame`` without the rows where ``mask`` is true, counting them under ``reason``."""
+        """``frame`` without the rows where ``mask`` is true, counting them under ``reason``. A Series mask must be
+        of ``frame``'s rows in ``frame``'s order (its index), an array mask as long as ``frame``."""
+        if isinstance(mask, pd.Series) and not mask.index.equals(frame.index):
+            raise WorldprobeError(f"the {self.source} builder of {self.dataset} drops {reason!r} with a mask of other "
+                                  "rows than its table's (index differs): a bug")  # fmt: skip
         mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(frame),):
+            raise WorldprobeError(f"the {self.source} builder of {self.dataset} drops {reason!r} with a mask of "
+                                  f"{mask.shape} for a table of {len(frame)} rows: a bug")  # fmt: skip
         self.count_dropped({reason: int(mask.sum())})
         return frame[~mask]
 
     def count_dropped(self, counts: Mapping[str, int]) -> None:
         """Count rows dropped, reason -> rows, by a builder that never made them a table (e.g. a parser's loop)."""
         for reason, rows in counts.items():
+            if rows < 0:
+                raise WorldprobeError(f"the {self.source} builder of {self.dataset} counts {rows} rows dropped "
+                                      f"({reason!r}): a count cannot be negative")  # fmt: skip
             if rows:
                 self.dropped[reason] = self.dropped.get(reason, 0) + int(rows)
 
@@ -142,7 +159,8 @@ class BuildContext:
         if self.rows_in != len(table) + self.total_dropped:
             raise WorldprobeError(
                 f"the {self.source} builder of {self.dataset} read {self.rows_in:,} rows but kept {len(table):,} and "
-                f"dropped {self.total_dropped:,} with a reason: rows were lost silently (a bug)",
+                f"dropped {self.total_dropped:,} with a reason: rows were "
+                f"{'lost' if self.rows_in > len(table) + self.total_dropped else 'added'} without a reason (a bug)",
             )  # fmt: skip
         return BuildReport(
             dataset=self.dataset, source=self.source, inputs=self.inputs, rows_in=self.rows_in, rows_out=len(table),
@@ -152,7 +170,8 @@ class BuildContext:
 
 
 READS_FROM_PATH = {"paper": None, "live": ("historical_figure",)}
-"""Sources whose builders read ``from_path`` (None: for every dataset); elsewhere it would be ignored: refused."""
+"""Sources whose builders read ``from_path`` and its ``extra["sha256"]`` (None: for every dataset); elsewhere they
+would be ignored: refused."""
 READS_DROP_SPLIT_LEAKS = ("paper",)
 """Sources whose builders read ``drop_split_leaks`` (the others make their own leak-free split)."""
 
@@ -168,6 +187,11 @@ def check_options(dataset: str, source: str, options: BuildOptions) -> None:
         raise WorldprobeError(
             f"the {source} source of {dataset} does not read a file, so --from would be ignored", field="from_path",
             hint=f"--from is read by the sources: {'; '.join(readers)}",
+        )  # fmt: skip
+    if options.extra.get("sha256") and datasets is not None and dataset not in datasets:
+        raise WorldprobeError(
+            f"the {source} source of {dataset} does not read a file, so --sha256 would be ignored", field="sha256",
+            hint="the packaged source checks its pinned archives' sha256 itself; see the build report's inputs",
         )  # fmt: skip
     if options.drop_split_leaks and source not in READS_DROP_SPLIT_LEAKS:
         raise WorldprobeError(
@@ -186,10 +210,19 @@ def register_builder(dataset: str, source: str) -> Callable[[Builder], Builder]:
     get_spec(dataset)
 
     def decorate(fn: Builder) -> Builder:
+        existing = BUILDERS.get((dataset, source))
+        if existing is not None and _name(existing) != _name(fn):
+            raise WorldprobeError(f"{source!r} already has a builder of {dataset}: {_name(existing)}",
+                                  hint="register yours under a source name of its own")  # fmt: skip
         BUILDERS[(dataset, source)] = fn
         return fn
 
     return decorate
+
+
+def _name(fn: Callable) -> str:
+    inner = getattr(fn, "func", fn)  # functools.partial
+    return f"{inner.__module__}.{inner.__qualname__}"
 
 
 def load_sources() -> None:
@@ -244,7 +277,12 @@ def run_builder(dataset: str, source: str, options: BuildOptions | None = None) 
         raise WorldprobeError("no rows left after filtering", file=f"{dataset} ({source})",
                               hint=f"drops by reason: {context.dropped}")  # fmt: skip
     report = context.report(table)
+    validate(table, get_spec(dataset), origin=f"{dataset} from {source}")  # every row, not only those a limit keeps
+    built = len(table)
     table = apply_limit(table, context)
+    if len(table) < built:
+        report.notes.append(f"limit: a seeded sample of {len(table):,} of the {built:,} rows built; the notes and "
+                            "details above describe all of them")  # fmt: skip
     report.dropped, report.rows_out = dict(context.dropped), len(table)
     report.details["options"] = {
         "from_path": options.from_path, "seed": options.seed, "drop_split_leaks": options.drop_split_leaks,

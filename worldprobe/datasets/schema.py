@@ -31,7 +31,7 @@ def validate(table: pd.DataFrame, spec: DatasetSpec, *, origin: str | None = Non
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise WorldprobeError(
-                f"{column} {table[column].iloc[row]!r} is not a number in [{low:g}, {high:g}]",
+                f"{column} {_shown(table[column].iloc[row])} is not a number in [{low:g}, {high:g}]",
                 file=where, row=row, field=column,
             )  # fmt: skip
     text = table["text"]
@@ -39,6 +39,9 @@ def validate(table: pd.DataFrame, spec: DatasetSpec, *, origin: str | None = Non
     _raise_first(bad_text, table, where, "text", "is empty")
     stripped = text.map(lambda t: t != t.rstrip()).to_numpy()
     _raise_first(stripped, table, where, "text", "ends in whitespace")
+    _raise_first(table["name"].isna().to_numpy(), table, where, "name", "is missing")
+    no_source = ~table["source"].map(lambda s: isinstance(s, str) and s.strip() != "").to_numpy(dtype=bool)
+    _raise_first(no_source, table, where, "source", "is not a source name")
     duplicated = table["entity_id"].duplicated().to_numpy()
     _raise_first(duplicated, table, where, "entity_id", "is not unique")
     if table["is_test"].dtype != bool:
@@ -49,4 +52,9 @@ def validate(table: pd.DataFrame, spec: DatasetSpec, *, origin: str | None = Non
 def _raise_first(mask: np.ndarray, table: pd.DataFrame, where: str, field: str, problem: str) -> None:
     if mask.any():
         row = int(np.flatnonzero(mask)[0])
-        raise WorldprobeError(f"{field} {table[field].iloc[row]!r} {problem}", file=where, row=row, field=field)
+        raise WorldprobeError(f"{field} {_shown(table[field].iloc[row])} {problem}", file=where, row=row, field=field)
+
+
+def _shown(value: object) -> str:
+    """A cell as a reader knows it: 123.0, 'Paris', nan (not numpy's np.float64(123.0))."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
