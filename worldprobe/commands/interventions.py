@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_SHOTS, DEFAULT_STEER_LIMIT
 from worldprobe.errors import WorldprobeError
 
-_MODEL_HELP = "Model of the activation cache (preset, random:<preset>, hub id, folder or .gguf)."
-_PROMPT_HELP = "Prompt of the activation cache the probe is fitted on."
-_BUDGET_HELP = "Token budget per answer (default per question)."
+# The options ask and steer share, declared once.
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="A dataset with an activation cache of --model.")]
+Model = Annotated[str, typer.Option(
+    "--model", "-m", help="Model of the activation cache (preset, random:<preset>, hub id, folder or .gguf).")]
+Prompt = Annotated[str, typer.Option("--prompt", "-p", help="Prompt of the activation cache the probe is fitted on.")]
+Shots = Annotated[int, typer.Option("--shots", min=0, help="Seeded train examples of a few-shot prompt.")]
+MaxNewTokens = Annotated[int | None, typer.Option(
+    "--max-new-tokens", min=1, help="Token budget per answer (default per question).")]
+BatchSize = Annotated[int | None, typer.Option(
+    "--batch-size", min=1, help="Prompts per batch (default by model size).")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto|fast|float32|bfloat16|float16.")]
+Device = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps.")]
+LoadIn4bit = Annotated[bool, typer.Option("--load-in-4bit", help="bitsandbytes 4-bit weights.")]
+LoadIn8bit = Annotated[bool, typer.Option("--load-in-8bit", help="bitsandbytes 8-bit weights.")]
+GgufFile = Annotated[str | None, typer.Option(
+    "--gguf-file", help="A GGUF file (inside --model's folder, or a path).")]
+Threads = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")]
+Revision = Annotated[str | None, typer.Option(
+    "--revision", help="Hub model revision, as given to extract.")]
 
 
 def _quantization(load_in_4bit: bool, load_in_8bit: bool) -> str | None:
@@ -36,26 +54,26 @@ def _estimate(found: dict | None, digits: int = 2) -> str:
 
 def ask(
     ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset with an activation cache of --model."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=_MODEL_HELP),
+    dataset: Dataset,
+    model: Model = DEFAULT_MODEL,
     question: str = typer.Option(None, "--question", "-q", help="Question name (default: the dataset's "
                                  "first: death_year, release_year, publication_year, country, state, borough)."),
-    prompt: str = typer.Option(DEFAULT_PROMPT, "--prompt", "-p", help=_PROMPT_HELP),
+    prompt: Prompt = DEFAULT_PROMPT,
     fmt: str = typer.Option("auto", "--format", help="auto (chat template if the tokenizer has one) | chat | fewshot."),
-    shots: int = typer.Option(DEFAULT_SHOTS, "--shots", min=0, help="Seeded train examples of a few-shot prompt."),
+    shots: Shots = DEFAULT_SHOTS,
     limit: int = count_option("--limit", help="A seeded sample of N test entities (default: all test entities)."),
     layer: int = typer.Option(None, "--layer", min=0, help="Probe layer (default: chosen on train rows)."),
     tolerance: float = typer.Option(None, "--tolerance", min=0, help="Correct within N years / km (default 50 / 500)."),
-    max_new_tokens: int = count_option("--max-new-tokens", help=_BUDGET_HELP),
-    batch_size: int = count_option("--batch-size", help="Prompts per batch (default by model size)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto|fast|float32|bfloat16|float16."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights."),
-    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="bitsandbytes 8-bit weights."),
-    gguf_file: str = typer.Option(None, "--gguf-file", help="A GGUF file (inside --model's folder, or a path)."),
+    max_new_tokens: MaxNewTokens = None,
+    batch_size: BatchSize = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    load_in_4bit: LoadIn4bit = False,
+    load_in_8bit: LoadIn8bit = False,
+    gguf_file: GgufFile = None,
     seed: int = seed_option(help="Seed of the sample, few-shot examples and bootstrap."),
-    threads: int = count_option("--threads", help="CPU threads for torch."),
-    revision: str = typer.Option(None, "--revision", help="Hub model revision, as given to extract."),
+    threads: Threads = None,
+    revision: Revision = None,
 ) -> None:  # fmt: skip
     """Ask the model its dataset's question about each test entity; compare its answers with the probe's reading."""
     from worldprobe.interventions.ask import run_ask
@@ -77,10 +95,10 @@ def ask(
 
 def steer(
     ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset with an activation cache of --model."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=_MODEL_HELP),
+    dataset: Dataset,
+    model: Model = DEFAULT_MODEL,
     question: str = typer.Option(None, "--question", "-q", help="Question name (default: the dataset's first)."),
-    prompt: str = typer.Option(DEFAULT_PROMPT, "--prompt", "-p", help=_PROMPT_HELP),
+    prompt: Prompt = DEFAULT_PROMPT,
     target: str = typer.Option(None, "--target", help="Target whose reading is moved (default: year / latitude)."),
     shifts: str = typer.Option(None, "--shifts", help="Intended shifts in target units, e.g. -100,-50,0,50,100 "
                                "(default -1000..1000 years, -40..40 degrees)."),
@@ -95,18 +113,18 @@ def steer(
                                      "direction as a control (its cache is extracted when missing)."),
     use_cache: bool = typer.Option(True, "--kv-cache/--no-kv-cache", help="Generate with the KV cache."),
     fmt: str = typer.Option("auto", "--format", help="auto | chat | fewshot."),
-    shots: int = typer.Option(DEFAULT_SHOTS, "--shots", min=0, help="Seeded train examples of a few-shot prompt."),
+    shots: Shots = DEFAULT_SHOTS,
     limit: int = count_option("--limit", default=DEFAULT_STEER_LIMIT, help="A seeded sample of N test entities."),
-    max_new_tokens: int = count_option("--max-new-tokens", help=_BUDGET_HELP),
-    batch_size: int = count_option("--batch-size", help="Prompts per batch (default by model size)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto|fast|float32|bfloat16|float16."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights."),
-    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="bitsandbytes 8-bit weights."),
-    gguf_file: str = typer.Option(None, "--gguf-file", help="A GGUF file (inside --model's folder, or a path)."),
+    max_new_tokens: MaxNewTokens = None,
+    batch_size: BatchSize = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    load_in_4bit: LoadIn4bit = False,
+    load_in_8bit: LoadIn8bit = False,
+    gguf_file: GgufFile = None,
     seed: int = seed_option(help="Seed of the sample, directions and bootstrap."),
-    threads: int = count_option("--threads", help="CPU threads for torch."),
-    revision: str = typer.Option(None, "--revision", help="Hub model revision, as given to extract."),
+    threads: Threads = None,
+    revision: Revision = None,
 ) -> None:  # fmt: skip
     """Steer the model along the probe direction while it answers; measure the dose-response beside controls."""
     from worldprobe.interventions.steer import run_steer
