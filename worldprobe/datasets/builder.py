@@ -7,7 +7,7 @@ Like the builder base class of Hugging Face ``datasets``, the context owns what 
 - **record an input** (:meth:`BuildContext.record_input`): what was read, its sha256, licence and attribution;
 - **the split** (:meth:`BuildContext.split` seeded and grouped, or :meth:`BuildContext.keep_release_split`);
 - **limit**, which has one meaning (:func:`apply_limit`): a seeded sample of the finished, split table;
-- **the report**, made from all of the above (:meth:`BuildContext.report`).
+- **the report**, made from all of the above (:meth:`BuildContext.report`), after :meth:`BuildContext.check`.
 
 A source module registers one builder per dataset with :func:`register_builder`; a builder takes the context and
 returns the table of rows it produced. Source modules are imported lazily (``SOURCE_MODULES``) so that importing
@@ -150,8 +150,9 @@ class BuildContext:
         self.details["split_leaks"] = split_leaks(table)
         return table
 
-    def report(self, table: pd.DataFrame) -> BuildReport:
-        """The build report of ``table``, the builder's finished table (before ``limit``)."""
+    def check(self, table: pd.DataFrame) -> None:
+        """Refuse a finished table without a split, without a count of the rows read, or whose rows read are not
+        each kept or dropped with a reason (a bug in its builder)."""
         if self.split_rule is None:
             raise WorldprobeError(f"the {self.source} builder of {self.dataset} made no split")
         if self.rows_in is None:
@@ -162,6 +163,10 @@ class BuildContext:
                 f"dropped {self.total_dropped:,} with a reason: rows were "
                 f"{'lost' if self.rows_in > len(table) + self.total_dropped else 'added'} without a reason (a bug)",
             )  # fmt: skip
+
+    def report(self, table: pd.DataFrame) -> BuildReport:
+        """The build report of ``table`` (checked as :meth:`check` does)."""
+        self.check(table)
         return BuildReport(
             dataset=self.dataset, source=self.source, inputs=self.inputs, rows_in=self.rows_in, rows_out=len(table),
             dropped=dict(self.dropped), split_rule=self.split_rule, seed=self.seed, notes=list(self.notes),
@@ -276,19 +281,18 @@ def run_builder(dataset: str, source: str, options: BuildOptions | None = None) 
     if table.empty:
         raise WorldprobeError("no rows left after filtering", file=f"{dataset} ({source})",
                               hint=f"drops by reason: {context.dropped}")  # fmt: skip
-    report = context.report(table)
+    context.check(table)
     validate(table, get_spec(dataset), origin=f"{dataset} from {source}")  # every row, not only those a limit keeps
     built = len(table)
     table = apply_limit(table, context)
     if len(table) < built:
-        report.notes.append(f"limit: a seeded sample of {len(table):,} of the {built:,} rows built; the notes and "
-                            "details above describe all of them")  # fmt: skip
-    report.dropped, report.rows_out = dict(context.dropped), len(table)
-    report.details["options"] = {
+        context.notes.append(f"limit: a seeded sample of {len(table):,} of the {built:,} rows built; the notes and "
+                             "details above describe all of them")  # fmt: skip
+    context.details["options"] = {
         "from_path": options.from_path, "seed": options.seed, "drop_split_leaks": options.drop_split_leaks,
         "limit": options.limit,
     }  # fmt: skip
-    return table, report
+    return table, context.report(table)
 
 
 def build(
