@@ -16,12 +16,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import cache_dir
 
 CHUNK = 1 << 20
+
+
+def is_sha256(text: str) -> bool:
+    """Whether ``text`` is a sha256 as worldprobe writes one: 64 lower-case hex digits."""
+    return re.fullmatch(r"[0-9a-f]{64}", text) is not None
+
+
+def checked_sha256(path: Path, expected: str | None) -> str:
+    """The sha256 of a file a user gave (``--from``), which must be ``expected`` when that is given."""
+    actual = sha256_of(path)
+    if expected is not None and actual != expected:
+        raise WorldprobeError(f"checksum mismatch: the file has sha256 {actual}, expected {expected}", file=path,
+                              hint="the file is not the one you meant, or it was changed")  # fmt: skip
+    return actual
 
 
 def sha256_of(path: Path, chunk: int = CHUNK) -> str:

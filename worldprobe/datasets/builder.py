@@ -35,7 +35,6 @@ The columns every table needs are ``DatasetSpec.required_columns`` (docs/design.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from worldprobe.checks import SEED_MAX, whole_number
+from worldprobe.checksums import is_sha256
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import get_spec
 from worldprobe.datasets.schema import validate
@@ -126,7 +126,7 @@ class BuildContext:
         if missing:
             raise WorldprobeError(f"the {self.source} builder of {self.dataset} recorded an input without "
                                   f"{', '.join(missing)}: {record.get('what')!r}", field=missing[0])  # fmt: skip
-        if not re.fullmatch(r"[0-9a-f]{64}", record["sha256"]):
+        if not is_sha256(record["sha256"]):
             raise WorldprobeError(f"input {record['what']!r}: {record['sha256']!r} is not a sha256", field="sha256")
         self.inputs.append(dict(record))
 

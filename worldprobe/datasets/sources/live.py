@@ -27,7 +27,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
-from worldprobe.checksums import sha256_of
+from worldprobe.checksums import checked_sha256
 from worldprobe.countries import canonical_country
 from worldprobe.datasets.builder import BuildContext, BuildOptions, register_builder
 from worldprobe.datasets.normalize import art_text, fractional_year, nyc_title_case, world_place_text
@@ -474,10 +474,7 @@ def _age_dataset_file(options: BuildOptions) -> tuple[Path, dict[str, Any]]:
         path = Path(source).expanduser()
         if not path.exists():
             raise WorldprobeError("file not found", file=path, field="from_path")
-        entry = {"what": source, "sha256": sha256_of(path)}
-        if expected and entry["sha256"] != expected:
-            raise WorldprobeError(f"checksum mismatch: the file has sha256 {entry['sha256']}, expected {expected}",
-                                  file=path, hint="the file is not the one you meant, or it was changed")  # fmt: skip
+        entry = {"what": source, "sha256": checked_sha256(path, expected or None)}
     else:
         dest = cache_dir("live", "age_dataset") / Path(urlparse(source).path).name
         entry = fetch_file(source, dest, sha256=expected).record()

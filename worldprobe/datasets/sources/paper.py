@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from worldprobe.checksums import read_record, sha256_of
+from worldprobe.checksums import checked_sha256, is_sha256, read_record
 from worldprobe.countries import canonical_country
 from worldprobe.datasets.builder import BuildContext, register_builder
 from worldprobe.datasets.normalize import (
@@ -343,7 +343,7 @@ def locate(dataset: str, from_path: str | None, sha256: str | None = None) -> tu
     ``--from`` URL is re-validated with the server unless ``sha256`` is given; a ``--from`` file is checked against
     ``sha256`` when given.
     """
-    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256.lower()):
+    if sha256 is not None and not is_sha256(sha256.lower()):
         raise WorldprobeError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)", field="sha256")
     sha256 = sha256.lower() if sha256 else None
     if from_path is None:
@@ -367,9 +367,8 @@ def locate(dataset: str, from_path: str | None, sha256: str | None = None) -> tu
     path = Path(from_path).expanduser()
     if not path.is_file():
         raise WorldprobeError("no such file", file=path, hint=f"give the path or URL of {dataset}.csv")
-    if sha256 is not None and (actual := sha256_of(path)) != sha256:
-        raise WorldprobeError(f"checksum mismatch: the file has sha256 {actual}, expected {sha256}", file=path,
-                              hint="the file is not the one you meant, or it was changed")  # fmt: skip
+    if sha256 is not None:
+        checked_sha256(path, sha256)
     return path, {"what": str(path.resolve()), "sha256_check": "--sha256" if sha256 else "not pinned (a local file)"}
 
 
