@@ -12,15 +12,15 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 from worldprobe.errors import WorldprobeError
-from worldprobe.probes import controls
+from worldprobe.probes import altworld, controls
 from worldprobe.probes.controls import (
-    alternative_world,
+    group_keys,
     group_means,
-    lexical_predictions,
     run_controls,
     shuffled_targets,
     within_group_metrics,
 )
+from worldprobe.probes.lexical import lexical_predictions
 from worldprobe.probes.results import LAYER_ROW_COLUMNS as METRIC_COLUMNS
 
 ALPHAS = np.logspace(-3, 3, 13)
@@ -110,21 +110,61 @@ def value(frame, control, layer, metric, target="mean", split="test"):
     return float(sel["value"].iloc[0])
 
 
-def test_alternative_world_moves_groups_as_rigid_blocks():
-    groups = pd.Series(["a", "a", "b", "b", "c"])
-    y = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [10.0, 12.0], [-5.0, 5.0]])
-    alt = alternative_world(groups, y, seed=3)
-    for g in ("a", "b", "c"):
-        rows = (groups == g).to_numpy()
-        offsets_true = y[rows] - y[rows].mean(0)
-        np.testing.assert_allclose(alt[rows] - alt[rows].mean(0), offsets_true)  # internal layout kept
-        assert not np.allclose(alt[rows].mean(0), y[rows].mean(0))  # every group moved (cyclic permutation)
-    true_centroids = {tuple(y[(groups == g).to_numpy()].mean(0)) for g in "abc"}
-    alt_centroids = {tuple(alt[(groups == g).to_numpy()].mean(0)) for g in "abc"}
-    assert alt_centroids == true_centroids  # the groups swapped places among themselves
-    np.testing.assert_array_equal(alt, alternative_world(groups, y, seed=3))  # seeded
-    with pytest.raises(WorldprobeError):
-        alternative_world(pd.Series(["a", "a"]), y[:2], seed=0)
+def _matched(cache, targets, seed=0):
+    entities = cache.entities
+    return altworld.matched_worlds(group_keys(entities, "world_place"), entities["text"], targets.to_numpy(),
+                                   ~entities["is_test"].to_numpy(), seed=seed, margin=0.05)  # fmt: skip
+
+
+def test_matched_worlds_swap_groups_as_rigid_blocks_with_train_centroids():
+    cache, targets = world()
+    matched = _matched(cache, targets)
+    assert matched.applicable and len(matched.worlds) == altworld.WORLDS, matched.reason
+    groups = cache.entities["country"].to_numpy()
+    train = ~cache.entities["is_test"].to_numpy()
+    y = targets.to_numpy()
+    centroids = {g: y[train & (groups == g)].mean(0) for g in set(groups)}
+    for alt in matched.worlds:
+        shift = alt - y
+        moved = 0
+        for g in set(groups):
+            rows = groups == g
+            np.testing.assert_allclose(shift[rows], np.broadcast_to(shift[rows][0], shift[rows].shape), atol=1e-9)
+            assert any(np.allclose(centroids[g] + shift[rows][0], c) for c in centroids.values())  # onto a centroid
+            moved += not np.allclose(shift[rows][0], 0)
+        assert moved >= 2
+    assert all(abs(v - matched.lexical_true) <= altworld.LEARNABILITY_TOLERANCE for v in matched.lexical_worlds)
+    again = _matched(cache, targets)
+    for a, b in zip(matched.worlds, again.worlds, strict=True):
+        np.testing.assert_array_equal(a, b)  # seeded
+
+
+def test_alternative_worlds_never_read_test_rows():
+    """Changing every test row's target changes no world's shift and no train row's world target."""
+    cache, targets = world()
+    test = cache.entities["is_test"].to_numpy()
+    changed = targets.copy()
+    changed.loc[test] = np.random.default_rng(5).normal(0, 50, (test.sum(), 2))
+    first, second = _matched(cache, targets), _matched(cache, changed)
+    assert len(first.worlds) == len(second.worlds) > 0
+    for a, b in zip(first.worlds, second.worlds, strict=True):
+        np.testing.assert_allclose(a - targets.to_numpy(), b - changed.to_numpy())
+        np.testing.assert_allclose(a[~test], b[~test])
+
+
+def test_alternative_worlds_are_not_applicable_when_the_spelling_prefers_the_true_world():
+    """Names that spell out the position (a neighbourhood code shared by neighbouring groups) make every swap less
+    learnable from the spelling than the truth: the control says why it does not apply."""
+    rng = np.random.default_rng(3)
+    n_groups, per = 16, 30
+    centre = np.column_stack([np.arange(n_groups) * 10.0, np.zeros(n_groups)])
+    group = np.repeat(np.arange(n_groups), per)
+    y = centre[group] + rng.normal(0, 1, (len(group), 2))
+    text = pd.Series([f"{'ab' * (g // 4)}{'cd' * (g % 4)} x{i % 97}" for i, g in enumerate(group)])
+    groups = pd.Series([f"G{g}" for g in group])
+    matched = altworld.matched_worlds(groups, text, y, rng.random(len(y)) > 0.25, seed=0, margin=0.05)
+    assert not matched.applicable and not matched.worlds
+    assert "learnable from the spelling" in matched.reason or "prefers the true world" in matched.reason
 
 
 def test_alt_world_gap_separates_geometry_from_group_lookup(workspace):
@@ -133,9 +173,9 @@ def test_alt_world_gap_separates_geometry_from_group_lookup(workspace):
     assert set(frame["control"]) == {"alt_world"}
     geometry_gap = value(frame, "alt_world", 2, "r2_gap")
     lookup_gap = value(frame, "alt_world", 1, "r2_gap")
-    assert geometry_gap > 0.2, geometry_gap  # the real map fits far better than a scrambled one
-    assert abs(lookup_gap) < 0.05, lookup_gap  # "which country" fits any arrangement of countries equally well
-    assert value(frame, "alt_world", 2, "n_permutations") == controls.ALT_WORLD_PERMUTATIONS
+    assert geometry_gap > 0.05, geometry_gap  # the real map fits better than one with neighbours swapped
+    assert abs(lookup_gap) < 0.03, lookup_gap  # "which country" fits any arrangement of countries equally well
+    assert value(frame, "alt_world", 2, "n_permutations") == altworld.WORLDS
     assert value(frame, "alt_world", 2, "r2_gap_std") >= 0
 
 
@@ -243,7 +283,7 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
                          ("lexical", None), ("embedding", None), ("group_oracle", None)}  # fmt: skip
     assert kept[("random_init", 0)].selected_layer == 2 and not kept[("lexical", None)].layered
     alt = done.alt_world
-    assert alt is not None and len(alt.lexical) == controls.ALT_WORLD_PERMUTATIONS
+    assert alt is not None and len(alt.lexical) == len(alt.worlds) == altworld.WORLDS
     assert sorted(alt.random_init) == [0, 1, 2] and all(layer == 2 for layer, _ in alt.random_init.values())
     assert value(frame, "shuffled", 2, "r2") < 0.1  # the floor
     assert value(frame, "group_oracle", 2, "r2") > 0.9  # countries explain most of a map
@@ -279,16 +319,41 @@ def test_run_controls_rejects_bad_requests(workspace):
 
 def test_controls_fitted_in_the_probes_own_sweep_equal_their_own_fits(workspace):
     """shuffled and alt_world fitted beside the probe (one decomposition per layer) give the rows they give alone."""
-    from worldprobe.probes.experiments import layer_sweep
+    from worldprobe.probes.sweep import layer_sweep
 
     cache, targets = world()
     y = targets.to_numpy()
     extra = controls.control_targets(["shuffled", "alt_world"], cache.entities, y, "world_place", seed=0)
     result = layer_sweep(cache.layer, targets, cache.entities["is_test"].to_numpy(), cache.layers, make_probe,
-                         kind="place", progress=False, extra=extra)  # fmt: skip
+                         kind="place", progress=False, extra=extra.sets)  # fmt: skip
     alone = run(["shuffled", "alt_world"], cache, targets, workspace, predictions=result.predictions)
     shared = run(["shuffled", "alt_world"], cache, targets, workspace, predictions=result.predictions,
-                 shared=result.shared)  # fmt: skip
-    assert len(result.shared["alt_world"].targets) == controls.ALT_WORLD_PERMUTATIONS
+                 shared=result.shared, worlds=extra.worlds)  # fmt: skip
+    assert len(result.shared["alt_world"].targets) == altworld.WORLDS
     pd.testing.assert_frame_equal(alone.drop(columns="value"), shared.drop(columns="value"))
     np.testing.assert_allclose(shared["value"], alone["value"], rtol=1e-8, atol=1e-10)
+
+
+def test_kernel_ridge_on_the_ngrams_equals_scikit_learns_ridge():
+    """The alternative worlds' exact kernel fits (``lexical.holdout_predictions``, ``lexical.CrossFit``) are the
+    lexical ridge with an unpenalised intercept: the same predictions as scikit-learn's Ridge on the dense n-grams."""
+    from sklearn.linear_model import Ridge
+
+    from worldprobe.probes.lexical import CrossFit, holdout_predictions, vectorizer
+
+    rng = np.random.default_rng(0)
+    texts = pd.Series(["".join(rng.choice(list("abcdefghij"), 8)) for _ in range(300)])
+    y = rng.normal(size=(300, 2)) + np.array([5.0, -3.0])
+    fit = rng.random(300) < 0.7
+    mine = holdout_predictions(texts, [y], fit, ~fit, alpha=3.0)[0]
+    words = vectorizer()
+    x = words.fit_transform(texts[fit]).toarray()
+    theirs = Ridge(alpha=3.0, solver="cholesky").fit(x, y[fit]).predict(words.transform(texts[~fit]).toarray())
+    np.testing.assert_allclose(mine[~fit], theirs, atol=1e-5)
+    assert np.isnan(mine[fit]).all()
+    cross = CrossFit(texts, fit, alpha=3.0, folds=4, seed=1)
+    (folded,) = cross.predict([y])
+    assert len(cross.rows) == fit.sum() and folded.shape == (fit.sum(), 2)
+    # each row predicted without itself: far from the fitted values of a fit that saw it
+    seen = Ridge(alpha=3.0, solver="cholesky").fit(x, y[fit]).predict(x)
+    assert np.abs(folded - seen).mean() > 0.1

@@ -75,8 +75,10 @@ def test_layer_sweep_writes_results(cached):
     metrics = read_metrics(folder)
     assert list(metrics.columns) == list(METRIC_COLUMNS)
     assert set(metrics["layer"]) == set(range(N_LAYERS + 1)) and set(metrics["split"]) == {"train", "test"}
-    # without controls: the probe's rows, and its within-group r at the selected layer (read off the probe itself)
-    assert set(metrics["control"]) == {"none", "within_group"} and metrics["standardize"].all()
+    # without controls: the probe's rows only (its own within-group r at the selected layer is metric
+    # within_group_pearson; the within_group control is the residual probe, not run here)
+    assert set(metrics["control"]) == {"none"} and metrics["standardize"].all()
+    assert len(metrics.query("metric == 'within_group_pearson'")) == 1
     plain = metrics.query("control == 'none' and subset == 'all'")
     r2 = plain.query("split == 'test' and target == 'mean' and metric == 'r2'").set_index("layer")["value"]
     assert r2[0] < 0.1 and r2[N_LAYERS] > 0.9  # layer 0 holds no signal, the last layer a clean one
@@ -219,7 +221,7 @@ def test_mlp_probe_and_controls_land_in_the_same_table(cached):
     folder = run_probe("world_place", "tiny", workspace=workspace, probe="mlp", layers=[4],
                        controls=("shuffled", "group_oracle"), progress=False)  # fmt: skip
     metrics = read_metrics(folder)
-    assert set(metrics["control"]) == {"none", "shuffled", "group_oracle", "within_group"}
+    assert set(metrics["control"]) == {"none", "shuffled", "group_oracle"}
     assert (metrics["probe"] == "mlp").all() and metrics["standardize"].all()
     r2 = metrics.query("split == 'test' and metric == 'r2' and target == 'mean' and subset == 'all'")
     r2 = r2.set_index("control")["value"]
@@ -290,7 +292,7 @@ def test_prompt_and_model_comparisons_share_one_table(cached):
 
 
 def test_time_targets_get_year_errors():
-    from worldprobe.probes.experiments import score
+    from worldprobe.probes.sweep import score
 
     true = pd.DataFrame({"year": [1900.0, 1950.0, 2000.0, 2010.0]})
     pred = pd.DataFrame({"year": [1910.0, 1940.0, 2000.0, 2030.0]})

@@ -113,17 +113,24 @@ def test_hover_positions_land_on_the_drawn_points(tmp_path):
 def test_verdict_table_reads_the_train_selected_layer_and_paired_intervals(tmp_path):
     write_results(tmp_path, datasets=("us_place",), prompts=("empty",), n=240)
     results = report_results(tmp_path / "results", tmp_path / "datasets")
-    table = verdict_table(results.summaries).set_index("model")
+    view = verdict_table(results.summaries)
+    table = view.table.set_index("model")
     run = next(s for s in results.summaries if s["model"] == "tiny-a")
     head = run["headline"]
     assert table.loc["tiny-a", "layer (chosen on train)"] == f"{head['selected_layer']}/12"
     assert table.loc["tiny-a", "n test"] == head["n_test"] > 0
     assert table.loc["tiny-a", "test R² [95% CI]"] == short(head["probe"]["r2"])
-    assert table.loc["tiny-a", "Δ vs random init"].endswith("(3 seeds)")
-    assert table.loc["tiny-a", "Δ vs lexical"] == short(head["controls"]["lexical"]["own"]["diff_r2"], signed=True)
-    assert table.loc["tiny-a", "verdict"] == run["verdict"]["label"]
+    assert table.loc["tiny-a", "Spearman ρ [95% CI]"] == short(head["probe"]["spearman"])
+    assert table.loc["tiny-a", "ΔR² vs random init"].endswith("(3 seeds)")
+    lexical = short(head["controls"]["lexical"]["own"]["diff_r2"], signed=True)
+    assert table.loc["tiny-a", "ΔR² vs lexical"].split(" ")[:3] == lexical.split(" ")
+    assert table.loc["tiny-a", "ΔR² vs lexical"].rsplit(" ", 1)[1] in ("above", "below", "equiv.", "inconcl.")
+    # the table decides every run in one family, so its label may differ from the run's own (family of one run)
+    sentence = dict(((d, m), s) for d, m, s in view.sentences)[("us_place", "tiny-a")]
+    assert "hypotheses of this table" in sentence and "hypotheses of this run" in run["verdict"]["sentence"]
+    assert view.family.size > len(head["comparisons"])
     text = summary_text(results.summaries)
-    assert "paired bootstrap" in text and run["verdict"]["sentence"] in text
+    assert "paired bootstrap" in text and sentence in text and "Holm's correction" in text
     assert not results.breakdown.empty and set(results.metrics["subset"]) == {"all"}
 
 
@@ -141,6 +148,9 @@ def test_results_of_another_dataset_build_are_left_out_as_stale(tmp_path):
     assert "Left out: stale results" in html and "another build of us_place" in html
     old = results / "world_place__m__empty" / "summary.json"
     summary = json.loads(old.read_text())
+    del summary["headline"]["comparisons"]  # a verdict without its tests (worldprobe before docs/verdicts.md)
+    old.write_text(json.dumps(summary))
+    assert any("no tested comparisons" in note for note in report_results(results, tmp_path / "datasets").stale)
     del summary["headline"]
     old.write_text(json.dumps(summary))
     assert any("older worldprobe" in note for note in report_results(results, tmp_path / "datasets").stale)
@@ -199,8 +209,8 @@ def test_report_page_is_offline_and_summarises(report):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the page must not reference any host"
     assert "@import" not in html and "url(" not in html
     summary = html[html.index('id="summary"') : html.index('id="world_place"')]
-    for heading in ("layer (chosen on train)", "test R² [95% CI]", "Δ vs lexical", "Δ vs random init", "n test",
-                    "within-group r", "alt-world gap beyond lexical", "verdict"):  # fmt: skip
+    for heading in ("layer (chosen on train)", "test R² [95% CI]", "ΔR² vs lexical", "ΔR² vs random init", "n test",
+                    "within-group Δr vs spelling", "alt-world gap (matched)", "verdict (Holm)"):  # fmt: skip
         assert heading in summary, heading
     assert summary.count("<tr") == 1 + 2 * 2  # heading + (2 datasets x 2 models)
     assert summary.count("<li><strong>") == 2 * 2 and "chosen on train rows" in summary  # a sentence per row

@@ -71,8 +71,10 @@ def _layer_rows(control: str, layer: int, y, pred, is_test, names, seed: int = 0
 def _run(dataset: str, entities: pd.DataFrame, curve: dict[int, float], controls: bool, rng) -> tuple:
     """Per-layer rows, predictions, fits and the headline of one synthetic run, through the probe stage's own code
     (headline, verdict, interval merge), so the fixture follows the results contract by construction."""
-    from worldprobe.probes.controls import FLAT, AltWorldFit, ControlFit, alternative_world, group_means
+    from worldprobe.probes.altworld import MatchedWorlds
+    from worldprobe.probes.controls import FLAT, AltWorldFit, ControlFit, group_means, regression_metrics
     from worldprobe.probes.headline import RunData, headline
+    from worldprobe.probes.residual import ResidualFit, residual_targets
 
     spec = DATASETS[dataset]
     names = list(spec.targets)
@@ -82,7 +84,7 @@ def _run(dataset: str, entities: pd.DataFrame, curve: dict[int, float], controls
     selected = max(curve, key=curve.get)
     probe = {layer: _predict(y, q, rng) for layer, q in curve.items()}
     rows = [r for k in curve for r in _layer_rows("none", k, y, probe[k], is_test, names, score=curve[k])]
-    fits, alt = [], None
+    fits, alt, residual = [], None, None
     if controls:
         shuffled = y[rng.permutation(len(y))]
         fits.append(ControlFit("shuffled", shuffled, {k: _predict(shuffled, 0.02, rng) for k in curve},
@@ -98,20 +100,33 @@ def _run(dataset: str, entities: pd.DataFrame, curve: dict[int, float], controls
             for layer in curve:
                 at = fit.at(layer)
                 rows += _layer_rows(fit.control, layer, fit.y, at, is_test, names, fit.seed or 0)
-        worlds = [alternative_world(groups, y, seed=s) for s in range(3)]
-        alt = AltWorldFit(worlds, {k: [_predict(w, 0.6 * q, rng) for w in worlds] for k, q in curve.items()},
+        codes, uniques = pd.factorize(groups)
+        centroids = pd.DataFrame(y[~is_test]).groupby(codes[~is_test]).mean().reindex(range(len(uniques))).fillna(0)
+        worlds = [y + (centroids.to_numpy()[np.roll(np.arange(len(uniques)), s)[codes]] - centroids.to_numpy()[codes])
+                  for s in (1, 2, 3)]  # fmt: skip
+        matched = MatchedWorlds(worlds, "", lexical_true=0.3, lexical_worlds=[0.3] * 3, candidates=3, matched=3)
+        alt = AltWorldFit(matched, {k: [_predict(w, 0.6 * q, rng) for w in worlds] for k, q in curve.items()},
                           {k: 0.6 * q for k, q in curve.items()}, lexical=[_predict(w, 0.3, rng) for w in worlds])
+        eligible, offsets, n_groups = residual_targets(groups, y, ~is_test)
+        residual = ResidualFit(eligible, offsets, {k: np.where(eligible[:, None], _predict(np.nan_to_num(offsets),
+                                                                                          0.3 * q, rng), np.nan)
+                                                   for k, q in curve.items()},
+                               {k: 0.3 * q for k, q in curve.items()},
+                               np.where(eligible[:, None], _predict(np.nan_to_num(offsets), 0.05, rng), np.nan),
+                               groups=n_groups)  # fmt: skip
+        keep = is_test & eligible
         for layer, q in curve.items():
             at = dict(layer=layer, split="test", target="mean", seed=0)
-            rows.append(at | dict(control="within_group", metric="pearson", value=0.3 * q))
+            within = regression_metrics(offsets[keep], residual.predictions[layer][keep], names)["mean"]["pearson"]
+            rows.append(at | dict(control="within_group", metric="pearson", value=within))
             rows += [at | dict(control="alt_world", metric=m, value=v) for m, v in
                      (("r2", 0.6 * q), ("r2_std", 0.03), ("r2_gap", 0.4 * q))]  # fmt: skip
     top = headline(RunData(
         kind=spec.kind, target_names=names, y=y, is_test=is_test, groups=groups.to_numpy(),
         entity_type=entities["entity_type"].astype(str).to_numpy(), probe=probe, selected_layer=selected, fits=fits,
-        alt_world=alt, seed=0, resamples=200,
+        alt_world=alt, residual=residual, seed=0, resamples=200, test_resamples=1000,
     ))  # fmt: skip
-    return rows, probe, fits, selected, top
+    return rows, probe, fits, selected, top, residual
 
 
 def write_results(
@@ -144,10 +159,12 @@ def write_results(
                 peak = {"nyc_place": 0.3, "historical_figure": 0.75}.get(dataset, 0.85) - penalty - n_layers / 200
                 depth = np.arange(n_layers + 1) / n_layers
                 curve = dict(enumerate((peak * (1 - np.exp(-6 * depth) - 0.15 * depth**2)).tolist()))
-                rows, probe, fits, best, top = _run(dataset, entities, curve, controls and prompt == "empty", rng)
+                rows, probe, fits, best, top, residual = _run(dataset, entities, curve, controls and prompt == "empty",
+                                                              rng)  # fmt: skip
                 n_test = int(entities["is_test"].sum())
-                metrics = with_intervals(pd.DataFrame(rows), top.rows, fits, best, seed=0,
-                                         n_train=n - n_test, n_test=n_test)  # fmt: skip
+                metrics = with_intervals(pd.DataFrame(rows), top.rows, fits, best, seed=0, n_train=n - n_test,
+                                         n_test=n_test, own_layers={"within_group": residual.selected_layer}
+                                         if residual is not None else None)  # fmt: skip
                 metrics = metrics.assign(dataset=dataset, model=model, n_layers=n_layers, prompt=prompt, probe="ridge",
                                          standardize=True)  # fmt: skip
                 metrics["rel_depth"] = metrics["layer"] / n_layers

@@ -15,6 +15,12 @@ DEFAULT_PROMPT = "empty"
 DEFAULT_RESAMPLES = 1000
 """Bootstrap resamples per interval (percentile ends of a 95% interval are stable to about ±.005 R²)."""
 
+DEFAULT_MARGINS = {"r2": 0.05, "r": 0.05}
+"""The verdicts' equivalence margins, in the units of each difference: ±.05 of R² (probe minus control) and ±.05 of
+Pearson r (within-group residual probe minus its lexical twin). Inside the margin a difference counts as "no more
+than" its control (TOST; docs/verdicts.md). ``worldprobe probe --margin-r2/--margin-r``, study keys
+``[probes] margin_r2 / margin_r``."""
+
 RANDOM_INIT_SEEDS = 3
 """Random-weight twins per model (seeds ``seed, seed + 1, ...``): a random-init control varies with its seed."""
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from worldprobe.checks import SEED_MAX, Invalid, Rule, check_table, closest
 from worldprobe.config import (
+    DEFAULT_MARGINS,
     DEFAULT_MODEL,
     DEFAULT_PROMPT,
     DEFAULT_SEED,
@@ -73,6 +74,9 @@ class ProbeSettings:
     controls: tuple[str, ...] = ()
     holdouts: bool = True  # the dataset's hold-out columns (DatasetSpec.holdout_columns)
     standardize: bool | None = None  # None: the probe stage's measured default
+    margin_r2: float = DEFAULT_MARGINS["r2"]  # equivalence margins of the verdicts (docs/verdicts.md)
+    margin_r: float = DEFAULT_MARGINS["r"]
+    resplits: int = 0  # re-drawn train/test splits that refit the probe and its label's controls
 
 
 @dataclass(frozen=True)
@@ -410,6 +414,9 @@ PROBE_RULES = {
     "controls": Rule(str, many=True, choices=_controls, noun="control"),
     "holdouts": Rule(bool, example="holdouts = true (each dataset's hold-out columns, e.g. country for world_place)"),
     "standardize": Rule(bool, example="standardize = true"),
+    "margin_r2": Rule(float, minimum=0.001, maximum=0.999, example="margin_r2 = 0.05"),
+    "margin_r": Rule(float, minimum=0.001, maximum=0.999, example="margin_r = 0.05"),
+    "resplits": Rule(int, minimum=0, example="resplits = 5"),
 }
 NEURON_RULES = {
     "datasets": Rule(str, many=True, choices=DATASETS, noun="dataset"),
@@ -710,7 +717,8 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
             p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
             controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
             random_init_seeds=study.extract.random_init_seeds, prefer_dtype=study.extract.dtype,
-            device=study.extract.device,
+            device=study.extract.device, margin_r2=study.probes.margin_r2, margin_r=study.probes.margin_r,
+            resplits=study.probes.resplits,
         )  # fmt: skip
     if unit.stage == "neurons":
         from worldprobe.neurons.search import find_neurons

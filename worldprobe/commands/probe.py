@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_RESAMPLES, RANDOM_INIT_SEEDS
+from worldprobe.config import DEFAULT_MARGINS, DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_RESAMPLES, RANDOM_INIT_SEEDS
 from worldprobe.workspace import Workspace
 
 
@@ -23,12 +23,20 @@ def probe(
     holdout: list[str] = typer.Option([], "--holdout", help="Column for held-out blocks at the best layer (repeat)."),
     standardize: bool = typer.Option(None, "--standardize/--no-standardize",
                                      help="Z-score activation dimensions on train rows (default: on, measured)."),
-    control: list[str] = typer.Option([], "--control", help="Control to run beside the probe (repeat), e.g. "
-                                      "shuffled, lexical, embedding, group_oracle, within_group, alt_world."),
+    control: list[str] = typer.Option([], "--control", help="Control to run beside the probe (repeat): all, "
+                                      "random_init, shuffled, lexical, embedding, group_oracle, within_group, "
+                                      "alt_world."),
     seed: int = seed_option(help="Seed of the MLP probe, the controls and the bootstrap."),
     random_init_seeds: int = typer.Option(RANDOM_INIT_SEEDS, "--random-init-seeds", min=1,
                                           help="Random-weight twins for the random_init control (seeds seed..)."),
-    resamples: int = typer.Option(DEFAULT_RESAMPLES, "--resamples", min=100, help="Bootstrap resamples per interval."),
+    resamples: int = typer.Option(DEFAULT_RESAMPLES, "--resamples", min=100, help="Bootstrap resamples per interval "
+                                  "printed for reading (the comparisons a label reads use 10,000)."),
+    margin_r2: float = typer.Option(DEFAULT_MARGINS["r2"], "--margin-r2", min=0.001, max=0.999,
+                                    help="Equivalence margin for differences of R² (docs/verdicts.md)."),
+    margin_r: float = typer.Option(DEFAULT_MARGINS["r"], "--margin-r", min=0.001, max=0.999,
+                                   help="Equivalence margin for the within-group difference of r."),
+    resplits: int = typer.Option(0, "--resplits", min=0, help="Also refit the probe, lexical and random-init "
+                                 "controls on K re-drawn train/test splits and print their spread."),
     dtype: str = typer.Option(None, "--dtype", help="Probe the cache extracted with this dtype (as given to "
                               "extract) when there are several; default: the only one."),
     threads: int = count_option("--threads", help="CPU threads for torch (default: torch's choice; 1 is "
@@ -51,7 +59,7 @@ def probe(
         dataset, model, prompt, workspace=ws, probe=probe_kind,
         layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),
         controls=tuple(control), standardize=standardize, seed=seed, random_init_seeds=random_init_seeds,
-        resamples=resamples, dtype=dtype,
+        resamples=resamples, dtype=dtype, margin_r2=margin_r2, margin_r=margin_r, resplits=resplits,
     )  # fmt: skip
     summary = read_summary(folder)
     typer.echo(f"{summary['dataset']} x {summary['model']}: {summary['verdict']['label']}")

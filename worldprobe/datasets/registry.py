@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from worldprobe.errors import WorldprobeError
 
 PLACE_TARGETS = ("latitude", "longitude")
@@ -21,6 +23,8 @@ class DatasetSpec:
     holdout_columns: tuple[str, ...]  # columns the held-out block experiments use (paper Tables 3/4)
     oracle_column: str  # the group whose mean is the "group oracle" control
     prompts: tuple[str, ...]  # prompt names, see worldprobe.datasets.prompts
+    era_bounds: tuple[float, ...] = ()  # years that cut a time dataset into eras for the per-era breakdown
+    split_column: str = "text"  # rows sharing it stay on one side of a re-drawn split (``probe --resplits``)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -54,20 +58,29 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "historical_figure", "time", "historical figures and their death year",
             group_columns=("century", "occupation"), holdout_columns=("century", "occupation"),
-            oracle_column="century", prompts=("empty", "random", "when", "all_caps"),
+            oracle_column="century", prompts=("empty", "random", "when", "all_caps"), era_bounds=(1500,),
         ),
         DatasetSpec(
             "art", "time", "songs, movies and books and their release date",
             group_columns=("decade", "entity_type", "creator"), holdout_columns=("decade", "entity_type"),
-            oracle_column="decade", prompts=("empty", "random", "release", "all_caps"),
+            oracle_column="decade", prompts=("empty", "random", "release", "all_caps"), era_bounds=(2000,),
+            split_column="creator",
         ),
         DatasetSpec(
             "headline", "time", "news headlines and their publication date",
             group_columns=("pub_year", "news_desk"), holdout_columns=("pub_year", "news_desk"),
-            oracle_column="pub_year", prompts=("empty", "empty_no_period", "when"),
+            oracle_column="pub_year", prompts=("empty", "empty_no_period", "when"), era_bounds=(2015,),
         ),
     )
 }  # fmt: skip
+
+
+def era_labels(years: np.ndarray, bounds: tuple[float, ...]) -> np.ndarray:
+    """An era label per year: ``before 1500``, ``1500 to 1800``, ``from 1800`` for bounds (1500, 1800)."""
+    edges = sorted(bounds)
+    names = [f"before {edges[0]:g}"] + [f"{a:g} to {b:g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    names.append(f"from {edges[-1]:g}")
+    return np.asarray(names, dtype=object)[np.searchsorted(edges, np.asarray(years, dtype=np.float64), side="right")]
 
 
 def get_spec(name: str) -> DatasetSpec:

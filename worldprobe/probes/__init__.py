@@ -10,10 +10,10 @@ from worldprobe.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(
-        ["ProbeResult", "compare_models", "compare_prompts", "cross_prompt_transfer", "holdout_blocks", "layer_sweep",
-         "probe_cache", "run_probe"],
+        ["compare_models", "compare_prompts", "cross_prompt_transfer", "holdout_blocks", "probe_cache", "run_probe"],
         "worldprobe.probes.experiments",
     ),
+    **dict.fromkeys(["ProbeResult", "layer_sweep"], "worldprobe.probes.sweep"),
     "MLPProbe": "worldprobe.probes.mlp",
     "RidgeProbe": "worldprobe.probes.ridge",
 }  # fmt: skip

@@ -14,28 +14,21 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import Ridge
 from tqdm.auto import tqdm
 
-from worldprobe.config import RANDOM_INIT_SEEDS
+from worldprobe.config import DEFAULT_MARGINS, RANDOM_INIT_SEEDS
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
+from worldprobe.probes.altworld import MatchedWorlds, matched_worlds
+from worldprobe.probes.lexical import LexicalFit, lexical_fit
 from worldprobe.probes.metrics import pearson_columns, r2_columns, spearman_columns
+from worldprobe.probes.residual import ResidualFit, fit_residual_probe, residual_fit, residual_targets
 from worldprobe.probes.results import CONTROLS, LAYER_ROW_COLUMNS
 from worldprobe.probes.selection import SCORE_METRIC, select_layer, selection_score
 from worldprobe.workspace import Workspace
 
-ALT_WORLD_PERMUTATIONS = 5
-"""How many seeded group permutations the alternative-world control averages over."""
-
-
 FLAT = -1
 """The ``predictions`` key of a layer-free control (lexical, group_oracle, embedding)."""
-
-LEXICAL_ALPHAS = (0.1, 1.0, 10.0, 100.0)
-"""Ridge penalties tried by the lexical control (chosen on a seeded 10% validation part of train)."""
-
 
 @dataclass
 class ControlFit:
@@ -51,6 +44,8 @@ class ControlFit:
     predictions: dict[int, np.ndarray]
     selection: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
+    alpha: float | None = None  # the penalty a layer-free ridge control chose (lexical)
+    alpha_on_edge: bool = False  # ... on an edge of its grid
 
     @property
     def layered(self) -> bool:
@@ -68,14 +63,19 @@ class ControlFit:
 
 @dataclass
 class AltWorldFit:
-    """The alternative worlds (targets of every row) and what each feature set predicted for them: the probe's
-    activations per layer, the lexical features, and each random-init twin at its own selected layer."""
+    """The matched alternative worlds (``worldprobe.probes.altworld``; targets of every row) and what each feature set
+    predicted for them: the probe's activations per layer, the lexical features, and each random-init twin at its own
+    selected layer. ``matched.applicable`` is false (and ``worlds`` empty) when no sound world could be built."""
 
-    worlds: list[np.ndarray]
-    model: dict[int, list[np.ndarray]]
-    model_selection: dict[int, float]
+    matched: MatchedWorlds
+    model: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    model_selection: dict[int, float] = field(default_factory=dict)
     lexical: list[np.ndarray] | None = None
     random_init: dict[int, tuple[int, list[np.ndarray]]] = field(default_factory=dict)  # seed -> (layer, preds)
+
+    @property
+    def worlds(self) -> list[np.ndarray]:
+        return self.matched.worlds
 
 
 @dataclass
@@ -88,27 +88,39 @@ class SharedFits:
     selection: list[dict[int, float]]
 
 
-SHARED_CONTROLS = ("shuffled", "alt_world")
+SHARED_CONTROLS = ("shuffled", "within_group", "alt_world")
 """Controls whose probes read the same activations as the probe itself, so their fits can share its decomposition."""
 
 
-def control_targets(names: Sequence[str], entities: pd.DataFrame, y: np.ndarray, dataset: str, seed: int
-                    ) -> dict[str, list[np.ndarray]]:  # fmt: skip
-    """The target sets of the shared controls among ``names``: the permuted targets of ``shuffled`` and the
-    alternative worlds of ``alt_world`` (the same ones :func:`run_controls` would draw)."""
+@dataclass
+class SharedTargets:
+    """The target sets of the shared controls (``sets``: ``shuffled`` -> [permuted targets], ``within_group`` ->
+    [offsets from the group's train mean], ``alt_world`` -> the matched worlds) and the alternative worlds' record
+    (None when ``alt_world`` was not asked for)."""
+
+    sets: dict[str, list[np.ndarray]]
+    worlds: MatchedWorlds | None = None
+
+
+def control_targets(names: Sequence[str], entities: pd.DataFrame, y: np.ndarray, dataset: str, seed: int,
+                    margin_r2: float = DEFAULT_MARGINS["r2"]) -> SharedTargets:  # fmt: skip
+    """The target sets of the shared controls among ``names``: the permuted targets of ``shuffled``, the offsets of
+    the ``within_group`` residual probe and the matched alternative worlds of ``alt_world`` (built from train rows
+    only; none when not applicable)."""
     names = resolve_controls(names)
-    out: dict[str, list[np.ndarray]] = {}
+    entities = entities.reset_index(drop=True)
+    train = ~entities["is_test"].to_numpy(dtype=bool)
+    out = SharedTargets({})
     if "shuffled" in names:
-        out["shuffled"] = [shuffled_targets(entities["text"].reset_index(drop=True), y, seed=seed)]
+        out.sets["shuffled"] = [shuffled_targets(entities["text"], y, seed=seed)]
+    if "within_group" in names:
+        out.sets["within_group"] = [residual_targets(group_keys(entities, dataset), y, train)[1]]
     if "alt_world" in names:
-        out["alt_world"] = alternative_worlds(group_keys(entities.reset_index(drop=True), dataset), y, seed=seed)
+        out.worlds = matched_worlds(group_keys(entities, dataset), entities["text"], y, train, seed=seed,
+                                    margin=margin_r2)  # fmt: skip
+        if out.worlds.applicable:
+            out.sets["alt_world"] = out.worlds.worlds
     return out
-
-
-def alternative_worlds(groups: pd.Series, y: np.ndarray, *, seed: int) -> list[np.ndarray]:
-    """:data:`ALT_WORLD_PERMUTATIONS` seeded alternative worlds (see :func:`alternative_world`)."""
-    return [alternative_world(groups, y, seed=s)
-            for s in np.random.default_rng(seed).integers(0, 2**31, ALT_WORLD_PERMUTATIONS)]  # fmt: skip
 
 
 @dataclass
@@ -118,6 +130,8 @@ class ControlRun:
     rows: pd.DataFrame
     fits: list[ControlFit]
     alt_world: AltWorldFit | None = None
+    residual: ResidualFit | None = None
+    twins: dict[int, CacheLike] = field(default_factory=dict)  # random-init twin caches by seed (this run's rows)
 
 
 class CacheLike(Protocol):
@@ -145,6 +159,8 @@ def run_controls(
     selected_layer: int | None = None,
     random_init_seeds: int = RANDOM_INIT_SEEDS,
     shared: dict[str, SharedFits] | None = None,
+    worlds: MatchedWorlds | None = None,
+    margin_r2: float = DEFAULT_MARGINS["r2"],
     progress: bool = True,
 ) -> ControlRun:
     """Run the named controls; return their tidy metric rows (columns of ``metrics.parquet``) and their fits.
@@ -152,7 +168,8 @@ def run_controls(
     ``targets`` holds the target columns in cache order, ``predictions[layer]`` the main probe's predictions for every
     row (columns in target order); the split is ``cache.entities["is_test"]``. ``selected_layer`` is the probe's
     train-selected layer (default: the deepest of ``layers``); ``random_init`` runs ``random_init_seeds`` twins.
-    ``shared`` holds fits the probe's layer sweep already made for shuffled / alt_world (not refitted here).
+    ``shared`` holds fits the probe's layer sweep already made for shuffled / alt_world (not refitted here), and
+    ``worlds`` the matched alternative worlds they were made for (``control_targets``; built here when not given).
     ``names`` may be ``["all"]`` for every control in :data:`CONTROLS`.
     """
     names = resolve_controls(names)
@@ -167,12 +184,13 @@ def run_controls(
         make_probe=make_probe, predictions=predictions, seed=seed, workspace=workspace,
         selected_layer=max(layers) if selected_layer is None else int(selected_layer),
         twin_seeds=[seed + i for i in range(random_init_seeds)], shared=shared or {}, progress=progress,
+        worlds=worlds, margin_r2=margin_r2,
     )  # fmt: skip
     frames = [pd.DataFrame(_RUNNERS[name](job)) for name in tqdm(names, desc="controls", unit="control",
                                                                             disable=not progress)]
     rows = pd.concat(frames, ignore_index=True)[list(LAYER_ROW_COLUMNS)] if frames else pd.DataFrame(
         columns=list(LAYER_ROW_COLUMNS))  # fmt: skip
-    return ControlRun(rows, job.fits, job.alt_world)
+    return ControlRun(rows, job.fits, job.alt_world, job.residual, job.twins)
 
 
 def resolve_controls(names: Sequence[str]) -> list[str]:
@@ -198,6 +216,8 @@ class _Job:
         self.standardize = bool(probe.get_params().get("standardize", False))
         self.fits: list[ControlFit] = []
         self.alt_world: AltWorldFit | None = None
+        self.residual: ResidualFit | None = None
+        self.lexical: LexicalFit | None = None
         self.twins: dict[int, CacheLike] = {}  # random-init twin caches by seed, rows in this cache's order
 
     def rows(
@@ -350,45 +370,13 @@ class _Reordered:
 
 
 def _lexical(job: _Job) -> list[dict]:
-    """A ridge on TF-IDF character n-grams of the entity text: what the spelling alone gives away."""
-    return job.flat("lexical", lexical_predictions(job.entities["text"], job.y, job.is_test, seed=job.seed))
-
-
-def lexical_predictions(texts: pd.Series, y: np.ndarray, is_test: np.ndarray, *, seed: int) -> np.ndarray:
-    """Predictions for every row of a ridge on TF-IDF char 1-4-grams fitted on train rows (z-scored targets, the
-    penalty picked on a seeded 10% validation part of train)."""
-    return lexical_predictions_many(texts, [y], is_test, seed=seed)[0]
-
-
-def lexical_predictions_many(
-    texts: pd.Series, ys: Sequence[np.ndarray], is_test: np.ndarray, *, seed: int
-) -> list[np.ndarray]:
-    """:func:`lexical_predictions` for several target sets on the same texts (one vectoriser; each set picks its
-    own penalty on the same validation rows)."""
-    train = np.flatnonzero(~is_test)
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True, dtype=np.float32)
-    vectorizer.fit(texts.iloc[train].astype(str))
-    x = vectorizer.transform(texts.astype(str))
-    ys = [np.asarray(y, dtype=np.float64).reshape(len(texts), -1) for y in ys]
-    stacked = np.hstack(ys)
-    sets = np.repeat(np.arange(len(ys)), [y.shape[1] for y in ys])
-    mean, std = stacked[train].mean(axis=0), stacked[train].std(axis=0) + 1e-12
-    z = (stacked - mean) / std
-    valid = np.random.default_rng(seed).random(len(train)) < 0.1
-    fit_rows, valid_rows = train[~valid], train[valid]
-    scores = np.empty((len(LEXICAL_ALPHAS), len(ys)))
-    for i, alpha in enumerate(LEXICAL_ALPHAS):
-        guess = Ridge(alpha=alpha).fit(x[fit_rows], z[fit_rows]).predict(x[valid_rows]).reshape(len(valid_rows), -1)
-        per_column = r2_columns(z[valid_rows], guess)
-        scores[i] = [per_column[sets == s].mean() for s in range(len(ys))]
-    best = scores.argmax(axis=0)
-    out = np.empty_like(z)
-    for alpha_index in np.unique(best):
-        cols = np.flatnonzero(np.isin(sets, np.flatnonzero(best == alpha_index)))
-        fitted = Ridge(alpha=LEXICAL_ALPHAS[alpha_index]).fit(x[train], z[train][:, cols])
-        out[:, cols] = fitted.predict(x).reshape(len(texts), -1)
-    pred = out * std + mean
-    return [pred[:, sets == s] for s in range(len(ys))]
+    """A ridge on TF-IDF character n-grams of the entity text (``worldprobe.probes.lexical``): what the spelling alone
+    gives away; its penalty is recorded (metric ``alpha``, and ``alpha_on_edge`` when it lies on the grid's edge)."""
+    job.lexical = lexical_fit(job.entities["text"], [job.y], ~job.is_test, seed=job.seed)
+    rows = job.flat("lexical", job.lexical.predictions[0])
+    job.fits[-1].alpha, job.fits[-1].alpha_on_edge = job.lexical.alphas[0], job.lexical.on_edge[0]
+    settings = {"mean": {"alpha": job.lexical.alphas[0], "alpha_on_edge": float(job.lexical.on_edge[0])}}
+    return rows + [row for layer in job.layers for row in job.rows("lexical", layer, "train", settings)]
 
 
 def _embedding(job: _Job) -> list[dict]:
@@ -430,16 +418,34 @@ def group_means(groups: pd.Series, y: np.ndarray, fit_rows: np.ndarray) -> np.nd
 
 
 def _within_group(job: _Job) -> list[dict]:
-    """Correlation of the main probe with the truth after subtracting group means from both, per split."""
+    """The within-group residual probe at every layer and its lexical twin (``worldprobe.probes.residual``): Pearson r
+    and R² of predicted against true offsets from the group's train mean, per split, on entities whose group has
+    enough train rows; the twin's r (metric ``lexical_pearson``) repeated at every layer."""
     groups = group_keys(job.entities, job.dataset)
+    shared = job.shared.get("within_group")
+    if shared is not None:
+        fit = residual_fit(groups, job.entities["text"], job.y, job.is_test, shared.predictions[0],
+                           shared.selection[0], seed=job.seed)  # fmt: skip
+    else:
+        fit = fit_residual_probe(job.layer, job.layers, groups, job.entities["text"], job.y, job.is_test,
+                                 job.make_probe, seed=job.seed, progress=job.progress)  # fmt: skip
+    job.residual = fit
     rows = []
-    for layer in job.layers:
-        pred = np.asarray(predictions_at(job, layer), dtype=np.float64)
-        for split, mask in (("train", ~job.is_test), ("test", job.is_test)):
-            metrics = within_group_metrics(
-                groups[mask].reset_index(drop=True), job.y[mask], pred[mask], job.target_names
-            )
-            rows += job.rows("within_group", layer, split, metrics)
+    for split, mask in (("train", ~job.is_test), ("test", job.is_test)):
+        keep = mask & fit.eligible
+        if keep.sum() < 3:
+            continue
+        for layer, pred in fit.predictions.items():
+            metrics = regression_metrics(fit.residuals[keep], pred[keep], job.target_names)
+            rows += job.rows("within_group", layer, split, {t: {"pearson": v["pearson"], "r2": v["r2"]}
+                                                             for t, v in metrics.items()})  # fmt: skip
+        if fit.lexical is not None:
+            lexical = regression_metrics(fit.residuals[keep], fit.lexical[keep], job.target_names)
+            for layer in job.layers:
+                rows += job.rows("within_group", layer, split, {t: {"lexical_pearson": v["pearson"]}
+                                                                 for t, v in lexical.items()})  # fmt: skip
+    for layer, score in fit.selection.items():
+        rows += job.rows("within_group", layer, "train", {"mean": {SCORE_METRIC: score}})
     return rows
 
 
@@ -466,16 +472,20 @@ def predictions_at(job: _Job, layer: int) -> np.ndarray:
 
 
 def _alt_world(job: _Job) -> list[dict]:
-    """Jin & Rinard's semantic intervention: move whole groups to each other's positions, retrain the same probe on
-    the same activations, and report R²(true) - R²(alternative) per layer, mean and spread over permutations.
-
-    The same worlds are fitted from the lexical features and from each random-init twin (at its own selected layer)
-    and kept in ``job.alt_world``: neighbouring groups often have similar spellings, so the model's gap is evidence
-    only beyond theirs (science.md section 7)."""
+    """Jin & Rinard's semantic intervention with worlds matched on what the spelling can learn
+    (``worldprobe.probes.altworld``): retrain the same probe on the same activations for each matched world and report
+    R²(true) - R²(alternative) per layer, mean and spread over the worlds. The lexical features and each random-init
+    twin (at its own selected layer) are fitted to the same worlds and kept in ``job.alt_world`` for the headline.
+    Without a sound world (``matched.applicable`` false) no rows are written and the headline says why."""
     shared = job.shared.get("alt_world")
-    worlds = shared.targets if shared else alternative_worlds(group_keys(job.entities, job.dataset), job.y,
-                                                               seed=job.seed)  # fmt: skip
-    fit = AltWorldFit(worlds, {}, {})
+    matched = job.worlds if job.worlds is not None else matched_worlds(
+        group_keys(job.entities, job.dataset), job.entities["text"], job.y, ~job.is_test, seed=job.seed,
+        margin=job.margin_r2)  # fmt: skip
+    fit = AltWorldFit(matched)
+    job.alt_world = fit
+    if not matched.applicable:
+        return []
+    worlds = matched.worlds
     rows = []
     names = [*job.target_names, "mean"]
     for layer in tqdm(job.layers, desc="alt_world", unit="layer", leave=False, disable=not job.progress):
@@ -502,31 +512,12 @@ def _alt_world(job: _Job) -> list[dict]:
         }  # fmt: skip
         rows += job.rows("alt_world", layer, "test", metrics)
         rows += job.rows("alt_world", layer, "train", {"mean": {SCORE_METRIC: fit.model_selection[layer]}})
-    fit.lexical = lexical_predictions_many(job.entities["text"], worlds, job.is_test, seed=job.seed)
+    fit.lexical = lexical_fit(job.entities["text"], worlds, ~job.is_test, seed=job.seed).predictions
     for twin_fit in (f for f in job.fits if f.control == "random_init"):
         layer = twin_fit.selected_layer
         preds, _ = job.fit_predict_many(job.layer(layer, job.twins[twin_fit.seed]), worlds)
         fit.random_init[twin_fit.seed] = (layer, preds)
-    job.alt_world = fit
     return rows
-
-
-def alternative_world(groups: pd.Series, y: np.ndarray, *, seed: int) -> np.ndarray:
-    """Targets of a world where whole groups swap positions as rigid blocks.
-
-    Group ``g`` moves to where group ``pi(g)`` was: each entity keeps its offset from its group's centroid (the mean
-    target of the group) and takes ``pi(g)``'s centroid. ``pi`` is a seeded cyclic permutation, so no group stays put
-    when there are at least two.
-    """
-    y = np.asarray(y, dtype=np.float64).reshape(len(groups), -1)
-    codes, uniques = pd.factorize(groups)
-    if len(uniques) < 2:
-        raise WorldprobeError("the alternative world needs at least two groups", field=str(groups.name))
-    centroids = pd.DataFrame(y).groupby(codes).mean().sort_index().to_numpy()
-    order = np.random.default_rng(seed).permutation(len(uniques))
-    destination = np.empty(len(uniques), dtype=int)
-    destination[order] = np.roll(order, -1)
-    return y - centroids[codes] + centroids[destination[codes]]
 
 
 _RUNNERS: dict[str, Callable[[_Job], list[dict]]] = {

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
-from worldprobe.config import DEFAULT_RESAMPLES, DEFAULT_SEED, RANDOM_INIT_SEEDS
-from worldprobe.datasets.registry import get_spec
+from worldprobe.config import DEFAULT_MARGINS, DEFAULT_RESAMPLES, DEFAULT_SEED, RANDOM_INIT_SEEDS
+from worldprobe.datasets.registry import era_labels, get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes import metrics
 from worldprobe.probes.controls import (
@@ -29,7 +27,8 @@ from worldprobe.probes.headline import ALL, RunData, headline
 from worldprobe.probes.mlp import MLPProbe
 from worldprobe.probes.results import HOLDOUT_COLUMNS, is_complete, run_dir, run_key, write_results
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE, RidgeProbe
-from worldprobe.probes.selection import SCORE_METRIC, criterion, select_layer, selection_score
+from worldprobe.probes.selection import criterion
+from worldprobe.probes.sweep import PROBE_SETTINGS, ProbeResult, layer_sweep, probe_settings, score
 from worldprobe.probes.verdict import verdict
 from worldprobe.workspace import as_workspace
 
@@ -78,137 +77,6 @@ def resolve_targets(
         frame = np.log10(frame.where(frame > 0)).rename(columns=lambda c: f"log10_{c}")
         kind = "numeric"
     return frame, kind
-
-
-def score(true: pd.DataFrame, pred: pd.DataFrame, kind: str, *, proximity: bool = True) -> list[tuple[str, str, float]]:
-    """(target, metric, value) rows for one split: r2/spearman/pearson per target and their mean, mae per target,
-    and for places haversine_km, for time abs_error_years, and the proximity error (target ``mean``)."""
-    out: list[tuple[str, str, float]] = []
-    if len(true) < 2:
-        return out
-    for name, fn in (
-        ("r2", metrics.r2_per_target),
-        ("spearman", metrics.spearman_per_target),
-        ("pearson", metrics.pearson_per_target),
-    ):
-        per = fn(true, pred)
-        out += [(t, name, float(v)) for t, v in per.items()] + [("mean", name, float(per.mean()))]
-    out += [(t, "mae", float(v)) for t, v in metrics.mae_per_target(true, pred).items()]
-    if kind == "place":
-        out.append(("mean", "haversine_km", float(metrics.haversine_km(true, pred).mean())))
-    elif kind == "time":
-        col = true.columns[0]
-        out.append((col, "abs_error_years", float(metrics.abs_error_years(true[col], pred[col]).mean())))
-    if proximity:
-        p_true = true if kind == "place" else true.iloc[:, 0]
-        p_pred = pred[list(true.columns)] if kind == "place" else pred[true.columns[0]]
-        prox_kind = "place" if kind == "place" else "time"
-        out.append(("mean", "proximity", float(metrics.proximity_error(p_true, p_pred, kind=prox_kind).mean())))
-    return out
-
-
-@dataclass
-class ProbeResult:
-    """What a layer sweep returns: tidy metric rows, predictions for every row, the fitted probes, each layer's
-    train-only selection score and the layer it selects (test rows never enter the choice)."""
-
-    metrics: pd.DataFrame  # columns: layer, split, target, metric, value
-    predictions: dict[int, np.ndarray]  # layer -> (n_rows, n_targets) in target column order, every row
-    targets: pd.DataFrame
-    kind: str
-    selection: dict[int, float]  # layer -> selection score (see worldprobe.probes.selection)
-    selected_layer: int
-    probes: dict[int, BaseEstimator] = field(default_factory=dict)
-    dropped: int = 0  # rows without a finite target (not fitted, not scored)
-    shared: dict[str, SharedFits] = field(default_factory=dict)  # extra target sets fitted beside the probe
-
-    def prediction_frame(self, layer: int) -> pd.DataFrame:
-        """Predictions of one layer as a DataFrame named like the targets."""
-        return pd.DataFrame(self.predictions[layer], columns=self.targets.columns)
-
-
-def layer_sweep(
-    layer_of: Callable[[int], Any],
-    targets: pd.DataFrame,
-    is_test: np.ndarray,
-    layers: Sequence[int],
-    make_probe: Callable[[], BaseEstimator],
-    *,
-    kind: str = "numeric",
-    keep_probes: bool = False,
-    progress: bool = True,
-    extra: dict[str, list[np.ndarray]] | None = None,
-) -> ProbeResult:
-    """Fit a fresh probe per layer on the train rows (finite targets) and score train and test rows.
-
-    ``layer_of(l)`` returns the (n, d) activations of layer ``l`` in the row order of ``targets``. ``extra`` names
-    more target sets (e.g. a control's permuted targets, ``controls.control_targets``) fitted on the same rows of the
-    same layer: with the ridge probe all of them share one decomposition per layer (``RidgeProbe.fit_many``, the same
-    fits as one by one); their predictions and selection scores come back in ``result.shared``.
-    """
-    is_test = np.asarray(is_test, dtype=bool)
-    y = targets.to_numpy(dtype=np.float64)
-    valid = np.isfinite(y).all(axis=1)
-    train, test = np.flatnonzero(valid & ~is_test), np.flatnonzero(valid & is_test)
-    if len(train) < 3 or len(test) < 2:
-        raise WorldprobeError(f"too few rows with a target: {len(train)} train, {len(test)} test", field="targets")
-    rows, preds, probes, scores = [], {}, {}, {}
-    sets = [(name, np.asarray(a, dtype=np.float64).reshape(len(y), -1)) for name, arrays in (extra or {}).items()
-            for a in arrays]  # fmt: skip
-    shared = {name: SharedFits([a for n, a in sets if n == name], [], []) for name in dict.fromkeys(n for n, _ in sets)}
-    for fits in shared.values():
-        fits.predictions, fits.selection = [{} for _ in fits.targets], [{} for _ in fits.targets]
-    for layer in tqdm(list(layers), desc="probing layers", unit="layer", disable=not progress):
-        x = layer_of(layer)
-        probe, others = _fit_with_extra(make_probe, x, y, train, [a for _, a in sets])
-        pred = np.asarray(probe.predict(x), dtype=np.float64).reshape(len(y), -1)
-        preds[layer] = pred
-        scores[layer] = selection_score(probe)
-        position = {name: 0 for name in shared}
-        for (name, _), other in zip(sets, others, strict=True):
-            i = position[name]
-            shared[name].predictions[i][layer] = np.asarray(other.predict(x), dtype=np.float64).reshape(len(y), -1)
-            shared[name].selection[i][layer] = selection_score(other)
-            position[name] += 1
-        if keep_probes:
-            probes[layer] = probe
-        pred_df = pd.DataFrame(pred, columns=targets.columns)
-        for split, idx in (("train", train), ("test", test)):
-            true_s, pred_s = targets.iloc[idx].reset_index(drop=True), pred_df.iloc[idx].reset_index(drop=True)
-            rows += [(layer, split, t, m, v) for t, m, v in score(true_s, pred_s, kind, proximity=split == "test")]
-        rows += [(layer, "train", "mean", m, v) for m, v in _probe_settings(probe)]
-        rows.append((layer, "train", "mean", SCORE_METRIC, scores[layer]))
-    table = pd.DataFrame(rows, columns=["layer", "split", "target", "metric", "value"])
-    return ProbeResult(
-        metrics=table, predictions=preds, targets=targets, kind=kind, selection=scores,
-        selected_layer=select_layer(scores), probes=probes, dropped=int((~valid).sum()), shared=shared,
-    )  # fmt: skip
-
-
-def _fit_with_extra(
-    make_probe: Callable[[], BaseEstimator], x, y: np.ndarray, train: np.ndarray, extra: list[np.ndarray]
-) -> tuple[BaseEstimator, list[BaseEstimator]]:
-    """The probe fitted to ``y`` and one per extra target set, all on the train rows of ``x`` (one decomposition
-    for all when the probe has ``fit_many``)."""
-    probe = make_probe()
-    if not extra:
-        return probe.fit(x[train], y[train]), []
-    if hasattr(probe, "fit_many"):
-        fitted = probe.fit_many(x[train], [y[train], *[a[train] for a in extra]])
-        return fitted[0], fitted[1:]
-    return probe.fit(x[train], y[train]), [make_probe().fit(x[train], a[train]) for a in extra]
-
-
-PROBE_SETTINGS = ("alpha", "alpha_on_edge", "weight_decay", "best_epoch")
-"""Metric rows that record a fitted probe's settings, not a score."""
-
-
-def _probe_settings(probe: BaseEstimator) -> list[tuple[str, float]]:
-    if isinstance(probe, RidgeProbe):
-        return [("alpha", probe.alpha_), ("alpha_on_edge", float(probe.alpha_on_edge_))]
-    if isinstance(probe, MLPProbe):
-        return [("weight_decay", probe.weight_decay_), ("best_epoch", float(probe.best_epoch_[probe.weight_decay_]))]
-    return []
 
 
 def probe_cache(
@@ -292,7 +160,7 @@ def holdout_blocks(
             values = score(targets.iloc[idx].reset_index(drop=True), pred_df.iloc[idx].reset_index(drop=True), kind,
                            proximity=False)  # fmt: skip
             values.append(("mean", "proximity", _block_proximity(targets, pred_df, idx, valid, kind)))
-            values += [("mean", m, v) for m, v in _probe_settings(probe)] if setting == "held_out" else []
+            values += [("mean", m, v) for m, v in probe_settings(probe)] if setting == "held_out" else []
             rows += [(str(block), len(idx), setting, t, m, v) for t, m, v in values]
     table = pd.DataFrame(rows, columns=["block", "n_rows", "setting", "target", "metric", "value"])
     scored = table[(table["setting"] != "skipped") & ~table["metric"].isin(PROBE_SETTINGS)]
@@ -438,6 +306,9 @@ def run_probe(
     seed: int = DEFAULT_SEED,
     random_init_seeds: int = RANDOM_INIT_SEEDS,
     resamples: int = DEFAULT_RESAMPLES,
+    margin_r2: float = DEFAULT_MARGINS["r2"],
+    margin_r: float = DEFAULT_MARGINS["r"],
+    resplits: int = 0,
     dtype: str | None = None,
     prefer_dtype: str | None = None,
     device: str = "auto",
@@ -452,7 +323,10 @@ def run_probe(
     Layer sweep over ``layers`` (default: every cached layer), train and test metrics per layer, the layer selected
     on train rows (``worldprobe.probes.selection``), the named ``controls`` (``worldprobe.probes.controls``; the
     random-init control with ``random_init_seeds`` twins) in the same metrics table, the headline estimates with
-    bootstrap intervals (``resamples`` per interval) and the verdict (``worldprobe.probes.headline``, ``verdict``),
+    bootstrap intervals (``resamples`` per interval) and the verdict (``worldprobe.probes.headline``, ``verdict``; its
+    equivalence margins ``margin_r2`` for differences of R² and ``margin_r`` for differences of the within-group r;
+    with ``resplits`` K > 0 the probe, lexical and random-init controls refitted on K re-drawn splits,
+    ``worldprobe.probes.resplits``),
     predictions of the probe and every control at the reported layers (and every layer asked for explicitly), and
     held-out blocks at the selected layer for each column in ``holdouts``. A finished run with the same caches and
     settings is not recomputed.
@@ -484,11 +358,15 @@ def run_probe(
         raise WorldprobeError(
             f"no column {bad[0]!r} to hold out", field="holdout", hint=f"{list(spec.holdout_columns)}"
         )
+    margins = checked_margins(margin_r2, margin_r)
+    if resplits < 0:
+        raise WorldprobeError(f"resplits must be 0 or more, not {resplits}", field="resplits", hint="e.g. 5")
     settings = {
         "probe": probe, "layers": chosen, "target": target, "log_target": log_target, "holdouts": list(holdouts),
         "controls": list(controls), "standardize": std, "seed": seed, "resamples": resamples,
         "random_init_seeds": random_init_seeds if "random_init" in resolve_controls(controls) else None,
         "alphas": [float(a) for a in DEFAULT_ALPHAS] if probe == "ridge" else None,
+        "margins": margins, "resplits": int(resplits),
     }  # fmt: skip
     key = run_key([cache.manifest], settings)
     folder = run_dir(ws.results, dataset, model, prompt, probe, key)
@@ -500,7 +378,8 @@ def run_probe(
     make = make_probe_factory(probe, standardize=std, seed=seed)
     clock = _Clock()
     valid = np.isfinite(targets.to_numpy(dtype=np.float64)).all(axis=1)
-    extra = control_targets(controls, entities[valid], targets.to_numpy(dtype=np.float64)[valid], dataset, seed)
+    extra = control_targets(controls, entities[valid], targets.to_numpy(dtype=np.float64)[valid], dataset, seed,
+                            margin_r2=margins["r2"])
     result = layer_sweep(
         cache.layer,
         targets,
@@ -509,39 +388,52 @@ def run_probe(
         make,
         kind=kind,
         progress=progress,
-        extra={name: [_on_rows(a, valid) for a in sets] for name, sets in extra.items()},
+        extra={name: [_on_rows(a, valid) for a in sets] for name, sets in extra.sets.items()},
     )
     clock.lap("layer_sweep")
     selected = result.selected_layer
     n_layers = int(cache.manifest["n_layers"])
     ids = {"dataset": dataset, "model": model, "n_layers": n_layers, "prompt": prompt, "probe": probe, "seed": seed}
     fits: list = []
-    alt = None
+    alt = residual = None
+    twins: dict = {}
+    view = cache if valid.all() else _RowSubset(cache, valid)
     frames = [result.metrics.assign(control="none", seed=seed)]
     if controls:
         from worldprobe.probes.controls import run_controls
 
-        view = cache if valid.all() else _RowSubset(cache, valid)
         ctl = run_controls(
             list(controls), workspace=ws, dataset=dataset, model=model, prompt=prompt, cache=view,
             targets=targets[valid].reset_index(drop=True), layers=chosen, make_probe=make,
             predictions={k: v[valid] for k, v in result.predictions.items()}, seed=seed, selected_layer=selected,
             random_init_seeds=random_init_seeds, progress=progress, shared={
-                name: SharedFits(extra[name], [{k: v[valid] for k, v in p.items()} for p in fits.predictions],
+                name: SharedFits(extra.sets[name], [{k: v[valid] for k, v in p.items()} for p in fits.predictions],
                                  fits.selection)
                 for name, fits in result.shared.items()
-            },
+            }, worlds=extra.worlds, margin_r2=margins["r2"],
         )  # fmt: skip
         frames.append(ctl.rows)
-        fits, alt = ctl.fits, ctl.alt_world
+        fits, alt, residual, twins = ctl.fits, ctl.alt_world, ctl.residual, ctl.twins
         clock.lap("controls")
     top = headline(RunData(
         kind=kind, target_names=list(targets.columns), y=targets.to_numpy(dtype=np.float64)[valid],
         is_test=is_test[valid], groups=group_keys(entities, dataset).to_numpy()[valid],
         entity_type=entities["entity_type"].astype(str).to_numpy()[valid],
         probe={k: v[valid] for k, v in result.predictions.items()}, selected_layer=selected, fits=fits, alt_world=alt,
-        seed=seed, resamples=resamples,
+        seed=seed, resamples=resamples, residual=residual, margins=margins,
+        eras=_eras(spec, targets, target, kind, valid),
     ))  # fmt: skip
+    clock.lap("headline")
+    if resplits:
+        from worldprobe.probes.resplits import resplit_spread
+
+        kept_rows = entities[valid].reset_index(drop=True)
+        top.summary["resplits"] = resplit_spread(
+            view.layer, {s: t.layer for s, t in twins.items()}, kept_rows["text"],
+            kept_rows[spec.split_column].astype(str), targets.to_numpy(dtype=np.float64)[valid], chosen, make,
+            resplits=resplits, seed=seed, lexical="lexical" in resolve_controls(controls), progress=progress,
+        )  # fmt: skip
+        clock.lap("resplits")
     metrics_table = with_intervals(
         pd.concat(frames, ignore_index=True),
         top.rows,
@@ -550,11 +442,11 @@ def run_probe(
         seed=seed,
         n_train=int((valid & ~is_test).sum()),
         n_test=int((valid & is_test).sum()),
+        own_layers={"within_group": residual.selected_layer} if residual is not None and residual.selection else None,
     )
     metrics_table = metrics_table.assign(**{k: v for k, v in ids.items() if k != "seed"}, standardize=std)
     metrics_table["rel_depth"] = metrics_table["layer"] / n_layers
-
-    clock.lap("headline")
+    clock.lap("tables")
     hold = []
     for column in holdouts:
         groups = entities[column]
@@ -595,6 +487,23 @@ def run_probe(
                          summary=summary)  # fmt: skip
 
 
+def checked_margins(margin_r2: float, margin_r: float) -> dict[str, float]:
+    """The equivalence margins of a run (``worldprobe.probes.inference.DEFAULT_MARGINS``), each in (0, 1)."""
+    margins = {"r2": float(margin_r2), "r": float(margin_r)}
+    for name, value in margins.items():
+        if not 0 < value < 1:
+            raise WorldprobeError(f"the equivalence margin of {name} must lie between 0 and 1, not {value}",
+                                  field=f"margin_{name}", hint="e.g. 0.05")  # fmt: skip
+    return margins
+
+
+def _eras(spec, targets: pd.DataFrame, target: str | None, kind: str, valid: np.ndarray) -> np.ndarray | None:
+    """Era labels of the valid rows for a time dataset's own target with era bounds (``DatasetSpec.era_bounds``)."""
+    if target is not None or kind != "time" or not spec.era_bounds:
+        return None
+    return era_labels(targets.iloc[:, 0].to_numpy(dtype=np.float64)[valid], spec.era_bounds)
+
+
 def _on_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``values`` of the rows where ``rows`` is true, placed in a table of every row (NaN elsewhere)."""
     out = np.full((len(rows), *np.shape(values)[1:]), np.nan)
@@ -620,14 +529,24 @@ class _Clock:
 
 
 def with_intervals(
-    table: pd.DataFrame, estimates: list[dict], fits: list, selected: int, *, seed: int, n_train: int, n_test: int
+    table: pd.DataFrame,
+    estimates: list[dict],
+    fits: list,
+    selected: int,
+    *,
+    seed: int,
+    n_train: int,
+    n_test: int,
+    own_layers: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """The per-layer rows with ``n``, the curve's train-selected layer, and the headline's intervals: a headline
     estimate fills ``ci_low``/``ci_high`` of the per-layer row with the same key and is appended when there is none
-    (differences, median errors, per entity type)."""
+    (differences, median errors, per entity type). ``own_layers`` names the train-selected layer of curves that are
+    not in ``fits`` (the within-group residual probe)."""
     table = table.assign(subset=ALL, ci_low=np.nan, ci_high=np.nan)
     table["n"] = np.where(table["split"] == "test", n_test, n_train)
     own = {(f.control, f.seed): f.selected_layer for f in fits if f.layered}
+    own |= {(control, seed): layer for control, layer in (own_layers or {}).items()}
     table["selected_layer"] = [
         own.get((control, seed), selected) for control, seed in zip(table["control"], table["seed"], strict=True)
     ]

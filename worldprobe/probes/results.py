@@ -71,7 +71,7 @@ def run_key(manifests: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     payload = {
         "caches": [{**CacheIdentity.of(m).as_dict(), "files": m.get("files")} for m in manifests],
         "settings": settings,
-        "results_format": 2,
+        "results_format": 3,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=json_default).encode()).hexdigest()[:16]
 
@@ -274,6 +274,9 @@ def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
         return f"{record.name} is not valid JSON: re-run it"
     if record.name == SUMMARY and "headline" not in summary:
         return "written by an older worldprobe (no train-selected layer or intervals): re-run `worldprobe probe`"
+    if record.name == SUMMARY and "stage" not in summary and "comparisons" not in summary["headline"]:
+        return ("written by an older worldprobe (its verdict has no tested comparisons, docs/verdicts.md): re-run "
+                "`worldprobe probe`")  # fmt: skip
     dataset = summary.get("dataset")
     build = datasets_dir / f"{dataset}.build.json"
     if not build.exists():

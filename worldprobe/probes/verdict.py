@@ -1,17 +1,23 @@
-"""One plain sentence per dataset x model, made only from the headline's numbers (science.md sections 7 and 9).
+"""One label and one plain paragraph per dataset x model, every word backed by its test (docs/verdicts.md).
 
-Each control counts as beaten only when the paired 95% interval of probe minus control lies above zero; an interval
-that straddles zero is "not distinguishable", one below zero "below". The label reads the controls in order of what
-they rule out: shuffled targets (is there any readout?), the TF-IDF lexical control (is it more than the spelling?),
-the random-init twin (more than the architecture and tokenizer?), then the within-group correlation and the
-alternative-world gap beyond the lexical features (more than "which group"?). "Not shown" is a verdict.
+The label reads, in order, the comparisons that rule something out (``worldprobe.probes.inference``): shuffled targets
+(is there any readout?), the TF-IDF lexical control (more than the spelling?), the random-init twin (more than the
+architecture and tokenizer?), then the within-group residual probe against its lexical twin (anything within the
+group beyond the spelling?). Each comparison is ``above``, ``below``, ``equivalent`` (within the declared margin,
+TOST) or ``inconclusive``, decided on p-values corrected by Holm over a family: the run's own comparisons for a run's
+``summary.json``, every run of the table for a study's table and report (:func:`table_verdicts`). The sentence says
+which outcome each comparison had, with its interval and n, and which label the uncorrected tests would give when it
+differs. "Only" and "not" are never printed without an upper bound: an inconclusive comparison prints what its
+interval still allows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from worldprobe.probes.bootstrap import Estimate
+from worldprobe.probes.bootstrap import Estimate, fmt
+from worldprobe.probes.inference import Comparison, Decision, FamilyResult, family
 
 GROUP_NOUNS = {"country": "country", "state_id": "state", "borough": "borough", "century": "century",
                "decade": "decade", "pub_year": "year"}  # fmt: skip
@@ -21,91 +27,247 @@ CONTROL_NAMES = {
     "embedding": "the embedding layer",
     "lexical": "the TF-IDF lexical control",
 }
+LADDER = ("shuffled", "lexical", "random_init")
+"""The comparisons of the probe with a control that the label reads, in order."""
 LABELS = {
-    "no_readout": "no readout",
-    "spelling": "not shown beyond spelling",
-    "architecture": "not shown beyond random weights",
-    "which_group": "which {group} only",
-    "within_group": "beyond the {group}",
+    "no_readout": "no readout shown",
     "unchecked": "unchecked (no lexical control)",
+    "spelling_equivalent": "no more than spelling (±{m})",
+    "spelling_below": "below spelling",
+    "spelling_inconclusive": "inconclusive vs spelling",
+    "architecture_equivalent": "no more than random weights (±{m})",
+    "architecture_below": "below random weights",
+    "architecture_inconclusive": "inconclusive vs random weights",
+    "beyond_spelling": "beyond spelling; within-{group} not shown",
+    "within_group": "beyond spelling, within the {group}",
 }
 
 
-def _est(entry: dict[str, Any] | None) -> Estimate | None:
-    return Estimate(**entry) if entry else None
+def comparisons_of(headline: Mapping[str, Any]) -> list[Comparison]:
+    """The comparisons recorded in a run's headline."""
+    return [Comparison.from_dict(c) for c in headline.get("comparisons", [])]
 
 
-def _side(diff: Estimate) -> str:
-    return "above" if diff.low > 0 else "below" if diff.high < 0 else "tie"
+def verdict(
+    headline: Mapping[str, Any],
+    *,
+    kind: str,
+    group_column: str,
+    n_layers: int,
+    decided: FamilyResult | None = None,
+    run: str = "run",
+    scope: str = "this run",
+) -> dict[str, Any]:
+    """``{"label", "unadjusted_label", "holds", "sentence", "outcomes", "family_size"}`` for one run's headline.
 
-
-def verdict(headline: dict[str, Any], *, kind: str, group_column: str, n_layers: int) -> dict[str, Any]:
-    """``{"label", "sentence", "sides"}`` for one run's headline (``headline.headline(...).summary``)."""
+    ``decided`` holds the decisions of the family the run belongs to (keys ``(run, comparison key)``); without it the
+    family is the run's own comparisons. ``scope`` names the family in the sentence ("this run", "this table")."""
+    if decided is None:
+        decided = family({run: comparisons_of(headline)})
     group = GROUP_NOUNS.get(group_column, group_column)
     what = {"place": "where", "time": "when"}.get(kind, "what value")
-    probe = {k: _est(v) for k, v in headline["probe"].items() if k != "r2_by_target"}
-    sides: dict[str, str] = {}
-    parts: dict[str, list[str]] = {"above": [], "tie": [], "below": []}
-    for name, title in CONTROL_NAMES.items():
-        entry = headline.get("controls", {}).get(name)
-        if not entry:
-            continue
-        diff = _est(entry["own"]["diff_r2"])
-        sides[name] = _side(diff)
-        seeds = f" ({len(entry['seeds'])} seeds)" if len(entry.get("seeds", [])) > 1 else ""
-        parts[sides[name]].append(f"{title}{seeds} ({diff.text(signed=True)})")
-    within = probe["within_group_r"]
-    alt = headline.get("alt_world", {})
-    beyond = _est(alt.get("beyond_lexical"))
-    within_shown = within is not None and within.low > 0
-    label = _label(sides, within_shown)
-    unchecked_twin = "random_init" not in sides and label in ("which_group", "within_group")
-    n, layer = headline["n_test"], headline["selected_layer"]
-    text = [f"Test R² {probe['r2'].text()} (n = {n} test entities; layer {layer}/{n_layers}, chosen on train rows)."]
-    for side, words in (("above", "Above"), ("tie", "Not distinguishable from"), ("below", "Below")):
-        if parts[side]:
-            text.append(f"{words}: {'; '.join(parts[side])}.")
-    if within is not None:
-        text.append(f"Within-{group} r {within.text()}.")
-    if beyond is not None:
-        text.append(f"Alternative-world gap beyond the lexical features {beyond.text(signed=True)}.")
-    if unchecked_twin:
+    comparisons = {c.key: c for c in comparisons_of(headline)}
+    holm = {key: d for (name, key), d in decided.holm.items() if name == run}
+    raw = {key: d for (name, key), d in decided.unadjusted.items() if name == run}
+    label = _label(holm, comparisons)
+    unadjusted = _label(raw, comparisons)
+    margins = headline.get("margins", {})
+    name, unadjusted_name = (_name(x, group, margins, comparisons) for x in (label, unadjusted))
+    twin_missing = name.endswith(NO_TWIN)
+    text = [_opening(headline, n_layers)]
+    for key in (*LADDER, "embedding"):
+        if key in comparisons:
+            text.append(_control_clause(comparisons[key], holm.get(key)))
+    lexical = headline.get("controls", {}).get("lexical", {})
+    if lexical.get("alpha_on_edge"):
+        text.append(f"The lexical control's penalty ({lexical['alpha']:g}) is on an edge of its grid, so its R² may "
+                    "be understated.")  # fmt: skip
+    text += _within_clauses(headline, comparisons.get("within_group"), holm.get("within_group"), group)
+    text += _alt_world_clauses(headline, comparisons.get("alt_world"), holm.get("alt_world"))
+    text += _scale_clauses(headline)
+    text += _resplit_clauses(headline)
+    if twin_missing:
         text.append("The random-init twin was not run, so the architecture alone is not ruled out.")
-    meaning = _meaning(label, group, what)
-    if unchecked_twin:  # the architecture was not ruled out, so the sentence must not claim it was
-        meaning = meaning.replace(", the spelling and the architecture", " and the spelling")
-    text.append(meaning)
-    name = LABELS[label].format(group=group) + (" (no random-init control)" if unchecked_twin else "")
-    return {"label": name, "sentence": " ".join(text), "sides": sides, "within_group_shown": within_shown}
-
-
-def _label(sides: dict[str, str], within_shown: bool) -> str:
-    if sides.get("shuffled", "above") != "above":
-        return "no_readout"
-    if "lexical" not in sides:
-        return "unchecked"
-    if sides["lexical"] != "above":
-        return "spelling"
-    if sides.get("random_init", "above") != "above":  # not run: said beside the label, never counted as beaten
-        return "architecture"
-    return "within_group" if within_shown else "which_group"
-
-
-def _meaning(label: str, group: str, what: str) -> str:
+    text.append(_meaning(label, group, what, comparisons, twin_missing, margins))
+    holds = label == unadjusted
+    ending = "." if holds else f"; without it the label would read '{unadjusted_name}'."
+    text.append(f"Decided under {_scope_text(decided, scope)}{ending}")
     return {
-        "no_readout": "So: no readout is shown (the probe does not beat shuffled targets).",
-        "spelling": "So: not shown. The spelling of the names predicts the target as well as the model's activations, "
-                    "so nothing here needs a model representation.",
-        "architecture": "So: not shown beyond the architecture. A twin with random weights reads out as much.",
-        "which_group": f"So: the model knows which {group}, not (shown) {what} inside it.",
-        "within_group": f"So: evidence of {what} beyond the {group}, the spelling and the architecture.",
+        "label": name, "unadjusted_label": unadjusted_name, "holds": holds,
+        "sentence": " ".join(text), "outcomes": {k: d.outcome for k, d in holm.items()},
+        "family_size": decided.size,
+    }  # fmt: skip
+
+
+def table_verdicts(runs: Mapping[str, Mapping[str, Any]], *, settings: Mapping[str, Mapping[str, Any]]
+                   ) -> tuple[dict[str, dict[str, Any]], FamilyResult]:  # fmt: skip
+    """The verdict of every run of a table under one Holm family (every run's comparisons together). ``runs`` maps a
+    run name to its headline, ``settings`` a run name to ``verdict``'s keyword arguments (kind, group_column,
+    n_layers)."""
+    decided = family({name: comparisons_of(head) for name, head in runs.items()})
+    return {name: verdict(head, decided=decided, run=name, scope="this table", **settings[name])
+            for name, head in runs.items()}, decided  # fmt: skip
+
+
+def _scope_text(decided: FamilyResult, scope: str) -> str:
+    return f"Holm's correction over the {decided.size} hypotheses of {scope} (family-wise error 5%)"
+
+
+def _label(decisions: Mapping[str, Decision], comparisons: Mapping[str, Comparison]) -> str:
+    def outcome(key: str) -> str | None:
+        return decisions[key].outcome if key in decisions else None
+
+    if outcome("shuffled") not in ("above", None):
+        return "no_readout"
+    if "lexical" not in comparisons:
+        return "unchecked"
+    if outcome("lexical") != "above":
+        return f"spelling_{outcome('lexical')}"
+    if "random_init" in comparisons and outcome("random_init") != "above":
+        return f"architecture_{outcome('random_init')}"
+    return "within_group" if outcome("within_group") == "above" else "beyond_spelling"
+
+
+NO_TWIN = " (no random-init control)"
+
+
+def _name(label: str, group: str, margins: Mapping[str, float], comparisons: Mapping[str, Comparison]) -> str:
+    """The label in words; a label past the architecture's rung without a random-init twin says so."""
+    text = LABELS[label].format(group=group, m=fmt(margins.get("r2", 0.05)))
+    missing = "random_init" not in comparisons and label in ("beyond_spelling", "within_group")
+    return text + (NO_TWIN if missing else "")
+
+
+def _opening(headline: Mapping[str, Any], n_layers: int) -> str:
+    probe = headline["probe"]
+    r2, rho = Estimate(**probe["r2"]), Estimate(**probe["spearman"])
+    return (f"Test R² {r2.text()}, Spearman ρ {rho.text()} (n = {headline['n_test']} test entities; layer "
+            f"{headline['selected_layer']}/{n_layers}, chosen on train rows).")  # fmt: skip
+
+
+def outcome_text(comparison: Comparison, decision: Decision | None, unit: str = "R²") -> str:
+    """``above (Holm p = .003)`` and the like: the outcome in words, the test behind it and its p-value."""
+    if decision is None or not decision.adjusted:
+        p = comparison.p["difference"]
+        return f"{_side(comparison)} (unadjusted p = {_p(p)}; not a label test)"
+    if decision.outcome in ("above", "below"):
+        extra = f", and within ±{fmt(comparison.margin)}" if decision.within_margin else ""
+        return f"{decision.outcome} (Holm p = {_p(decision.p_difference)}{extra})"
+    if decision.outcome == "equivalent":
+        return f"equivalent within ±{fmt(comparison.margin)} {unit} (TOST, Holm p = {_p(decision.p_equivalence)})"
+    est = comparison.estimate
+    return (f"inconclusive (neither a difference nor equivalence within ±{fmt(comparison.margin)} survives Holm; the "
+            f"interval allows {fmt(est.low, signed=True)} to {fmt(est.high, signed=True)})")  # fmt: skip
+
+
+def _side(comparison: Comparison) -> str:
+    est = comparison.estimate
+    return "above" if est.low > 0 else "below" if est.high < 0 else "interval includes 0"
+
+
+def _p(p: float) -> str:
+    if p != p:  # NaN
+        return "–"
+    return "< .001" if p < 0.001 else fmt(p, 3)
+
+
+def _control_clause(comparison: Comparison, decision: Decision | None) -> str:
+    title = CONTROL_NAMES.get(comparison.key, comparison.key)
+    return f"Against {title}: ΔR² {comparison.estimate.text(signed=True)}, {outcome_text(comparison, decision)}."
+
+
+def _within_clauses(headline: Mapping[str, Any], comparison: Comparison | None, decision: Decision | None,
+                    group: str) -> list[str]:  # fmt: skip
+    entry = headline.get("within_group")
+    if entry is None:
+        return [f"Within-{group} information was not tested (the within_group control was not run)."]
+    if comparison is None:
+        return [f"Within-{group} information was not tested: {entry.get('skipped', 'no residual probe')}."]
+    model, lexical = Estimate(**entry["model_r"]), Estimate(**entry["lexical_r"])
+    head = (f"Within the {group} (a probe fitted to offsets from the {group}'s train mean, layer {entry['layer']}; "
+            f"n = {comparison.estimate.n} test entities of {entry['groups']} {group} groups with ≥ 2 train rows): r "
+            f"{model.text()}, the spelling's {lexical.text()}; Δr {comparison.estimate.text(signed=True)}, "
+            f"{outcome_text(comparison, decision, unit='r')}.")  # fmt: skip
+    if decision is not None and decision.outcome != "above":
+        head += (f" Within-{group} information beyond the spelling is not shown: Δr at most "
+                 f"{fmt(comparison.estimate.high, signed=True)} (95% upper bound).")  # fmt: skip
+    return [head]
+
+
+def _alt_world_clauses(headline: Mapping[str, Any], comparison: Comparison | None,
+                       decision: Decision | None) -> list[str]:  # fmt: skip
+    entry = headline.get("alt_world")
+    if entry is None:
+        return []
+    if "not_applicable" in entry:
+        return [f"Alternative world: not applicable ({entry['not_applicable']})."]
+    if comparison is None:
+        return []
+    matching = entry.get("matching", {})
+    text = (f"In {entry['permutations']} alternative worlds matched on train rows to be as learnable from the spelling "
+            f"(groups the spelling places alike swap places), the probe fits the true world better by "
+            f"{comparison.estimate.text(signed=True)} R², {outcome_text(comparison, decision)}")  # fmt: skip
+    if "gap_lexical" in entry:
+        text += f"; the spelling's gap in the same worlds is {Estimate(**entry['gap_lexical']).text(signed=True)}"
+    check = matching.get("check")
+    if check:
+        text += f" (on held-out train rows {Estimate(**check['estimate']).text(signed=True)})"
+    return [text + "."]
+
+
+def _scale_clauses(headline: Mapping[str, Any]) -> list[str]:
+    text = []
+    warning = headline.get("scale", {}).get("warning")
+    if warning:
+        text.append(f"Note: {warning}.")
+    eras = headline.get("eras", {}).get("types", {})
+    if eras:
+        parts = [f"{name}: R² {Estimate(**e['r2']).text()}, ρ {Estimate(**e['spearman']).text()} (n = {e['n']})"
+                 for name, e in eras.items()]  # fmt: skip
+        text.append(f"By era: {'; '.join(parts)}.")
+    return text
+
+
+def _resplit_clauses(headline: Mapping[str, Any]) -> list[str]:
+    spread = headline.get("resplits")
+    if not spread:
+        return []
+    names = {"r2": "R²", "spearman": "ρ", "diff_r2_lexical": "ΔR² vs lexical",
+             "diff_r2_random_init": "ΔR² vs random init"}  # fmt: skip
+    parts = [
+        f"{label} {fmt(spread[key]['mean'], signed=key.startswith('diff'))} (sd {fmt(spread[key]['sd'])}, "
+        f"{fmt(spread[key]['min'])} to {fmt(spread[key]['max'])})"
+        for key, label in names.items()
+        if key in spread
+    ]
+    return [f"Refitted on {spread['resplits']} re-drawn train/test splits: {'; '.join(parts)}."]
+
+
+def _meaning(label: str, group: str, what: str, comparisons: Mapping[str, Comparison], twin_missing: bool,
+             margins: Mapping[str, float]) -> str:  # fmt: skip
+    margin = fmt(margins.get("r2", 0.05))
+    beyond = "the spelling" if twin_missing else "the spelling and the architecture"
+    within = comparisons.get("within_group")
+    bound = (f" (Δr at most {fmt(within.estimate.high, signed=True)})" if within is not None else " (not tested)")
+    return {
+        "no_readout": "So: no readout is shown (the probe is not shown to beat shuffled targets).",
         "unchecked": "So: unchecked. Without the lexical control the model cannot be told from the spelling.",
+        "spelling_equivalent": f"So: the model's activations predict the target no better than the spelling of the "
+                               f"names (equivalent within ±{margin} R²).",
+        "spelling_below": "So: the spelling of the names predicts the target better than the model's activations.",
+        "spelling_inconclusive": f"So: inconclusive. The probe is shown neither to beat the spelling of the names "
+                                 f"nor to be equivalent to it within ±{margin} R².",
+        "architecture_equivalent": f"So: beyond the spelling, but a twin with random weights reads out as much "
+                                   f"(equivalent within ±{margin} R²).",
+        "architecture_below": "So: a twin with random weights reads out more than the trained model.",
+        "architecture_inconclusive": f"So: inconclusive against the architecture. The probe is shown neither to beat "
+                                     f"a twin with random weights nor to be equivalent to it within ±{margin} R².",
+        "beyond_spelling": f"So: evidence of {what} beyond {beyond}; within a {group}, information beyond the "
+                           f"spelling is not shown{bound}.",
+        "within_group": f"So: evidence of {what} beyond {beyond}, including within a {group}.",
     }[label]  # fmt: skip
 
 
-def short(entry: dict[str, Any] | None, *, signed: bool = False) -> str:
+def short(entry: Mapping[str, Any] | None, *, signed: bool = False) -> str:
     """An estimate dict as ``.36 [.30, .41]`` (``–`` when absent)."""
-    est = _est(entry)
-    return est.text(signed=signed) if est is not None else "–"
-
-
+    return Estimate(**entry).text(signed=signed) if entry else "–"

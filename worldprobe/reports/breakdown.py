@@ -36,7 +36,8 @@ def breakdown_table(run: dict[str, Any]) -> pd.DataFrame:
 
 def breakdown_notes(run: dict[str, Any]) -> list[str]:
     """Plain sentences where an entity type tells another story than all test rows together: its R² interval lies
-    below zero, or a control that the probe beats overall is not beaten there (or the other way round)."""
+    below zero, or a control's interval lies on another side of zero there than overall. These read unadjusted
+    intervals of subsets (exploratory, outside the verdict's family) and say so."""
     head = run["headline"]
     overall = {c: _side(head["controls"][c]["own"]["diff_r2"]) for c in SHOWN_CONTROLS if c in head.get("controls", {})}
     notes = []
@@ -44,15 +45,18 @@ def breakdown_notes(run: dict[str, Any]) -> list[str]:
         r2 = Estimate(**entry["r2"])
         if r2.high < 0:
             notes.append(f"On {name} alone (n = {entry['n']}) the probe's test R² is {r2.text()}: worse than "
-                         "predicting the mean of those rows.")  # fmt: skip
+                         "predicting the mean of those rows (unadjusted interval, exploratory).")  # fmt: skip
         for control, side in overall.items():
             if control not in entry["controls"]:
                 continue
             here = _side(entry["controls"][control]["diff_r2"])
             if (here == "above") != (side == "above"):  # beaten here but not overall, or the other way round
                 diff = Estimate(**entry["controls"][control]["diff_r2"])
-                notes.append(f"On {name} alone (n = {entry['n']}) the probe is {_words(here)} {CONTROL_NAMES[control]} "
-                             f"({diff.text(signed=True)}), unlike on all test rows ({_words(side)}).")  # fmt: skip
+                notes.append(
+                    f"On {name} alone (n = {entry['n']}) the interval of the probe minus {CONTROL_NAMES[control]} "
+                    f"{_words(here)} ({diff.text(signed=True)}), unlike on all test rows ({_words(side)}; unadjusted "
+                    "intervals, exploratory)."
+                )
     return notes
 
 
@@ -62,4 +66,4 @@ def _side(entry: dict[str, Any]) -> str:
 
 
 def _words(side: str) -> str:
-    return {"above": "above", "below": "below", "tie": "not distinguishable from"}[side]
+    return {"above": "lies above 0", "below": "lies below 0", "tie": "includes 0"}[side]

@@ -14,7 +14,7 @@ from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
 from worldprobe.reports.choice import chosen_runs, left_out_runs, primary_prompt, report_results
 from worldprobe.reports.content import Block, Report, Section
 from worldprobe.reports.html import write_html
-from worldprobe.reports.summary import verdict_sentences, verdict_table
+from worldprobe.reports.summary import verdict_table
 from worldprobe.workspace import Workspace
 
 
@@ -22,7 +22,10 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     """Read ``workspace/results``; write ``out/figures/*.png|svg`` and ``out/index.html`` (out: workspace/reports)."""
     out = Path(out) if out is not None else workspace.reports
     results = report_results(workspace.results, workspace.datasets)
-    runs = {(r["dataset"], r["model"]): r for r in chosen_runs(results.summaries)}
+    view = verdict_table(results.summaries)
+    said = {(dataset, model): sentence for dataset, model, sentence in view.sentences}
+    runs = {(r["dataset"], r["model"]): {**r, "sentence": said[r["dataset"], r["model"]]}
+            for r in chosen_runs(results.summaries)}  # fmt: skip
     models = sorted(set(results.metrics.get("model", [])) | set(results.predictions.get("model", [])))
     palette = curves.model_palette(models)
     sections = []
@@ -31,8 +34,7 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
         _interventions(sections[-1], workspace, out)
     missing = results.missing + [f"{s.dataset}: {note}" for s in sections for note in s.notes]
     missing += left_out_runs(results.summaries)
-    report = Report(out / "index.html", verdict_table(results.summaries), sections, missing,
-                    verdict_sentences(results.summaries), results.stale)  # fmt: skip
+    report = Report(out / "index.html", view.table, sections, missing, view.sentences, results.stale, view.note)
     write_html(report)
     return report
 
@@ -61,7 +63,7 @@ def _section(
         block = Block(model)
         run = runs.get((dataset, model))
         if run is not None:
-            block.text.append(run["verdict"]["sentence"])
+            block.text.append(run["sentence"])
             types = breakdown_table(run)
             if not types.empty:
                 block.text += breakdown_notes(run)

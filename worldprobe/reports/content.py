@@ -42,6 +42,7 @@ class Report:
     missing: list[str]
     verdicts: list[tuple[str, str, str]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    note: str = ""  # under the verdict table: what a Δ is and which correction decided the labels
 
     @property
     def figures(self) -> list[FigureFile]:

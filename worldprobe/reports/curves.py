@@ -83,8 +83,14 @@ def layer_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, palette: di
         ax.axhline(0, color="#333333", lw=0.8)
         for model, model_rows in within.groupby("model"):
             _draw_probe(ax, model_rows, palette[model], "ridge")
-        ax.set(xlabel=DEPTH_LABEL, ylabel="test Pearson r after subtracting group means", xlim=(-0.02, 1.02))
-        ax.set_title("within-group correlation (0 = only which group)")
+        spelled = _test_rows(rows[rows["control"] == "within_group"], "lexical_pearson")
+        if not spelled.empty:
+            value = spelled.groupby("model")["value"].mean().mean()  # the same twin for every model
+            ax.axhline(value, color=NEUTRAL, lw=1.2, ls=CONTROL_STYLES["lexical"]["ls"])
+            ax.annotate(f"lexical {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"), ha="right",
+                        va="bottom", fontsize=7, color=NEUTRAL)  # fmt: skip
+        ax.set(xlabel=DEPTH_LABEL, ylabel="test Pearson r, predicted vs true offset", xlim=(-0.02, 1.02))
+        ax.set_title("within-group probe (fitted to offsets from the group mean)")
         ax.grid(alpha=0.3)
     _legends(fig, rows, palette, sorted(set(controls_seen)))
     models = sorted(set(rows["model"]))

@@ -1,13 +1,19 @@
 """The verdict table: per dataset and model, the probe at its train-selected layer beside every control, each number
-with its interval and n, and the verdict sentence (all read from the runs' ``summary.json`` headlines)."""
+with its interval and n, each comparison's outcome under Holm's correction over the whole table (one family: every
+label test of every run in it), the label, and whether the label holds under the correction (all read from the runs'
+``summary.json`` headlines; docs/verdicts.md states the rules)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from worldprobe.probes.verdict import short
+from worldprobe.datasets.registry import DATASETS
+from worldprobe.probes.inference import FamilyResult
+from worldprobe.probes.verdict import short, table_verdicts
 from worldprobe.reports.choice import chosen_runs
 
 COLUMNS = {
@@ -16,39 +22,80 @@ COLUMNS = {
     "n_test": "n test",
     "layer": "layer (chosen on train)",
     "r2": "test R² [95% CI]",
+    "spearman": "Spearman ρ [95% CI]",
     "error": "median error",
-    "vs_lexical": "Δ vs lexical",
-    "vs_random_init": "Δ vs random init",
-    "vs_embedding": "Δ vs embedding",
-    "within_group_r": "within-group r",
-    "alt_beyond_lexical": "alt-world gap beyond lexical",
-    "verdict": "verdict",
+    "vs_lexical": "ΔR² vs lexical",
+    "vs_random_init": "ΔR² vs random init",
+    "vs_embedding": "ΔR² vs embedding",
+    "within_group": "within-group Δr vs spelling",
+    "alt_world": "alt-world gap (matched)",
+    "verdict": "verdict (Holm)",
+    "holds": "unadjusted",
 }
-"""The table's columns and headings; a Δ is probe minus control, paired over the same test entities."""
+"""The table's columns and headings; a Δ is probe minus control, paired over the same test entities, followed by its
+outcome under Holm's correction (above, below, equivalent within the margin, inconclusive)."""
+SHORT_OUTCOMES = {"above": "above", "below": "below", "equivalent": "equiv.", "inconclusive": "inconcl."}
 
 
-def verdict_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
-    """The verdict table as text cells (estimates as ``.36 [.30, .41]``), one row per chosen run."""
-    rows = []
-    for run in chosen_runs(summaries):
-        head = run["headline"]
+@dataclass
+class VerdictTable:
+    """The verdict table as text cells, the verdict sentences, and the family they were decided in."""
+
+    table: pd.DataFrame
+    sentences: list[tuple[str, str, str]] = field(default_factory=list)
+    family: FamilyResult | None = None
+
+    @property
+    def note(self) -> str:
+        """The line under the table: what a Δ is and which correction decided the outcomes."""
+        if self.family is None:
+            return ""
+        return (f"Δ = probe minus control on the same test entities (paired bootstrap, 95% interval); each control at "
+                f"its own layer chosen on train rows. Outcomes and labels: {self.family.describe()}; the last column "
+                f"gives the label without the correction where it differs.")  # fmt: skip
+
+
+def verdict_table(summaries: list[dict[str, Any]]) -> VerdictTable:
+    """The verdict table of the chosen runs, decided as one Holm family."""
+    runs = chosen_runs(summaries)
+    if not runs:
+        return VerdictTable(pd.DataFrame(columns=list(COLUMNS.values())))
+    names = {_run_name(r): r for r in runs}
+    verdicts, decided = table_verdicts(
+        {name: r["headline"] for name, r in names.items()},
+        settings={name: _settings(r) for name, r in names.items()},
+    )
+    rows, sentences = [], []
+    for name, run in names.items():
+        head, said = run["headline"], verdicts[name]
+        outcomes = said["outcomes"]
         controls = head.get("controls", {})
         unit = head.get("error_unit", "")
-
-        alt = head.get("alt_world", {})
         error = head["probe"]["median_error"]
         rows.append({
             "dataset": run["dataset"], "model": run["model"], "n_test": head["n_test"],
             "layer": f"{head['selected_layer']}/{run['n_layers']}",
-            "r2": short(head["probe"]["r2"]),
+            "r2": short(head["probe"]["r2"]), "spearman": short(head["probe"]["spearman"]),
             "error": f"{amount(error['value'])} [{amount(error['low'])}, {amount(error['high'])}] {unit}",
-            "vs_lexical": _diff(controls, "lexical"), "vs_random_init": _diff(controls, "random_init"),
-            "vs_embedding": _diff(controls, "embedding"),
-            "within_group_r": short(head["probe"].get("within_group_r")),
-            "alt_beyond_lexical": short(alt.get("beyond_lexical"), signed=True) if alt else "not run",
-            "verdict": run["verdict"]["label"],
+            "vs_lexical": _diff(controls, "lexical", outcomes),
+            "vs_random_init": _diff(controls, "random_init", outcomes),
+            "vs_embedding": _diff(controls, "embedding", {}),
+            "within_group": _within(head, outcomes), "alt_world": _alt_world(head, outcomes),
+            "verdict": said["label"], "holds": "same" if said["holds"] else said["unadjusted_label"],
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=list(COLUMNS)).rename(columns=COLUMNS)
+        sentences.append((run["dataset"], run["model"], said["sentence"]))
+    table = pd.DataFrame(rows, columns=list(COLUMNS)).rename(columns=COLUMNS)
+    return VerdictTable(table, sentences, decided)
+
+
+def _run_name(run: Mapping[str, Any]) -> str:
+    return f"{run['dataset']} x {run['model']}"
+
+
+def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
+    spec = DATASETS.get(run["dataset"])
+    return {"kind": run.get("kind", spec.kind if spec else "numeric"),
+            "group_column": spec.oracle_column if spec else "group", "n_layers": int(run["n_layers"])}  # fmt: skip
 
 
 def amount(value: float) -> str:
@@ -56,27 +103,49 @@ def amount(value: float) -> str:
     return f"{value:,.1f}" if abs(value) < 10 else f"{value:,.0f}"
 
 
-def _diff(controls: dict[str, Any], name: str) -> str:
-    """Probe minus control at the control's own layer, ``+.12 [.07, .17]`` (with the number of seeds when several)."""
+def _with_outcome(text: str, outcome: str | None) -> str:
+    return f"{text} {SHORT_OUTCOMES[outcome]}" if outcome else text
+
+
+def _diff(controls: Mapping[str, Any], name: str, outcomes: Mapping[str, str]) -> str:
+    """Probe minus control at the control's own layer, ``+.12 [.07, .17] above`` (with the number of seeds when
+    several; without an outcome for a control outside the family)."""
     entry = controls.get(name)
     if not entry:
         return "not run"
-    text = short(entry["own"]["diff_r2"], signed=True)
+    text = _with_outcome(short(entry["own"]["diff_r2"], signed=True), outcomes.get(name))
     return f"{text} ({len(entry['seeds'])} seeds)" if len(entry.get("seeds", [])) > 1 else text
 
 
+def _within(head: Mapping[str, Any], outcomes: Mapping[str, str]) -> str:
+    entry = head.get("within_group")
+    if entry is None:
+        return "not run"
+    if "diff_r" not in entry:
+        return "not tested"
+    return _with_outcome(short(entry["diff_r"], signed=True), outcomes.get("within_group"))
+
+
+def _alt_world(head: Mapping[str, Any], outcomes: Mapping[str, str]) -> str:
+    entry = head.get("alt_world")
+    if entry is None:
+        return "not run"
+    if "not_applicable" in entry:
+        return "not applicable"
+    return _with_outcome(short(entry["gap"], signed=True), outcomes.get("alt_world"))
+
+
 def verdict_sentences(summaries: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(dataset, model, sentence) of every chosen run."""
-    return [(r["dataset"], r["model"], r["verdict"]["sentence"]) for r in chosen_runs(summaries)]
+    """(dataset, model, sentence) of every chosen run, decided in the table's family."""
+    return verdict_table(summaries).sentences
 
 
 def as_text(summaries: list[dict[str, Any]]) -> str:
     """The verdict table and the sentences as plain text (the end of ``worldprobe run``)."""
-    table = verdict_table(summaries)
-    if table.empty:
+    view = verdict_table(summaries)
+    if view.table.empty:
         return "no probe results yet"
-    lines = [table.to_string(index=False), ""]
-    lines += [f"{dataset} x {model}: {sentence}" for dataset, model, sentence in verdict_sentences(summaries)]
-    lines.append("Δ = probe minus control on the same test entities (paired bootstrap, 95% interval); each control at "
-                 "its own layer chosen on train rows.")  # fmt: skip
+    lines = [view.table.to_string(index=False), ""]
+    lines += [f"{dataset} x {model}: {sentence}" for dataset, model, sentence in view.sentences]
+    lines.append(view.note)
     return "\n".join(lines)
