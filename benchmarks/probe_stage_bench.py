@@ -37,7 +37,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from worldprobe.config import RANDOM_INIT_SEEDS
-from worldprobe.probes.controls import alternative_worlds, control_targets, group_keys
+from worldprobe.probes.altworld import WORLDS
+from worldprobe.probes.controls import group_keys, shuffled_targets
 from worldprobe.probes.experiments import holdout_masks, resolve_targets
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, RidgeProbe
 from worldprobe.probes.selection import select_layer
@@ -263,10 +264,25 @@ def synthetic_stage(n: int, d: int, n_layers: int, seed: int = 0) -> Stage:
     entity_type = pd.Series(rng.choice(6, size=n)).map(lambda t: f"t{t}")
     is_test = rng.random(n) < 0.2
     entities = pd.DataFrame({"text": [f"entity {i}" for i in range(n)], "country": country})
-    extra = control_targets(["shuffled", "alt_world"], entities, y, "world_place", seed)
+    worlds = swapped_worlds(country, y, ~is_test, seed)
     return Stage(layers.__getitem__, list(layers), {s: t.__getitem__ for s, t in twins.items()}, y,
-                 np.flatnonzero(~is_test), [*extra["shuffled"], *extra["alt_world"]], extra["alt_world"],
+                 np.flatnonzero(~is_test), [shuffled_targets(entities["text"], y, seed=seed), *worlds], worlds,
                  {"country": country, "entity_type": entity_type})  # fmt: skip
+
+
+def swapped_worlds(groups: pd.Series, y: np.ndarray, train: np.ndarray, seed: int) -> list[np.ndarray]:
+    """The alternative worlds' workload: WORLDS target sets in which groups move as rigid blocks to other groups'
+    train centroids (a seeded cyclic permutation; the probe stage's worlds are also matched on the spelling, which
+    changes which groups move, not how many fits there are)."""
+    codes, uniques = pd.factorize(groups.astype(str))
+    means = pd.DataFrame(y[train]).groupby(codes[train]).mean().reindex(range(len(uniques))).fillna(0).to_numpy()
+    out = []
+    for s in np.random.default_rng(seed).integers(0, 2**31, WORLDS):
+        order = np.random.default_rng(s).permutation(len(uniques))
+        destination = np.empty(len(uniques), dtype=int)
+        destination[order] = np.roll(order, -1)
+        out.append(y + means[destination[codes]] - means[codes])
+    return out
 
 
 def paper_stage(workspace: str, dataset: str, model: str) -> Stage:
@@ -286,12 +302,12 @@ def paper_stage(workspace: str, dataset: str, model: str) -> Stage:
         twin = open_cache(find_cache(dataset, f"random:{model}", workspace=workspace, seed=seed))
         order = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))[ids].to_numpy()
         twins[seed] = lambda layer, t=twin, o=order: np.asarray(t.layer(layer))[o]
-    extra = control_targets(["shuffled", "alt_world"], entities, y, dataset, 0)
-    worlds = alternative_worlds(group_keys(entities, dataset), y, seed=0)
+    train = ~entities["is_test"].to_numpy(dtype=bool)
+    worlds = swapped_worlds(group_keys(entities, dataset), y, train, 0)
     groups = {"country": entities["country"].map(canonical_country), "entity_type": entities["entity_type"]}
     return Stage(lambda layer: np.asarray(cache.layer(layer)), [int(v) for v in cache.layers], twins, y,
-                 np.flatnonzero(~entities["is_test"].to_numpy(dtype=bool)), [*extra["shuffled"], *extra["alt_world"]],
-                 worlds, groups)  # fmt: skip
+                 np.flatnonzero(train), [shuffled_targets(entities["text"], y, seed=0), *worlds], worlds,
+                 groups)  # fmt: skip
 
 
 def time_run_probe(workspace: str, dataset: str, model: str) -> tuple[float, float]:

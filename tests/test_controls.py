@@ -262,7 +262,8 @@ def test_run_controls_writes_tidy_rows_for_every_control(workspace, monkeypatch)
     from worldprobe.extract import cache as cache_mod
 
     monkeypatch.setattr(cache_mod, "find_twin", fake_find_twin)
-    monkeypatch.setattr(cache_mod, "open_cache", lambda path: twin)
+    monkeypatch.setattr(cache_mod, "find_pooled", lambda manifest, workspace: workspace.activations / "pooled")
+    monkeypatch.setattr(cache_mod, "open_cache", lambda path: twin)  # the pooled embeddings too (layer 0: noise)
     done = run(list(controls.CONTROLS), cache, targets, workspace, fits=True)
     frame = done.rows
 
@@ -312,9 +313,11 @@ def test_run_controls_rejects_bad_requests(workspace):
         run(["bogus"], cache, targets, workspace)
     with pytest.raises(WorldprobeError, match="target rows"):
         run(["shuffled"], cache, targets.iloc[:5], workspace, predictions=main_predictions(cache, targets))
-    no_zero = FakeCache(cache.entities, {1: cache.arrays[1], 2: cache.arrays[2]}, {"n_layers": 2})
-    with pytest.raises(WorldprobeError, match="no layer 0"):
-        run(["embedding"], no_zero, targets, workspace)
+    unpooled = FakeCache(cache.entities, cache.arrays, {"dataset": "world_place", "model": "tiny", "prompt": "empty",
+                                                        "dtype": "float32", "n_layers": 2})  # fmt: skip
+    with pytest.raises(WorldprobeError, match="the embedding control reads layer 0 averaged") as error:
+        run(["embedding"], unpooled, targets, workspace)
+    assert "--control embedding" in error.value.hint
 
 
 def test_controls_fitted_in_the_probes_own_sweep_equal_their_own_fits(workspace):

@@ -52,6 +52,28 @@ def test_cache_layout_manifest_and_values(workspace, tiny_llama_dir, make_entity
     np.testing.assert_allclose(layer[7], rows[3][0], rtol=2e-3, atol=1e-3)
 
 
+def test_a_last_token_cache_gets_its_pooled_embedding_companion(workspace, tiny_llama_dir, make_entity_table):
+    """Asked for, beside an unsharded last-token cache with layer 0: layer 0 averaged over each entity's tokens (what
+    the embedding control reads), equal to extracting aggregation "mean" at layer 0 by hand; not for a twin."""
+    make_entity_table(workspace, texts(10))
+    path = run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, layers="0,2", limit=7,
+                          pooled_embedding=True, progress=False)  # fmt: skip
+    manifest = open_cache(path).manifest
+    pooled = open_cache(cache_mod.find_pooled(manifest, workspace=workspace))
+    assert pooled.manifest["aggregation"] == "mean" and pooled.layers == [0] and pooled.n_entities == 7
+    assert list(pooled.entities["entity_id"]) == list(open_cache(path).entities["entity_id"])
+    by_hand = run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, layers=[0], limit=7,
+                             aggregation="mean", progress=False)  # fmt: skip
+    assert by_hand == pooled.path
+    last = open_cache(path).layer(0)
+    assert not np.allclose(np.asarray(pooled.layer(0)), np.asarray(last))  # several tokens per name, not the last
+    twin = runner.extract_twin("world_place", str(tiny_llama_dir), "empty", manifest, seed=1, workspace=workspace,
+                               layers=[0])  # fmt: skip
+    assert not runner.wants_pooled(open_cache(twin).manifest)
+    folders = [p.name for p in workspace.activations.iterdir()]
+    assert sum("__mean__" in name for name in folders) == 1
+
+
 def test_finished_cache_is_reused_and_covers_layer_subsets(workspace, tiny_llama_dir, make_entity_table, monkeypatch):
     make_entity_table(workspace, texts(12))
     path = run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)

@@ -300,3 +300,26 @@ def test_time_targets_get_year_errors():
     assert values[("year", "abs_error_years")] == pytest.approx(10.0)  # (10 + 10 + 0 + 20) / 4
     assert values[("year", "mae")] == pytest.approx(10.0)
     assert ("mean", "proximity") in values and ("mean", "haversine_km") not in values
+
+
+def test_resplits_refit_the_probe_and_its_controls_on_redrawn_splits(cached):
+    """--resplits K: K seeded, grouped re-drawn splits, each refitting the probe (layer chosen again on its train
+    rows) and the lexical control; the spread is in the headline and the sentence, the same on a re-run."""
+    workspace, _, entities = cached
+    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], controls=("lexical",), resplits=3,
+                       progress=False)  # fmt: skip
+    spread = read_summary(folder)["headline"]["resplits"]
+    assert spread["resplits"] == 3 and len(spread["draws"]) == 3
+    assert {"r2", "spearman", "diff_r2_lexical"} <= set(spread) and "diff_r2_random_init" not in spread
+    values = [d["r2"] for d in spread["draws"]]
+    assert len(set(values)) == 3 and spread["r2"]["min"] == min(values) and spread["r2"]["sd"] > 0
+    assert all(d["layer"] in (2, 4) for d in spread["draws"])
+    assert "Refitted on 3 re-drawn train/test splits: R² " in read_summary(folder)["verdict"]["sentence"]
+    (folder / "summary.json").unlink()
+    again = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], controls=("lexical",), resplits=3,
+                      progress=False)  # fmt: skip
+    assert read_summary(again)["headline"]["resplits"] == spread
+    with pytest.raises(WorldprobeError, match="resplits"):
+        run_probe("world_place", "tiny", workspace=workspace, resplits=-1, progress=False)
+    with pytest.raises(WorldprobeError, match="margin"):
+        run_probe("world_place", "tiny", workspace=workspace, margin_r2=1.5, progress=False)

@@ -127,7 +127,7 @@ def test_verdict_table_reads_the_train_selected_layer_and_paired_intervals(tmp_p
     assert table.loc["tiny-a", "ΔR² vs lexical"].rsplit(" ", 1)[1] in ("above", "below", "equiv.", "inconcl.")
     # the table decides every run in one family, so its label may differ from the run's own (family of one run)
     sentence = dict(((d, m), s) for d, m, s in view.sentences)[("us_place", "tiny-a")]
-    assert "hypotheses of this table" in sentence and "hypotheses of this run" in run["verdict"]["sentence"]
+    assert "comparisons) of this table" in sentence and "comparisons) of this run" in run["verdict"]["sentence"]
     assert view.family.size > len(head["comparisons"])
     text = summary_text(results.summaries)
     assert "paired bootstrap" in text and sentence in text and "Holm's correction" in text

@@ -125,6 +125,11 @@ def test_shards_split_each_extract_unit_but_not_the_disk_estimate(tmp_path, work
          "unknown probe 'lasso'"),
         ('controls = ["shuffled"]', 'controls = ["shuffled"]\nholdouts = 1', "probes.holdouts",
          "must be true/false, not a whole number 1"),
+        ('controls = ["shuffled"]', 'controls = ["shuffled"]\nmargin_r2 = 1.5', "probes.margin_r2",
+         "must be at most 0.999"),
+        ('controls = ["shuffled"]', 'controls = ["shuffled"]\nresplits = -1', "probes.resplits", "at least 0"),
+        ('controls = ["shuffled"]', 'controls = ["shuffled"]\nmargin_r = 0.1\nresplits = 2', "probes.resplits",
+         None),  # a valid study
         ('random_init = ["smollm2-135m"]', "random_init = []", "extract.models", None),  # a valid study
         ('datasets = ["world_place"]', 'datasets = ["art"]', "neurons.datasets", "which the study does not build"),
         ('datasets = ["world_place"]', 'datasets = ["world_place"]\ntop_k = 0', "neurons.top_k", "at least 1"),

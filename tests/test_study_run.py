@@ -105,7 +105,8 @@ def test_serial_run_writes_every_stage(serial_run):
     assert outputs["report"][0].name == "index.html" and outputs["report"][0].exists()
     metrics = metrics_of(workspace)
     assert {"none", "shuffled", "lexical", "alt_world", "random_init"} <= set(metrics["control"])
-    assert len(layer_files(workspace)) == 3 * 5  # the model and two random twins, embeddings + 4 blocks
+    # the model and two random twins, embeddings + 4 blocks each, and the model's pooled embeddings (embedding control)
+    assert len(layer_files(workspace)) == 3 * 5 + 1
     assert list(workspace.results.glob("*/neurons.parquet"))
 
 
@@ -147,7 +148,10 @@ def test_ray_with_two_workers_and_two_shards_per_cache_matches_serial(serial_run
     pd.testing.assert_frame_equal(metrics_of(ray_ws), metrics_of(serial_ws))
     assert layer_files(ray_ws) == layer_files(serial_ws)
     manifests = [json.loads(p.read_text()) for p in ray_ws.activations.glob("*/manifest.json")]
-    assert len(manifests) == 3 and all(m["complete"] and m["shards"] == 2 for m in manifests)
+    sharded = [m for m in manifests if m["aggregation"] == "last"]
+    assert len(sharded) == 3 and all(m["complete"] and m["shards"] == 2 for m in sharded)
+    (pooled,) = [m for m in manifests if m["aggregation"] == "mean"]  # the embedding control's, made by the probe unit
+    assert pooled["complete"] and pooled["layers"] == [0]
     assert not list(ray_ws.activations.glob("*/progress*")) and not list(ray_ws.activations.glob("*/overflow*"))
 
 

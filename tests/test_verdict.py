@@ -30,6 +30,17 @@ def test_holm_matches_the_textbook_step_down():
     assert ((holm(raw) <= 1) & (holm(raw) >= raw)).all()  # never above 1, never below the raw p
 
 
+def test_shaffers_refinement_counts_one_possibly_true_null_per_comparison():
+    p = [0.01, 0.02, 0.03, 0.04]
+    np.testing.assert_allclose(holm(p), [0.04, 0.06, 0.06, 0.06])
+    np.testing.assert_allclose(holm(p, ["a", "a", "b", "b"]), [0.02, 0.04, 0.06, 0.06])
+    rng = np.random.default_rng(1)
+    many = rng.uniform(0, 0.2, 40)
+    pairs = np.repeat(np.arange(20), 2)
+    assert (holm(many, pairs) <= holm(many) + 1e-15).all()  # never stricter than Holm
+    assert (holm(many, pairs) >= many).all()
+
+
 def test_bootstrap_p_values_agree_with_the_percentile_interval():
     rng = np.random.default_rng(0)
     for mean in (0.0, 0.05, 0.1, 0.2, -0.15):
@@ -150,7 +161,7 @@ def test_holm_over_a_family_can_withdraw_a_label():
     assert decided.size == 2 * 2 * len(runs)
     assert ours["label"] == "inconclusive vs spelling" and not ours["holds"]
     assert ours["unadjusted_label"].startswith("beyond spelling")
-    assert f"Holm's correction over the {decided.size} hypotheses of this table" in ours["sentence"]
+    assert f"over the {decided.size} hypotheses ({len(runs) * 2} comparisons) of this table" in ours["sentence"]
     assert "without it the label would read 'beyond spelling" in ours["sentence"]
 
 

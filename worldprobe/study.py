@@ -708,11 +708,14 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
             p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
             dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=p["seed"],
             shard=p.get("shard"), **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
+            pooled_embedding="embedding" in study.controls_for(p["model"]),
         )  # fmt: skip
     if unit.stage == "probes":
         from worldprobe.probes import run_probe
 
         holdouts = get_spec(p["dataset"]).holdout_columns if study.probes.holdouts else ()
+        if "embedding" in study.controls_for(p["model"]):
+            _ensure_pooled(study, workspace, p)
         return run_probe(
             p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
             controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
@@ -750,6 +753,22 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
     if unit.stage == "report":
         return _build_report(workspace, study.seed)
     raise ValueError(f"unknown stage {unit.stage!r}")
+
+
+def _ensure_pooled(study: Study, workspace: Workspace, p: dict[str, Any]) -> None:
+    """The pooled-embedding companion the embedding control reads: the extract stage writes it beside an unsharded
+    cache; a sharded one (or a cache from before it existed) gets it here (one block's forward pass)."""
+    from worldprobe.devices import cache_dtype
+    from worldprobe.extract.cache import MissingCacheError, find_cache, find_pooled, read_manifest
+    from worldprobe.extract.runner import extract_pooled
+
+    x = study.extract
+    manifest = read_manifest(find_cache(p["dataset"], p["model"], p["prompt"], workspace=workspace,
+                                        prefer={"dtype": cache_dtype(x.dtype, x.device)}))  # fmt: skip
+    try:
+        find_pooled(manifest, workspace=workspace)
+    except MissingCacheError:
+        extract_pooled(manifest, workspace=workspace, batch_size=x.batch_size, device=x.device, progress=False)
 
 
 def _build_report(workspace: Workspace, seed: int) -> Path:

@@ -1,5 +1,5 @@
-"""``worldprobe probe``: extract the random-init twins its random_init control reads (when asked for), then run the
-probe stage."""
+"""``worldprobe probe``: extract the random-init twins its random_init control reads and the pooled embeddings its
+embedding control reads (when asked for and missing), then run the probe stage."""
 
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def probe(
     ws = workspace_of(ctx)
     if "random_init" in resolve_controls(control):
         extract_twins(ws, dataset, model, prompt, layers, dtype, [seed + i for i in range(random_init_seeds)])
+    if "embedding" in resolve_controls(control):
+        extract_pooled_embedding(ws, dataset, model, prompt, dtype)
     folder = run_probe(
         dataset, model, prompt, workspace=ws, probe=probe_kind,
         layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),
@@ -83,6 +85,17 @@ def extract_twins(
     chosen = cache.layers if layers == "all" else parse_layers(layers, cache.n_layers)
     for seed in seeds:
         extract_twin(dataset, model, prompt, cache.manifest, seed=seed, workspace=ws, layers=chosen)
+
+
+def extract_pooled_embedding(ws: Workspace, dataset: str, model: str, prompt: str, dtype: str | None) -> None:
+    """The embedding control reads layer 0 averaged over each entity's tokens: extract it beside the model's cache
+    when missing (one block's forward pass; a finished one is reused)."""
+    from worldprobe.devices import cache_dtype
+    from worldprobe.extract.cache import find_cache, read_manifest
+    from worldprobe.extract.runner import extract_pooled
+
+    narrow = {} if dtype is None else {"dtype": cache_dtype(dtype)}
+    extract_pooled(read_manifest(find_cache(dataset, model, prompt, workspace=ws, **narrow)), workspace=ws)
 
 
 def register(app: typer.Typer) -> None:

@@ -69,7 +69,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "headline", "time", "news headlines and their publication date",
             group_columns=("pub_year", "news_desk"), holdout_columns=("pub_year", "news_desk"),
-            oracle_column="pub_year", prompts=("empty", "empty_no_period", "when"), era_bounds=(2015,),
+            oracle_column="pub_year", prompts=("empty", "empty_no_period", "when"),
         ),
     )
 }  # fmt: skip

@@ -15,6 +15,7 @@ _EXPORTS = {
     "PRESETS": "worldprobe.extract.models", "LoadedModel": "worldprobe.extract.models",
     "load_model": "worldprobe.extract.models", "forward_batches": "worldprobe.extract.runner",
     "run_extraction": "worldprobe.extract.runner", "extract_twin": "worldprobe.extract.runner",
+    "extract_pooled": "worldprobe.extract.runner", "find_pooled": "worldprobe.extract.cache",
     "EncodedEntity": "worldprobe.extract.tokens",
     "encode_entities": "worldprobe.extract.tokens",
 }  # fmt: skip

@@ -552,6 +552,27 @@ def find_twin(
         ) from None
 
 
+def find_pooled(manifest: Mapping[str, Any], *, workspace: Workspace | str | Path | None = None) -> Path:
+    """The finished pooled-embedding companion of the model cache with ``manifest``: layer 0 averaged over each
+    entity's tokens (aggregation ``mean``), same dataset build, model, prompt, dtype and quantization.
+    ``worldprobe.extract.run_extraction`` writes it beside an unsharded cache, ``extract_pooled`` for any cache;
+    ``worldprobe probe --control embedding`` and ``worldprobe run`` call it first."""
+    narrow = {"dtype": manifest.get("dtype")}
+    if manifest.get("quantization"):
+        narrow["quantization"] = manifest["quantization"]
+    try:
+        return find_cache(str(manifest["dataset"]), str(manifest["model"]), str(manifest.get("prompt", "empty")),
+                          "mean", workspace=workspace, layers=[0], **narrow)  # fmt: skip
+    except MissingCacheError as error:
+        command = extract_command(str(manifest["dataset"]), str(manifest["model"]),
+                                  str(manifest.get("prompt", "empty")), "mean", **narrow)  # fmt: skip
+        raise MissingCacheError(
+            f"{error.message}: the embedding control reads layer 0 averaged over each entity's tokens",
+            file=error.file, hint=f"run `{command} --layers 0`, or `worldprobe probe --control embedding ...`, which "
+            "extracts it first (Python: worldprobe.extract.extract_pooled)",
+        ) from None
+
+
 def _local_source(model: str, gguf_file: str | None) -> dict[str, Any] | None:
     """The identifying part (kind, path/file, sha256) of a model on disk as it is now; None for presets/hub ids."""
     from worldprobe.extract.models import local_source

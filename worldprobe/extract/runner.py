@@ -261,6 +261,7 @@ def run_extraction(
     shard: cache_mod.Shard | None = None,
     revision: str | None = None,
     rebuild: bool = False,
+    pooled_embedding: bool = False,
 ) -> Path:
     """Cache the residual stream of every entity of a built dataset at the requested layers; return the folder.
 
@@ -274,7 +275,81 @@ def run_extraction(
     same cache files, which k processes can write at once. The shard that finishes last completes the cache; until
     then the returned folder holds an unfinished cache. Every shard must use the same ``batch_size`` (the first
     writer's is kept).
+
+    With ``pooled_embedding`` an unsharded cache of the last token that holds layer 0 also gets its companion: layer 0
+    averaged over the entity's tokens (aggregation ``mean``, layers ``[0]``), which the embedding control reads
+    (``extract.cache.find_pooled``); with the model already loaded it costs one block's forward pass (``worldprobe
+    run`` asks for it when its probes run the embedding control; ``worldprobe probe --control embedding`` extracts it
+    when missing).
     """
+    path = _extract_cache(
+        dataset, model, prompt, workspace=workspace, layers=layers, batch_size=batch_size, dtype=dtype, device=device,
+        quantization=quantization, limit=limit, aggregation=aggregation, seed=seed, limit_seed=limit_seed,
+        gguf_file=gguf_file, padding_side=padding_side, flush_rows=flush_rows, max_memory=max_memory,
+        progress=progress, shard=shard, revision=revision, rebuild=rebuild,
+    )  # fmt: skip
+    manifest = cache_mod.read_manifest(path)
+    if pooled_embedding and wants_pooled(manifest) and cache_mod.check_shard(shard)[1] == 1:
+        extract_pooled(manifest, workspace=workspace, batch_size=batch_size, device=device,
+                       gguf_file=gguf_file, max_memory=max_memory, progress=progress)  # fmt: skip
+    return path
+
+
+def wants_pooled(manifest: Mapping[str, Any]) -> bool:
+    """Whether a finished cache calls for a pooled-embedding companion: a trained model's last-token cache with
+    layer 0."""
+    return (bool(manifest.get("complete")) and manifest.get("aggregation", "last") == "last"
+            and 0 in manifest.get("layers", []) and not str(manifest["model"]).startswith(RANDOM_PREFIX))  # fmt: skip
+
+
+def extract_pooled(
+    manifest: Mapping[str, Any],
+    *,
+    workspace: Workspace | str | Path | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    gguf_file: str | None = None,
+    max_memory: dict[Any, str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """The pooled-embedding companion of the cache with ``manifest`` (extracted when missing): layer 0 averaged over
+    the entity's tokens, with the same rows (limit and its seed), model, quantization, dtype, prompt and padding."""
+    source = manifest.get("model_source") or {}
+    return _extract_cache(
+        str(manifest["dataset"]), str(manifest["model"]), str(manifest.get("prompt", "empty")), workspace=workspace,
+        layers=[0], batch_size=batch_size, dtype=str(manifest.get("dtype", "auto")), device=device,
+        quantization=manifest.get("quantization"), limit=manifest.get("limit"), aggregation="mean",
+        seed=int(manifest.get("seed") or DEFAULT_SEED), limit_seed=manifest.get("limit_seed"),
+        gguf_file=gguf_file or manifest.get("gguf_file"), padding_side=str(manifest.get("padding_side", "right")),
+        max_memory=max_memory, progress=progress, revision=source.get("revision"),
+    )  # fmt: skip
+
+
+def _extract_cache(
+    dataset: str,
+    model: str = DEFAULT_MODEL,
+    prompt: str = "empty",
+    *,
+    workspace: Workspace | str | Path | None = None,
+    layers: str | Sequence[int] = "all",
+    batch_size: int | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    quantization: str | None = None,
+    limit: int | None = None,
+    aggregation: str = "last",
+    seed: int = DEFAULT_SEED,
+    limit_seed: int | None = None,
+    gguf_file: str | None = None,
+    padding_side: str = "right",
+    flush_rows: int = DEFAULT_FLUSH_ROWS,
+    max_memory: dict[Any, str] | None = None,
+    progress: bool = True,
+    shard: cache_mod.Shard | None = None,
+    revision: str | None = None,
+    rebuild: bool = False,
+) -> Path:
+    """The cache of exactly this request (``run_extraction`` without its pooled-embedding companion)."""
     shard = cache_mod.check_shard(shard)
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise WorldprobeError(f"--batch-size must be a positive whole number, not {batch_size}", field="batch_size")

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from worldprobe.probes import bootstrap as bs
+from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import ALPHA, TEST_RESAMPLES, Comparison, compare
 from worldprobe.probes.lexical import CrossFit, holdout_predictions, lexical_fit
 from worldprobe.probes.metrics import r2_columns
@@ -128,8 +129,8 @@ def matched_worlds(groups: pd.Series, texts: pd.Series, y: np.ndarray, is_train:
         closest = learn[np.argmin(np.abs(learn - true))] - true
         return MatchedWorlds([], (
             f"only {len(kept)} of {len(destinations)} candidate worlds are as learnable from the spelling as the true "
-            f"one (cross-fitted R² within ±{LEARNABILITY_TOLERANCE} of {true:.3f} on train rows and variance within "
-            f"x{VARIANCE_TOLERANCE}; the closest differs by {closest:+.3f})"
+            f"one (cross-fitted R² within ±{fmt(LEARNABILITY_TOLERANCE)} of {fmt(true, 3)} on train rows and variance "
+            f"within x{VARIANCE_TOLERANCE:g}; the closest differs by {fmt(closest, 3, signed=True)})"
         ), **found)  # fmt: skip
     chosen = [worlds[i] for i in kept]
     spelled = holdout_predictions(texts, [y, *chosen], build, check, alpha=alpha)
@@ -138,7 +139,8 @@ def matched_worlds(groups: pd.Series, texts: pd.Series, y: np.ndarray, is_train:
     if not result.p["equivalence"] < ALPHA:
         return MatchedWorlds([], (
             f"in the {len(chosen)} worlds matched on train rows, the spelling still prefers the true world on held-out "
-            f"train rows by {result.estimate.text(signed=True)} R² (n = {result.estimate.n}; not within ±{margin:g})"
+            f"train rows by {result.estimate.text(signed=True)} R² (n = {result.estimate.n}; not shown to be within "
+            f"±{fmt(margin)})"
         ), check=result, **found)  # fmt: skip
     return MatchedWorlds(chosen, "", check=result, **found)
 

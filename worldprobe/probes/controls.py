@@ -380,19 +380,27 @@ def _lexical(job: _Job) -> list[dict]:
 
 
 def _embedding(job: _Job) -> list[dict]:
-    """The probe on layer 0 (the token embeddings), drawn as a flat line."""
-    (pred,), _ = job.fit_predict_many(_require_layer(job, 0), [job.y])
+    """The probe on the input embeddings averaged over the entity's tokens (the model's pooled layer-0 cache,
+    ``extract.cache.find_pooled``), drawn as a flat line. The last token's embedding alone is the probe's own layer
+    0."""
+    (pred,), _ = job.fit_predict_many(pooled_embeddings(job), [job.y])
     return job.flat("embedding", pred)
 
 
-def _require_layer(job: _Job, layer: int) -> np.ndarray:
-    available = list(getattr(job.cache, "layers", [layer]))
-    if layer not in available:
+def pooled_embeddings(job: _Job) -> np.ndarray:
+    """The pooled layer 0 of every row of this run, matched by entity_id (the companion must hold every entity)."""
+    from worldprobe.extract.cache import find_pooled, open_cache
+
+    path = find_pooled(job.cache.manifest, workspace=job.workspace)
+    pooled = open_cache(path)
+    position = pd.Series(np.arange(len(pooled.entities)), index=pooled.entities["entity_id"].astype(str))
+    wanted = job.entities["entity_id"].astype(str)
+    if not wanted.isin(position.index).all():
         raise WorldprobeError(
-            f"the activation cache has no layer {layer}", field="layers",
-            hint=f"extract layer {layer} too (cached layers: {available})",
+            "the pooled-embedding cache lacks entities of the model's cache", file=path,
+            hint="extract it again with the model cache's --limit (worldprobe probe --control embedding does)",
         )  # fmt: skip
-    return job.layer(layer)
+    return np.asarray(pooled.layer(0), dtype=np.float32)[position[wanted].to_numpy()]
 
 
 def _group_oracle(job: _Job) -> list[dict]:

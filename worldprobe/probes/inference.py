@@ -11,10 +11,11 @@ residual probe minus its lexical twin) with its bootstrap distribution. Two hypo
   the margin's band.
 
 A family of such hypotheses (every test a label is drawn from, declared by :func:`family`) is corrected by Holm's
-step-down procedure, which controls the family-wise error rate with no assumption about how the tests depend on each
-other. Each comparison then has one :data:`OUTCOMES` value: ``above`` (difference significant, positive), ``below``
-(significant, negative), ``equivalent`` (within ±margin; a difference can be both above and equivalent: then it is
-``above``, and :attr:`Decision.within_margin` says it was small), or ``inconclusive``.
+step-down procedure with Shaffer's refinement (a comparison's two nulls cannot both be true), which controls the
+family-wise error rate with no assumption about how the tests depend on each other. Each comparison then has one
+:data:`OUTCOMES` value: ``above`` (difference significant, positive), ``below`` (significant, negative),
+``equivalent`` (within ±margin; a difference can be both above and equivalent: then it is ``above``, and
+:attr:`Decision.within_margin` says it was small), or ``inconclusive``.
 """
 
 from __future__ import annotations
@@ -104,8 +105,14 @@ def _finite(samples: np.ndarray) -> np.ndarray:
     return samples[np.isfinite(samples)]
 
 
-def holm(p: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (NaN stays NaN and does not count in the family's size)."""
+def holm(p: Sequence[float], comparisons: Sequence[object] | None = None) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count in the family's size).
+
+    With ``comparisons`` (which comparison each p-value belongs to), Shaffer's refinement for hypotheses of which at
+    most one per comparison can be true (a difference of 0 and a difference outside ±margin exclude each other): at
+    step i, with i - 1 hypotheses rejected, at most min(K, m - i + 1) can still be true (K comparisons, m hypotheses),
+    so that is the multiplier instead of Holm's m - i + 1. It controls the family-wise error as Holm's does, under any
+    dependence (Shaffer 1986, JASA 81:826)."""
     p = np.asarray(p, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     finite = np.flatnonzero(np.isfinite(p))
@@ -113,8 +120,11 @@ def holm(p: Sequence[float]) -> np.ndarray:
     if m == 0:
         return out
     order = finite[np.argsort(p[finite], kind="stable")]
-    steps = p[order] * (m - np.arange(m))
-    out[order] = np.minimum(1.0, np.maximum.accumulate(steps))
+    multipliers = m - np.arange(m)
+    if comparisons is not None:
+        k = len({comparisons[i] for i in finite})
+        multipliers = np.minimum(k, multipliers)
+    out[order] = np.minimum(1.0, np.maximum.accumulate(p[order] * multipliers))
     return out
 
 
@@ -158,10 +168,11 @@ class FamilyResult:
     size: int
     unadjusted: dict[tuple[str, str], Decision]
     holm: dict[tuple[str, str], Decision]
+    comparisons: int = 0
 
-    def describe(self) -> str:
-        return (f"Holm's correction over the {self.size} hypotheses of this table (family-wise error "
-                f"{ALPHA:.0%})")  # fmt: skip
+    def describe(self, scope: str = "this table") -> str:
+        return (f"Holm's correction with Shaffer's refinement over the {self.size} hypotheses ({self.comparisons} "
+                f"comparisons) of {scope}, family-wise error {ALPHA:.0%}")  # fmt: skip
 
 
 def family(runs: Mapping[str, Iterable[Comparison]], alpha: float = ALPHA) -> FamilyResult:
@@ -178,8 +189,9 @@ def family(runs: Mapping[str, Iterable[Comparison]], alpha: float = ALPHA) -> Fa
             if comparison.in_family:
                 keys.append(key)
                 p_all += [comparison.p["difference"], comparison.p["equivalence"]]
-    adjusted = holm(p_all)
-    size = int(np.isfinite(np.asarray(p_all, dtype=np.float64)).sum())
+    adjusted = holm(p_all, [keys[i // 2] for i in range(len(p_all))])
+    finite = np.isfinite(np.asarray(p_all, dtype=np.float64))
+    size = int(finite.sum())
     unadj, corrected = {}, {}
     for key, comparison in items.items():
         unadj[key] = decide(comparison, comparison.p["difference"], comparison.p["equivalence"], adjusted=False,
@@ -187,4 +199,4 @@ def family(runs: Mapping[str, Iterable[Comparison]], alpha: float = ALPHA) -> Fa
         corrected[key] = unadj[key]
     for i, key in enumerate(keys):
         corrected[key] = decide(items[key], adjusted[2 * i], adjusted[2 * i + 1], adjusted=True, alpha=alpha)
-    return FamilyResult(size, unadj, corrected)
+    return FamilyResult(size, unadj, corrected, len({keys[i // 2] for i in np.flatnonzero(finite)}))

@@ -110,7 +110,7 @@ def table_verdicts(runs: Mapping[str, Mapping[str, Any]], *, settings: Mapping[s
 
 
 def _scope_text(decided: FamilyResult, scope: str) -> str:
-    return f"Holm's correction over the {decided.size} hypotheses of {scope} (family-wise error 5%)"
+    return decided.describe(scope)
 
 
 def _label(decisions: Mapping[str, Decision], comparisons: Mapping[str, Comparison]) -> str:
@@ -148,31 +148,32 @@ def _opening(headline: Mapping[str, Any], n_layers: int) -> str:
 def outcome_text(comparison: Comparison, decision: Decision | None, unit: str = "R²") -> str:
     """``above (Holm p = .003)`` and the like: the outcome in words, the test behind it and its p-value."""
     if decision is None or not decision.adjusted:
-        p = comparison.p["difference"]
-        return f"{_side(comparison)} (unadjusted p = {_p(p)}; not a label test)"
+        return f"unadjusted p {_p(comparison.p['difference'], comparison)}; not a label test"
     if decision.outcome in ("above", "below"):
         extra = f", and within ±{fmt(comparison.margin)}" if decision.within_margin else ""
-        return f"{decision.outcome} (Holm p = {_p(decision.p_difference)}{extra})"
+        return f"{decision.outcome} (Holm p {_p(decision.p_difference, comparison)}{extra})"
     if decision.outcome == "equivalent":
-        return f"equivalent within ±{fmt(comparison.margin)} {unit} (TOST, Holm p = {_p(decision.p_equivalence)})"
-    est = comparison.estimate
-    return (f"inconclusive (neither a difference nor equivalence within ±{fmt(comparison.margin)} survives Holm; the "
-            f"interval allows {fmt(est.low, signed=True)} to {fmt(est.high, signed=True)})")  # fmt: skip
+        return (f"equivalent within ±{fmt(comparison.margin)} {unit} (TOST, Holm p "
+                f"{_p(decision.p_equivalence, comparison)})")  # fmt: skip
+    return f"inconclusive (neither a difference nor equivalence within ±{fmt(comparison.margin)} survives Holm)"
 
 
-def _side(comparison: Comparison) -> str:
-    est = comparison.estimate
-    return "above" if est.low > 0 else "below" if est.high < 0 else "interval includes 0"
-
-
-def _p(p: float) -> str:
+def _p(p: float, comparison: Comparison) -> str:
+    """``= .012``; ``≤ .017`` when no resample fell on the other side (the p-value is then a bound set by the
+    number of resamples); ``< .001``."""
     if p != p:  # NaN
         return "–"
-    return "< .001" if p < 0.001 else fmt(p, 3)
+    floor = 2 / (comparison.resamples + 1)
+    at_floor = comparison.p["difference"] <= floor * (1 + 1e-9) and p < 1
+    if at_floor:
+        return f"≤ {fmt(p, 3)}" if p >= 0.001 else "< .001"
+    return "< .001" if p < 0.001 else f"= {fmt(p, 3)}"
 
 
 def _control_clause(comparison: Comparison, decision: Decision | None) -> str:
     title = CONTROL_NAMES.get(comparison.key, comparison.key)
+    if decision is None or not decision.adjusted:  # outside the family: the number, no word that claims a side
+        return f"Against {title}: ΔR² {comparison.estimate.text(signed=True)} ({outcome_text(comparison, decision)})."
     return f"Against {title}: ΔR² {comparison.estimate.text(signed=True)}, {outcome_text(comparison, decision)}."
 
 
