@@ -71,9 +71,10 @@ ax = geodata.world_countries().to_crs(equal_earth).plot(color="#eeeeee", edgecol
 shown.to_crs(equal_earth).plot(ax=ax, column="error_km", markersize=8, legend=True,
                                legend_kwds={"label": "error (km)", "shrink": 0.6})
 ax.set_title(f"test places at their predicted positions, layer {summary['selected_layer']} (chosen on train rows)")"""),
-    ("markdown", """## 4. Ask the model, then steer it along the probe
-`run_ask` asks each test place's country and compares the answer with the probe's reading; `run_steer` adds the
-probe direction (and a random direction of the same norm, as a control) while the model answers."""),
+    ("markdown", """## 4. Ask the model, then steer it
+`run_ask` asks each test place's country and compares the answer with the probe's reading; `run_steer` maps which
+direction (here the difference of means and the ridge weights) at which layer moves the answer on a few train
+places, chooses the best there, and tests it on test places beside a random direction of the same norm."""),
     ("code", """import json
 
 import pandas as pd
@@ -86,9 +87,12 @@ asked_summary = json.loads((asked / "summary.json").read_text())
 rate = asked_summary["parse_rate"]
 print(f"answers parsed: {rate['value']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}], n = {rate['n']}")
 answers[["name", "answer_text", "truth_group", "answer_group", "probe_group"]].head()"""),
-    ("code", """steered = run_steer("world_place", MODEL, workspace=workspace, limit=3, random_directions=1,
-                    orthogonal_directions=0, random_init=False, resamples=200, progress=False)
-print(json.loads((steered / "summary.json").read_text())["verdict"])"""),
+    ("code", """steered = run_steer("world_place", MODEL, workspace=workspace, directions=["mean_diff", "ridge"],
+                    layers=[6, 12], doses=[-1, 1], select_limit=4, limit=3, map_random=1, random_directions=1,
+                    random_init=False, resamples=200, progress=False)
+print(json.loads((steered / "summary.json").read_text())["verdict"])
+pd.read_parquet(steered / "steering_map.parquet").query("split == 'select'")[
+    ["direction", "layer", "dose", "antisymmetric_shift", "ordered_share", "relative_norm"]]"""),
 ]
 
 

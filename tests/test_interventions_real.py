@@ -31,21 +31,20 @@ def test_ask_and_steer_smollm2_on_historical_figures(workspace, one_torch_thread
     assert summary["answer_accuracy"]["value"] > 0  # it knows some death years within 50 years
     assert answers["prompt_text"].str.contains("<|im_start|>assistant", regex=False).all()
 
-    steered = run_steer("historical_figure", "smollm2-135m", workspace=workspace, limit=4, shifts=[-1000, 0, 1000],
-                        random_directions=1, orthogonal_directions=1, resamples=200, progress=False)  # fmt: skip
+    steered = run_steer("historical_figure", "smollm2-135m", workspace=workspace, limit=4, select_limit=4,
+                        directions=["mean_diff", "ridge"], layers=[12], doses=[-1, 1], map_random=1,
+                        random_directions=1, resamples=200, progress=False)  # fmt: skip
     table = pd.read_parquet(steered / "steering.parquet")
     steer_summary = json.loads((steered / "summary.json").read_text())
-    assert set(steer_summary["kinds"]) == {"probe", "random", "orthogonal", "random_init"}
-    assert len(table) == 4 * (1 + 4 * 2)
-    assert "moving the probe's reading of year by +1000 years" in steer_summary["verdict"]
-    sizes = steer_summary["edit_size"][str(steer_summary["layers"][0])]["by_shift"]["1000.0"]
-    assert 0 < sizes["relative_norm"] < 1
-    # the unsteered answers of steer are the answers of ask (same prompts, other batches)
-    baseline = table[table["kind"] == "none"].set_index("entity_id")["answer_text"]
+    assert steer_summary["chosen"]["layer"] == 12 and steer_summary["chosen"]["direction"] in ("mean_diff", "ridge")
+    test = table[table["split"] == "test"]
+    assert set(test["kind"]) >= {"none", "method", "random", "random_init", "neutral"}
+    assert "Chosen on train entities:" in steer_summary["verdict"]
+    assert 0 < steer_summary["layer_stats"]["12"]["dmu_relative_norm"] < 1
+    # the unsteered test answers of steer are the answers of ask (same prompts, other batches)
+    baseline = test[test["kind"] == "none"].set_index("entity_id")["answer_text"]
     asked_text = answers.set_index("entity_id").loc[baseline.index, "answer_text"]
     np.testing.assert_array_equal(baseline.to_numpy(), asked_text.to_numpy())
-    probe = table[table["kind"] == "probe"]
-    np.testing.assert_allclose(probe["probe_reading_shift"], probe["shift"], rtol=1e-6)
 
     # batch of 1 == batch of 8 on the real model, with left padding
     setup = prepare(workspace, "historical_figure", "smollm2-135m", "empty", None, progress=False)

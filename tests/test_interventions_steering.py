@@ -31,8 +31,15 @@ def _tokenizer(entities: int) -> PreTrainedTokenizerFast:
                                    pad_token="</s>")  # fmt: skip
 
 
-def planted_llama(prompt_length: int, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, np.ndarray]:
-    """A 2-block Llama whose first answer token is ``1800 + 10 * round(x0)``, x0 the entity's coordinate 0 at layer 1.
+def planted_llama(prompt_length: int, seed: int = 0, *, blocks: int = 2, nuisance: float = 0.0
+                  ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, np.ndarray]:  # fmt: skip
+    """A Llama (``blocks`` of them) whose first answer token is ``1800 + 10 * round(x0)``, x0 the entity's coordinate 0
+    at layer 1.
+
+    With ``nuisance`` > 0 each entity also carries a shared noise n (sd ``nuisance``) on coordinates 0 and 3:
+    x0 = t + n, x3 = n. The answer reads x0, so the ridge probe of t (weights ∝ e0 - e3, cancelling n) is not the
+    direction that moves the answer (e0, which the difference of means and the encoding pattern find). With 3 blocks,
+    block 2 writes nothing: an edit at layer 2 comes after the copy and moves nothing.
 
     Token ``w<i>`` embeds as [t_i, C, small noise] (t_i in [0, 9], C large so RMS norms are constant to 1e-4), every
     other token as [0, C, noise]. Block 0 writes nothing (layer 1 = the embedding). Block 1's attention has q = 0,
@@ -43,7 +50,7 @@ def planted_llama(prompt_length: int, seed: int = 0) -> tuple[LlamaForCausalLM, 
     tokenizer = _tokenizer(N_ENTITIES)
     rng = np.random.default_rng(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=D, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=len(tokenizer), hidden_size=D, intermediate_size=32, num_hidden_layers=blocks, num_attention_heads=2,
         num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=2,
         tie_word_embeddings=False, rms_norm_eps=1e-6,
     )  # fmt: skip
@@ -55,7 +62,11 @@ def planted_llama(prompt_length: int, seed: int = 0) -> tuple[LlamaForCausalLM, 
     emb[:, 1] = C
     emb[:, 2:] = rng.normal(0, 0.3, (len(tokenizer), D - 2))
     first = tokenizer.convert_tokens_to_ids("w0")
-    emb[first : first + N_ENTITIES, 0] = t
+    noise = rng.normal(0, nuisance, N_ENTITIES) if nuisance else np.zeros(N_ENTITIES)
+    emb[first : first + N_ENTITIES, 0] = t + noise
+    if nuisance:
+        emb[:, 3] = 0.0
+        emb[first : first + N_ENTITIES, 3] = noise
     rms = C / np.sqrt(D)
     head_dim = D // 2
     with torch.no_grad():
@@ -237,39 +248,6 @@ def tiny_random_llama(one_torch_thread):
     return model, tokenizer
 
 
-def test_planted_steering_end_to_end_has_slope_one_and_the_controls_do_not(planted, workspace, tmp_path):
-    """run_steer on the planted model: extraction, the train-chosen probe, the few-shot question, parsing, doses and
-    controls. The probe's edit of Δ years moves the answer by Δ (slope 1); random and orthogonal edits of the same
-    norm do not."""
-    from worldprobe.interventions.steer import run_steer
-
-    folder, _ = _planted_workspace(planted, workspace, tmp_path)
-    out = run_steer(
-        "historical_figure", str(folder), workspace=workspace, layer=1, fmt="fewshot", shots=0,
-        shifts=[-20, -10, 0, 10, 20], max_new_tokens=1, random_directions=3, orthogonal_directions=2,
-        random_init=False, limit=24, resamples=300, progress=False,
-    )  # fmt: skip
-    import json
-
-    summary = json.loads((out / "summary.json").read_text())
-    steering = pd.read_parquet(out / "steering.parquet")
-    probe = steering[steering["kind"] == "probe"]
-    np.testing.assert_allclose(probe["probe_reading_shift"], probe["shift"], atol=1e-6)
-    assert steering["parsed"].all()
-    kinds = summary["kinds"]
-    assert kinds["probe"]["slope"]["value"] == pytest.approx(1.0, abs=0.05)
-    assert kinds["probe"]["slope"]["low"] > 0.9 and kinds["probe"]["spearman"]["value"] > 0.95
-    assert kinds["probe"]["slope"]["n"] == 24
-    assert abs(kinds["orthogonal"]["slope"]["value"]) < 0.1
-    assert abs(kinds["random"]["slope"]["value"]) < 0.5
-    assert summary["slope_difference_probe_minus_random"]["low"] > 0.3
-    assert summary["verdict"].startswith(  # +100 years was not run: the largest positive dose is quoted
-        "moving the probe's reading of year by +20 years moves the model's answer by +20.0 years [20.0, 20.0] (n = 24)"
-    )
-    norms = steering[steering["shift"] == 20].groupby("kind")["vector_norm"].agg(["min", "max"])
-    assert np.allclose(norms["min"], norms["max"].iloc[0]) and np.allclose(norms["max"], norms["max"].iloc[0])
-
-
 def _planted_workspace(planted, workspace, tmp_path):
     """The planted model saved as a folder, a historical_figure table of its entities, and its activation cache."""
     from worldprobe.datasets.table import BuildReport, write_table
@@ -344,7 +322,7 @@ def test_steering_after_the_last_block_is_refused_and_the_default_layer_can_reac
 
     folder, _ = _planted_workspace(planted, workspace, tmp_path)
     with pytest.raises(WorldprobeError, match="cannot reach the answer"):
-        run_steer("historical_figure", str(folder), workspace=workspace, layer=2, progress=False)
+        run_steer("historical_figure", str(folder), workspace=workspace, layers=[2], progress=False)
     chosen = prepare(workspace, "historical_figure", str(folder), "empty", None, steerable=True, progress=False)
     assert chosen.layer < 2 and chosen.choice.criterion.endswith("among layers before the last block")
     assert set(chosen.choice.scores) == {0, 1}
@@ -359,13 +337,13 @@ def test_the_report_draws_ask_and_steer_runs_beside_the_probe_results(planted, w
     run_probe("historical_figure", str(folder), workspace=workspace, progress=False)
     common = dict(workspace=workspace, fmt="fewshot", shots=0, max_new_tokens=1, resamples=100, progress=False)
     run_ask("historical_figure", str(folder), **common)
-    run_steer("historical_figure", str(folder), layer=1, shifts=[-10, 0, 10], random_directions=1,
-              orthogonal_directions=0, random_init=False, limit=6, **common)  # fmt: skip
+    run_steer("historical_figure", str(folder), layers=[1], doses=[-0.5, 0.5], random_directions=1, map_random=1,
+              random_init=False, limit=6, select_limit=6, **common)  # fmt: skip
     report = build_report(workspace)
     (section,) = report.sections
     block = next(b for b in section.blocks if b.heading == "Asking and steering the models")
-    assert [f.key.split("__")[2] for f in block.figures] == ["ask", "steer"]
-    assert block.text[0].startswith(f"{folder}: moving the probe's reading of year by +10 years")
+    assert [f.key.split("__")[2] for f in block.figures] == ["ask", "steer-map", "steer"]
+    assert block.text[0].startswith(f"{folder}: Chosen on train entities:")
     assert not report.stale and all((workspace.reports / f.png).exists() for f in block.figures)
     assert "Asking and steering the models" in report.index.read_text()
 

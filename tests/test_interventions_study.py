@@ -36,6 +36,9 @@ format = "fewshot"
 datasets = ["historical_figure"]
 limit = 20
 random = 6
+directions = ["mean_diff", "pattern"]
+layers = [4, 8]
+doses = [-2, -1, 1, 2]
 """
 
 
@@ -65,6 +68,11 @@ def test_ask_and_steer_tables_are_planned_after_the_probes(tmp_path):
     [
         (("random = 6", "randon = 6"), "field 'steer.randon': unknown key 'randon'.*did you mean 'random'"),
         (("random = 6", 'random = "six"'), "field 'steer.random': must be a whole number"),
+        (("doses = [-2, -1, 1, 2]", "doses = [1, 2]"), "field 'steer.doses': every dose needs its negative"),
+        (('directions = ["mean_diff", "pattern"]', 'directions = ["lda"]'),
+         "field 'steer.directions': unknown steering direction 'lda'"),
+        (("layers = [4, 8]", "layers = [4, 30]"),
+         "field 'steer.layers': steer.layers \\[30\\] are not before the last"),
         (('format = "fewshot"', 'format = "few-shot"'), "field 'ask.format'.*few-shot"),
         (('datasets = ["historical_figure"]\nlimit = 20', 'datasets = ["art"]\nlimit = 20'),
          "steer.datasets names 'art', which the study does not build"),
@@ -95,4 +103,6 @@ def test_units_call_ask_and_steer_with_the_study_settings(tmp_path, monkeypatch)
     assert kwargs["limit"] is None and kwargs["workspace"] == ws
     assert [s[2]["random_init"] for s in steers] == [True, False]  # only models whose twin the study extracts
     assert steers[0][2]["random_directions"] == 6 and steers[0][2]["limit"] == 20
+    assert steers[0][2]["directions"] == ("mean_diff", "pattern") and steers[0][2]["layers"] == (4, 8)
+    assert steers[0][2]["doses"] == (-2.0, -1.0, 1.0, 2.0)
     assert steers[0][2]["prompt"] == "when"

@@ -33,6 +33,16 @@ DEFAULT_TOP_K = 10
 DEFAULT_STEER_LIMIT = 100
 """Test entities steered by default (a seeded sample)."""
 
+STEER_METHODS = ("ridge", "pattern", "mean_diff", "pls1")
+"""The steering directions tried by default (``worldprobe.interventions.directions``)."""
+STEER_DOSES = (-2.0, -1.0, 1.0, 2.0)
+"""Steering doses in multiples of |Δμ| at the layer (a pilot on Gemma-3-270M moved death years monotonically at ±1,
+±2)."""
+STEER_SELECT = 24
+"""Train entities the steering map is measured on (the direction, layer and position are chosen there)."""
+STEER_MAP_RANDOM = 2
+"""Random directions per layer x position in the steering map: the random band beside the methods."""
+
 RANDOM_PREFIX = "random:"
 """``random:<model>`` names the model's architecture and tokenizer with seeded random weights (the random-init twin)."""
 

@@ -25,12 +25,16 @@ from worldprobe.config import (
     DEFAULT_TOP_K,
     RANDOM_INIT_SEEDS,
     RANDOM_PREFIX,
+    STEER_DOSES,
+    STEER_MAP_RANDOM,
+    STEER_METHODS,
+    STEER_SELECT,
 )
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace
 
-STAGES = ("datasets", "extract", "probes", "neurons", "ask", "steer", "report")
+STAGES = ("datasets", "extract", "probes", "neurons", "ask", "steer", "context", "report")
 EXECUTORS = ("serial", "processes", "ray")
 
 
@@ -98,15 +102,32 @@ class AskSettings:
 
 @dataclass(frozen=True)
 class SteerSettings:
-    """``[steer]``: steer each model along its probe direction while it answers (``worldprobe steer``); the twin's
-    direction is a control only for models whose random-init twin the study extracts."""
+    """``[steer]``: map which direction, layer and position move each model's answer on train entities and test the
+    best one on test entities (``worldprobe steer``); the twin's direction is a control only for models whose
+    random-init twin the study extracts."""
 
     datasets: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     format: str = "auto"
-    limit: int = 50
-    random: int = 5  # random directions of the same norm
-    orthogonal: int = 1  # directions orthogonal to the probe
+    limit: int = 50  # test entities
+    select_limit: int = STEER_SELECT  # train entities of the map
+    directions: tuple[str, ...] = STEER_METHODS
+    layers: tuple[int, ...] = ()  # empty: every cached layer before the last block
+    positions: tuple[str, ...] = ("last",)
+    doses: tuple[float, ...] = STEER_DOSES
+    random: int = 5  # random directions of the same norm at the chosen layer
+    map_random: int = STEER_MAP_RANDOM  # random directions per layer in the map
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """``[context]``: a false statement before the question; does the probe's reading and the answer follow it
+    (``worldprobe context``)."""
+
+    datasets: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    format: str = "auto"
+    limit: int = 100  # test entities
 
 
 @dataclass(frozen=True)
@@ -125,6 +146,7 @@ class Study:
     neurons: NeuronSettings = field(default_factory=NeuronSettings)
     ask: AskSettings = field(default_factory=AskSettings)
     steer: SteerSettings = field(default_factory=SteerSettings)
+    context: ContextSettings = field(default_factory=ContextSettings)
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -274,20 +296,44 @@ def _check_across(study: Study) -> None:
                 )  # fmt: skip
     _check_layers(study)
     known = {entry.name for entry in study.datasets}
-    for section in ("neurons", "ask", "steer"):
+    for section in ("neurons", "ask", "steer", "context"):
         for name in getattr(study, section).datasets:
             if name not in known:
                 raise WorldprobeError(
                     f"{section}.datasets names {name!r}, which the study does not build", file=path,
                     field=f"{section}.datasets", hint=f"the study's datasets: {', '.join(sorted(known))}",
                 )  # fmt: skip
-    for section in ("ask", "steer"):
+    _check_steer(study)
+    for section in ("ask", "steer", "context"):
         for model in getattr(study, section).models:
             if model not in x.models:
                 raise WorldprobeError(
                     f"{section}.models names {model!r}, which the study does not extract", file=path,
                     field=f"{section}.models", hint=f"extract.models: {', '.join(x.models)}",
                 )  # fmt: skip
+
+
+def _check_steer(study: Study) -> None:
+    """The [steer] doses (each with its negative), directions and layers (before the last block of every steered
+    preset model), checked as ``worldprobe steer`` would, before any work."""
+    from worldprobe.extract.models import PRESETS
+    from worldprobe.interventions.options import checked_doses, checked_methods
+
+    st = study.steer
+    for key, check in (("doses", lambda: checked_doses(st.doses)), ("directions", lambda: checked_methods(
+            [str(Path(m).expanduser()) if m.endswith(".npy") else m for m in st.directions]))):  # fmt: skip
+        try:
+            check()
+        except WorldprobeError as error:
+            raise WorldprobeError(error.message, file=study.path, field=f"steer.{key}", hint=error.hint) from None
+    for model in st.models or study.extract.models[:1]:
+        preset = PRESETS.get(model)
+        late = [v for v in st.layers if preset is not None and v >= preset.n_layers]
+        if late and st.datasets:
+            raise WorldprobeError(
+                f"steer.layers {late} are not before the last block of {model} ({preset.n_layers} blocks)",
+                file=study.path, field="steer.layers", hint=f"layers 0..{preset.n_layers - 1}",
+            )  # fmt: skip
 
 
 def _check_layers(study: Study) -> None:
@@ -432,8 +478,17 @@ ASK_RULES = {
 STEER_RULES = {
     **{key: ASK_RULES[key] for key in ("datasets", "models", "format")},
     "limit": Rule(int, minimum=1, example="limit = 50 (test entities)"),
-    "random": Rule(int, minimum=0, example="random = 5 (random directions of the probe edit's norm)"),
-    "orthogonal": Rule(int, minimum=0, example="orthogonal = 1 (directions orthogonal to the probe)"),
+    "select_limit": Rule(int, minimum=2, example="select_limit = 24 (train entities of the map)"),
+    "directions": Rule(str, many=True, nonempty=True, example='directions = ["mean_diff", "pattern", "ridge"]'),
+    "layers": Rule(int, many=True, minimum=0, example="layers = [4, 8, 12]"),
+    "positions": Rule(str, many=True, nonempty=True, choices=("last", "entity"), noun="position"),
+    "doses": Rule(float, many=True, nonempty=True, example="doses = [-2, -1, 1, 2] (multiples of |Δμ|)"),
+    "random": Rule(int, minimum=1, example="random = 5 (random directions of the chosen edit's norm)"),
+    "map_random": Rule(int, minimum=0, example="map_random = 2 (random directions per layer in the map)"),
+}
+CONTEXT_RULES = {
+    **{key: ASK_RULES[key] for key in ("datasets", "models", "format")},
+    "limit": Rule(int, minimum=2, example="limit = 100 (test entities)"),
 }
 SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "extract": (ExtractSettings, EXTRACT_RULES),
@@ -441,6 +496,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "neurons": (NeuronSettings, NEURON_RULES),
     "ask": (AskSettings, ASK_RULES),
     "steer": (SteerSettings, STEER_RULES),
+    "context": (ContextSettings, CONTEXT_RULES),
 }
 """The settings sections after [study] and [[datasets]]: name -> (dataclass, rules); a Study field each."""
 
@@ -491,7 +547,7 @@ def plan(study: Study) -> dict[str, list[Unit]]:
         for model in study.neurons.models or study.extract.models[:1]:
             units["neurons"].append(Unit("neurons", f"{name} x {model}", {"dataset": name, "model": model}))
     prompts = {entry.name: entry.prompts[0] for entry in study.datasets}
-    for stage in ("ask", "steer"):
+    for stage in ("ask", "steer", "context"):
         settings = getattr(study, stage)
         for name in settings.datasets:
             for model in settings.models or study.extract.models[:1]:
@@ -746,9 +802,19 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
         x, st = study.extract, study.steer
         return run_steer(
             p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=st.format, limit=st.limit,
-            random_directions=st.random, orthogonal_directions=st.orthogonal,
+            select_limit=st.select_limit, directions=st.directions, layers=st.layers or None,
+            positions=st.positions, doses=st.doses, random_directions=st.random, map_random=st.map_random,
             random_init=p["model"] in x.random_init, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
             quantization=x.quantization_of(p["model"]), seed=study.seed,
+        )  # fmt: skip
+    if unit.stage == "context":
+        from worldprobe.interventions import run_context
+
+        x, c = study.extract, study.context
+        return run_context(
+            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=c.format, limit=c.limit,
+            batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
+            seed=study.seed,
         )  # fmt: skip
     if unit.stage == "report":
         return _build_report(workspace, study.seed)

@@ -1,4 +1,4 @@
-"""CLI commands of the interventions stage: ``worldprobe ask`` and ``worldprobe steer``."""
+"""CLI commands of the interventions stage: ``worldprobe ask``, ``worldprobe steer`` and ``worldprobe context``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_SHOTS, DEFAULT_STEER_LIMIT
+from worldprobe.config import (
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DEFAULT_SHOTS,
+    DEFAULT_STEER_LIMIT,
+    STEER_DOSES,
+    STEER_MAP_RANDOM,
+    STEER_METHODS,
+    STEER_SELECT,
+)
 from worldprobe.errors import WorldprobeError
 
 # The options ask and steer share, declared once.
@@ -35,15 +44,6 @@ def _quantization(load_in_4bit: bool, load_in_8bit: bool) -> str | None:
     if load_in_4bit and load_in_8bit:
         raise WorldprobeError("choose one of --load-in-4bit and --load-in-8bit")
     return "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
-
-
-def _shifts(text: str | None) -> list[float] | None:
-    if not text:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise WorldprobeError(f"cannot read shifts {text!r}", field="shifts", hint="e.g. -100,-50,0,50,100") from None
 
 
 def _estimate(found: dict | None, digits: int = 2) -> str:
@@ -93,24 +93,52 @@ def ask(
     typer.echo(str(folder))
 
 
+def _floats(text: str | None, field: str, example: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise WorldprobeError(f"cannot read {field} {text!r}", field=field, hint=f"e.g. {example}") from None
+
+
+def _ints(text: str | None, field: str, example: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise WorldprobeError(f"cannot read {field} {text!r}", field=field, hint=f"e.g. {example}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def steer(
     ctx: typer.Context,
     dataset: Dataset,
     model: Model = DEFAULT_MODEL,
     question: str = typer.Option(None, "--question", "-q", help="Question name (default: the dataset's first)."),
     prompt: Prompt = DEFAULT_PROMPT,
-    target: str = typer.Option(None, "--target", help="Target whose reading is moved (default: year / latitude)."),
-    shifts: str = typer.Option(None, "--shifts", help="Intended shifts in target units, e.g. -100,-50,0,50,100 "
-                               "(default -1000..1000 years, -40..40 degrees)."),
-    layer: int = typer.Option(None, "--layer", min=0, help="Steered layer (default: train-chosen, before the last "
-                              "block)."),
-    window: int = count_option("--window", default=1, help="Steer blocks layer..layer+window-1, each shift/window."),
-    positions: str = typer.Option("last", "--positions", help="last (the entity's last token) | entity (all of them)."),
+    target: str = typer.Option(None, "--target", help="Target the directions raise (default: year / latitude)."),
+    direction: str = typer.Option(",".join(STEER_METHODS), "--direction", help="Comma-separated: ridge, pattern, "
+                                  "mean_diff, pls1 (pls<k>), or a .npy file of a vector (d,) or (layers+1, d)."),
+    layers: str = typer.Option(None, "--layers", help="Comma-separated layers to steer (default: every cached layer "
+                               "before the last block; 0 = the embedding output)."),
+    positions: str = typer.Option("last", "--positions", help="Comma-separated: last (the entity's last token), "
+                                  "entity (all its tokens)."),
+    doses: str = typer.Option(None, "--doses", help="Multiples of |Δμ| at the layer, each with its negative "
+                              "(default -2,-1,1,2)."),
     steer_generated: bool = typer.Option(False, "--steer-generated", help="Also add the vector at generated tokens."),
-    random_directions: int = typer.Option(5, "--random", min=0, help="Random directions of the same norm (seeds)."),
-    orthogonal_directions: int = typer.Option(1, "--orthogonal", min=0, help="Directions orthogonal to the probe."),
-    random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="The random-init twin's probe "
-                                     "direction as a control (its cache is extracted when missing)."),
+    select_limit: int = count_option("--select-limit", default=STEER_SELECT, help="Train entities the map is "
+                                     "measured on (the direction, layer and position are chosen there)."),
+    map_random: int = typer.Option(STEER_MAP_RANDOM, "--map-random", min=0,
+                                   help="Random directions per layer in the map."),
+    random_directions: int = typer.Option(5, "--random", min=1, help="Random directions of the same norm at the chosen "
+                                          "layer (the test's control)."),
+    random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="The random-init twin's direction "
+                                     "of the chosen method as a control (its cache is extracted when missing)."),
     use_cache: bool = typer.Option(True, "--kv-cache/--no-kv-cache", help="Generate with the KV cache."),
     fmt: str = typer.Option("auto", "--format", help="auto | chat | fewshot."),
     shots: Shots = DEFAULT_SHOTS,
@@ -122,26 +150,87 @@ def steer(
     load_in_4bit: LoadIn4bit = False,
     load_in_8bit: LoadIn8bit = False,
     gguf_file: GgufFile = None,
-    seed: int = seed_option(help="Seed of the sample, directions and bootstrap."),
+    seed: int = seed_option(help="Seed of the samples, random directions and bootstrap."),
     threads: Threads = None,
     revision: Revision = None,
 ) -> None:  # fmt: skip
-    """Steer the model along the probe direction while it answers; measure the dose-response beside controls."""
+    """Map which direction, layer and position move the answer (train entities), then test the best one beside random
+    directions of the same norm and the random-init twin's (test entities).
+
+    Example: worldprobe steer -d historical_figure -m gemma3-270m --direction mean_diff,ridge --layers 4,8,12"""
     from worldprobe.interventions.steer import run_steer
     from worldprobe.probes.results import read_summary
 
     set_threads(threads)
     folder = run_steer(
         dataset, model, question=question, prompt=prompt, workspace=workspace_of(ctx), target=target,
-        shifts=_shifts(shifts), layer=layer, window=window, positions=positions, generated=steer_generated,
-        random_directions=random_directions, orthogonal_directions=orthogonal_directions, random_init=random_init,
-        use_cache=use_cache, fmt=fmt, shots=shots, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        dtype=dtype, device=device, quantization=_quantization(load_in_4bit, load_in_8bit), gguf_file=gguf_file,
-        seed=seed, revision=revision,
+        directions=_names(direction), layers=_ints(layers, "layers", "4,8,12"), positions=_names(positions),
+        doses=_floats(doses, "doses", "-2,-1,1,2") or STEER_DOSES, generated=steer_generated,
+        select_limit=select_limit, map_random=map_random, random_directions=random_directions,
+        random_init=random_init, use_cache=use_cache, fmt=fmt, shots=shots, limit=limit, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, dtype=dtype, device=device,
+        quantization=_quantization(load_in_4bit, load_in_8bit), gguf_file=gguf_file, seed=seed, revision=revision,
+    )  # fmt: skip
+    typer.echo(map_text(folder))
+    typer.echo(read_summary(folder)["verdict"])
+    typer.echo(str(folder))
+
+
+def map_text(folder) -> str:
+    """The steering map as a table: antisymmetric shift at the largest dose per direction (rows) and layer (columns),
+    per position, on the train entities it was chosen on."""
+    import pandas as pd
+
+    from worldprobe.probes.results import STEERING_MAP
+
+    table = pd.read_parquet(folder / f"{STEERING_MAP}.parquet")
+    k = table["dose"].max()
+    rows = table[(table["split"] == "select") & (table["dose"] == k)]
+    rows = rows.assign(name=rows["direction"].where(rows["kind"] != "random", "random (mean)"))
+    grid = rows.pivot_table(index=["position", "name"], columns="layer", values="antisymmetric_shift", aggfunc="mean")
+    head = f"antisymmetric shift at ±{k:g}|Δμ| on the train (select) entities, by direction and layer:"
+    return head + "\n" + grid.round(1).to_string()
+
+
+def context(
+    ctx: typer.Context,
+    dataset: Dataset,
+    model: Model = DEFAULT_MODEL,
+    question: str = typer.Option(None, "--question", "-q", help="Question name (default: the dataset's first)."),
+    prompt: Prompt = DEFAULT_PROMPT,
+    fmt: str = typer.Option("auto", "--format", help="auto | chat | fewshot."),
+    shots: Shots = DEFAULT_SHOTS,
+    limit: int = count_option("--limit", default=100, help="A seeded sample of N test entities."),
+    max_new_tokens: MaxNewTokens = None,
+    batch_size: BatchSize = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    load_in_4bit: LoadIn4bit = False,
+    load_in_8bit: LoadIn8bit = False,
+    gguf_file: GgufFile = None,
+    seed: int = seed_option(help="Seed of the sample, the counterfactuals and the bootstrap."),
+    threads: Threads = None,
+    revision: Revision = None,
+) -> None:  # fmt: skip
+    """Put a false statement before the question ("X died in <year + 300>."): do the probe's reading at the entity and
+    the answer follow it? Beside no statement, the same statement about another entity, and the true one.
+
+    Example: worldprobe context -d historical_figure -m gemma3-270m --limit 100"""
+    from worldprobe.interventions.context import run_context
+    from worldprobe.probes.results import read_summary
+
+    set_threads(threads)
+    folder = run_context(
+        dataset, model, question=question, prompt=prompt, workspace=workspace_of(ctx), fmt=fmt, shots=shots,
+        limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, device=device,
+        quantization=_quantization(load_in_4bit, load_in_8bit), gguf_file=gguf_file, seed=seed, revision=revision,
     )  # fmt: skip
     s = read_summary(folder)
-    for kind, found in s["kinds"].items():
-        typer.echo(f"{kind:12s} slope {_estimate(found['slope'])}, spearman {_estimate(found['spearman'])}")
+    for condition, row in s["conditions"].items():
+        typer.echo(f"{condition:15s} probe {row['probe_shift']:+.2f} [{row['probe_shift_ci_low']:+.2f}, "
+                   f"{row['probe_shift_ci_high']:+.2f}]  answer {row['answer_shift']:+.2f} "
+                   f"[{row['answer_shift_ci_low']:+.2f}, {row['answer_shift_ci_high']:+.2f}]  parsed "
+                   f"{row['parse_rate']:.0%}")  # fmt: skip
     typer.echo(s["verdict"])
     typer.echo(str(folder))
 
@@ -150,3 +239,4 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to the main `worldprobe` app."""
     app.command("ask")(ask)
     app.command("steer")(steer)
+    app.command("context")(context)

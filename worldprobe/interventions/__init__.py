@@ -1,11 +1,12 @@
-"""Stage beside extraction: ask the model its dataset's question and steer it along the probe direction
-(science.md section 10).
+"""Stage beside extraction: ask the model its dataset's question, steer it (which direction, layer and position move
+its answer), and tell it otherwise in context (science.md section 10).
 
 Python API::
 
-    from worldprobe.interventions import run_ask, run_steer
+    from worldprobe.interventions import run_ask, run_context, run_steer
     folder = run_ask("historical_figure", "smollm2-135m", limit=200)
-    folder = run_steer("historical_figure", "smollm2-135m", limit=50)
+    folder = run_steer("historical_figure", "smollm2-135m", layers=[4, 8, 12], limit=50)
+    folder = run_context("historical_figure", "smollm2-135m", limit=100)
 
 Where they hook, per architecture family, is the one table in ``worldprobe.anchors``.
 """
@@ -14,6 +15,7 @@ from worldprobe.lazy import lazy_exports
 
 _EXPORTS = {
     "run_ask": "worldprobe.interventions.ask", "run_steer": "worldprobe.interventions.steer",
+    "run_context": "worldprobe.interventions.context",
     "generate": "worldprobe.interventions.generate", "Edit": "worldprobe.interventions.generate",
     "get_question": "worldprobe.interventions.questions",
 }  # fmt: skip

@@ -26,9 +26,7 @@ from worldprobe import anchors
 from worldprobe.extract.models import LoadedModel
 from worldprobe.extract.runner import Batch, collate, length_order, pad_token_id
 from worldprobe.extract.tokens import EncodedEntity
-
-POSITIONS = ("last", "entity")
-"""Where steering acts in the prompt: the entity's last token (the probed one) or every entity token."""
+from worldprobe.interventions.options import POSITIONS
 
 
 @dataclass

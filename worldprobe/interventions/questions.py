@@ -185,22 +185,26 @@ def fewshot_examples(train: pd.DataFrame, question: Question, shots: int, seed: 
 
 
 def render(
-    tokenizer: Any, question: Question, entity: str, fmt: str, examples: Sequence[tuple[str, str]] = ()
-) -> tuple[str, tuple[int, int]]:
-    """The prompt text and the character span of ``entity`` in it (``fmt``: ``chat`` or ``fewshot``)."""
+    tokenizer: Any, question: Question, entity: str, fmt: str, examples: Sequence[tuple[str, str]] = (),
+    preface: str = "",
+) -> tuple[str, tuple[int, int]]:  # fmt: skip
+    """The prompt text and the character span of ``entity`` in its question (``fmt``: ``chat`` or ``fewshot``);
+    ``preface`` (a statement, ``worldprobe context``) comes right before the question, after any examples."""
     asked = question.text(entity)
+    lead = f"{preface} " if preface else ""
     if fmt == "chat":
-        content = f"{asked} {question.instruction}".strip()
+        content = f"{lead}{asked} {question.instruction}".strip()
         text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                              add_generation_prompt=True)  # fmt: skip
         where = text.rfind(content)
         if where < 0:
             raise WorldprobeError("the chat template does not contain the question verbatim", field="format",
                                   hint="use --format fewshot")  # fmt: skip
+        where += len(lead)
     else:
         shots = "".join(f"Q: {question.text(e)}\nA: {a}\n\n" for e, a in examples)
-        text = f"{shots}Q: {asked}\nA:"
-        where = len(shots) + len("Q: ")
+        text = f"{shots}{lead}Q: {asked}\nA:"
+        where = len(shots) + len(lead) + len("Q: ")
     start = where + question.template.index("{entity}")
     return text, (start, start + len(entity))
 

@@ -3,6 +3,7 @@ ask, the rendered prompts, group centroids, and the numeric reading of an answer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,16 @@ class Setup:
     @property
     def n_layers(self) -> int:
         return int(self.cache.manifest["n_layers"])
+
+
+def cache_manifest(workspace: Workspace, dataset: str, model: str, prompt: str, *, revision: str | None = None,
+                   dtype: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The manifest of the cache :func:`prepare` opens (to check a request against it before any work)."""
+    from worldprobe.extract.cache import read_manifest
+
+    return read_manifest(find_cache(dataset, model, prompt, "last", workspace=workspace,
+                                    prefer={"dtype": dtype} if dtype else None,
+                                    **({"revision": revision} if revision else {})))  # fmt: skip
 
 
 def prepare(
@@ -142,16 +153,20 @@ def sample_rows(is_test: np.ndarray, limit: int | None, seed: int) -> np.ndarray
 
 
 def prompts_for(
-    setup: Setup, tokenizer: Any, rows: np.ndarray, fmt: str, shots: int, seed: int
-) -> tuple[list[str], list[EncodedEntity], str]:
-    """The rendered prompt of each row, its encoding, and the format used (``chat`` or ``fewshot``)."""
+    setup: Setup, tokenizer: Any, rows: np.ndarray, fmt: str, shots: int, seed: int,
+    prefaces: Sequence[str] | None = None,
+) -> tuple[list[str], list[EncodedEntity], str]:  # fmt: skip
+    """The rendered prompt of each row (with its ``prefaces`` statement before the question, when given), its
+    encoding, and the format used (``chat`` or ``fewshot``)."""
     used = questions.resolve_format(tokenizer, fmt)
     examples = []
     if used == "fewshot":
         train_rows = setup.entities[setup.train]
         examples = questions.fewshot_examples(train_rows, setup.question, shots, seed)
-    rendered = [questions.render(tokenizer, setup.question, str(t), used, examples)
-                for t in setup.entities.loc[rows, "text"]]  # fmt: skip
+    texts = setup.entities.loc[rows, "text"].astype(str).tolist()
+    prefaces = list(prefaces) if prefaces is not None else [""] * len(texts)
+    rendered = [questions.render(tokenizer, setup.question, t, used, examples, preface)
+                for t, preface in zip(texts, prefaces, strict=True)]  # fmt: skip
     texts = [r[0] for r in rendered]
     return texts, questions.encode_prompts(tokenizer, texts, [r[1] for r in rendered]), used
 
@@ -221,6 +236,16 @@ def model_options(
     """The options ``load_model_kept`` takes, as given on the command line (``revision`` only when given)."""
     options = {"dtype": dtype, "device": device, "quantization": quantization, "gguf_file": gguf_file, "seed": seed}
     return {**options, "revision": revision} if revision is not None else options
+
+
+def file_digest(path: str) -> str:
+    """The sha256 of a user's input file (a steering vector), so a run key changes with its content."""
+    from worldprobe.checksums import sha256_of
+
+    file = Path(path)
+    if not file.is_file():
+        raise WorldprobeError("no such file", file=file, field="direction", hint="a .npy file of a vector")
+    return sha256_of(file)
 
 
 def base_columns(setup: Setup, rows: np.ndarray) -> pd.DataFrame:

@@ -1,14 +1,28 @@
-"""``worldprobe steer``: add multiples of the probe direction to the residual stream at the entity while the model
-answers its question, and measure how the answer moves, beside control directions of the same norm.
+"""``worldprobe steer``: which direction, at which layer and position, moves the model's answer (science.md section
+10), chosen on train entities and then measured on test entities beside controls of the same norm.
 
-The steered layer is the probe's train-chosen layer (``worldprobe.probes.selection``) among the layers before the last
-block (an edit after the last block is read by no later position); ``--layer`` overrides it. For each asked test
-entity and each intended shift s (in target units), the edit ``s * pinv(W)[:, target]`` moves the probe's reading at
-the steered layer by exactly s (``worldprobe.interventions.direction``); it is added after
-block l at the entity's last token (``--positions entity``: every entity token) of the prompt pass only (unless
-``generated``). With ``window`` > 1 the edit is spread over blocks l .. l+window-1, each layer's own probe direction
-carrying s / window. A side effect is measured on a neutral continuation: the change of its mean token log-probability
-after the steered entity. Writes ``steering.parquet`` and ``summary.json`` into
+1. **Directions** per layer (``worldprobe.interventions.directions``; train rows only): ``ridge``, ``pattern``,
+   ``mean_diff``, ``pls<k>`` or the user's ``.npy`` vectors, each a unit vector oriented to raise the steered target.
+2. **Doses** are multiples of |Δμ| at the layer (the norm of the top-minus-bottom-quartile mean difference): every
+   direction at a layer is added at the same norm; each row also records the edit's norm relative to the median
+   residual norm (‖Δh‖/‖h‖) and the dose in target units through the direction's own calibration.
+3. **The map** (split ``select``): a seeded sample of train entities (never a few-shot example of the prompt) is
+   asked with every direction x layer x position x dose, beside ``map_random`` random directions per layer and
+   position (the random band); :mod:`~worldprobe.interventions.steermap` gives the antisymmetric shift and the
+   ordered share with intervals over entities.
+4. **The choice**, on those train entities only: the direction, layer and position whose antisymmetric shift at the
+   largest dose is largest.
+5. **The test** (split ``test``): test entities asked with the chosen direction, the ``ridge`` direction at the same
+   place (for comparison), ``random`` random directions of the same norm, and the random-init twin's direction of the
+   chosen method; side effects: the log-probability of a neutral continuation after the steered entity, and the
+   answer when the same edit is made at another entity of the prompt (the first few-shot example).
+6. **The verdict**: the chosen direction's antisymmetric shift against 0, against the random directions and against
+   the twin's direction (paired), under Holm over those tests (``worldprobe.probes.inference``).
+
+The edit is added after block l (l = 0: the embedding output) at the entity's last token (``entity``: every entity
+token) of the prompt pass, and at generated tokens too with ``generated`` (``worldprobe.interventions.generate``:
+once per position, with or without the KV cache). Writes ``steering.parquet`` (one row per answer),
+``steering_map.parquet`` (:data:`~worldprobe.interventions.steermap.MAP_COLUMNS`) and ``summary.json`` into
 ``results/<dataset>__<model>__<prompt>__steer-<question>__<key>/``.
 """
 
@@ -18,40 +32,53 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS, DEFAULT_STEER_LIMIT
+from worldprobe.config import (
+    DEFAULT_MODEL,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    DEFAULT_SHOTS,
+    DEFAULT_STEER_LIMIT,
+    STEER_DOSES,
+    STEER_MAP_RANDOM,
+    STEER_METHODS,
+    STEER_SELECT,
+)
 from worldprobe.devices import cache_dtype
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import load_model_kept
+from worldprobe.extract.models import LoadedModel, load_model_kept
 from worldprobe.extract.runner import default_batch_size
-from worldprobe.interventions import direction, dose, questions
+from worldprobe.extract.tokens import EncodedEntity
+from worldprobe.interventions import directions as dirs
+from worldprobe.interventions import questions, steermap
 from worldprobe.interventions import setup as setup_mod
-from worldprobe.interventions.generate import POSITIONS, Edit, continuation_logprobs, generate
+from worldprobe.interventions.generate import Edit, continuation_logprobs, generate
+from worldprobe.interventions.options import checked_doses, checked_methods, checked_positions
 from worldprobe.interventions.parse import UNPARSED
-from worldprobe.probes.results import STEERING, is_complete, run_key, write_run
+from worldprobe.probes.bootstrap import fmt
+from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
+from worldprobe.probes.results import STEERING, STEERING_MAP, is_complete, run_key, write_run
 from worldprobe.workspace import Workspace, as_workspace
 
-DEFAULT_SHIFTS = {"year": (-1000.0, -300.0, -100.0, 0.0, 100.0, 300.0, 1000.0),
-                  "latitude": (-40.0, -20.0, -10.0, 0.0, 10.0, 20.0, 40.0),
-                  "longitude": (-40.0, -20.0, -10.0, 0.0, 10.0, 20.0, 40.0)}  # fmt: skip
-"""Intended shifts of the probe's reading. On SmolLM2-135M a +200-year edit is 2% of the residual norm and about half
-a standard deviation of the activations along the probe direction, so the ladder reaches further (see
-``edit_size`` in the summary)."""
 NEUTRAL_CONTINUATION = " is the subject of this sentence."
 """The side-effect probe: its log-probability after the (steered) entity should not care about the steered target."""
 
 
 @dataclass(frozen=True)
-class Direction:
-    """One steering direction: name (``probe``, ``random-3``, ...), kind, and per steered layer the vector that
-    moves the probe's reading by +1 target unit (probe) or a vector of that norm (controls)."""
+class Cell:
+    """One place to steer: a direction (its layer inside) and the positions mode."""
 
-    name: str
-    kind: str
-    per_unit: dict[int, np.ndarray]
+    direction: dirs.SteeringDirection
+    position: str
+
+    @property
+    def kind(self) -> str:
+        return self.direction.method if self.direction.method in ("random", "random_init") else "method"
 
 
 def run_steer(
@@ -62,18 +89,19 @@ def run_steer(
     prompt: str = "empty",
     workspace: Workspace | str | Path | None = None,
     target: str | None = None,
-    shifts: Sequence[float] | None = None,
-    layer: int | None = None,
-    window: int = 1,
-    positions: str = "last",
+    directions: Sequence[str] = STEER_METHODS,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[str] = ("last",),
+    doses: Sequence[float] = STEER_DOSES,
     generated: bool = False,
+    select_limit: int = STEER_SELECT,
+    limit: int | None = DEFAULT_STEER_LIMIT,
+    map_random: int = STEER_MAP_RANDOM,
     random_directions: int = 5,
-    orthogonal_directions: int = 1,
     random_init: bool = True,
     use_cache: bool = True,
     fmt: str = "auto",
     shots: int = DEFAULT_SHOTS,
-    limit: int | None = DEFAULT_STEER_LIMIT,
     batch_size: int | None = None,
     max_new_tokens: int | None = None,
     dtype: str = "auto",
@@ -85,215 +113,413 @@ def run_steer(
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
 ) -> Path:
-    """Steer ``model`` along the probe direction of ``target`` (default: the dataset's first target) while it answers
-    ``question`` about ``limit`` seeded test entities, with the controls, and write the dose-response; return the
-    results folder (reused when finished). See the module docstring."""
+    """Map which direction x layer x position moves ``model``'s answers to ``question`` on train entities, choose
+    the best there, measure it on test entities beside its controls, and write the results folder (reused when
+    finished). See the module docstring."""
     clock, cpu = time.perf_counter(), time.process_time()
-    if positions not in POSITIONS:
-        raise WorldprobeError(f"unknown positions {positions!r}", field="positions", hint=f"one of {POSITIONS}")
-    if window < 1:
-        raise WorldprobeError(f"--window must be at least 1, not {window}", field="window")
-    if random_directions < 0 or orthogonal_directions < 0:
-        raise WorldprobeError("the numbers of control directions cannot be negative", field="random")
+    doses = checked_doses(doses)
+    positions = checked_positions(positions)
+    if random_directions < 1:
+        raise WorldprobeError("the test needs at least one random direction", field="random", hint="e.g. --random 5")
+    if map_random < 0 or select_limit < 2:
+        raise WorldprobeError("the map needs at least 2 train entities and no negative count", field="select_limit")
+    methods = checked_methods(directions)
     ws = as_workspace(workspace)
     options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
     setup_mod.check_format(model, fmt, options)
-    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, steerable=True, revision=revision,
+    manifest = setup_mod.cache_manifest(ws, dataset, model, prompt, revision=revision, dtype=cache_dtype(dtype, device))
+    chosen_layers = checked_layers(layers, int(manifest["n_layers"]), [int(v) for v in manifest["layers"]])
+    s = setup_mod.prepare(ws, dataset, model, prompt, question, steerable=True, revision=revision,
                           dtype=cache_dtype(dtype, device), progress=progress)  # fmt: skip
     target = target or s.targets[0]
     if target not in s.targets:
         raise WorldprobeError(f"{dataset} has no target {target!r}", field="target", hint=f"targets: {s.targets}")
     t_index = s.targets.index(target)
-    chosen_shifts = sorted({0.0, *[float(v) for v in (shifts or DEFAULT_SHIFTS[target])]})
-    layers = list(range(s.layer, s.layer + window))
-    if layers[-1] >= s.n_layers:
-        raise WorldprobeError(
-            f"steering after block {layers[-1]} (the last of {s.n_layers}) cannot reach the answer: the entity's state "
-            "there is read by no later position", field="layer", hint="choose an earlier --layer or a smaller --window",
-        )  # fmt: skip
-    missing = [v for v in layers if v not in s.cache.layers]
-    if missing:
-        raise WorldprobeError(f"layers {missing} are not in the activation cache", file=s.cache.path, field="layer")
-    rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(s.y).all(axis=1), limit,
-                                 seed)  # fmt: skip
     budget = max_new_tokens or s.question.max_new_tokens
-    twin_manifest = _twin_manifest(ws, s, layers, seed) if random_init else None
     settings = {
-        "stage": "steer", "question": s.question.name, "target": target, "shifts": chosen_shifts, "layers": layers,
-        "positions": positions, "generated": generated, "random": random_directions,
-        "orthogonal": orthogonal_directions, "random_init": random_init, "use_cache": use_cache, "format": fmt,
-        "shots": shots, "limit": limit, "max_new_tokens": budget, "seed": seed, "resamples": resamples,
-        "model_options": options, "neutral": NEUTRAL_CONTINUATION,
+        "stage": "steer", "question": s.question.name, "target": target, "directions": methods,
+        "direction_files": {m: setup_mod.file_digest(m) for m in methods if m.endswith(".npy")},
+        "layers": chosen_layers, "positions": positions, "doses": doses, "generated": generated,
+        "select_limit": select_limit, "limit": limit, "map_random": map_random, "random": random_directions,
+        "random_init": random_init, "use_cache": use_cache, "format": fmt, "shots": shots, "max_new_tokens": budget,
+        "seed": seed, "resamples": resamples, "model_options": options, "neutral": NEUTRAL_CONTINUATION,
     }  # fmt: skip
-    key = run_key([s.cache.manifest, *([twin_manifest] if twin_manifest else [])], settings)
+    key = run_key([s.cache.manifest], settings)
     folder = setup_mod.result_folder(s, "steer", key)
-    if is_complete(folder, key, (STEERING,)):
+    if is_complete(folder, key, (STEERING, STEERING_MAP)):
         return folder
 
-    twin_path = twin_manifest["path"] if twin_manifest else None
-    directions, coefs = _directions(s, layers, t_index, random_directions, orthogonal_directions, twin_path, seed)
-    items = _items(len(rows), directions, chosen_shifts)
-    edit = Edit(_vectors(items, directions, layers, window), positions=positions, generated=generated)
+    y = s.y[:, t_index]
+    stats, per_layer = _layer_directions(s, chosen_layers, methods, y, map_random, seed)
     loaded = load_model_kept(model, **options)
-    texts, encoded, used = setup_mod.prompts_for(s, loaded.tokenizer, rows, fmt, shots, seed)
-    size = batch_size or default_batch_size(loaded)
-    item_encoded = [encoded[i] for i in items["entity"]]
-    answers = generate(loaded, item_encoded, max_new_tokens=budget, batch_size=size, edit=edit, use_cache=use_cache,
-                       progress=progress, desc=f"steer {dataset}")  # fmt: skip
-    neutral = _neutral(loaded.tokenizer, s.entities.loc[rows, "text"].astype(str).tolist())
-    logprob = continuation_logprobs(loaded, [neutral[i] for i in items["entity"]], batch_size=max(1, size // 2),
-                                    edit=Edit(edit.vectors, positions=positions), progress=progress)  # fmt: skip
+    examples_used, select_rows = _select_rows(s, select_limit, shots, fmt, loaded, seed)
+    test_rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(y), limit, seed)
+    asker = _Asker(s, loaded, fmt, shots, seed, budget, batch_size or default_batch_size(loaded), use_cache,
+                   generated, t_index, progress)  # fmt: skip
 
-    table = _table(s, rows, items, answers, logprob, t_index, directions, coefs, window)
-    table.insert(0, "format", used)
+    select = asker.baseline("select", select_rows)
+    cells = [Cell(d, p) for v in chosen_layers for d in per_layer[v] for p in positions]
+    select_items = asker.steer("select", select_rows, select.prompts, cells, doses, stats, desc="steering map")
+    baselines = {"select": select.readings}
+    chosen = choose(steermap.steering_map(select_items, baselines, doses, resamples=resamples, seed=seed), doses)
+
+    test = asker.baseline("test", test_rows)
+    layer, position = int(chosen["layer"]), str(chosen["position"])
+    best = next(d for d in per_layer[layer] if d.name == chosen["direction"])
+    test_cells = [Cell(best, position)]
+    if best.method != "ridge":
+        test_cells += [Cell(d, position) for d in per_layer[layer] if d.method == "ridge"]
+    test_cells += [Cell(d, position) for d in dirs.random_directions(random_directions, layer, len(best.unit),
+                                                                      seed + 1)]  # fmt: skip
+    twin = _twin_direction(ws, s, layer, best, y, seed) if random_init else None
+    if twin is not None:
+        test_cells.append(Cell(twin, position))
+    test_items = asker.steer("test", test_rows, test.prompts, test_cells, doses, stats, desc="steering test")
+    side = asker.side_effects(test_rows, test.prompts, Cell(best, position), test_cells, doses, stats)
+    baselines["test"] = test.readings
+    items = pd.concat([select.table, select_items, test.table, test_items, side], ignore_index=True)
+    steering_map = steermap.steering_map(items[items["kind"].isin(("method", "random", "random_init"))], baselines,
+                                         doses, resamples=resamples, seed=seed)  # fmt: skip
     summary = {
         "run_key": key, "stage": "steer", "dataset": dataset, "model": model, "prompt": prompt,
         "question": {"name": s.question.name, "kind": s.question.kind, "template": s.question.template},
-        "format": used, "target": target, "shifts": chosen_shifts, "layers": layers, "positions": positions,
-        "generated": generated, "use_cache": use_cache, "max_new_tokens": budget, "n_entities": len(rows),
-        "n_items": len(items), "probe": setup_mod.probe_record(s), "settings": settings, "seed": seed,
-        "edit_size": _edit_size(s, directions[0], layers, chosen_shifts, window),
-        "controls": {"random": random_directions, "orthogonal": orthogonal_directions, "random_init": random_init,
-                     "twin_cache": (twin_manifest or {}).get("path")},
-        "neutral_continuation": NEUTRAL_CONTINUATION,
-        **dose.summarise(table, len(rows), target, resamples=resamples, seed=seed),
+        "format": asker.used, "target": target, "unit": UNITS.get(target, target), "doses": doses,
+        "doses_unit": "multiples of |Δμ| (the norm of the top-minus-bottom-quartile mean difference at the layer)",
+        "layers": chosen_layers, "positions": positions, "directions": methods, "generated": generated,
+        "use_cache": use_cache, "max_new_tokens": budget, "probe": setup_mod.probe_record(s), "settings": settings,
+        "select": {"n_entities": len(select_rows), "few_shot_examples_left_out": examples_used},
+        "n_test_entities": len(test_rows), "layer_stats": {str(v): _stats_record(stats[v]) for v in chosen_layers},
+        "calibration": {f"{d.name}@{v}": {"per_target_unit": d.per_target_unit, "flipped": d.flipped}
+                        for v in chosen_layers for d in per_layer[v] if d.method != "random"},
+        "chosen": {**{k: chosen[k] for k in ("direction", "method", "layer", "position")},
+                   "criterion": "the largest antisymmetric shift at the largest dose on the train (select) entities"},
+        **summarise_test(items, baselines["test"], best, position, doses, twin is not None, resamples, seed,
+                       UNITS.get(target, target)),
         "time": {"wall_seconds": time.perf_counter() - clock, "cpu_seconds": time.process_time() - cpu},
     }  # fmt: skip
-    return write_run(folder, {STEERING: table}, summary)
+    return write_run(folder, {STEERING: items, STEERING_MAP: steering_map}, summary)
 
 
-def _edit_size(s: setup_mod.Setup, probe: Direction, layers: list[int], shifts: list[float], window: int) -> dict:
-    """How large each dose's probe edit is: its norm, relative to the median residual norm of the layer's cached
-    entities, and in standard deviations of the train activations along the edit."""
-    out = {}
+UNITS = {"year": "years", "latitude": "degrees of latitude", "longitude": "degrees of longitude"}
+
+
+# --- checks ------------------------------------------------------------------------------------------------------
+
+
+def checked_layers(layers: Sequence[int] | None, n_layers: int, cached: list[int]) -> list[int]:
+    """The layers to steer: default every cached layer before the last block; each must be cached and read by a
+    later position (not after the last block)."""
+    if layers is None:
+        return [v for v in cached if v < n_layers]
+    values = sorted({int(v) for v in layers})
+    late = [v for v in values if v >= n_layers]
+    if late:
+        raise WorldprobeError(
+            f"steering after block {late[0]} (the last of {n_layers}) cannot reach the answer: the entity's state "
+            "there is read by no later position", field="layers", hint=f"layers 0..{n_layers - 1}",
+        )  # fmt: skip
+    missing = [v for v in values if v not in cached]
+    if missing:
+        raise WorldprobeError(f"layers {missing} are not in the activation cache", field="layers",
+                              hint=f"cached: {cached}")  # fmt: skip
+    return values
+
+
+# --- directions --------------------------------------------------------------------------------------------------
+
+
+def _layer_directions(s: setup_mod.Setup, layers: list[int], methods: list[str], y: np.ndarray, map_random: int,
+                      seed: int) -> tuple[dict[int, dirs.LayerStats], dict[int, list[dirs.SteeringDirection]]]:
+    """Per layer: its dose statistics and the directions of the map (methods, then random ones), from train rows."""
+    stats, per_layer = {}, {}
+    train = s.train & np.isfinite(y)
     for v in layers:
-        x = np.asarray(s.cache.layer(v), dtype=np.float64)[s.train]
-        unit_vector = probe.per_unit[v]
-        along = x @ (unit_vector / np.linalg.norm(unit_vector))
-        median_norm = float(np.median(np.linalg.norm(x, axis=1)))
-        out[str(v)] = {
-            "per_unit_norm": float(np.linalg.norm(unit_vector)), "median_residual_norm": median_norm,
-            "std_along_edit": float(along.std()),
-            "by_shift": {str(sh): {"norm": abs(sh) / window * float(np.linalg.norm(unit_vector)),
-                                   "relative_norm": abs(sh) / window * float(np.linalg.norm(unit_vector)) / median_norm,
-                                   "in_std_along_edit": abs(sh) / window * float(np.linalg.norm(unit_vector))
-                                   / float(along.std())} for sh in shifts if sh != 0},
-        }  # fmt: skip
-    return out
+        x = np.asarray(s.cache.layer(v), dtype=np.float64)[train]
+        stats[v] = dirs.layer_stats(v, x, y[train])
+        found = dirs.method_directions(methods, v, x, y[train], stats[v], s.n_layers)
+        per_layer[v] = found + dirs.random_directions(map_random, v, x.shape[1], seed)
+    return stats, per_layer
 
 
-def _twin_manifest(ws: Workspace, s: setup_mod.Setup, layers: list[int], seed: int) -> dict:
-    """The random-init twin's cache (extracted when missing, as the probe stage's ``random_init`` control does)."""
+def _twin_direction(ws: Workspace, s: setup_mod.Setup, layer: int, best: dirs.SteeringDirection, y: np.ndarray,
+                    seed: int) -> dirs.SteeringDirection | None:  # fmt: skip
+    """The chosen method's direction on the random-init twin's activations (same train entities), or None for a user
+    file (a twin has no counterpart of the user's vector)."""
+    if best.method == "file":
+        return None
     from worldprobe.extract import extract_twin, open_cache
 
-    path = extract_twin(s.dataset, s.model, s.prompt, s.cache.manifest, seed=seed, workspace=ws, layers=layers)
-    return {**open_cache(path).manifest, "path": str(path)}
-
-
-def _directions(
-    s: setup_mod.Setup, layers: list[int], t_index: int, n_random: int, n_orthogonal: int, twin: str | None, seed: int
-) -> tuple[list[Direction], dict[int, np.ndarray]]:
-    """The probe direction and the controls per steered layer (the probe refitted at each layer of a window), and
-    the probe's coefficients (k, d) per layer."""
-    probe_units, norms, coefs, x_trains = {}, {}, {}, {}
-    for v in layers:
-        probe = s.probe if v == s.layer else direction.fit_probe(s.cache.layer(v), s.y, s.train)
-        coefs[v] = direction.coefficients(probe)
-        probe_units[v] = direction.unit_shift_vector(coefs[v], t_index)
-        norms[v] = float(np.linalg.norm(probe_units[v]))
-        x_trains[v] = np.asarray(s.cache.layer(v), dtype=np.float32)[s.train]
-    out = [Direction("probe", "probe", probe_units)]
-    seeds = np.random.default_rng(seed).integers(0, 2**31, size=(2, max(n_random, n_orthogonal, 1)))
-    for k in range(n_random):
-        out.append(Direction(f"random-{k}", "random", {
-            v: norms[v] * direction.random_direction(len(probe_units[v]), int(seeds[0, k]) + v) for v in layers}))
-    for k in range(n_orthogonal):
-        out.append(Direction(f"orthogonal-{k}", "orthogonal", {
-            v: norms[v] * direction.orthogonal_direction(x_trains[v], coefs[v], int(seeds[1, k]) + v) for v in layers}))
-    if twin:
-        out.append(Direction("random_init", "random_init", _twin_units(s, layers, t_index, norms, twin)))
-    return out, coefs
-
-
-def _twin_units(s: setup_mod.Setup, layers: list[int], t_index: int, norms: dict[int, float], twin_path: str) -> dict:
-    """The random-init twin's probe direction per layer (fitted on the same train entities), at the probe's norm."""
-    from worldprobe.extract import open_cache
-
-    twin = open_cache(twin_path)
+    twin = open_cache(extract_twin(s.dataset, s.model, s.prompt, s.cache.manifest, seed=seed, workspace=ws,
+                                   layers=[layer]))  # fmt: skip
     position = pd.Series(np.arange(len(twin.entities)), index=twin.entities["entity_id"].astype(str))
     wanted = s.entities["entity_id"].astype(str)
     if not wanted.isin(position.index).all():
         raise WorldprobeError("the random-init cache lacks entities of the model's cache", file=twin.path,
                               hint="rebuild both caches from the same dataset table and --limit")  # fmt: skip
-    order = position[wanted].to_numpy()
-    out = {}
-    for v in layers:
-        x = np.asarray(twin.layer(v), dtype=np.float32)[order]
-        coef = direction.coefficients(direction.fit_probe(x, s.y, s.train))
-        out[v] = norms[v] * direction.unit(direction.unit_shift_vector(coef, t_index))
+    train = s.train & np.isfinite(y)
+    x = np.asarray(twin.layer(layer), dtype=np.float64)[position[wanted].to_numpy()][train]
+    found = dirs.method_directions([best.method], layer, x, y[train], dirs.layer_stats(layer, x, y[train]),
+                                   s.n_layers)[0]  # fmt: skip
+    return dirs.SteeringDirection("random_init", "random_init", layer, found.unit, found.per_target_unit, found.flipped)
+
+
+def _stats_record(stats: dirs.LayerStats) -> dict[str, float]:
+    return {"dmu_norm": stats.dmu_norm, "target_gap": stats.target_gap, "median_residual_norm": stats.median_norm,
+            "dmu_relative_norm": stats.dmu_norm / stats.median_norm}  # fmt: skip
+
+
+# --- asking ------------------------------------------------------------------------------------------------------
+
+
+def _select_rows(s: setup_mod.Setup, limit: int, shots: int, fmt: str, loaded: LoadedModel, seed: int
+                 ) -> tuple[int, np.ndarray]:  # fmt: skip
+    """A seeded sample of train entities for the map, leaving out the prompt's few-shot examples (their answers are
+    in the prompt); the number of train entities left out for that."""
+    train = s.train & np.isfinite(s.y).all(axis=1)
+    used = questions.resolve_format(loaded.tokenizer, fmt)
+    left_out = 0
+    if used == "fewshot" and shots:
+        texts = {t for t, _ in questions.fewshot_examples(s.entities[s.train], s.question, shots, seed)}
+        example = s.entities["text"].astype(str).isin(texts).to_numpy()
+        left_out = int((train & example).sum())
+        train &= ~example
+    return left_out, setup_mod.sample_rows(train, limit, seed)
+
+
+@dataclass
+class _Asked:
+    """The unsteered answers of one split: the prompts, the table rows and each entity's reading."""
+
+    prompts: list[EncodedEntity]
+    table: pd.DataFrame
+    readings: pd.Series  # entity index -> reading of the steered target
+
+
+class _Asker:
+    """Asks the rendered question of rows of the cache, unsteered or with one cell's edit at a set of doses."""
+
+    def __init__(self, s: setup_mod.Setup, loaded: LoadedModel, fmt: str, shots: int, seed: int, budget: int,
+                 batch_size: int, use_cache: bool, generated: bool, t_index: int, progress: bool) -> None:  # fmt: skip
+        self.s, self.loaded, self.fmt, self.shots, self.seed = s, loaded, fmt, shots, seed
+        self.budget, self.batch_size, self.use_cache, self.generated = budget, batch_size, use_cache, generated
+        self.t_index, self.progress = t_index, progress
+        self.used = questions.resolve_format(loaded.tokenizer, fmt)
+
+    def baseline(self, split: str, rows: np.ndarray) -> _Asked:
+        _, encoded, _ = setup_mod.prompts_for(self.s, self.loaded.tokenizer, rows, self.fmt, self.shots, self.seed)
+        answers = generate(self.loaded, encoded, max_new_tokens=self.budget, batch_size=self.batch_size,
+                           use_cache=self.use_cache, progress=self.progress, desc=f"unsteered {split}")  # fmt: skip
+        items = pd.DataFrame({"entity": np.arange(len(rows)), "method": "none", "direction": "none", "kind": "none",
+                              "layer": -1, "position": "none", "dose": 0.0, "edit_norm": 0.0, "relative_norm": 0.0,
+                              "dose_target_units": 0.0})  # fmt: skip
+        table = self._table(split, rows, items, answers)
+        return _Asked(encoded, table, table.set_index("entity")["reading"])
+
+    def steer(self, split: str, rows: np.ndarray, encoded: list[EncodedEntity], cells: list[Cell], doses: list[float],
+              stats: dict[int, dirs.LayerStats], *, desc: str, at: list[EncodedEntity] | None = None,
+              kind: str | None = None) -> pd.DataFrame:  # fmt: skip
+        """Every cell x dose x row; each (layer, position) group of cells is one generation job (``at``: the
+        positions to edit, when not the asked entity's)."""
+        frames = []
+        groups: dict[tuple[int, str], list[Cell]] = {}
+        for cell in cells:
+            groups.setdefault((cell.direction.layer, cell.position), []).append(cell)
+        bar = tqdm(total=len(cells) * len(doses) * len(rows), desc=desc, unit="answer", disable=not self.progress,
+                   dynamic_ncols=True)  # fmt: skip
+        for (layer, position), group in groups.items():
+            plan = [(cell, dose) for cell in group for dose in doses]
+            norm = stats[layer].dmu_norm
+            vectors = np.zeros((len(plan) * len(rows), len(group[0].direction.unit)), dtype=np.float32)
+            meta = []
+            for i, (cell, dose) in enumerate(plan):
+                vectors[i * len(rows) : (i + 1) * len(rows)] = dose * norm * cell.direction.unit
+                d = cell.direction
+                meta.append({"method": d.method, "direction": d.name, "kind": kind or cell.kind, "layer": layer,
+                             "position": position, "dose": dose, "edit_norm": abs(dose) * norm,
+                             "relative_norm": abs(dose) * norm / stats[layer].median_norm,
+                             "dose_target_units": np.sign(dose) * d.target_units(abs(dose) * norm)})  # fmt: skip
+            prompts = (at or encoded) * len(plan)
+            answers = generate(self.loaded, prompts, max_new_tokens=self.budget, batch_size=self.batch_size,
+                               edit=Edit({layer: vectors}, positions=position, generated=self.generated),
+                               use_cache=self.use_cache, progress=False)  # fmt: skip
+            bar.update(len(prompts))
+            items = pd.DataFrame([{**m, "entity": e} for m in meta for e in range(len(rows))])
+            frames.append(self._table(split, rows, items, answers))
+        bar.close()
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def side_effects(self, rows: np.ndarray, encoded: list[EncodedEntity], best: Cell, cells: list[Cell],
+                     doses: list[float], stats: dict[int, dirs.LayerStats]) -> pd.DataFrame:  # fmt: skip
+        """The neutral continuation's log-probability after the entity, unsteered and at ±the largest dose of the
+        chosen direction and the random ones (``logprob_delta`` on the test items); and the answers when the chosen
+        edit is made at the first few-shot example's entity instead (kind ``other_entity``)."""
+        k = max(doses)
+        layer, position = best.direction.layer, best.position
+        neutral = questions.encode_prompts(self.loaded.tokenizer,
+                                           [t + NEUTRAL_CONTINUATION for t in self._texts(rows)],
+                                           [(0, len(t)) for t in self._texts(rows)])  # fmt: skip
+        measured = [c for c in cells if c.kind in ("method", "random") and c.direction.method != "ridge"
+                    or c is best]  # fmt: skip
+        plan = [(None, 0.0)] + [(cell, dose) for cell in measured for dose in (-k, k)]
+        vectors = np.zeros((len(plan) * len(rows), len(best.direction.unit)), dtype=np.float32)
+        for i, (cell, dose) in enumerate(plan):
+            if cell is not None:
+                vectors[i * len(rows) : (i + 1) * len(rows)] = dose * stats[layer].dmu_norm * cell.direction.unit
+        logprob = continuation_logprobs(self.loaded, neutral * len(plan), batch_size=max(1, self.batch_size // 2),
+                                        edit=Edit({layer: vectors}, positions=position),
+                                        progress=False).reshape(len(plan), len(rows))  # fmt: skip
+        rows_out = [{"split": "test", "entity": e, "method": "neutral", "direction": cell.direction.name if cell
+                     else "none", "kind": "neutral", "layer": layer, "position": position, "dose": dose,
+                     "logprob_neutral": logprob[i, e], "logprob_delta": logprob[i, e] - logprob[0, e]}
+                    for i, (cell, dose) in enumerate(plan) for e in range(len(rows))]  # fmt: skip
+        frames = [pd.DataFrame(rows_out)]
+        other = self._example_positions(rows)
+        if other is not None:
+            frames.append(self.steer("test", rows, encoded, [best], [-k, k], stats, desc="other entity", at=other,
+                                     kind="other_entity"))  # fmt: skip
+        return pd.concat(frames, ignore_index=True)
+
+    def _texts(self, rows: np.ndarray) -> list[str]:
+        return self.s.entities.loc[rows, "text"].astype(str).tolist()
+
+    def _example_positions(self, rows: np.ndarray) -> list[EncodedEntity] | None:
+        """The prompts with the first few-shot example's entity as the edited position (None without examples)."""
+        if self.used != "fewshot" or not self.shots:
+            return None
+        texts, _, _ = setup_mod.prompts_for(self.s, self.loaded.tokenizer, rows, self.fmt, self.shots, self.seed)
+        first = questions.fewshot_examples(self.s.entities[self.s.train], self.s.question, self.shots, self.seed)[0][0]
+        start = len("Q: ") + self.s.question.template.index("{entity}")
+        return questions.encode_prompts(self.loaded.tokenizer, texts, [(start, start + len(first))] * len(texts))
+
+    def _table(self, split: str, rows: np.ndarray, items: pd.DataFrame, answers: list) -> pd.DataFrame:
+        """Item rows with the entity's identity and truth, the answer, its parse and its reading of the target."""
+        entity_rows = rows[items["entity"].to_numpy()]
+        table = items.assign(split=split, row=entity_rows)
+        table["entity_id"] = self.s.entities.loc[entity_rows, "entity_id"].astype(str).to_numpy()
+        table["text"] = self.s.entities.loc[entity_rows, "text"].astype(str).to_numpy()
+        table["truth"] = self.s.y[entity_rows, self.t_index]
+        table["answer_text"] = [a.text for a in answers]
+        table["n_new_tokens"] = [len(a.token_ids) for a in answers]
+        table["stop"] = [a.stop for a in answers]
+        parsed = setup_mod.parse_answers(self.s, table["answer_text"].tolist(), entity_rows)
+        table["answer_status"] = parsed["answer_status"].to_numpy()
+        table["reading"] = parsed[f"reading_{self.s.targets[self.t_index]}"].to_numpy(dtype=np.float64)
+        table["parsed"] = table["answer_status"] != UNPARSED
+        return table
+
+
+# --- choosing and testing ----------------------------------------------------------------------------------------
+
+
+def choose(select_map: pd.DataFrame, doses: list[float]) -> dict[str, Any]:
+    """The direction x layer x position (a method, never a random direction) with the largest antisymmetric shift
+    at the largest dose on the select (train) entities; ties: the larger ordered share, then the shallower layer."""
+    k = max(doses)
+    rows = select_map[(select_map["kind"] == "method") & (select_map["dose"] == k)]
+    rows = rows[np.isfinite(rows["antisymmetric_shift"])]
+    if rows.empty:
+        raise WorldprobeError("no steered answer of the train entities could be parsed: nothing to choose from",
+                              field="question", hint="check the question's answers (worldprobe ask)")  # fmt: skip
+    best = rows.sort_values(["antisymmetric_shift", "ordered_share", "layer"], ascending=[False, False, True]).iloc[0]
+    return best.to_dict()
+
+
+def summarise_test(
+    items: pd.DataFrame,
+    baseline: pd.Series,
+    best: dirs.SteeringDirection,
+    position: str,
+    doses: list[float],
+    with_twin: bool,
+    resamples: int,
+    seed: int,
+    unit: str,
+) -> dict[str, Any]:
+    """The chosen cell on the test entities: its antisymmetric shift against 0, the random directions and the twin's
+    direction (paired), Holm over those tests, the ordered share, ridge at the same place for reading, the side
+    effects and the verdict sentence."""
+    k = max(doses)
+    test = items[(items["split"] == "test") & (items["position"] == position) & (items["layer"] == best.layer)]
+    chosen = test[(test["direction"] == best.name) & (test["kind"] == "method")]
+    random_items = test[test["kind"] == "random"]
+    w = steermap.weights(len(baseline), TEST_RESAMPLES, seed + 3)
+    a, r = steermap.paired_antisymmetric(chosen, random_items, baseline, doses, k)
+    comparisons = [_paired("follows", a, np.zeros_like(a), w, "antisymmetric shift at the largest dose vs 0")]
+    comparisons.append(_paired("beyond_random", a, r, w, "minus the random directions' (same norm), paired"))
+    if with_twin:
+        _, t = steermap.paired_antisymmetric(chosen, test[test["kind"] == "random_init"], baseline, doses, k)
+        comparisons.append(_paired("beyond_twin", a, t, w, "minus the random-init twin's direction, paired"))
+    decided = family({"steer": comparisons})
+    outcomes = {key: d.outcome for (_, key), d in decided.holm.items()}
+    grid = sorted({0.0, *doses})
+    share = steermap.mean_estimate(steermap.ordered(steermap.answers_by_dose(chosen, baseline, doses)),
+                                   steermap.weights(len(baseline), resamples, seed))  # fmt: skip
+    ridge = test[(test["method"] == "ridge") & (test["kind"] == "method")]
+    ridge_shift = steermap.mean_estimate(
+        steermap.antisymmetric(steermap.answers_by_dose(ridge, baseline, doses), grid, k), w) if len(ridge) else None
+    side = _side_effects(items, baseline, best, k, w)
+    summary = {
+        "comparisons": [c.to_dict() for c in comparisons], "outcomes": outcomes, "family_size": decided.size,
+        "ordered_share": share.to_dict(), "largest_dose": k,
+        "ridge_antisymmetric_shift": ridge_shift.to_dict() if ridge_shift is not None else None,
+        "side_effects": side,
+    }  # fmt: skip
+    summary["verdict"] = steer_verdict(summary, best, position, unit)
+    return summary
+
+
+def _paired(key: str, a: np.ndarray, b: np.ndarray, w: np.ndarray, what: str):
+    """A comparison of the mean of a - b over entities where both are finite (antisymmetric shifts in target
+    units); no equivalence margin is declared for steering (the equivalence test is not run)."""
+    keep = np.isfinite(a) & np.isfinite(b)
+    diff = (a - b)[keep]
+    wk = w[:, keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = (wk @ diff) / wk.sum(axis=1)
+    value = float(diff.mean()) if keep.any() else float("nan")
+    found = compare(key, "antisymmetric_shift_diff", value, samples, int(keep.sum()), margin=float("nan"))
+    return found
+
+
+def _side_effects(items: pd.DataFrame, baseline: pd.Series, best: dirs.SteeringDirection, k: float,
+                  w: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {}
+    neutral = items[items["kind"] == "neutral"]
+    for name, label in ((best.name, "chosen"), (None, "random")):
+        part = neutral[neutral["direction"] == name] if name else neutral[neutral["direction"].str.startswith(
+            "random-")]  # fmt: skip
+        if len(part):
+            per_entity = part.groupby("entity")["logprob_delta"].mean().reindex(baseline.index)
+            out[f"logprob_delta_{label}"] = steermap.mean_estimate(per_entity.to_numpy(), w).to_dict()
+    other = items[items["kind"] == "other_entity"]
+    if len(other):
+        table = steermap.answers_by_dose(other, baseline, [-k, k])
+        grid = sorted({0.0, -k, k})
+        out["other_entity_antisymmetric_shift"] = steermap.mean_estimate(
+            steermap.antisymmetric(table, grid, k), w).to_dict()  # fmt: skip
     return out
 
 
-def _items(n_entities: int, directions: list[Direction], shifts: list[float]) -> pd.DataFrame:
-    """One unsteered item per entity, and one per entity x direction x non-zero shift."""
-    base = [(e, "none", "none", 0.0) for e in range(n_entities)]
-    steered = [(e, d.name, d.kind, sh) for d in directions for sh in shifts if sh != 0 for e in range(n_entities)]
-    return pd.DataFrame(base + steered, columns=["entity", "direction", "kind", "shift"])
-
-
-def _vectors(items: pd.DataFrame, directions: list[Direction], layers: list[int], window: int) -> dict[int, np.ndarray]:
-    """(n_items, d) float32 per steered layer: shift / window times the direction's per-unit vector."""
-    by_name = {d.name: d for d in directions}
-    d_model = len(directions[0].per_unit[layers[0]])
-    out = {v: np.zeros((len(items), d_model), dtype=np.float32) for v in layers}
-    for i, (name, shift) in enumerate(zip(items["direction"], items["shift"], strict=True)):
-        if name == "none":
-            continue
-        for v in layers:
-            out[v][i] = (shift / window) * by_name[name].per_unit[v]
-    return out
-
-
-def _neutral(tokenizer, texts: list[str]) -> list:
-    """Each entity followed by the neutral continuation (BOS first when the tokenizer has one)."""
-    return questions.encode_prompts(tokenizer, [t + NEUTRAL_CONTINUATION for t in texts],
-                                    [(0, len(t)) for t in texts])  # fmt: skip
-
-
-def _table(
-    s: setup_mod.Setup, rows: np.ndarray, items: pd.DataFrame, answers: list, logprob: np.ndarray, t_index: int,
-    directions: list[Direction], coefs: dict[int, np.ndarray], window: int,
-) -> pd.DataFrame:  # fmt: skip
-    """The steering table: one row per item with the answer, its reading, the shift against the entity's unsteered
-    answer, the probe's own reading shift, the vector norm and the side effect."""
-    base = setup_mod.base_columns(s, rows)
-    table = items.join(base.iloc[items["entity"].to_numpy()].reset_index(drop=True))
-    table["answer_text"] = [a.text for a in answers]
-    table["n_new_tokens"] = [len(a.token_ids) for a in answers]
-    table["stop"] = [a.stop for a in answers]
-    entity_rows = rows[items["entity"].to_numpy()]
-    table = table.join(setup_mod.parse_answers(s, table["answer_text"].tolist(), entity_rows))
-    target = s.targets[t_index]
-    by_name = {d.name: d for d in directions}
-    layers = sorted(coefs)
-    reading_shift, norm = [], []
-    for name, shift in zip(items["direction"], items["shift"], strict=True):
-        if name == "none":
-            reading_shift.append(0.0)
-            norm.append(0.0)
-            continue
-        vectors = {v: (shift / window) * by_name[name].per_unit[v] for v in layers}
-        reading_shift.append(float(sum(coefs[v][t_index] @ vectors[v] for v in layers)))
-        norm.append(float(np.sqrt(sum(np.sum(vectors[v] ** 2) for v in layers))))
-    table["vector_norm"] = norm
-    table["probe_reading_shift"] = reading_shift
-    table["parsed"] = table["answer_status"] != UNPARSED
-    baseline = table[table["kind"] == "none"].set_index("entity")
-    table["baseline_text"] = baseline["answer_text"].reindex(table["entity"]).to_numpy()
-    table["baseline_reading"] = baseline[f"reading_{target}"].reindex(table["entity"]).to_numpy()
-    table["answer_shift"] = table[f"reading_{target}"] - table["baseline_reading"]
-    table["changed"] = table["answer_text"] != table["baseline_text"]
-    table["logprob_neutral"] = logprob
-    table["logprob_delta"] = logprob - pd.Series(logprob[items["kind"].to_numpy() == "none"]).reindex(
-        table["entity"]).to_numpy()  # fmt: skip
-    return table
+def steer_verdict(summary: dict[str, Any], best: dirs.SteeringDirection, position: str, unit: str) -> str:
+    """One sentence: what the chosen direction does to the answers on test entities, each claim with its test."""
+    comparisons = {c["key"]: c for c in summary["comparisons"]}
+    outcomes = summary["outcomes"]
+    follows = comparisons["follows"]["estimate"]
+    where = f"{best.name} at layer {best.layer} ({position} token{'s' if position == 'entity' else ''})"
+    k = summary["largest_dose"]
+    text = (f"Chosen on train entities: {where}. On {follows['n']} test entities, ±{k:g}|Δμ| moves the answer "
+            f"antisymmetrically by {fmt(follows['value'], 1, signed=True)} [{fmt(follows['low'], 1)}, "
+            f"{fmt(follows['high'], 1)}] {unit}: {outcomes['follows']} 0")  # fmt: skip
+    for key, label in (("beyond_random", "random directions of the same norm"),
+                       ("beyond_twin", "the random-init twin's direction")):  # fmt: skip
+        if key in comparisons:
+            e = comparisons[key]["estimate"]
+            text += (f"; minus {label}: {fmt(e['value'], 1, signed=True)} [{fmt(e['low'], 1)}, {fmt(e['high'], 1)}], "
+                     f"{outcomes[key]}")  # fmt: skip
+    share = summary["ordered_share"]
+    text += (f". Answers ordered with the dose for {fmt(share['value'])} [{fmt(share['low'])}, {fmt(share['high'])}] "
+             f"of the entities. Decided under Holm's correction over the {summary['family_size']} tests of this "
+             "run.")  # fmt: skip
+    if outcomes.get("follows") != "above":
+        text += " So: no direction tried is shown to move the answer."
+    return text

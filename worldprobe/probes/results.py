@@ -27,7 +27,8 @@ from worldprobe.extract.cache import CacheIdentity
 from worldprobe.jsonable import json_default
 
 METRICS, PREDICTIONS, HOLDOUTS, NEURONS = "metrics", "predictions", "holdouts", "neurons"
-ANSWERS, STEERING = "answers", "steering"
+ANSWERS, STEERING, STEERING_MAP, CONTEXT, CONTEXT_ANSWERS = (
+    "answers", "steering", "steering_map", "context", "context_answers")
 """Table names: each is ``<name>.parquet`` in a run folder."""
 PROBE_TABLES = (METRICS, PREDICTIONS, HOLDOUTS)
 """The tables of a probe run."""
@@ -321,7 +322,7 @@ def _read_run(
 
 def _intervention(folder: Path) -> bool:
     """An ``ask`` or ``steer`` run (``worldprobe.reports.interventions`` draws those)."""
-    return any((folder / f"{name}.parquet").exists() for name in (ANSWERS, STEERING))
+    return any((folder / f"{name}.parquet").exists() for name in (ANSWERS, STEERING, CONTEXT))
 
 
 def _age(folder: Path) -> tuple[int, str]:

@@ -1,5 +1,6 @@
-"""Report figures of asking and steering for one dataset: answer vs truth and probe vs answer scatters, dose-response
-curves with bootstrap bands beside the random-direction band, and the verdict sentences.
+"""Report figures of asking and steering for one dataset: answer vs truth and probe vs answer scatters; the steering
+map (antisymmetric shift per direction x layer, on the train entities it was chosen on) and the chosen direction's
+dose-response on test entities beside the random directions' band; and the verdict sentences.
 
 :func:`dataset_figures` reads every finished ``ask``/``steer`` results folder of the dataset (their summaries say
 ``"stage"``) and returns figures and sentences; the report page decides where to show them.
@@ -14,15 +15,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Rectangle
 
-from worldprobe.probes.results import ANSWERS
+from worldprobe.probes.results import ANSWERS, STEERING, STEERING_MAP
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, new_figure, save
 
 KIND_STYLES = {
-    "probe": dict(color="#c0392b", label="probe direction"),
+    "chosen": dict(color="#c0392b", label="chosen direction"),
+    "ridge": dict(color="#e67e22", label="ridge weights (same place)"),
     "random": dict(color="#7f8c8d", label="random directions (same norm)"),
-    "orthogonal": dict(color="#2980b9", label="orthogonal to the probe"),
-    "random_init": dict(color="#8e44ad", label="random-init twin's probe"),
+    "random_init": dict(color="#8e44ad", label="random-init twin's direction"),
 }
 
 
@@ -71,8 +73,15 @@ def dataset_figures(
     out.notes += notes + more
     for folder, summary in asked:
         out.figures.append(ask_figure(pd.read_parquet(folder / f"{ANSWERS}.parquet"), summary, out_dir))
-    for _, summary in steered:
-        out.figures.append(dose_figure(summary, out_dir))
+    contexts, notes = runs(results_dir, dataset, "context", datasets_dir)
+    out.notes += notes
+    for _, summary in contexts:
+        out.figures.append(context_figure(summary, out_dir))
+        out.verdicts.append(f"{summary['model']} (context): {summary['verdict']}")
+    for folder, summary in steered:
+        table = pd.read_parquet(folder / f"{STEERING_MAP}.parquet")
+        out.figures.append(map_figure(table, summary, out_dir))
+        out.figures.append(dose_figure(pd.read_parquet(folder / f"{STEERING}.parquet"), summary, out_dir))
         out.verdicts.append(f"{summary['model']}: {summary['verdict']}")
     return out
 
@@ -112,31 +121,113 @@ def ask_figure(answers: pd.DataFrame, summary: dict[str, Any], out_dir: Path) ->
     return save(fig, out_dir, stem, title, _caption(summary, f"{int(drawn.sum())} drawn of {len(answers)}"))
 
 
-def dose_figure(summary: dict[str, Any], out_dir: Path) -> FigureFile:
-    """Mean answer shift per intended shift with its 95% bootstrap band, per direction kind (random directions
-    pooled over seeds: the band the probe must leave), and the line answer shift = intended shift."""
+def context_figure(summary: dict[str, Any], out_dir: Path) -> FigureFile:
+    """Per condition, how far the probe's reading and the answer moved toward the counterfactual (0 = the truth,
+    1 = the counterfactual), with 95% bootstrap intervals over entities."""
+    conditions = summary["conditions"]
+    names = list(conditions)
+    fig, ax = new_figure(1, 1, width=7.5, height=4.2)
+    x = np.arange(len(names))
+    for offset, what, colour in ((-0.18, "probe", "#2980b9"), (0.18, "answer", "#c0392b")):
+        value = np.array([conditions[c][f"{what}_shift"] for c in names], dtype=float)
+        low = np.array([conditions[c][f"{what}_shift_ci_low"] for c in names], dtype=float)
+        high = np.array([conditions[c][f"{what}_shift_ci_high"] for c in names], dtype=float)
+        ax.bar(x + offset, value, width=0.34, color=colour, alpha=0.8, label=f"{what} (fraction of the way)")
+        ax.errorbar(x + offset, value, yerr=[value - low, high - value], fmt="none", color="black", capsize=3, lw=1)
+    ax.axhline(0, color="#333", lw=0.8)
+    ax.axhline(1, color="#777", lw=0.8, ls="--")
+    ax.set_xticks(x, names)
+    ax.set(ylabel="toward the counterfactual (0 truth, 1 counterfactual)",
+           title="a false statement before the question")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    title = f"{summary['dataset']}: does {summary['model']} follow a counterfactual in context?"
+    stem = file_stem(summary["dataset"], summary["model"], "context", summary["question"]["name"],
+                     summary["run_key"][:8])  # fmt: skip
+    return save(fig, out_dir, stem, title, _caption(summary, summary["n_entities"]))
+
+
+def map_figure(table: pd.DataFrame, summary: dict[str, Any], out_dir: Path) -> FigureFile:
+    """The steering map on the train (select) entities: antisymmetric shift at the largest dose per direction (rows)
+    and layer (columns), one panel per position; the random directions' mean as a row of its own; the chosen cell
+    outlined."""
+    k = max(float(d) for d in summary["doses"])
+    rows = table[(table["split"] == "select") & (table["dose"] == k)]
+    rows = rows.assign(name=np.where(rows["kind"] == "random", "random (mean)", rows["direction"]))
+    positions = list(dict.fromkeys(rows["position"]))
+    fig, axes = new_figure(1, len(positions), width=max(6.0, 0.45 * rows["layer"].nunique() * len(positions) + 3),
+                           height=0.5 * rows["name"].nunique() + 2.2)  # fmt: skip
+    axes = np.atleast_1d(axes)
+    grid = rows.pivot_table(index="name", columns=["position", "layer"], values="antisymmetric_shift", aggfunc="mean")
+    limit = float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size else 1.0
+    chosen = summary["chosen"]
+    for ax, position in zip(axes, positions, strict=True):
+        part = grid[position]
+        image = ax.imshow(part.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(part.shape[1]), [str(c) for c in part.columns], fontsize=7)
+        ax.set_yticks(range(part.shape[0]), list(part.index), fontsize=8)
+        ax.set(xlabel="layer (0 = embedding output)", title=f"position: {position}")
+        if position == chosen["position"] and chosen["direction"] in part.index:
+            x, y = list(part.columns).index(chosen["layer"]), list(part.index).index(chosen["direction"])
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, lw=2, color="black"))
+    fig.colorbar(image, ax=list(axes), label=f"antisymmetric shift at ±{k:g}|Δμ| ({summary['unit']})", shrink=0.8)
+    title = (f"{summary['dataset']}: where steering {summary['model']} moves its answer ({summary['target']}); "
+             f"train entities, chosen cell outlined")  # fmt: skip
+    stem = file_stem(summary["dataset"], summary["model"], "steer-map", summary["target"], summary["run_key"][:8])
+    caption = Caption(summary["dataset"], summary["model"], summary["prompt"], "every steered layer", "train (select)",
+                      summary["select"]["n_entities"])  # fmt: skip
+    return save(fig, out_dir, stem, title, caption)
+
+
+def dose_figure(steering: pd.DataFrame, summary: dict[str, Any], out_dir: Path) -> FigureFile:
+    """On test entities at the chosen layer and position: the mean answer shift from the unsteered answer per dose,
+    with 95% bootstrap bands over entities, for the chosen direction, the ridge weights, the random directions (pooled:
+    the band to leave) and the twin's direction; and the parse rate per dose."""
+    from worldprobe.probes.bootstrap import estimate, resample_counts, weighted_mean
+
+    chosen = summary["chosen"]
+    test = steering[(steering["split"] == "test") & (steering["layer"] == chosen["layer"])
+                    & (steering["position"] == chosen["position"])]  # fmt: skip
+    base = steering[(steering["split"] == "test") & (steering["kind"] == "none")].set_index("entity")["reading"]
     fig, (ax, ax_parse) = new_figure(1, 2, width=10, height=4.4, gridspec_kw={"width_ratios": [2, 1]})
-    shifts = [float(s) for s in summary["shifts"]]
-    ax.plot([min(shifts), max(shifts)], [min(shifts), max(shifts)], color="#777", lw=1, ls="--",
-            label="answer moves as intended")  # fmt: skip
-    for kind, found in summary["kinds"].items():
-        rows = pd.DataFrame([{"shift": r["shift"], **{k: (r["mean_answer_shift"] or {}).get(k, np.nan)
-                                                        for k in ("value", "low", "high")},
-                              "parse": r["parse_rate"]["value"]} for r in found["per_dose"]])  # fmt: skip
-        style = KIND_STYLES.get(kind, dict(color="black", label=kind))
-        ax.plot(rows["shift"], rows["value"], marker="o", ms=4, color=style["color"], label=style["label"])
-        ax.fill_between(rows["shift"], rows["low"], rows["high"], color=style["color"], alpha=0.15 if kind != "random"
-                        else 0.3, lw=0)  # fmt: skip
-        ax_parse.plot(rows["shift"], rows["parse"], marker="o", ms=4, color=style["color"])
+    groups = {
+        "chosen": test[(test["direction"] == chosen["direction"]) & (test["kind"] == "method")],
+        "ridge": test[(test["method"] == "ridge") & (test["kind"] == "method")
+                      & (test["direction"] != chosen["direction"])],
+        "random": test[test["kind"] == "random"], "random_init": test[test["kind"] == "random_init"],
+    }  # fmt: skip
+    w = resample_counts(len(base), 500, 0).astype(float)
+    for kind, part in groups.items():
+        if part.empty:
+            continue
+        rows = []
+        for dose, at in part.groupby("dose"):
+            shift = (at["reading"].to_numpy(float) - base.reindex(at["entity"]).to_numpy(float))
+            per_entity = pd.Series(shift).groupby(at["entity"].to_numpy()).mean().reindex(base.index).to_numpy()
+            keep = np.isfinite(per_entity)
+            found = None
+            if keep.sum() > 1:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    found = estimate(lambda v, x=per_entity[keep]: weighted_mean(x, v), w[:, keep])
+            rows.append({"dose": dose, "value": found.value if found else np.nan,
+                         "low": found.low if found else np.nan, "high": found.high if found else np.nan,
+                         "parse": float(at["parsed"].mean())})  # fmt: skip
+        frame = pd.DataFrame(rows)
+        style = KIND_STYLES[kind]
+        ax.plot(frame["dose"], frame["value"], marker="o", ms=4, color=style["color"], label=style["label"])
+        ax.fill_between(frame["dose"], frame["low"], frame["high"], color=style["color"],
+                        alpha=0.3 if kind == "random" else 0.15, lw=0)  # fmt: skip
+        ax_parse.plot(frame["dose"], frame["parse"], marker="o", ms=4, color=style["color"])
+    ax.axhline(0, color="#777", lw=1)
     unit = summary["unit"]
-    ax.set(xlabel=f"intended shift of the probe's reading ({unit})", ylabel=f"mean answer shift ({unit})",
-           title="dose-response (95% bootstrap bands over entities)")  # fmt: skip
+    ax.set(xlabel="dose (multiples of |Δμ| at the layer)", ylabel=f"answer minus unsteered answer ({unit})",
+           title=f"{chosen['direction']} at layer {chosen['layer']} ({chosen['position']}), test entities")  # fmt: skip
     ax.legend(fontsize=7, loc="upper left")
-    ax_parse.set(xlabel=f"intended shift ({unit})", ylabel="parse rate", ylim=(0, 1.05), title="parsed answers")
+    ax_parse.set(xlabel="dose (|Δμ|)", ylabel="parse rate", ylim=(0, 1.05), title="parsed answers")
     for a in (ax, ax_parse):
         a.grid(alpha=0.3)
-    where = "every entity token" if summary["positions"] == "entity" else "the entity's last token"
-    title = (f"{summary['dataset']}: steering {summary['model']} along the probe of {summary['target']} "
-             f"(layers {', '.join(map(str, summary['layers']))}, {where})")  # fmt: skip
+    title = f"{summary['dataset']}: steering {summary['model']}'s answer ({summary['target']}) on test entities"
     stem = file_stem(summary["dataset"], summary["model"], "steer", summary["target"], summary["run_key"][:8])
-    return save(fig, out_dir, stem, title, _caption(summary, summary["n_entities"]))
+    caption = Caption(summary["dataset"], summary["model"], summary["prompt"],
+                      f"{chosen['layer']} (chosen on train entities)", "test", summary["n_test_entities"])  # fmt: skip
+    return save(fig, out_dir, stem, title, caption)

@@ -1,0 +1,59 @@
+"""The options of a steering run that can be checked without a model: doses, positions, direction names (``worldprobe
+steer`` and a study's ``[steer]`` section check them the same way, before any work)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from worldprobe.errors import WorldprobeError
+
+POSITIONS = ("last", "entity")
+"""Where steering acts in the prompt: the entity's last token (the probed one) or every entity token."""
+METHODS = ("ridge", "pattern", "mean_diff", "pls1", "pls2", "pls3")
+"""Built-in direction methods (``pls<k>`` for any k; a path to a ``.npy`` file is the user's own)."""
+
+
+def checked_doses(doses: Sequence[float]) -> list[float]:
+    """Doses (multiples of |Δμ|): finite, non-zero, each with its negative (the antisymmetric shift needs both)."""
+    values = sorted({float(d) for d in doses})
+    bad = [d for d in values if not np.isfinite(d) or d == 0]
+    if not values or bad:
+        raise WorldprobeError(f"doses must be finite and non-zero, not {bad or 'none'}", field="doses",
+                              hint="e.g. -2,-1,1,2 (multiples of |Δμ|; 0 is the unsteered answer)")  # fmt: skip
+    unpaired = [d for d in values if -d not in values]
+    if unpaired:
+        raise WorldprobeError(f"every dose needs its negative for the antisymmetric shift: {unpaired} alone",
+                              field="doses", hint="e.g. -2,-1,1,2")  # fmt: skip
+    return values
+
+
+def checked_positions(positions: Sequence[str]) -> list[str]:
+    values = list(dict.fromkeys(positions))
+    unknown = [p for p in values if p not in POSITIONS]
+    if not values or unknown:
+        raise WorldprobeError(f"unknown position {unknown[0]!r}" if unknown else "no position asked for",
+                              field="positions", hint=f"one or more of {', '.join(POSITIONS)}")  # fmt: skip
+    return values
+
+
+def checked_methods(methods: Sequence[str]) -> list[str]:
+    values = list(dict.fromkeys(str(m) for m in methods))
+    if not values:
+        raise WorldprobeError("no steering direction asked for", field="direction", hint="e.g. mean_diff,pattern")
+    for method in values:
+        if method.endswith(".npy"):
+            if not Path(method).is_file():
+                raise WorldprobeError("no such direction file", file=method, field="direction",
+                                      hint="a .npy file of a vector (d,) or (layers + 1, d)")  # fmt: skip
+        elif not is_method(method):
+            raise WorldprobeError(f"unknown steering direction {method!r}", field="direction",
+                                  hint=f"{', '.join(METHODS)} (pls<k> for any k), or a .npy file")  # fmt: skip
+    return values
+
+
+def is_method(name: str) -> bool:
+    """A built-in direction method (``pls<k>`` for any k >= 1)."""
+    return name in METHODS or (name.startswith("pls") and name[3:].isdigit() and int(name[3:]) >= 1)
