@@ -42,6 +42,9 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:  # fmt: skip
     ctx.obj = Workspace.resolve(workspace)
+    from worldprobe.datasets.registry import load_user_specs
+
+    load_user_specs(ctx.obj.datasets)  # datasets of one's own built in this workspace
 
 
 for commands in (datasets, extract, probe, neurons, interventions, report, study, verify):

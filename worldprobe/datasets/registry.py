@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,9 +87,78 @@ def era_labels(years: np.ndarray, bounds: tuple[float, ...]) -> np.ndarray:
     return np.asarray(names, dtype=object)[np.searchsorted(edges, np.asarray(years, dtype=np.float64), side="right")]
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The spec of a dataset by name, or a clear error listing the known ones."""
+USER_SPEC_SUFFIX = ".spec.json"
+"""A dataset of one's own is described by ``datasets/<name>.spec.json`` beside its table (``worldprobe datasets build
+NAME --from FILE --kind place|time``)."""
+_USER: dict[str, DatasetSpec] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def spec_dict(spec: DatasetSpec) -> dict[str, Any]:
+    """A spec as JSON-ready data (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
+
+
+def spec_from_dict(data: dict[str, Any]) -> DatasetSpec:
+    """The spec of a ``.spec.json`` file; a clear error for a damaged one."""
     try:
-        return DATASETS[name]
-    except KeyError:
-        raise WorldprobeError(f"unknown dataset {name!r}", hint=f"known datasets: {', '.join(DATASETS)}") from None
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        spec = DatasetSpec(**fields)
+    except TypeError as error:
+        raise WorldprobeError(f"not a dataset spec: {error}", field="spec") from None
+    if spec.kind not in ("place", "time"):
+        raise WorldprobeError(f"a dataset's kind is place or time, not {spec.kind!r}", field="kind")
+    return spec
+
+
+def check_user_name(name: str) -> None:
+    """A name for a dataset of one's own: not a shipped dataset's, lower-case letters, digits and underscores."""
+    if name in DATASETS:
+        raise WorldprobeError(f"{name!r} is a shipped dataset: a dataset of your own needs a name of its own",
+                              field="name", hint="e.g. my_places")  # fmt: skip
+    if not _NAME.match(name):
+        raise WorldprobeError(f"{name!r} cannot name a dataset", field="name",
+                              hint="lower-case letters, digits and underscores, starting with a letter")  # fmt: skip
+
+
+def register_user_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Make a dataset of one's own known to every stage of this process (shipped names are refused)."""
+    check_user_name(spec.name)
+    _USER[spec.name] = spec
+    return spec
+
+
+def load_user_specs(datasets_dir: Path) -> list[str]:
+    """Register every dataset of one's own described in ``datasets_dir`` (a workspace's ``datasets/``); return their
+    names. A damaged spec file is an error naming it."""
+    names = []
+    for path in sorted(Path(datasets_dir).glob(f"*{USER_SPEC_SUFFIX}")):
+        try:
+            spec = spec_from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise WorldprobeError(f"damaged dataset spec: {error}", file=path,
+                                  hint="build the dataset again (worldprobe datasets build NAME --from ...)") from None
+        except WorldprobeError as error:
+            raise WorldprobeError(error.message, file=path, field=error.field,
+                                  hint="build the dataset again (worldprobe datasets build NAME --from ...)") from None
+        register_user_dataset(spec)
+        names.append(spec.name)
+    return names
+
+
+def all_specs() -> dict[str, DatasetSpec]:
+    """The shipped datasets, then those of one's own registered in this process."""
+    return {**DATASETS, **_USER}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a dataset by name (shipped, or of one's own once its workspace is opened), or a clear error
+    listing the known ones."""
+    spec = DATASETS.get(name) or _USER.get(name)
+    if spec is None:
+        raise WorldprobeError(
+            f"unknown dataset {name!r}",
+            hint=f"known datasets: {', '.join(all_specs())}; one of your own: `worldprobe datasets build {name} "
+            "--from FILE.csv --kind place|time`",
+        )  # fmt: skip
+    return spec

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 import worldprobe
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
 from worldprobe.datasets.prompts import get_prompt
+from worldprobe.datasets.registry import load_user_specs
 from worldprobe.datasets.table import fingerprint, load, load_report, sample_rows
 from worldprobe.devices import dtype_choice, resolve_device
 from worldprobe.errors import WorldprobeError
@@ -354,6 +355,7 @@ def _extract_cache(
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise WorldprobeError(f"--batch-size must be a positive whole number, not {batch_size}", field="batch_size")
     ws = as_workspace(workspace)
+    load_user_specs(ws.datasets)
     prompt_obj = get_prompt(dataset, prompt)
     if aggregation not in AGGREGATIONS:
         raise WorldprobeError(f"unknown aggregation {aggregation!r}", field="aggregation", hint="last or mean")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from worldprobe.datasets.registry import get_spec
+from worldprobe.datasets.registry import get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import ActivationCache, find_cache, open_cache
 from worldprobe.extract.tokens import EncodedEntity
@@ -71,6 +71,7 @@ def prepare(
     ``dtype``: the dtype the model runs in (resolved, e.g. ``float32``): its cache is taken when there are several.
     ``steerable``: choose among the layers before the last block only (an edit after the last block is read by no
     later position, so it cannot move an answer)."""
+    load_user_specs(workspace.datasets)
     spec = get_spec(dataset)
     asked = questions.get_question(dataset, question)
     cache = open_cache(find_cache(dataset, model, prompt, "last", workspace=workspace,

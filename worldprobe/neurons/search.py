@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from worldprobe import anchors
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, DEFAULT_TOP_K
 from worldprobe.datasets.prompts import get_prompt
-from worldprobe.datasets.registry import get_spec
+from worldprobe.datasets.registry import get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import open_cache, parse_layers
 from worldprobe.extract.models import LoadedModel, load_model_kept
@@ -352,6 +352,7 @@ def find_neurons(
     if top_k < 1:
         raise WorldprobeError(f"--top-k must be at least 1, not {top_k}", field="top_k")
     ws = as_workspace(workspace)
+    load_user_specs(ws.datasets)
     spec = get_spec(dataset)
     path = run_extraction(
         dataset, model, prompt, workspace=ws, layers=layers, limit=limit, seed=seed, dtype=dtype, device=device,

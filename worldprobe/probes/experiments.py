@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
 from worldprobe.config import DEFAULT_MARGINS, DEFAULT_RESAMPLES, DEFAULT_SEED, RANDOM_INIT_SEEDS
-from worldprobe.datasets.registry import era_labels, get_spec
+from worldprobe.datasets.registry import era_labels, get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes import metrics
 from worldprobe.probes.controls import (
@@ -335,6 +335,7 @@ def run_probe(
     from worldprobe.extract.cache import find_cache, open_cache
 
     ws = as_workspace(workspace)
+    load_user_specs(ws.datasets)
     spec = get_spec(dataset)
     if probe not in PROBES:
         raise WorldprobeError(f"unknown probe {probe!r}", field="probe", hint=f"one of {', '.join(PROBES)}")

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 import worldprobe
-from worldprobe.datasets.registry import DATASETS
+from worldprobe.datasets.registry import all_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import CacheIdentity
 from worldprobe.jsonable import json_default
@@ -202,13 +202,14 @@ class Results:
         found = set(self.metrics.get("dataset", pd.Series(dtype=str))) | set(
             self.predictions.get("dataset", pd.Series(dtype=str))
         )
-        known = [name for name in DATASETS if name in found]
+        known = [name for name in all_specs() if name in found]
         return known + sorted(found - set(known))
 
     def kind(self, dataset: str) -> str:
         """``place`` or ``time``: from the registry, else from the prediction columns."""
-        if dataset in DATASETS:
-            return DATASETS[dataset].kind
+        specs = all_specs()
+        if dataset in specs:
+            return specs[dataset].kind
         return "place" if "true_latitude" in self.predictions.columns else "time"
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from worldprobe.config import DEFAULT_SEED
+from worldprobe.datasets.registry import load_user_specs
 from worldprobe.probes.results import Results
 from worldprobe.reports import curves, holdouts, maps, neurons, timelines
 from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
@@ -21,6 +22,7 @@ from worldprobe.workspace import Workspace
 def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED) -> Report:
     """Read ``workspace/results``; write ``out/figures/*.png|svg`` and ``out/index.html`` (out: workspace/reports)."""
     out = Path(out) if out is not None else workspace.reports
+    load_user_specs(workspace.datasets)
     results = report_results(workspace.results, workspace.datasets)
     view = verdict_table(results.summaries)
     said = {(dataset, model): sentence for dataset, model, sentence in view.sentences}
@@ -131,12 +133,13 @@ def _predictions_figures(
 
 def baseline_text(run: dict) -> str:
     """``train mean 5,012 km · country oracle 640 km``: the median errors a figure title puts beside the probe's."""
-    from worldprobe.datasets.registry import DATASETS
+    from worldprobe.datasets.registry import all_specs
     from worldprobe.probes.verdict import GROUP_NOUNS
 
     base = run["headline"].get("baselines", {})
     unit = run["headline"].get("error_unit", "")
-    column = DATASETS[run["dataset"]].oracle_column if run["dataset"] in DATASETS else "group"
+    spec = all_specs().get(run["dataset"])
+    column = spec.oracle_column if spec is not None else "group"
     parts = []
     for key, label in (("train_mean", "train mean"), ("group_oracle", f"{GROUP_NOUNS.get(column, column)} oracle")):
         if key in base:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from worldprobe.datasets.registry import DATASETS
+from worldprobe.datasets.registry import DATASETS, all_specs
 from worldprobe.probes.results import CONTROLS, METRICS, READ_TABLES, Results, load_results
 
 PRIMARY_PROMPTS = ("empty", "")
@@ -43,7 +43,7 @@ def chosen_runs(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for summary in summaries:
         if "headline" in summary:
             by_dataset.setdefault(summary["dataset"], []).append(summary)
-    order = {name: i for i, name in enumerate(DATASETS)}
+    order = {name: i for i, name in enumerate(all_specs())}
     chosen = []
     for dataset in sorted(by_dataset, key=lambda d: (order.get(d, len(order)), d)):
         runs = by_dataset[dataset]
@@ -75,9 +75,10 @@ def _other_targets(folder: Path, tables: dict[str, pd.DataFrame]) -> str | None:
     if metrics is None or metrics.empty:
         return None
     dataset = str(metrics["dataset"].iat[0])
-    if dataset not in DATASETS:
+    specs = all_specs()
+    if dataset not in specs:
         return None
-    own = set(DATASETS[dataset].targets)
+    own = set(specs[dataset].targets)
     probed = set(metrics.loc[metrics["control"].fillna("none") == "none", "target"]) - {"mean"}
     if probed and probed != own:
         return f"probes other targets ({', '.join(sorted(probed))}): not drawn"

@@ -55,9 +55,16 @@ MAPS: dict[str, MapSpec] = {
 DATASET_MAPS = {"world_place": "world", "us_place": "us", "nyc_place": "nyc"}
 
 
-def map_for(dataset: str) -> MapSpec:
-    """The map of a place dataset (world for place datasets the report does not know)."""
-    return MAPS[DATASET_MAPS.get(dataset, "world")]
+def map_for(dataset: str, latitude: pd.Series | None = None, longitude: pd.Series | None = None) -> MapSpec:
+    """The map of a place dataset; for one the report does not know (your own), the smallest map whose box holds
+    every true point (NYC, the contiguous US, else the world)."""
+    if dataset in DATASET_MAPS or latitude is None or longitude is None:
+        return MAPS[DATASET_MAPS.get(dataset, "world")]
+    for name in ("nyc", "us"):
+        west, east, south, north = MAPS[name].view
+        if latitude.between(south, north).all() and longitude.between(west, east).all():
+            return MAPS[name]
+    return MAPS["world"]
 
 
 @functools.cache

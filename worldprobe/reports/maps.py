@@ -35,7 +35,7 @@ class MapInput:
 
 def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tuple[list[FigureFile], list[str]]:
     """Write the positions figure (predicted | true) and the error-lines figure; return them and any notes."""
-    spec = map_for(data.dataset)
+    spec = map_for(data.dataset, data.rows["true_latitude"], data.rows["true_longitude"])
     table, note = outlines(spec.name)
     rows = data.rows.reset_index(drop=True)
     region = regions(spec, rows, table)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from worldprobe.datasets.registry import DATASETS
+from worldprobe.datasets.registry import all_specs
 from worldprobe.probes.inference import FamilyResult
 from worldprobe.probes.verdict import short, table_verdicts
 from worldprobe.reports.choice import chosen_runs
@@ -93,7 +93,7 @@ def _run_name(run: Mapping[str, Any]) -> str:
 
 
 def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
-    spec = DATASETS.get(run["dataset"])
+    spec = all_specs().get(run["dataset"])
     return {"kind": run.get("kind", spec.kind if spec else "numeric"),
             "group_column": spec.oracle_column if spec else "group", "n_layers": int(run["n_layers"])}  # fmt: skip
 
