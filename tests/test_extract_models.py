@@ -287,3 +287,34 @@ def test_gguf_metadata_is_parsed_once_into_memory_and_the_parser_is_restored():
         bytes(first.fields[tokens].parts[i]) for i in first.fields[tokens].data[:50]
     ]
     np.testing.assert_array_equal(plain.tensors[3].data, first.tensors[3].data)
+
+
+def test_a_model_object_extracts_the_rows_of_the_same_model_by_name(workspace, tiny_llama_dir, make_entity_table):
+    """run_extraction(model=<a loaded HF model>, tokenizer=...) gives the rows of the same checkpoint by name; the
+    cache is named by a fingerprint of config and weights, so the same weights reuse it and edited ones do not."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from worldprobe.errors import WorldprobeError
+    from worldprobe.extract import open_cache
+    from worldprobe.extract.runner import run_extraction
+
+    make_entity_table(workspace, ["Paris", "Kraków", "São Paulo", "Tokyo", "Lima", "Oslo"])
+    by_name = open_cache(run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, progress=False))
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    path = run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, progress=False)
+    by_object = open_cache(path)
+    assert by_object.manifest["model"].startswith("object:LlamaForCausalLM:")
+    assert by_object.manifest["model_source"]["kind"] == "object"
+    for layer in by_name.layers:
+        a, b = np.asarray(by_name.layer(layer), np.float32), np.asarray(by_object.layer(layer), np.float32)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+    assert run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, progress=False) == path
+    with torch.no_grad():
+        lm.model.layers[0].mlp.down_proj.weight.mul_(1.01)  # an edited model: a cache of its own
+    assert run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, progress=False) != path
+    with pytest.raises(WorldprobeError, match="runs as it is"):
+        run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, dtype="bfloat16", progress=False)
+    with pytest.raises(WorldprobeError, match="fast tokenizer"):
+        run_extraction("world_place", lm, workspace=workspace, progress=False)

@@ -323,3 +323,23 @@ def test_resplits_refit_the_probe_and_its_controls_on_redrawn_splits(cached):
         run_probe("world_place", "tiny", workspace=workspace, resplits=-1, progress=False)
     with pytest.raises(WorldprobeError, match="margin"):
         run_probe("world_place", "tiny", workspace=workspace, margin_r2=1.5, progress=False)
+
+
+def test_a_run_returns_a_folder_that_reads_its_results(cached):
+    """run_probe returns a RunFolder: a pathlib.Path that also reads the summary, tables and verdict; the stage
+    packages list their public names for dir() and tab completion."""
+    import worldprobe.interventions
+    import worldprobe.probes
+    from worldprobe.probes import RunFolder
+
+    workspace, _, entities = cached
+    run = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], controls=("lexical",), progress=False)
+    assert isinstance(run, RunFolder) and (run / "summary.json").exists()
+    assert run.summary["headline"]["n_test"] == int(entities["is_test"].sum())
+    assert set(run.tables) == {"metrics", "predictions", "holdouts"}
+    pd.testing.assert_frame_equal(run.metrics, read_metrics(run))
+    assert run.verdict.startswith("Test R²") and len(run.predictions) > 0
+    with pytest.raises(WorldprobeError, match="has no steering table"):
+        run.table("steering")
+    assert {"run_probe", "RidgeProbe", "RunFolder"} <= set(dir(worldprobe.probes))
+    assert {"run_ask", "run_steer", "run_context"} <= set(dir(worldprobe.interventions))

@@ -8,6 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 
+def lazy_dir(exports: dict[str, str]) -> Callable[[], list[str]]:
+    """A module ``__dir__`` listing the lazy exports, so ``dir(package)`` and tab completion show them."""
+
+    def __dir__() -> list[str]:
+        return sorted({*exports, "__doc__", "__name__"})
+
+    return __dir__
+
+
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` that imports ``exports[name]`` (a module path) on first access of ``name``."""
 

@@ -9,8 +9,9 @@ Python API::
 
 from worldprobe.datasets.registry import DATASETS, DatasetSpec, get_spec
 from worldprobe.datasets.table import BuildReport, load, load_report, write_table
-from worldprobe.lazy import lazy_exports
+from worldprobe.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = dict.fromkeys(["BuildContext", "BuildOptions", "build", "register_builder"], "worldprobe.datasets.builder")
 __all__ = ["DATASETS", "BuildReport", "DatasetSpec", "get_spec", "load", "load_report", "write_table", *_EXPORTS]
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(_EXPORTS)

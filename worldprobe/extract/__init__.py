@@ -7,13 +7,14 @@ Python API (see README "2. Extraction")::
     X, y = cache.layer(18), cache.entities[["latitude", "longitude"]].to_numpy()
 """
 
-from worldprobe.lazy import lazy_exports
+from worldprobe.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     "ActivationCache": "worldprobe.extract.cache", "CacheIdentity": "worldprobe.extract.cache",
     "find_cache": "worldprobe.extract.cache", "open_cache": "worldprobe.extract.cache",
     "PRESETS": "worldprobe.extract.models", "LoadedModel": "worldprobe.extract.models",
-    "load_model": "worldprobe.extract.models", "forward_batches": "worldprobe.extract.runner",
+    "load_model": "worldprobe.extract.models", "register_model": "worldprobe.extract.models",
+    "forward_batches": "worldprobe.extract.runner",
     "run_extraction": "worldprobe.extract.runner", "extract_twin": "worldprobe.extract.runner",
     "extract_pooled": "worldprobe.extract.runner", "find_pooled": "worldprobe.extract.cache",
     "EncodedEntity": "worldprobe.extract.tokens",
@@ -21,3 +22,4 @@ _EXPORTS = {
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(_EXPORTS)

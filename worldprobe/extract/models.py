@@ -435,6 +435,62 @@ class ModelInfo:
     revision: str | None = None  # what from_pretrained loads from the hub: the resolved commit (else as asked)
 
 
+OBJECT_PREFIX = "object:"
+"""A model given as a loaded object (:func:`register_model`) is named ``object:<class>:<fingerprint>``."""
+_OBJECTS: dict[str, tuple[torch.nn.Module, Any, dict[str, Any]]] = {}
+
+
+def register_model(model: torch.nn.Module, tokenizer: Any) -> str:
+    """Make a loaded Hugging Face causal LM (and its fast tokenizer) usable by every stage that runs a model, and
+    return the name they take it by: ``object:<class>:<16 hex of a sha256 over its config and every weight>``. The
+    fingerprint is computed on every call (about a second per GB of weights), so the cache of a model edited since
+    is never reused by mistake; the same weights in a new session get the same name and reuse their caches.
+
+    From TransformerLens or nnsight: pass the Hugging Face model underneath (nnsight's ``LanguageModel`` keeps it as
+    ``._model``; TransformerLens rewrites the weights, so load the same checkpoint with ``AutoModelForCausalLM``)."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "get_input_embeddings"):
+        raise WorldprobeError(f"a {type(model).__name__} is not a Hugging Face causal LM (no config)",
+                              field="model", hint="pass a transformers PreTrainedModel, e.g. AutoModelForCausalLM")
+    if tokenizer is None or not getattr(tokenizer, "is_fast", False):
+        raise WorldprobeError("a model object needs its fast tokenizer (tokenizer=..., offsets find the entity)",
+                              field="tokenizer", hint="AutoTokenizer.from_pretrained(..., use_fast=True)")
+    digest = hashlib.sha256(config.to_json_string(use_diff=False).encode())
+    weights = hashlib.sha256()
+    with torch.no_grad():
+        for key, tensor in sorted(model.state_dict().items()):
+            weights.update(key.encode())
+            weights.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update(weights.digest())
+    name = f"{OBJECT_PREFIX}{type(model).__name__}:{digest.hexdigest()[:16]}"
+    source = {"kind": "object", "class": type(model).__name__, "config_sha256": hashlib.sha256(
+        config.to_json_string(use_diff=False).encode()).hexdigest(), "weights_sha256": weights.hexdigest()}
+    _OBJECTS[name] = (model, tokenizer, source)
+    return name
+
+
+def model_name(model: str | torch.nn.Module, tokenizer: Any = None) -> str:
+    """The name a stage takes ``model`` by: a string as given, a loaded model registered (:func:`register_model`)."""
+    if isinstance(model, str):
+        if tokenizer is not None:
+            raise WorldprobeError("tokenizer= goes with a model object, not a model name", field="tokenizer")
+        return model
+    return register_model(model, tokenizer)
+
+
+def _object(name: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    base = name.removeprefix(RANDOM_PREFIX)
+    if base not in _OBJECTS:
+        raise WorldprobeError(f"no model object {base!r} in this session", field="model",
+                              hint="pass the loaded model (and tokenizer=) again: its name lives in this process")
+    return _OBJECTS[base]
+
+
+def object_tokenizer(name: str) -> Any:
+    """The tokenizer registered with a model object."""
+    return _object(name)[1]
+
+
 def describe_model(
     model: str = DEFAULT_MODEL,
     *,
@@ -450,9 +506,11 @@ def describe_model(
     ``revision`` (hub models: a branch, tag or commit) is recorded in the source with the commit it resolved to."""
     from transformers import AutoConfig
 
+    base = model.removeprefix(RANDOM_PREFIX)
+    if base.startswith(OBJECT_PREFIX):
+        return _describe_object(model, dtype, quantization, seed)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    base = model.removeprefix(RANDOM_PREFIX)
     is_raw_gguf = base not in PRESETS and (base.endswith(".gguf") or gguf_file is not None)
     if quantization is not None and is_raw_gguf:
         raise WorldprobeError(
@@ -507,6 +565,8 @@ def load_model(
 
     info = describe_model(model, dtype=dtype, device=device, quantization=quantization, seed=seed, gguf_file=gguf_file,
                           revision=revision)  # fmt: skip
+    if model.removeprefix(RANDOM_PREFIX).startswith(OBJECT_PREFIX):
+        return _loaded_object(model, info, seed)
     pinned = {"revision": info.revision} if info.revision else {}
     tokenizer = AutoTokenizer.from_pretrained(info.folder, **pinned)
     torch_dtype = DTYPES[info.dtype]
@@ -533,6 +593,39 @@ def load_model(
         model=lm, tokenizer=tokenizer, name=model, source=info.source, n_layers=info.n_layers, d_model=info.d_model,
         decoder_layers=find_decoder_layers(lm), dtype=info.dtype, device=info.device,
         quantization=None if model.startswith(RANDOM_PREFIX) else quantization,
+        seed=seed if model.startswith(RANDOM_PREFIX) else None,
+    )  # fmt: skip
+
+
+def _describe_object(model: str, dtype: str, quantization: str | None, seed: int) -> ModelInfo:
+    """A registered model object as it is: its own dtype and device (another dtype or a quantisation is refused)."""
+    lm, _, source = _object(model)
+    parameter = next(lm.parameters())
+    kept = str(parameter.dtype).removeprefix("torch.")
+    if dtype not in ("auto", kept) or quantization is not None:
+        raise WorldprobeError(f"a model object runs as it is ({kept}, unquantised): dtype {dtype!r} and quantization "
+                              f"{quantization!r} cannot apply", field="dtype",
+                              hint="convert or quantise the object yourself before passing it")  # fmt: skip
+    text = getattr(lm.config, "text_config", None) or lm.config
+    if model.startswith(RANDOM_PREFIX):
+        source = {**source, "random_init": True, "seed": seed}
+    return ModelInfo(model.removeprefix(RANDOM_PREFIX), source, int(text.num_hidden_layers), int(text.hidden_size),
+                     kept, str(parameter.device))  # fmt: skip
+
+
+def _loaded_object(model: str, info: ModelInfo, seed: int) -> LoadedModel:
+    """A registered model object as it is (its dtype and device), or its random-init twin (same config, seeded
+    weights, the object's dtype and device)."""
+    from transformers import AutoModelForCausalLM
+
+    lm, tokenizer, _ = _object(model)
+    if model.startswith(RANDOM_PREFIX):
+        torch.manual_seed(seed)
+        lm = AutoModelForCausalLM.from_config(lm.config, dtype=next(lm.parameters()).dtype).to(info.device)
+    lm.eval()
+    return LoadedModel(
+        model=lm, tokenizer=tokenizer, name=model, source=info.source, n_layers=info.n_layers, d_model=info.d_model,
+        decoder_layers=find_decoder_layers(lm), dtype=info.dtype, device=info.device,
         seed=seed if model.startswith(RANDOM_PREFIX) else None,
     )  # fmt: skip
 

@@ -26,7 +26,7 @@ from worldprobe.datasets.table import fingerprint, load, load_report, sample_row
 from worldprobe.devices import dtype_choice, resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
-from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept
+from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, model_name
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import Workspace, as_workspace
 
@@ -241,7 +241,7 @@ def twin_quantization(model: str, quantization: str | None) -> str | None:
 
 def run_extraction(
     dataset: str,
-    model: str = DEFAULT_MODEL,
+    model: str | torch.nn.Module = DEFAULT_MODEL,
     prompt: str = "empty",
     *,
     workspace: Workspace | str | Path | None = None,
@@ -263,6 +263,7 @@ def run_extraction(
     revision: str | None = None,
     rebuild: bool = False,
     pooled_embedding: bool = False,
+    tokenizer: Any = None,
 ) -> Path:
     """Cache the residual stream of every entity of a built dataset at the requested layers; return the folder.
 
@@ -282,7 +283,11 @@ def run_extraction(
     (``extract.cache.find_pooled``); with the model already loaded it costs one block's forward pass (``worldprobe
     run`` asks for it when its probes run the embedding control; ``worldprobe probe --control embedding`` extracts it
     when missing).
+
+    ``model`` may be a loaded Hugging Face causal LM with its fast ``tokenizer`` (``extract.models.register_model``:
+    named by a fingerprint of its config and weights, so an edited model gets a cache of its own).
     """
+    model = model_name(model, tokenizer)
     path = _extract_cache(
         dataset, model, prompt, workspace=workspace, layers=layers, batch_size=batch_size, dtype=dtype, device=device,
         quantization=quantization, limit=limit, aggregation=aggregation, seed=seed, limit_seed=limit_seed,

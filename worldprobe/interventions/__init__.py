@@ -11,7 +11,7 @@ Python API::
 Where they hook, per architecture family, is the one table in ``worldprobe.anchors``.
 """
 
-from worldprobe.lazy import lazy_exports
+from worldprobe.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     "run_ask": "worldprobe.interventions.ask", "run_steer": "worldprobe.interventions.steer",
@@ -21,3 +21,4 @@ _EXPORTS = {
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(_EXPORTS)

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
 from worldprobe.devices import cache_dtype
-from worldprobe.extract.models import load_model_kept
+from worldprobe.extract.models import load_model_kept, model_name
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import generate
-from worldprobe.probes.results import ANSWERS, is_complete, run_key, write_run
+from worldprobe.probes.results import ANSWERS, RunFolder, is_complete, run_key, write_run
 from worldprobe.workspace import Workspace, as_workspace
 
 
 def run_ask(
     dataset: str,
-    model: str = DEFAULT_MODEL,
+    model: str | Any = DEFAULT_MODEL,
     *,
     question: str | None = None,
     prompt: str = "empty",
@@ -40,13 +41,15 @@ def run_ask(
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
-) -> Path:
+    tokenizer: Any = None,
+) -> RunFolder:
     """Ask ``model`` the ``question`` of ``dataset`` about its test entities (all, or a seeded sample of ``limit``)
     and write the answers beside the probe's predictions; return the results folder (reused when finished).
 
     ``prompt`` names the activation cache the probe is fitted on (``worldprobe extract -p``); ``fmt`` is ``auto``
     (the chat template when the tokenizer has one), ``chat`` or ``fewshot`` (``shots`` seeded train examples).
     """
+    model = model_name(model, tokenizer)
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
     options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)

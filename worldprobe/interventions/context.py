@@ -34,7 +34,7 @@ from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DE
 from worldprobe.datasets.registry import get_spec
 from worldprobe.devices import cache_dtype
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import LoadedModel, load_model_kept
+from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
 from worldprobe.extract.runner import default_batch_size, forward_batches
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions import steermap
@@ -43,7 +43,7 @@ from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
 from worldprobe.probes.metrics import haversine_km
-from worldprobe.probes.results import CONTEXT, CONTEXT_ANSWERS, is_complete, run_key, write_run
+from worldprobe.probes.results import CONTEXT, CONTEXT_ANSWERS, RunFolder, is_complete, run_key, write_run
 from worldprobe.workspace import Workspace, as_workspace
 
 CONDITIONS = ("none", "counterfactual", "unrelated", "true")
@@ -65,7 +65,7 @@ DEFAULT_CONTEXT_LIMIT = 100
 
 def run_context(
     dataset: str,
-    model: str = DEFAULT_MODEL,
+    model: str | Any = DEFAULT_MODEL,
     *,
     question: str | None = None,
     prompt: str = "empty",
@@ -83,10 +83,12 @@ def run_context(
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
-) -> Path:
+    tokenizer: Any = None,
+) -> RunFolder:
     """Ask ``model`` its question about ``limit`` seeded test entities of ``dataset`` under the four conditions and
     write how far the probe's reading and the answer move toward the counterfactual; return the results folder
     (reused when finished). See the module docstring."""
+    model = model_name(model, tokenizer)
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
     options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)

@@ -223,8 +223,11 @@ def check_format(model: str, fmt: str, options: dict) -> None:
         return
     from transformers import AutoTokenizer
 
-    from worldprobe.extract.models import describe_model
+    from worldprobe.extract.models import OBJECT_PREFIX, describe_model, object_tokenizer
 
+    if model.startswith(OBJECT_PREFIX):
+        questions.resolve_format(object_tokenizer(model), fmt)
+        return
     info = describe_model(model, **options)
     revision = options.get("revision")
     tokenizer = AutoTokenizer.from_pretrained(info.folder, **({"revision": revision} if revision else {}))

@@ -51,7 +51,7 @@ from worldprobe.config import (
 )
 from worldprobe.devices import cache_dtype
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import LoadedModel, load_model_kept
+from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.extract.tokens import EncodedEntity
 from worldprobe.interventions import directions as dirs
@@ -62,7 +62,7 @@ from worldprobe.interventions.options import checked_doses, checked_methods, che
 from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
-from worldprobe.probes.results import STEERING, STEERING_MAP, is_complete, run_key, write_run
+from worldprobe.probes.results import STEERING, STEERING_MAP, RunFolder, is_complete, run_key, write_run
 from worldprobe.workspace import Workspace, as_workspace
 
 NEUTRAL_CONTINUATION = " is the subject of this sentence."
@@ -83,7 +83,7 @@ class Cell:
 
 def run_steer(
     dataset: str,
-    model: str = DEFAULT_MODEL,
+    model: str | Any = DEFAULT_MODEL,
     *,
     question: str | None = None,
     prompt: str = "empty",
@@ -112,10 +112,12 @@ def run_steer(
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
-) -> Path:
+    tokenizer: Any = None,
+) -> RunFolder:
     """Map which direction x layer x position moves ``model``'s answers to ``question`` on train entities, choose
     the best there, measure it on test entities beside its controls, and write the results folder (reused when
     finished). See the module docstring."""
+    model = model_name(model, tokenizer)
     clock, cpu = time.perf_counter(), time.process_time()
     doses = checked_doses(doses)
     positions = checked_positions(positions)

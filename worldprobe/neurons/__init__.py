@@ -8,8 +8,9 @@ Python API::
     folder = find_neurons("world_place", "smollm2-135m", top_k=10)   # writes neurons.parquet
 """
 
-from worldprobe.lazy import lazy_exports
+from worldprobe.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = dict.fromkeys(["find_neurons", "mlp_search", "residual_search"], "worldprobe.neurons.search")
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(_EXPORTS)

@@ -6,7 +6,7 @@ Python API::
     folder = run_probe("world_place", "smollm2-135m", "empty", holdouts=("country",))
 """
 
-from worldprobe.lazy import lazy_exports
+from worldprobe.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(
@@ -15,7 +15,9 @@ _EXPORTS = {
     ),
     **dict.fromkeys(["ProbeResult", "layer_sweep"], "worldprobe.probes.sweep"),
     "MLPProbe": "worldprobe.probes.mlp",
+    "RunFolder": "worldprobe.probes.results",
     "RidgeProbe": "worldprobe.probes.ridge",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(_EXPORTS)

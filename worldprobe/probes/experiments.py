@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from worldprobe.probes.controls import (
 )
 from worldprobe.probes.headline import ALL, RunData, headline
 from worldprobe.probes.mlp import MLPProbe
-from worldprobe.probes.results import HOLDOUT_COLUMNS, is_complete, run_dir, run_key, write_results
+from worldprobe.probes.results import HOLDOUT_COLUMNS, RunFolder, is_complete, run_dir, run_key, write_results
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE, RidgeProbe
 from worldprobe.probes.selection import criterion
 from worldprobe.probes.sweep import PROBE_SETTINGS, ProbeResult, layer_sweep, probe_settings, score
@@ -313,7 +312,7 @@ def run_probe(
     prefer_dtype: str | None = None,
     device: str = "auto",
     progress: bool = True,
-) -> Path:
+) -> RunFolder:
     """Probe one finished activation cache and write ``results/<run-key>/``; return that folder.
 
     ``dtype`` (``auto``/``fast`` resolved for the extraction ``device`` on this machine) takes only the cache

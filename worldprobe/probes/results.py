@@ -77,16 +77,60 @@ def run_key(manifests: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=json_default).encode()).hexdigest()[:16]
 
 
-def run_dir(results_root: Path, dataset: str, model: str, prompt: str, probe: str, key: str) -> Path:
+class RunFolder(type(Path())):  # type: ignore[misc]
+    """A finished run's folder: a ``pathlib.Path`` (so ``folder / "summary.json"`` works) that also reads what the run
+    wrote. ``run_probe``, ``run_ask``, ``run_steer``, ``run_context`` and ``find_neurons`` return one.
+
+    >>> run = run_probe("world_place", "smollm2-135m", controls=["all"])   # doctest: +SKIP
+    >>> run.verdict, run.summary["headline"]["probe"]["r2"], run.metrics.head()   # doctest: +SKIP
+    """
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` (the headline estimates, the verdict, settings, cost)."""
+        return read_summary(self)
+
+    @property
+    def tables(self) -> list[str]:
+        """The names of the run's tables (``metrics``, ``predictions``, ``steering``, ...)."""
+        return sorted(p.name.removesuffix(".parquet") for p in self.glob("*.parquet"))
+
+    def table(self, name: str) -> pd.DataFrame:
+        """One of the run's tables as a DataFrame."""
+        path = self / f"{name}.parquet"
+        if not path.exists():
+            raise WorldprobeError(f"this run has no {name} table", file=path, hint=f"its tables: {self.tables}")
+        return pd.read_parquet(path)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return self.table(METRICS)
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        return self.table(PREDICTIONS)
+
+    @property
+    def holdouts(self) -> pd.DataFrame:
+        return self.table(HOLDOUTS)
+
+    @property
+    def verdict(self) -> str:
+        """The run's verdict sentence (a probe run's is decided in the family of its own comparisons)."""
+        found = self.summary.get("verdict", "")
+        return found.get("sentence", "") if isinstance(found, dict) else str(found)
+
+
+def run_dir(results_root: Path, dataset: str, model: str, prompt: str, probe: str, key: str) -> RunFolder:
     """``results/<dataset>__<model>__<prompt>__<probe>__<key>`` with unsafe characters of the model replaced."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset}__{model}__{prompt}__{probe}")
-    return results_root / f"{safe}__{key}"
+    return RunFolder(results_root / f"{safe}__{key}")
 
 
 # --- one run: write, check, read -----------------------------------------------------------------------------------
 
 
-def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> Path:
+def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> RunFolder:
     """Write ``<name>.parquet`` per table, then ``summary.json`` (last: it marks the run complete)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
@@ -97,7 +141,7 @@ def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, 
     tmp = folder / f"{SUMMARY}.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=json_default))
     tmp.replace(folder / SUMMARY)
-    return folder
+    return RunFolder(folder)
 
 
 def write_results(
@@ -107,7 +151,7 @@ def write_results(
     predictions: pd.DataFrame,
     holdouts: pd.DataFrame,
     summary: dict[str, Any],
-) -> Path:
+) -> RunFolder:
     """Write a probe run: its three tables in the contract's columns, then the summary."""
     missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
     if missing:

@@ -5,8 +5,9 @@ GeoDataFrame`` (a place run's predicted and true positions and errors) are impor
 loading matplotlib or geopandas.
 """
 
-from worldprobe.lazy import lazy_exports
+from worldprobe.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {"build_report": "worldprobe.reports.build", "place_predictions": "worldprobe.reports.geography"}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(_EXPORTS)
