@@ -389,3 +389,20 @@ def test_a_damaged_or_unfinished_ask_run_is_redone(planted, workspace, tmp_path)
     (out / "answers.parquet").write_text("not parquet")
     assert run_ask("historical_figure", str(folder), **options) == out
     assert len(pd.read_parquet(out / "answers.parquet")) == 5  # damaged: redone
+
+
+def test_ask_reuses_the_layer_a_finished_probe_run_chose(planted, workspace, tmp_path, monkeypatch):
+    """With a ridge probe run of the same cache on disk, the layer is read from its train-only scores (no refit of
+    every layer), and it is the layer the run chose."""
+    from worldprobe.interventions import direction
+    from worldprobe.interventions.setup import prepare
+    from worldprobe.probes import run_probe
+
+    folder, _ = _planted_workspace(planted, workspace, tmp_path)
+    fresh = prepare(workspace, "historical_figure", str(folder), "empty", None, progress=False)
+    run = run_probe("historical_figure", str(folder), workspace=workspace, progress=False)
+    monkeypatch.setattr(direction, "select_layer", lambda *a, **k: pytest.fail("refitted every layer"))
+    reused = prepare(workspace, "historical_figure", str(folder), "empty", None, progress=False)
+    assert reused.layer == fresh.layer == run.summary["selected_layer"]
+    assert f"scores of the probe run {run.name}" in reused.choice.criterion
+    assert reused.choice.scores == pytest.approx(fresh.choice.scores, rel=1e-9)

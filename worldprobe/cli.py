@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -18,7 +19,7 @@ app = typer.Typer(
     help=(
         "Probe what language models know about where and when.\n\n"
         "Stages, each reading the previous one's files in the workspace: "
-        "`datasets build` -> `extract` -> `probe` -> `report`; `ask` and `steer` test the model's behaviour."
+        "`datasets build` -> `extract` -> `probe` -> `report`; `ask`, `steer` and `context` test the model's behaviour."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -65,7 +66,8 @@ def main() -> None:
     errors keep their traceback."""
     warnings.showwarning = _one_line_warning
     try:
-        code = app(standalone_mode=False, prog_name="worldprobe")  # a typer.Exit's code is returned, not raised
+        command = plain_flags(typer.main.get_command(app))
+        code = command.main(standalone_mode=False, prog_name="worldprobe")  # a typer.Exit's code is returned
     except WorldprobeError as error:
         _fail(str(error))
     except typer.Abort:
@@ -87,6 +89,17 @@ def main() -> None:
 INTERRUPTED = 130
 
 
+def plain_flags(command: Any) -> Any:
+    """The command tree with no metavar on its on/off flags: typer's help shows ``--dry-run <bool>``, which reads as
+    if the flag took a value (``run --dry-run true`` then took "true" for a study)."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        plain_flags(sub)
+    return command
+
+
 def _usage_errors() -> tuple[type[Exception], ...]:
     """The usage-error types of the click that typer uses: its bundled copy (typer >= 0.25) or click itself."""
     types: list[type[Exception]] = [typer.TyperException]
@@ -103,6 +116,10 @@ def _usage_message(error: Exception) -> str:
     """``Invalid value for '--limit': ... (hint: worldprobe datasets build --help)`` from a click usage error."""
     ctx = getattr(error, "ctx", None)
     command = ctx.command_path if ctx is not None else "worldprobe"
+    if getattr(error, "option_name", None) in ("-w", "--workspace"):
+        sub = command.removeprefix("worldprobe").strip()
+        return (f"{error.format_message()} (hint: --workspace is a global option and goes before the command: "
+                f"`worldprobe --workspace PATH {sub} ...`, or set $WORLDPROBE_WORKSPACE)")  # fmt: skip
     return f"{error.format_message()} (hint: see `{command} --help`)"
 
 

@@ -169,10 +169,13 @@ class Study:
 
 
 def shipped_study(name: str) -> Path:
-    """Path of a study shipped with worldprobe (``quick``, ``paper``)."""
+    """Path of a study shipped with worldprobe (``quick``, ``ladder``, ``paper``)."""
     path = Path(str(resources.files("worldprobe") / "studies" / f"{name}.toml"))
     if not path.exists():
         known = sorted(p.stem for p in path.parent.glob("*.toml"))
+        if name.lower() in ("true", "false", "yes", "no", "1", "0"):
+            raise WorldprobeError(f"no shipped study {name!r}",
+                                  hint="on/off options are flags without a value: `worldprobe run --dry-run`")
         raise WorldprobeError(f"no shipped study {name!r}", hint=f"shipped studies: {', '.join(known)}")
     return path
 

@@ -251,7 +251,9 @@ def verify_command(
     show_all: bool = typer.Option(False, "--all", help="List every item, not only those that are not ok."),
 ) -> None:  # fmt: skip
     """Re-read every dataset, activation cache, results folder and download and check it against its record;
-    exit code 1 when anything is damaged."""
+    exit code 1 when anything is damaged.
+
+    Example: worldprobe verify --all"""
     from worldprobe.commands.common import workspace_of
 
     started = time.perf_counter()

@@ -38,7 +38,9 @@ def extract(
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete this request's cache folder and extract it afresh "
                                  "(for a damaged cache)."),
 ) -> None:  # fmt: skip
-    """Cache each entity's residual stream (last token, every requested layer) for probes; resumable."""
+    """Cache each entity's residual stream (last token, every requested layer) for probes; resumable.
+
+    Example: worldprobe extract -d world_place -m smollm2-135m --dtype fast"""
     from worldprobe.devices import resolve_device
     from worldprobe.extract.runner import run_extraction
 
@@ -74,7 +76,9 @@ def _parse_max_memory(text: str | None) -> dict[int | str, str] | None:
 
 
 def models() -> None:
-    """List the model presets."""
+    """List the model presets.
+
+    Example: worldprobe models"""
     from worldprobe.extract.models import PRESETS
 
     for preset in PRESETS.values():

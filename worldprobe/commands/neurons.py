@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import typer
 
-from worldprobe.commands.common import count_option, seed_option, workspace_of
+from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_TOP_K
 
 
@@ -26,16 +26,28 @@ def neurons(
     limit: int = count_option("--limit", help="A seeded sample of N entities (--seed), as in extract."),
     batch_size: int = count_option("--batch-size", help="Entities per forward pass (default by model size)."),
     seed: int = seed_option(help="Seed of random prompts and random-init models."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (a finished cache's dtype when there is one, else float32 "
+                              "on CPU) | fast | float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="bitsandbytes 4-bit weights."),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="bitsandbytes 8-bit weights."),
+    revision: str = typer.Option(None, "--revision", help="Hub model revision, as given to extract."),
+    threads: int = count_option("--threads", help="CPU threads for torch (default: torch's choice)."),
 ) -> None:
     """Find single MLP neurons and residual dimensions that encode the targets: ranked by Pearson r on train rows,
     scored (Spearman, R² of a line fitted on train) on test rows, with the cosine of each neuron's weights to the
-    probe direction. Writes neurons.parquet into the results folder."""
+    probe direction. Writes neurons.parquet into the results folder.
+
+    Example: worldprobe neurons -d historical_figure -m smollm2-135m --top-k 10"""
+    from worldprobe.commands.interventions import _quantization
     from worldprobe.neurons.search import find_neurons
     from worldprobe.probes.results import NEURONS_FILE
 
+    set_threads(threads)
     folder = find_neurons(
         dataset, model, prompt, workspace=workspace_of(ctx), top_k=top_k, layers=layers, limit=limit, seed=seed,
-        batch_size=batch_size,
+        batch_size=batch_size, dtype=dtype, device=device, quantization=_quantization(load_in_4bit, load_in_8bit),
+        revision=revision,
     )  # fmt: skip
     table = pd.read_parquet(folder / NEURONS_FILE)
     typer.echo(best_neurons(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

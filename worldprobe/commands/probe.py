@@ -42,7 +42,10 @@ def probe(
     threads: int = count_option("--threads", help="CPU threads for torch (default: torch's choice; 1 is "
                                 "often fastest on a CPU shared with other jobs)."),
 ) -> None:  # fmt: skip
-    """Fit probes on every requested layer of a cached run; write metrics, predictions, hold-outs and a summary."""
+    """Fit probes on every requested layer of a cached run; write metrics, predictions, hold-outs and a summary,
+    with the verdict (docs/verdicts.md).
+
+    Example: worldprobe probe -d world_place -m smollm2-135m --control all --holdout country"""
     from worldprobe.datasets.prompts import get_prompt
     from worldprobe.probes.controls import resolve_controls
     from worldprobe.probes.experiments import run_probe

@@ -17,7 +17,9 @@ def report(
     ),
     seed: int = seed_option(help="Seed of the sampled points (error lines, hover, example entities)."),
 ) -> None:
-    """Draw maps, timelines and layer curves from workspace/results/ and write one offline index.html."""
+    """Draw maps, timelines and layer curves from workspace/results/ and write one offline index.html.
+
+    Example: worldprobe --workspace my-ws report"""
     from worldprobe.reports.build import build_report
 
     if out is not None:

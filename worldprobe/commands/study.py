@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 def run(
     ctx: typer.Context,
     study: str = typer.Argument(
-        None, help="A study TOML file, or the name of a shipped study (`quick`, `paper`). Default: quick."
+        None, help="A study TOML file, or the name of a shipped study (`quick`, `ladder`, `paper`). Default: quick."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the work and the disk it needs, then stop."),
     executor: str = typer.Option(None, "--executor", help="`serial`, `processes` (a local pool, one torch thread "
@@ -30,9 +30,11 @@ def run(
     workers: int = count_option("--workers", help="Local worker processes (processes, ray); default: the "
                                 "study's [study] workers, else the CPU count."),
 ) -> None:
-    """Run a whole study: datasets -> activations -> probes + controls + neurons -> report.
+    """Run a whole study: datasets -> activations -> probes + controls + neurons -> ask, steer, context -> report.
 
     Finished work is skipped, so running the same command again after an interruption resumes it.
+
+    Examples: worldprobe run · worldprobe run ladder · worldprobe run my_study.toml --dry-run
     """
     from worldprobe.study import (
         check_device,

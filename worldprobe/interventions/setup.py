@@ -3,6 +3,7 @@ ask, the rendered prompts, group centroids, and the numeric reading of an answer
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,9 @@ def prepare(
         raise WorldprobeError(f"too few entities with a target in the cache: {int(train.sum())} train", file=cache.path)
     n_layers = int(cache.manifest["n_layers"])
     candidates = [v for v in cache.layers if not steerable or layer is not None or v < n_layers]
-    choice = direction.select_layer(cache.layer, candidates, y, train, override=layer, progress=progress)
+    choice = None if layer is not None else stored_choice(workspace, cache, candidates)
+    if choice is None:
+        choice = direction.select_layer(cache.layer, candidates, y, train, override=layer, progress=progress)
     if steerable and layer is None:
         choice = direction.LayerChoice(choice.layer, f"{choice.criterion}, among layers before the last block",
                                        choice.scores)  # fmt: skip
@@ -103,6 +106,35 @@ def prepare(
         centroids = group_centroids(dataset, entities, column, targets, train)
     return Setup(workspace, dataset, model, prompt, asked, cache, entities, targets, y, train, choice, probe, pred,
                  vocabulary, centroids)  # fmt: skip
+
+
+def stored_choice(workspace: Workspace, cache: ActivationCache, candidates: list[int]) -> direction.LayerChoice | None:
+    """The layer choice a finished ridge probe run of this very cache already made (the same rule: leave-one-out R²
+    on train rows, with the probe stage's default settings, every candidate layer scored), or None."""
+    from worldprobe.probes.results import SUMMARY
+    from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE
+    from worldprobe.probes.selection import criterion, select_layer
+
+    for path in sorted(workspace.results.glob(f"*/{SUMMARY}")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        settings, used = summary.get("settings") or {}, summary.get("cache") or {}
+        if (summary.get("probe") != "ridge" or not summary.get("complete") or settings.get("target") is not None
+                or settings.get("log_target") or settings.get("standardize") != DEFAULT_STANDARDIZE
+                or settings.get("alphas") != [float(a) for a in DEFAULT_ALPHAS]
+                or used.get("path") != str(cache.path)
+                or used.get("dataset_fingerprint") != cache.manifest.get("dataset_fingerprint")
+                or used.get("entity_order_sha256") != cache.manifest.get("entity_order_sha256")):  # fmt: skip
+            continue
+        scores = {int(k): float(v) for k, v in summary.get("selection", {}).items()}
+        if not set(candidates) <= set(scores):
+            continue
+        chosen = {v: scores[v] for v in candidates}
+        return direction.LayerChoice(select_layer(chosen), f"{criterion('ridge')} (scores of the probe run "
+                                     f"{path.parent.name})", chosen)  # fmt: skip
+    return None
 
 
 def group_centroids(

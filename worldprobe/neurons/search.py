@@ -28,7 +28,7 @@ from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import open_cache, parse_layers
-from worldprobe.extract.models import LoadedModel, load_model_kept
+from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
 from worldprobe.extract.runner import default_batch_size, forward_batches, run_extraction
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.probes.results import NEURON_COLUMNS, NEURONS_FILE, run_dir, run_key, write_neurons
@@ -329,6 +329,16 @@ def probe_directions(
     return out
 
 
+def _existing_dtype(ws: Workspace, dataset: str, model: str, prompt: str, limit: int | None) -> str | None:
+    """The dtype of a finished cache of this request already in the workspace (the largest, as find_cache picks)."""
+    from worldprobe.extract.cache import MissingCacheError, find_cache, read_manifest
+
+    try:
+        return str(read_manifest(find_cache(dataset, model, prompt, workspace=ws))["dtype"])
+    except (MissingCacheError, WorldprobeError):
+        return None
+
+
 def find_neurons(
     dataset: str,
     model: str = DEFAULT_MODEL,
@@ -342,6 +352,10 @@ def find_neurons(
     batch_size: int | None = None,
     dtype: str = "auto",
     device: str = "auto",
+    quantization: str | None = None,
+    gguf_file: str | None = None,
+    revision: str | None = None,
+    tokenizer: Any = None,
 ) -> Path:
     """Rank MLP neurons and residual coordinates of ``model`` for ``dataset``'s targets; write ``neurons.parquet``
     into ``results/<dataset>__<model>__<prompt>__neurons__<key>/`` and return the folder.
@@ -351,13 +365,16 @@ def find_neurons(
     """
     if top_k < 1:
         raise WorldprobeError(f"--top-k must be at least 1, not {top_k}", field="top_k")
+    model = model_name(model, tokenizer)
     ws = as_workspace(workspace)
     load_user_specs(ws.datasets)
     spec = get_spec(dataset)
-    path = run_extraction(
-        dataset, model, prompt, workspace=ws, layers=layers, limit=limit, seed=seed, dtype=dtype, device=device,
-        batch_size=batch_size,
-    )  # fmt: skip
+    if dtype == "auto":  # a finished cache of the request in another dtype (a study's "fast" one) is reused
+        dtype = _existing_dtype(ws, dataset, model, prompt, limit) or dtype
+    options = {"dtype": dtype, "device": device, "quantization": quantization, "gguf_file": gguf_file,
+               "revision": revision}  # fmt: skip
+    path = run_extraction(dataset, model, prompt, workspace=ws, layers=layers, limit=limit, seed=seed,
+                          batch_size=batch_size, **options)  # fmt: skip
     cache = open_cache(path)
     chosen = parse_layers(layers, cache.n_layers)
     settings = {"search": "neurons", "top_k": top_k, "layers": chosen, "seed": seed, "targets": list(spec.targets)}
@@ -371,7 +388,7 @@ def find_neurons(
     rows = residual_search(cache.layer, chosen, y, is_test, spec.targets, k=top_k)
     network = None
     if any(layer >= 1 for layer in chosen):
-        loaded = load_model_kept(model, dtype=dtype, device=device, seed=seed)
+        loaded = load_model_kept(model, seed=seed, max_memory=None, **options)  # as run_extraction asks
         encoded = encode_entities(
             loaded.tokenizer, entities["text"].tolist(), get_prompt(dataset, prompt), seed,
             keys=entities["entity_id"].astype(str).tolist(),
