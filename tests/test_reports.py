@@ -23,8 +23,8 @@ from worldprobe.reports.figure import Caption, Hover, new_figure, save
 from worldprobe.reports.geography import MAPS, regions
 from worldprobe.reports.holdouts import holdout_table
 from worldprobe.reports.maps import error_km
+from worldprobe.reports.summary import as_markdown, verdict_table
 from worldprobe.reports.summary import as_text as summary_text
-from worldprobe.reports.summary import verdict_table
 from worldprobe.reports.timelines import bin_width, error_by_bin, year_text
 from worldprobe.workspace import Workspace
 
@@ -131,6 +131,11 @@ def test_verdict_table_reads_the_train_selected_layer_and_paired_intervals(tmp_p
     assert view.family.size > len(head["comparisons"])
     text = summary_text(results.summaries)
     assert "paired bootstrap" in text and sentence in text and "Holm's correction" in text
+    markdown = as_markdown(view).splitlines()
+    header, rule, *rows = markdown[: 2 + len(view.table)]
+    assert header.count(" | ") == len(view.table.columns) - 1 and rule == "|" + "---|" * len(view.table.columns)
+    assert [row.split(" | ")[1] for row in rows] == list(view.table["model"])
+    assert f"- **us_place x tiny-a**: {sentence}" in markdown and markdown[-1] == view.note
     assert not results.breakdown.empty and set(results.metrics["subset"]) == {"all"}
 
 
@@ -241,6 +246,7 @@ def test_cli_on_partial_results_says_what_is_missing(workspace):
     assert "missing: world_place: no results" in result.output
     assert "missing: no holdouts in any run" in result.output
     assert (workspace.root / "out" / "index.html").exists()
+    assert (workspace.root / "out" / "verdicts.md").read_text().startswith("| dataset | model |")
     assert (workspace.root / "out" / "figures" / "us_place__m__empty__map.png").exists()
 
 

@@ -174,8 +174,10 @@ def shipped_study(name: str) -> Path:
     if not path.exists():
         known = sorted(p.stem for p in path.parent.glob("*.toml"))
         if name.lower() in ("true", "false", "yes", "no", "1", "0"):
-            raise WorldprobeError(f"no shipped study {name!r}",
-                                  hint="on/off options are flags without a value: `worldprobe run --dry-run`")
+            raise WorldprobeError(
+                f"no shipped study {name!r}",
+                hint="on/off options are flags without a value: `worldprobe run --dry-run`",
+            )
         raise WorldprobeError(f"no shipped study {name!r}", hint=f"shipped studies: {', '.join(known)}")
     return path
 
@@ -852,7 +854,8 @@ def _build_report(workspace: Workspace, seed: int) -> Path:
     inputs = hashlib.sha256(json.dumps([listing, seed]).encode()).hexdigest()
     stamp = workspace.reports / "built-from.json"
     index = workspace.reports / "index.html"
-    if index.exists() and stamp.exists() and json.loads(stamp.read_text()).get("results_sha256") == inputs:
+    written = index.exists() and (workspace.reports / "verdicts.md").exists() and stamp.exists()
+    if written and json.loads(stamp.read_text()).get("results_sha256") == inputs:
         return index
     index = build_report(workspace, seed=seed).index
     stamp.write_text(json.dumps({"results_sha256": inputs, "seed": seed}))

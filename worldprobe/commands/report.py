@@ -13,11 +13,11 @@ from worldprobe.errors import WorldprobeError
 def report(
     ctx: typer.Context,
     out: Path = typer.Option(
-        None, "--out", "-o", help="Folder for index.html and figures/ (default workspace/reports)."
+        None, "--out", "-o", help="Folder for index.html, verdicts.md and figures/ (default workspace/reports)."
     ),
     seed: int = seed_option(help="Seed of the sampled points (error lines, hover, example entities)."),
 ) -> None:
-    """Draw maps, timelines and layer curves from workspace/results/ and write one offline index.html.
+    """Draw maps, timelines and layer curves from workspace/results/; write one offline index.html and verdicts.md.
 
     Example: worldprobe --workspace my-ws report"""
     from worldprobe.reports.build import build_report
@@ -34,6 +34,7 @@ def report(
         typer.secho(f"missing: {note}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"{len(written.figures)} figures, {len(written.sections)} dataset(s)")
     typer.echo(str(written.index))
+    typer.echo(str(written.index.with_name("verdicts.md")))
 
 
 def register(app: typer.Typer) -> None:

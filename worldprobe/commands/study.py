@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import typer
 
@@ -23,12 +24,18 @@ def run(
         None, help="A study TOML file, or the name of a shipped study (`quick`, `ladder`, `paper`). Default: quick."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the work and the disk it needs, then stop."),
-    executor: str = typer.Option(None, "--executor", help="`serial`, `processes` (a local pool, one torch thread "
-                                 "each) or `ray` (needs the optional `ray` extra). Default: the study's [study] "
-                                 "executor, else serial."),
+    executor: str = typer.Option(
+        None,
+        "--executor",
+        help="`serial`, `processes` (a local pool, one torch thread "
+        "each) or `ray` (needs the optional `ray` extra). Default: the study's [study] "
+        "executor, else serial.",
+    ),
     address: str = typer.Option(None, "--address", help="Ray cluster address (e.g. `auto`); default: a local Ray."),
-    workers: int = count_option("--workers", help="Local worker processes (processes, ray); default: the "
-                                "study's [study] workers, else the CPU count."),
+    workers: int = count_option(
+        "--workers",
+        help="Local worker processes (processes, ray); default: the study's [study] workers, else the CPU count.",
+    ),
 ) -> None:
     """Run a whole study: datasets -> activations -> probes + controls + neurons -> ask, steer, context -> report.
 
@@ -77,6 +84,7 @@ def run(
     typer.echo(results_table(parsed, workspace))
     for path in outputs.get("report", []):
         typer.echo(f"report: {path}")
+        typer.echo(f"verdict table as Markdown: {Path(path).with_name('verdicts.md')}")
 
 
 def _check_executor(executor: str, address: str | None, workers: int | None) -> None:

@@ -15,12 +15,15 @@ from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
 from worldprobe.reports.choice import chosen_runs, left_out_runs, primary_prompt, report_results
 from worldprobe.reports.content import Block, Report, Section
 from worldprobe.reports.html import write_html
-from worldprobe.reports.summary import verdict_table
+from worldprobe.reports.summary import as_markdown, verdict_table
 from worldprobe.workspace import Workspace
 
 
 def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED) -> Report:
-    """Read ``workspace/results``; write ``out/figures/*.png|svg`` and ``out/index.html`` (out: workspace/reports)."""
+    """Read ``workspace/results``; write ``out/figures/*.png|svg``, ``out/index.html`` and ``out/verdicts.md``.
+
+    ``out`` defaults to ``workspace/reports``.
+    """
     out = Path(out) if out is not None else workspace.reports
     load_user_specs(workspace.datasets)
     results = report_results(workspace.results, workspace.datasets)
@@ -38,6 +41,7 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     missing += left_out_runs(results.summaries)
     report = Report(out / "index.html", view.table, sections, missing, view.sentences, results.stale, view.note)
     write_html(report)
+    (out / "verdicts.md").write_text(as_markdown(view), encoding="utf-8")
     return report
 
 

@@ -149,3 +149,14 @@ def as_text(summaries: list[dict[str, Any]]) -> str:
     lines += [f"{dataset} x {model}: {sentence}" for dataset, model, sentence in view.sentences]
     lines.append(view.note)
     return "\n".join(lines)
+
+
+def as_markdown(view: VerdictTable) -> str:
+    """The verdict table, its sentences and its note as Markdown (``reports/verdicts.md``, quoted by the README)."""
+    if view.table.empty:
+        return "no probe results yet\n"
+    cells = [list(map(str, view.table.columns)), *view.table.astype(str).values.tolist()]
+    rows = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    rows.insert(1, "|" + "---|" * len(view.table.columns))
+    lines = [*rows, "", *(f"- **{dataset} x {model}**: {sentence}" for dataset, model, sentence in view.sentences)]
+    return "\n".join([*lines, "", view.note, ""])
