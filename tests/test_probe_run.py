@@ -339,6 +339,10 @@ def test_a_run_returns_a_folder_that_reads_its_results(cached):
     assert set(run.tables) == {"metrics", "predictions", "holdouts"}
     pd.testing.assert_frame_equal(run.metrics, read_metrics(run))
     assert run.verdict.startswith("Test R²") and len(run.predictions) > 0
+    tested = run.comparisons.set_index("comparison")
+    lexical = run.summary["headline"]["controls"]["lexical"]["own"]["diff_r2"]
+    assert tested.loc["lexical", ["value", "low", "high"]].tolist() == [lexical[k] for k in ("value", "low", "high")]
+    assert tested.loc["lexical", "outcome"] in ("above", "below", "equivalent", "inconclusive")
     with pytest.raises(WorldprobeError, match="has no steering table"):
         run.table("steering")
     assert {"run_probe", "RidgeProbe", "RunFolder"} <= set(dir(worldprobe.probes))

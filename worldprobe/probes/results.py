@@ -40,7 +40,7 @@ NEURON_RECORD = "neurons.json"
 """Beside ``neurons.parquet``: the search's dataset build (fingerprint) and settings, for stale-result checks."""
 
 CONTROLS = ("random_init", "shuffled", "lexical", "embedding", "group_oracle", "within_group", "alt_world")
-"""Every control (science.md section 7), in the order ``worldprobe.probes.controls`` runs them; the ``control`` of
+"""Every control (docs/explanation/probes.md), in the order ``worldprobe.probes.controls`` runs them; the ``control`` of
 the probe's own rows is ``none``."""
 
 LAYER_ROW_COLUMNS = (
@@ -115,10 +115,33 @@ class RunFolder(type(Path())):  # type: ignore[misc]
         return self.table(HOLDOUTS)
 
     @property
+    def comparisons(self) -> pd.DataFrame:
+        """A probe run's tested comparisons, one row each: the paired estimate with its interval and n, the declared
+        margin, the unadjusted p-values of the difference and equivalence tests, and the outcome in the run's family."""
+        summary = self.summary
+        found = summary.get("headline", {}).get("comparisons")
+        if found is None:
+            raise WorldprobeError("this run has no tested comparisons (not a probe run, or an older worldprobe)",
+                                  file=self / "summary.json", hint="re-run the probe stage")  # fmt: skip
+        verdict = summary.get("verdict", {})
+        outcomes = verdict.get("outcomes", {}) if isinstance(verdict, dict) else {}
+        rows = [{"comparison": c["key"], "statistic": c["statistic"], **{k: c["estimate"][k] for k in ("value", "low",
+                 "high", "n")}, "margin": c["margin"], "p_difference": c["p"]["difference"],
+                 "p_equivalence": c["p"]["equivalence"], "in_family": c["in_family"],
+                 "outcome": _outcome(outcomes.get(c["key"]), c["in_family"])} for c in found]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    @property
     def verdict(self) -> str:
         """The run's verdict sentence (a probe run's is decided in the family of its own comparisons)."""
         found = self.summary.get("verdict", "")
         return found.get("sentence", "") if isinstance(found, dict) else str(found)
+
+
+def _outcome(outcome: str | None, in_family: bool) -> str:
+    if outcome is None:
+        return "not decided"
+    return outcome if in_family else f"{outcome} (unadjusted; not a label test)"
 
 
 def run_dir(results_root: Path, dataset: str, model: str, prompt: str, probe: str, key: str) -> RunFolder:
