@@ -222,4 +222,4 @@ def test_disk_estimate_and_shortage(tmp_path, workspace):
 def test_paper_study_estimate_uses_release_sizes(workspace):
     estimates = {e.label: e for e in estimate_disk(load_study("paper"), workspace)}
     seven_b = estimates["world_place x llama-2-7b x empty"]
-    assert seven_b.bytes == 39_585 * 33 * 4096 * 2  # science.md: about 10.7 GB
+    assert seven_b.bytes == 39_585 * 33 * 4096 * 2  # the paper study: about 10.7 GB

@@ -1,6 +1,6 @@
 """Name normalisation shared by all dataset sources: the text the model reads and fractional years.
 
-The rules follow the paper's release code (science.md sections 2 and 8) with its mistakes fixed: no text ends in
+The rules follow the paper's release code (docs/explanation/datasets.md) with its mistakes fixed: no text ends in
 whitespace, runs of spaces left by removed parentheses collapse to one, and country labels are canonicalised so
 that a country hold-out cannot leak through an alias (:mod:`worldprobe.countries`).
 """

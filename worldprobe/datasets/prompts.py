@@ -1,4 +1,4 @@
-"""Prompt templates per dataset (science.md section 3): a prefix plus a transformed entity text.
+"""Prompt templates per dataset (docs/explanation/datasets.md): a prefix plus a transformed entity text.
 
 Rendering with a tokenizer (BOS, random prefix tokens, last-token position) lives in
 ``worldprobe.extract.tokens``; this module only says what each prompt is.

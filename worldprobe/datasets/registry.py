@@ -18,7 +18,7 @@ TIME_TARGETS = ("year",)
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Static facts about one entity dataset (science.md section 2)."""
+    """Static facts about one entity dataset (docs/explanation/datasets.md)."""
 
     name: str
     kind: str  # "place" or "time"

@@ -1,6 +1,6 @@
 """Stage 2: run a model over entity texts and cache the residual stream at every layer.
 
-Python API (see README "2. Extraction")::
+Python API (docs/explanation/extraction.md)::
 
     from worldprobe.extract import find_cache, open_cache
     cache = open_cache(find_cache("world_place", "smollm2-135m"))

@@ -1,5 +1,5 @@
 """Stage beside extraction: ask the model its dataset's question, steer it (which direction, layer and position move
-its answer), and tell it otherwise in context (science.md section 10).
+its answer), and tell it otherwise in context (docs/how-to/behaviour.md).
 
 Python API::
 

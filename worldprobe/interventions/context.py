@@ -1,5 +1,5 @@
 """``worldprobe context``: tell the model otherwise in context, and see whether the probe's reading and the answer
-follow (science.md section 10; after Wei et al. 2023 and Minder et al., ICLR 2025).
+follow (docs/how-to/behaviour.md; after Wei et al. 2023 and Minder et al., ICLR 2025).
 
 For each test entity the dataset's question is asked under four conditions, the statement placed right before the
 question (after any few-shot examples):

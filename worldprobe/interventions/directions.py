@@ -1,4 +1,4 @@
-"""Directions to steer along, each computed on train entities only (science.md section 10).
+"""Directions to steer along, each computed on train entities only (docs/how-to/behaviour.md).
 
 A ridge probe's weights are a *decoding* filter: they also cancel nuisance directions correlated with the target,
 and on Gemma-3-270M death years they are nearly orthogonal to the difference of class means (cos .04-.08). The

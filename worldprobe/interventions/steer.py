@@ -1,5 +1,6 @@
-"""``worldprobe steer``: which direction, at which layer and position, moves the model's answer (science.md section
-10), chosen on train entities and then measured on test entities beside controls of the same norm.
+"""``worldprobe steer``: which direction, at which layer and position, moves the model's answer
+(docs/how-to/behaviour.md), chosen on train entities and then measured on test entities beside controls of the same
+norm.
 
 1. **Directions** per layer (``worldprobe.interventions.directions``; train rows only): ``ridge``, ``pattern``,
    ``mean_diff``, ``pls<k>`` or the user's ``.npy`` vectors, each a unit vector oriented to raise the steered target.

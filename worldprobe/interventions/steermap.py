@@ -1,5 +1,5 @@
 """What a steering run measures, per direction x layer x position: the antisymmetric shift and the ordered share,
-with bootstrap intervals over entities (science.md section 10).
+with bootstrap intervals over entities (docs/how-to/behaviour.md).
 
 Any perturbation pushes a small model's answers one way (usually later), so a slope or a mean shift mixes the
 direction's effect with that push. For an entity answered at doses ±k (multiples of |Δμ|, the same edit norm both

@@ -1,6 +1,6 @@
-"""Stage beside extraction: single MLP neurons and residual coordinates that encode space or time (science.md
-section 5). It runs the model (the MLP activations are not cached), hooking the modules the anchor table
-(``worldprobe.anchors``) names for the model's architecture family.
+"""Stage beside extraction: single MLP neurons and residual coordinates that encode space or time
+(docs/explanation/probes.md). It runs the model (the MLP activations are not cached), hooking the modules the anchor
+table (``worldprobe.anchors``) names for the model's architecture family.
 
 Python API::
 

@@ -1,4 +1,4 @@
-"""Single neurons that encode space or time: MLP neurons and residual-stream coordinates (science.md section 5).
+"""Single neurons that encode space or time: MLP neurons and residual-stream coordinates (docs/explanation/probes.md).
 
 Selection on train rows, evaluation on test rows. Pass 1 streams sufficient statistics (sums, sums of squares and
 cross-products with the targets) of every neuron over the train rows, so memory is O(neurons x targets), never

@@ -1,4 +1,4 @@
-"""Alternative worlds matched on what the spelling can learn (after Jin & Rinard, ICML 2024; science.md section 7).
+"""Alternative worlds matched on what the spelling can learn (Jin & Rinard, ICML 2024; docs/explanation/probes.md).
 
 Jin & Rinard re-interpret the same inputs under other semantics and retrain the probe on the same frozen activations:
 a probe that fits the true semantics better than the alternatives reads more than the inputs' surface. Their design

@@ -1,4 +1,4 @@
-"""Seeded, vectorised bootstrap intervals over test entities (science.md section 9).
+"""Seeded, vectorised bootstrap intervals over test entities (docs/verdicts.md).
 
 The probe is fixed; what varies is which test entities were drawn. A resample is a vector of COUNT weights over the
 n entities (how often each one was drawn; the counts sum to n), so every statistic here takes the per-entity arrays

@@ -1,4 +1,4 @@
-"""Controls that separate "the model knows" from "the probe learned it" (science.md section 7).
+"""Controls that separate "the model knows" from "the probe learned it" (docs/explanation/probes.md).
 
 :func:`run_controls` is called by the probe stage with the main probe's predictions and returns tidy rows with the
 columns of ``metrics.parquet`` and ``control != "none"``. Layer-free controls (lexical, group_oracle, embedding) repeat

@@ -1,5 +1,5 @@
 """The study's comparisons on cached activations: layer sweep, held-out blocks, cross-prompt transfer, prompt and
-model comparison, and probes of arbitrary targets aligned with a cache (science.md sections 5 and 6)."""
+model comparison, and probes of arbitrary targets aligned with a cache (docs/explanation/probes.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The numbers a probe run is quoted by (science.md section 9).
+"""The numbers a probe run is quoted by (docs/verdicts.md).
 
 At the probe's train-selected layer: R², Spearman, the median error (km or years) and the main probe's within-group r,
 each with its n and a 95% bootstrap interval over the test entities; every control at the probe's layer and at its

@@ -1,4 +1,4 @@
-"""The tests behind every word a verdict prints (science.md section 9; docs/verdicts.md states the rules).
+"""The tests behind every word a verdict prints (docs/verdicts.md; docs/verdicts.md states the rules).
 
 A *comparison* is a paired difference (the probe minus a control on the same resampled test entities, or a model's
 residual probe minus its lexical twin) with its bootstrap distribution. Two hypotheses are tested on it:

@@ -1,4 +1,5 @@
-"""What the spelling of the names alone gives away: TF-IDF character n-grams of the entity text (science.md section 7).
+"""What the spelling of the names alone gives away: TF-IDF character n-grams of the entity text
+(docs/explanation/probes.md).
 
 One vectoriser (char 1-4-grams within word boundaries, fitted on the fit rows) serves three controls: the lexical
 control (a ridge from the n-grams to the targets), the lexical twin of the within-group residual probe, and the

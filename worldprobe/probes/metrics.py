@@ -1,5 +1,5 @@
-"""Probe metrics (science.md section 5). Targets are named: functions take DataFrames whose columns are target names
-and never reorder or guess them; places need explicit ``latitude`` and ``longitude`` columns.
+"""Probe metrics (docs/explanation/probes.md). Targets are named: functions take DataFrames whose columns are target
+names and never reorder or guess them; places need explicit ``latitude`` and ``longitude`` columns.
 """
 
 from __future__ import annotations

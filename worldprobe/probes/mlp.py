@@ -1,4 +1,4 @@
-"""The paper's MLP probe (Table 2; science.md section 5) as a seeded scikit-learn style estimator.
+"""The paper's MLP probe (Table 2; docs/explanation/probes.md) as a seeded scikit-learn style estimator.
 
 Linear(d, 256) -> ReLU -> Linear(256, k) on z-scored targets, AdamW (lr 1e-3), batch 512, at most 20 epochs with
 patience 3 on a validation split (10% of the fit rows), restoring the best epoch. The weight decay is picked from

@@ -1,4 +1,4 @@
-"""Within-group information, tested by a probe fitted to it (science.md section 9).
+"""Within-group information, tested by a probe fitted to it (docs/verdicts.md).
 
 The main probe is fitted to the total variance of the target, which group identity dominates (a country-mean oracle
 explains R² ≈ .96 of world places, a century-mean oracle ≈ 1.00 of death years), so its within-group correlation

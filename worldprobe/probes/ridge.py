@@ -1,4 +1,4 @@
-"""Exact ridge probe with the penalty picked by efficient leave-one-out over a wide log grid (science.md section 5).
+"""Exact ridge probe, the penalty picked by efficient leave-one-out over a wide log grid (docs/explanation/probes.md).
 
 One eigendecomposition per fit gives the leave-one-out error of every alpha and every target at once:
 with centred (optionally standardised) features ``Xc`` and an unpenalised intercept, the hat matrix of penalty
@@ -26,7 +26,7 @@ DEFAULT_ALPHAS = np.logspace(-2, 8, 41)
 """The default penalty grid: 1e-2 .. 1e8, four values per decade (the paper's 1e0.8..1e4.5 was too narrow)."""
 
 DEFAULT_STANDARDIZE = True
-"""Standardise activation dimensions by default (measured in benchmarks/probe_bench.py; see README "3. Probes")."""
+"""Standardise activation dimensions by default (measured in benchmarks/probe_bench.py; docs/explanation/probes.md)."""
 
 CHUNK_ROWS = 8192
 

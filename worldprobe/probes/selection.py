@@ -1,4 +1,4 @@
-"""Choosing the layer to report from train rows only (science.md section 9).
+"""Choosing the layer to report from train rows only (docs/verdicts.md).
 
 Each fitted probe carries a score computed without test rows: the ridge's exact leave-one-out R² on its fit rows
 (``1 - min loo_mse_``, in units of the train variance of the z-scored targets), the MLP's R² on its validation part

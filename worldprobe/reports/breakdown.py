@@ -1,5 +1,5 @@
 """Per entity type: the probe and its controls on each type's test rows, and where that changes the story (a mixture
-dataset can hide it: us_place ZIP codes carry their place in their digits; science.md section 9)."""
+dataset can hide it: us_place ZIP codes carry their place in their digits; docs/verdicts.md)."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ NTA_ENTITY_TYPES = {
 
 
 PAPER_ZIP_SHARE = 12_533 / 29_997
-"""The share of ZIP codes in the paper's us_place release (science.md section 2)."""
+"""The share of ZIP codes in the paper's us_place release (docs/explanation/datasets.md)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,14 +51,14 @@ RELEASE_ROWS: dict[str, int] = {
     "world_place": 39_585, "us_place": 29_997, "nyc_place": 19_838, "historical_figure": 37_539, "art": 31_321,
     "headline": 28_389,
 }  # fmt: skip
-"""Rows of each release file (science.md section 2), e.g. for disk estimates before a download."""
+"""Rows of each release file (docs/explanation/datasets.md), e.g. for disk estimates before a download."""
 RELEASE = "Gurnee & Tegmark (2024) release, github.com/wesg52/world-models (code MIT licence)"
 UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
 class ReleaseFormat:
-    """One release CSV: its exact columns (science.md section 2), data licence, and the converter to an entity table."""
+    """One release CSV: its exact columns (docs/explanation/datasets.md), licence, and converter to an entity table."""
 
     columns: tuple[str, ...]
     licence: str
