@@ -342,4 +342,4 @@ def test_a_dry_run_of_a_study_for_another_machine_notes_the_missing_device(tmp_p
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code == 0
-    assert "note: device 'cuda' asked for, but torch sees no CUDA device" in capsys.readouterr().out
+    assert "warning: device 'cuda' asked for, but torch sees no CUDA device" in capsys.readouterr().out

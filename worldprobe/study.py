@@ -731,10 +731,15 @@ def _expected_entities(dataset: str, source: str, limit: int | None, workspace: 
     return min(rows, limit) if limit else rows
 
 
+def disk_needed(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tuple[int, int]:
+    """(bytes the caches not yet on disk need, bytes free where the workspace is)."""
+    needed = sum(e.bytes or 0 for e in estimates if not e.on_disk)
+    return needed, shutil.disk_usage(workspace.root if workspace.root.exists() else Path.cwd()).free
+
+
 def check_disk(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tuple[int, int]:
     """(bytes needed, bytes free); raises when the caches will not fit."""
-    needed = sum(e.bytes or 0 for e in estimates if not e.on_disk)
-    free = shutil.disk_usage(workspace.root if workspace.root.exists() else Path.cwd()).free
+    needed, free = disk_needed(estimates, workspace)
     if needed > free:
         raise WorldprobeError(
             f"the activation caches need {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free",

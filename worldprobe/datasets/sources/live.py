@@ -75,6 +75,9 @@ ENDPOINTS = {
         ),
     )
 }  # fmt: skip
+DATASET_ENDPOINTS = {"world_place": "wikidata", "us_place": "wikidata", "art": "wikidata",
+                     "nyc_place": "nyc_opendata", "historical_figure": "age_dataset", "headline": "nyt_archive"}
+"""The API each live builder reads (what a study's dry run lists as its download)."""
 NYT_KEY_ENV = "NYT_API_KEY"
 NYC_RESOURCE_ID = "rxuy-2muj"  # data.cityofnewyork.us/City-Government/Points-Of-Interest/rxuy-2muj (the paper's)
 
