@@ -168,6 +168,13 @@ def test_a_hub_id_goes_to_the_hub_and_its_error_names_the_model(hub_offline):
         load_model("smollm2-135")
 
 
+def test_a_gated_model_without_access_says_how_to_get_it(hub_offline):
+    """The Llama-2 presets are gated: the hint names the licence page and HF_TOKEN, not a missing folder."""
+    with pytest.raises(WorldprobeError, match="cannot load the config of model 'llama-2-7b'") as info:
+        load_model("llama-2-7b")
+    assert "https://huggingface.co/meta-llama/Llama-2-7b-hf" in str(info.value) and "HF_TOKEN" in str(info.value)
+
+
 def test_a_hub_id_without_a_slash_resolves_as_a_hub_model(tiny_llama_dir, monkeypatch):
     """`gpt2` reaches the hub loader (here answered from the tiny model's config) and is recorded as a hub model."""
     from transformers import AutoConfig

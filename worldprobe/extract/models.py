@@ -501,6 +501,13 @@ def object_tokenizer(name: str) -> Any:
     return _object(name)[1]
 
 
+def _is_gated(model: str, error: Exception) -> bool:
+    """A hub refusal for want of a licence acceptance or a token (a gated preset, or the hub's own words)."""
+    preset = PRESETS.get(model)
+    text = str(error).lower()
+    return (preset is not None and preset.gated) or any(w in text for w in ("gated", "401", "403", "restricted"))
+
+
 def describe_model(
     model: str = DEFAULT_MODEL,
     *,
@@ -541,6 +548,8 @@ def describe_model(
         if source["kind"] == "hub":
             close = difflib.get_close_matches(base, list(PRESETS), n=1)
             hint = f"did you mean the preset {close[0]!r}?" if close else "no local folder has this name either"
+            if _is_gated(base, error):
+                hint = f"accept the licence on https://huggingface.co/{folder}, then export HF_TOKEN=<a read token>"
         raise WorldprobeError(
             f"cannot load the config of model {base!r}: {str(error).splitlines()[0]}", hint=hint
         ) from None
