@@ -108,7 +108,8 @@ def read_csv(file: Path, kind: str, group_by: str | None) -> pd.DataFrame:
 def _refuse(bad: np.ndarray, file: Path, field: str, problem: str, values: pd.Series | None = None) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        shown = f" {values.iloc[i]!r}" if values is not None else ""
+        value = values.iloc[i] if values is not None else None
+        shown = "" if values is None else f" {value.item() if isinstance(value, np.generic) else value!r}"
         raise WorldprobeError(f"{field}{shown} {problem}", file=file, row=i + 2, field=field,
                               hint=f"{int(bad.sum())} row(s) like it; fix or remove them")  # fmt: skip
 
