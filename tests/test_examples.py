@@ -1,10 +1,12 @@
-"""The example notebook: the file is what examples/make_notebook.py writes, and it runs start to end on the embedded
-model (every cell, in a fresh workspace), drawing its map and printing numbers with their n."""
+"""The example notebook: the file is what examples/make_notebook.py writes from docs/tutorial/python.md, and it runs
+start to end on the embedded model (every cell, in a fresh workspace), drawing its map and printing numbers with their n
+and the outcomes of its tests, nulls included."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 import nbformat
 import pytest
@@ -37,10 +39,15 @@ def test_the_notebook_runs_on_the_embedded_model(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
     book = nbformat.read(EXAMPLES / "python_api.ipynb", as_version=4)
     NotebookClient(book, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(out.get("text", "") for cell in book.cells for out in cell.get("outputs", []))
+    outputs = [out for cell in book.cells for out in cell.get("outputs", [])]
+    text = "\n".join(out.get("text", "") for out in outputs)
+    tables = "\n".join(out.get("data", {}).get("text/plain", "") for out in outputs)
     assert str(tmp_path / "workspace") in text
     assert "test R² " in text and ", n = " in text and "chosen on train rows" in text
     assert "median error" in text and "answers parsed:" in text
+    assert "Holm" in text  # the verdicts say which correction decided them
+    outcomes = re.findall(r"(above|below|equivalent|inconclusive)\s*$", tables, re.M)
+    assert len(outcomes) >= 2, tables  # the comparisons table: shuffled and lexical, nulls included
     images = [out for cell in book.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
     assert len(images) == 1  # the GeoDataFrame map
     assert (tmp_path / "workspace" / "results").is_dir()
