@@ -43,7 +43,8 @@ def blocks(page: Path) -> list[Block]:
     for m in FENCE.finditer(text):
         reason = m["reason"].strip() if m["skip"] else None
         if m["skip"] and not reason:
-            raise AssertionError(f"{page}: a skip marker without a reason at line {text[: m.start()].count(chr(10)) + 1}")
+            line = text[: m.start()].count("\n") + 1
+            raise AssertionError(f"{page}: a skip marker without a reason at line {line}")
         line = text[: m.start("code")].count("\n") + 1
         found.append(Block(str(page.relative_to(DOCS)), line, m["lang"], m["code"], reason))
     return found
@@ -83,6 +84,7 @@ def test_the_code_blocks_of_a_page_run(page, tmp_path, monkeypatch):
         if block.lang == "bash":
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.code], capture_output=True, text=True,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_MKDOCS_2_WARNING": "1"})  # fmt: skip
-            assert done.returncode == 0, f"{where} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+            output = f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+            assert done.returncode == 0, f"{where} exited {done.returncode}:\n{output}"
         else:
             exec(compile(block.code, where, "exec"), namespace)

@@ -42,11 +42,27 @@ def report(tmp_path_factory):
 
 def test_year_text_and_error_bins():
     assert [year_text(y) for y in (1850.4, 0.2, -449.6)] == ["1850", "0", "450 BC"]
-    rows = pd.DataFrame({"true_year": [1905.0, 1915.0, 1911.0], "pred_year": [1915.0, 1905.0, 1913.0]})
+    assert [year_text(y, 1) for y in (2014.62, -449.64)] == ["2014.6", "449.6 BC"]
+    rows = pd.DataFrame({"true_year": [1905.0, 1915.0, 1911.0, 1941.0], "pred_year": [1915.0, 1905.0, 1913.0, 1941.0]})
     assert bin_width(rows["true_year"]) == 10 and bin_width(pd.Series([-500.0, 1900.0])) == 100
     bins = error_by_bin(rows)
-    assert bins["start"].tolist() == [1900, 1910]
-    assert bins["mean"].tolist() == [10.0, 6.0] and bins["size"].tolist() == [1, 2]
+    assert bins["start"].tolist() == [1900, 1910, 1940]
+    assert bins["mean"].tolist() == [10.0, 6.0, 0.0] and bins["size"].tolist() == [1, 2, 1]
+
+
+def test_a_short_span_is_read_to_the_decimal_and_binned_by_year():
+    """Headlines span about a decade: whole years printed "true 2014; predicted 2013; error 0 years" and one decade
+    bar held every entity."""
+    from worldprobe.reports.timelines import example_table, year_decimals
+
+    rows = pd.DataFrame({"true_year": [2010.2, 2013.9, 2014.6, 2019.5], "pred_year": [2011.0, 2013.2, 2014.1, 2017.0],
+                         "name": ["a http://t.co/x", "b", "c", "d"], "text": ["a", "b", "c", "d"]})  # fmt: skip
+    assert year_decimals(rows["true_year"]) == 1 and bin_width(rows["true_year"]) == 1
+    assert error_by_bin(rows)["start"].tolist() == [2010, 2013, 2014, 2019]
+    table = example_table(rows)
+    assert table["text the model read"].tolist() == ["a", "b", "c", "d"]
+    assert table["true year"].tolist() == ["2010.2", "2013.9", "2014.6", "2019.5"]
+    assert table["error (years)"].tolist() == [0.8, 0.7, 0.5, 2.5]
 
 
 def test_error_km_takes_named_columns():

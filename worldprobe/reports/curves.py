@@ -70,11 +70,19 @@ def layer_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, palette: di
         for (model, probe), probe_rows in data[data["control"] == "none"].groupby(["model", "probe"]):
             _draw_probe(ax, probe_rows, palette[model], probe)
         spreads = _test_rows(rows, f"{metric}_std")
+        labels: list[tuple[str, float, tuple | str]] = []
+        ceilings = []
         for control, control_rows in data[data["control"] != "none"].groupby("control"):
             if control == "within_group":
                 continue
             controls_seen.append(control)
-            _draw_control(ax, control, control_rows, spreads[spreads["control"] == control], palette)
+            if control == "group_oracle":  # drawn last, so that it cannot set the scale of the curves
+                ceilings.append(control_rows["value"].mean())
+                continue
+            labels += _draw_control(ax, control, control_rows, spreads[spreads["control"] == control], palette)
+        for value in ceilings:
+            labels += _draw_ceiling(ax, "group_oracle", value)
+        _place_labels(ax, labels)
         ax.set(xlabel=DEPTH_LABEL, ylabel=METRICS[metric], xlim=(-0.02, 1.02))
         ax.set_title(METRICS[metric].split(" (")[0])
         ax.grid(alpha=0.3)
@@ -87,8 +95,7 @@ def layer_curves(metrics: pd.DataFrame, dataset: str, out_dir: Path, palette: di
         if not spelled.empty:
             value = spelled.groupby("model")["value"].mean().mean()  # the same twin for every model
             ax.axhline(value, color=NEUTRAL, lw=1.2, ls=CONTROL_STYLES["lexical"]["ls"])
-            ax.annotate(f"lexical {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"), ha="right",
-                        va="bottom", fontsize=7, color=NEUTRAL)  # fmt: skip
+            _place_labels(ax, [(f"lexical {value:.2f}", value, NEUTRAL)])
         ax.set(xlabel=DEPTH_LABEL, ylabel="test Pearson r, predicted vs true offset", xlim=(-0.02, 1.02))
         ax.set_title("within-group probe (fitted to offsets from the group mean)")
         ax.grid(alpha=0.3)
@@ -124,19 +131,19 @@ def _draw_probe(ax: Axes, rows: pd.DataFrame, colour: tuple, probe: str) -> None
                     zorder=5)  # fmt: skip
 
 
-def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, spread: pd.DataFrame, palette: dict) -> None:
+def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, spread: pd.DataFrame, palette: dict
+                  ) -> list[tuple[str, float, tuple | str]]:  # fmt: skip
     """Per-model lines in the control's style (model-free controls once, in grey); a band of ±1 std (or min-max over
-    seeds); horizontal when flat."""
+    seeds); horizontal when flat. Returns the end labels of the flat lines, placed once the scale is known."""
     style = CONTROL_STYLES.get(control, dict(ls="--", marker="o"))
     groups = [("", rows)] if control in MODEL_FREE else list(rows.groupby("model"))
+    labels = []
     for model, model_rows in groups:
         colour = NEUTRAL if control in MODEL_FREE else palette[model]
         if _is_flat(control, model_rows):
             value = model_rows["value"].mean()
             ax.axhline(value, color=colour, lw=1.2, ls=style["ls"])
-            ax.annotate(f"{control} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"), ha="right",
-                        va="bottom", fontsize=7, color=colour, zorder=6,
-                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8))  # fmt: skip
+            labels.append((f"{control} {value:.2f}", value, colour))
             continue
         by_depth = model_rows.groupby(["rel_depth", "seed"])["value"].mean().groupby("rel_depth")
         mean, low, high = by_depth.mean(), by_depth.min(), by_depth.max()
@@ -146,6 +153,36 @@ def _draw_control(ax: Axes, control: str, rows: pd.DataFrame, spread: pd.DataFra
         ax.plot(mean.index, mean.values, color=colour, lw=1.2, ls=style["ls"], marker=style["marker"], ms=3)
         if (high - low).max() > 0:
             ax.fill_between(mean.index, low.values, high.values, color=colour, alpha=0.15, lw=0)
+    return labels
+
+
+def _draw_ceiling(ax: Axes, control: str, value: float) -> list[tuple[str, float, tuple | str]]:
+    """A model-free control far above the curves (the group oracle, R² near 1) as a line when it fits the curves'
+    scale with a little room, else as a label at the top edge: it would otherwise squash the curves to a strip."""
+    low, high = ax.get_ylim()
+    if value <= high + 0.15 * (high - low):
+        ax.axhline(value, color=NEUTRAL, lw=1.2, ls=CONTROL_STYLES[control]["ls"])
+        return [(f"{control} {value:.2f}", value, NEUTRAL)]
+    ax.annotate(f"{control} {value:.2f} (above the scale) ↑", (0.99, 0.99), xycoords="axes fraction", ha="right",
+                va="top", fontsize=7, color=NEUTRAL)  # fmt: skip
+    return []
+
+
+LABEL_GAP = 0.05
+"""Smallest vertical distance between two end labels, as a share of the axes' height."""
+
+
+def _place_labels(ax: Axes, labels: list[tuple[str, float, tuple | str]]) -> None:
+    """End labels of horizontal lines at the right edge, pushed apart upwards so that none overlaps another."""
+    low, high = ax.get_ylim()
+    placed: list[float] = []
+    for text, value, colour in sorted(labels, key=lambda item: item[1]):
+        y = (value - low) / (high - low) if high > low else 0.5
+        if placed and y < placed[-1] + LABEL_GAP:
+            y = placed[-1] + LABEL_GAP
+        placed.append(y)
+        ax.annotate(text, (0.99, y), xycoords="axes fraction", ha="right", va="bottom", fontsize=7, color=colour,
+                    zorder=6, bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8))  # fmt: skip
 
 
 def _legends(fig: Figure, rows: pd.DataFrame, palette: dict[str, tuple], controls: list[str]) -> None:

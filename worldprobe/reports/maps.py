@@ -18,6 +18,8 @@ from worldprobe.reports.geography import MapSpec, error_km, map_for, outlines, p
 
 ERROR_SAMPLE = 400
 HOVER_SAMPLE = 1500
+REGION_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999"]
+"""Okabe-Ito's colour-blind-safe colours: tab10's lavender (Oceania) read as grey on the grey land."""
 
 
 @dataclass
@@ -39,7 +41,7 @@ def map_figures(data: MapInput, out_dir: Path, seed: int = DEFAULT_SEED) -> tupl
     table, note = outlines(spec.name)
     rows = data.rows.reset_index(drop=True)
     region = regions(spec, rows, table)
-    palette = dict(zip(sorted(region.unique()), sns.color_palette("tab10", region.nunique()), strict=True))
+    palette = dict(zip(sorted(region.unique()), sns.color_palette(REGION_PALETTE, region.nunique()), strict=True))
     colours = np.array([palette[r] for r in region])
     true_x, true_y = spec.project(rows["true_longitude"], rows["true_latitude"])
     pred_x, pred_y = spec.project(rows["pred_longitude"], rows["pred_latitude"].clip(-90, 90))

@@ -15,6 +15,8 @@ from worldprobe.reports.figure import Caption, FigureFile, Hover, file_stem, lay
 HOVER_SAMPLE = 1500
 EXAMPLES = 12
 NAME_CHARS = 38
+SHORT_SPAN = 30
+"""Years spanned at most by a dataset read to the decimal and binned by single years (headlines)."""
 
 
 @dataclass
@@ -30,15 +32,23 @@ class TimelineInput:
     baselines: str = ""  # the median errors of predicting the train mean and the group oracle, for the title
 
 
-def year_text(year: float) -> str:
-    """``1850`` or ``450 BC`` (the datasets write BC years as negative numbers), rounded to the whole year."""
-    whole = int(round(year))
-    return f"{whole}" if whole >= 0 else f"{-whole} BC"
+def year_text(year: float, decimals: int = 0) -> str:
+    """``1850`` or ``450 BC`` (the datasets write BC years as negative numbers), rounded to the whole year, or to
+    ``decimals`` places (``2014.6``) where whole years would hide the errors."""
+    value = round(float(year), decimals) if decimals else int(round(year))
+    text = f"{abs(value):.{decimals}f}" if decimals else f"{abs(value)}"
+    return text if value >= 0 else f"{text} BC"
+
+
+def year_decimals(years: pd.Series) -> int:
+    """One decimal when the years span 30 or fewer (headlines: errors under a year), else whole years."""
+    return 1 if years.max() - years.min() <= SHORT_SPAN else 0
 
 
 def bin_width(years: pd.Series) -> int:
-    """Centuries when the years span more than 300, decades otherwise."""
-    return 100 if years.max() - years.min() > 300 else 10
+    """Centuries when the years span more than 300, decades when more than 30, else single years."""
+    span = years.max() - years.min()
+    return 100 if span > 300 else 10 if span > SHORT_SPAN else 1
 
 
 def error_by_bin(rows: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +79,7 @@ def timeline_figure(data: TimelineInput, out_dir: Path, seed: int = DEFAULT_SEED
     ax_scatter.legend(loc="upper left", fontsize=8)
 
     bins = error_by_bin(rows)
-    unit = "century" if bins["width"].iloc[0] == 100 else "decade"
+    unit = {100: "century", 10: "decade", 1: "year"}[int(bins["width"].iloc[0])]
     ax_bins.bar(bins["start"], bins["mean"], width=bins["width"] * 0.9, align="edge", color="#8c9fbf", label="mean")
     ax_bins.plot(bins["start"] + bins["width"] / 2, bins["median"], "o-", color="#333333", ms=3, lw=1, label="median")
     ax_bins.set(xlabel=f"true year, by {unit} (CE; negative = BC)", ylabel="absolute error (years)")
@@ -81,7 +91,7 @@ def timeline_figure(data: TimelineInput, out_dir: Path, seed: int = DEFAULT_SEED
     ax_strip.hlines(positions, examples["true_year"], examples["pred_year"], color="#999999", lw=1)
     ax_strip.scatter(examples["true_year"], positions, color="#2ca02c", s=25, zorder=3)
     ax_strip.scatter(examples["pred_year"], positions, color="#d62728", marker="x", s=30, zorder=3)
-    ax_strip.set_yticks(positions, [_short(n) for n in examples["name"]], fontsize=7)
+    ax_strip.set_yticks(positions, [_short(n) for n in _read_text(examples)], fontsize=7)
     ax_strip.invert_yaxis()
     ax_strip.set(
         xlabel="year (CE; negative = BC)", ylabel="example test entity", title="examples (sorted by true year)"
@@ -95,9 +105,10 @@ def timeline_figure(data: TimelineInput, out_dir: Path, seed: int = DEFAULT_SEED
     )  # fmt: skip
 
     sample = np.sort(np.random.default_rng(seed).choice(len(rows), size=min(len(rows), HOVER_SAMPLE), replace=False))
-    read = rows["text"] if "text" in rows.columns else rows["name"]
+    read, places = _read_text(rows), year_decimals(rows["true_year"])
     labels = [
-        f"“{read.iat[i]}” — true {year_text(true[i])}; predicted {year_text(pred[i])}; error {error[i]:,.0f} years"
+        f"“{read.iat[i]}” — true {year_text(true[i], places)}; predicted {year_text(pred[i], places)}; "
+        f"error {error[i]:,.{places}f} years"
         for i in sample
     ]
     layer = layer_text(data.layer, data.n_layers, chosen_on_train=True)
@@ -115,18 +126,24 @@ def _examples(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     return ordered.iloc[[int(rng.choice(band)) for band in bands if len(band)]].reset_index(drop=True)
 
 
+def _read_text(rows: pd.DataFrame) -> pd.Series:
+    """What the model read (``text``: a headline, not the tweet with its URL in ``name``), else the name."""
+    return rows["text"] if "text" in rows.columns else rows["name"]
+
+
 def _short(name: str) -> str:
     return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
 
 
 def example_table(rows: pd.DataFrame, seed: int = DEFAULT_SEED) -> pd.DataFrame:
     """The strip's entities as a table for the HTML page: name, true year, predicted year, error."""
-    examples = _examples(rows, seed)
+    examples, places = _examples(rows, seed), year_decimals(rows["true_year"])
+    error = (examples["pred_year"] - examples["true_year"]).abs().round(places)
     return pd.DataFrame(
         {
-            "name": examples["name"],
-            "true year": examples["true_year"].map(year_text),
-            "predicted year": examples["pred_year"].map(year_text),
-            "error (years)": (examples["pred_year"] - examples["true_year"]).abs().round().astype(int),
+            "text the model read": _read_text(examples).to_numpy(),
+            "true year": examples["true_year"].map(lambda y: year_text(y, places)),
+            "predicted year": examples["pred_year"].map(lambda y: year_text(y, places)),
+            "error (years)": error if places else error.astype(int),
         }
     )
