@@ -150,7 +150,7 @@ def test_holm_over_a_family_can_withdraw_a_label():
     lead = _comparison("lexical", 0.06, 0.024)
     assert 0.005 < lead.p["difference"] < 0.05
     alone = say(_head(SHUFFLED, lead))
-    assert alone["label"] == "beyond spelling; within-country not shown (no random-init control)" and alone["holds"]
+    assert alone["label"] == "beyond spelling; within-country not tested (no random-init control)" and alone["holds"]
     others = {f"other {i}": _head(_comparison("shuffled", 0.3, 0.03, seed=i), _comparison("lexical", 0.01, 0.08,
                                                                                          seed=100 + i))
               for i in range(20)}  # fmt: skip
@@ -300,3 +300,10 @@ def test_inference_constants_are_documented_defaults():
 
     assert DEFAULT_MARGINS == {"r2": 0.05, "r": 0.05}
     assert 2 / (inference.TEST_RESAMPLES + 1) < inference.ALPHA / 100  # a family of 100 can still be passed
+
+
+def test_the_family_is_described_in_good_grammar():
+    from worldprobe.probes.inference import FamilyResult
+
+    assert "2 hypotheses (1 comparison) of this run" in FamilyResult(2, {}, {}, 1).describe("this run")
+    assert "(3 comparisons)" in FamilyResult(6, {}, {}, 3).describe()

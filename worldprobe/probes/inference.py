@@ -171,8 +171,9 @@ class FamilyResult:
     comparisons: int = 0
 
     def describe(self, scope: str = "this table") -> str:
+        noun = "comparison" if self.comparisons == 1 else "comparisons"
         return (f"Holm's correction with Shaffer's refinement over the {self.size} hypotheses ({self.comparisons} "
-                f"comparisons) of {scope}, family-wise error {ALPHA:.0%}")  # fmt: skip
+                f"{noun}) of {scope}, family-wise error {ALPHA:.0%}")  # fmt: skip
 
 
 def family(runs: Mapping[str, Iterable[Comparison]], alpha: float = ALPHA) -> FamilyResult:

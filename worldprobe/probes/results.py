@@ -82,7 +82,7 @@ class RunFolder(type(Path())):  # type: ignore[misc]
     wrote. ``run_probe``, ``run_ask``, ``run_steer``, ``run_context`` and ``find_neurons`` return one.
 
     >>> run = run_probe("world_place", "smollm2-135m", controls=["all"])   # doctest: +SKIP
-    >>> run.verdict, run.summary["headline"]["probe"]["r2"], run.metrics.head()   # doctest: +SKIP
+    >>> run.verdict, run.comparisons, run.metrics.head()   # doctest: +SKIP
     """
 
     @property

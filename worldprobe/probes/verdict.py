@@ -39,6 +39,7 @@ LABELS = {
     "architecture_below": "below random weights",
     "architecture_inconclusive": "inconclusive vs random weights",
     "beyond_spelling": "beyond spelling; within-{group} not shown",
+    "beyond_spelling_untested": "beyond spelling; within-{group} not tested",
     "within_group": "beyond spelling, within the {group}",
 }
 
@@ -125,6 +126,8 @@ def _label(decisions: Mapping[str, Decision], comparisons: Mapping[str, Comparis
         return f"spelling_{outcome('lexical')}"
     if "random_init" in comparisons and outcome("random_init") != "above":
         return f"architecture_{outcome('random_init')}"
+    if "within_group" not in comparisons:
+        return "beyond_spelling_untested"
     return "within_group" if outcome("within_group") == "above" else "beyond_spelling"
 
 
@@ -134,7 +137,8 @@ NO_TWIN = " (no random-init control)"
 def _name(label: str, group: str, margins: Mapping[str, float], comparisons: Mapping[str, Comparison]) -> str:
     """The label in words; a label past the architecture's rung without a random-init twin says so."""
     text = LABELS[label].format(group=group, m=fmt(margins.get("r2", 0.05)))
-    missing = "random_init" not in comparisons and label in ("beyond_spelling", "within_group")
+    missing = "random_init" not in comparisons and label in ("beyond_spelling", "beyond_spelling_untested",
+                                                             "within_group")
     return text + (NO_TWIN if missing else "")
 
 
@@ -265,6 +269,8 @@ def _meaning(label: str, group: str, what: str, comparisons: Mapping[str, Compar
                                      f"a twin with random weights nor to be equivalent to it within ±{margin} R².",
         "beyond_spelling": f"So: evidence of {what} beyond {beyond}; within a {group}, information beyond the "
                            f"spelling is not shown{bound}.",
+        "beyond_spelling_untested": f"So: evidence of {what} beyond {beyond}; within a {group} not tested (run the "
+                                    f"within_group control).",
         "within_group": f"So: evidence of {what} beyond {beyond}, including within a {group}.",
     }[label]  # fmt: skip
 
