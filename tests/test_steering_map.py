@@ -14,7 +14,7 @@ from test_interventions_steering import N_ENTITIES, _planted_workspace, _questio
 
 from worldprobe.errors import WorldprobeError
 from worldprobe.interventions import directions as dirs
-from worldprobe.interventions import steermap
+from worldprobe.interventions import steer, steermap
 
 NUISANCE = 2.0
 
@@ -192,3 +192,8 @@ def test_bad_steering_requests_are_refused_before_the_model_runs(steered):
         run_steer("historical_figure", str(folder), workspace=workspace, doses=[1, 2], progress=False)
     with pytest.raises(WorldprobeError, match="unknown steering direction"):
         run_steer("historical_figure", str(folder), workspace=workspace, directions=["lda"], progress=False)
+
+
+def test_the_test_against_zero_reads_as_words():
+    assert steer.against_zero("above") == "above 0" and steer.against_zero("below") == "below 0"
+    assert steer.against_zero("inconclusive") == "inconclusive against 0"

@@ -503,6 +503,11 @@ def _side_effects(items: pd.DataFrame, baseline: pd.Series, best: dirs.SteeringD
     return out
 
 
+def against_zero(outcome: str) -> str:
+    """An outcome of a test against 0 as words: 'above 0', 'below 0' or 'inconclusive against 0'."""
+    return f"{outcome} 0" if outcome in ("above", "below") else f"{outcome} against 0"
+
+
 def steer_verdict(summary: dict[str, Any], best: dirs.SteeringDirection, position: str, unit: str) -> str:
     """One sentence: what the chosen direction does to the answers on test entities, each claim with its test."""
     comparisons = {c["key"]: c for c in summary["comparisons"]}
@@ -512,7 +517,7 @@ def steer_verdict(summary: dict[str, Any], best: dirs.SteeringDirection, positio
     k = summary["largest_dose"]
     text = (f"Chosen on train entities: {where}. On {follows['n']} test entities, ±{k:g}|Δμ| moves the answer "
             f"antisymmetrically by {fmt(follows['value'], 1, signed=True)} [{fmt(follows['low'], 1)}, "
-            f"{fmt(follows['high'], 1)}] {unit}: {outcomes['follows']} 0")  # fmt: skip
+            f"{fmt(follows['high'], 1)}] {unit}: {against_zero(outcomes['follows'])}")  # fmt: skip
     for key, label in (("beyond_random", "random directions of the same norm"),
                        ("beyond_twin", "the random-init twin's direction")):  # fmt: skip
         if key in comparisons:
