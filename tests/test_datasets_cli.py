@@ -91,6 +91,22 @@ def test_default_source_is_packaged(monkeypatch, capsys, workspace):
     assert code == 0 and "--drop-split-leaks" in out and "packaged" in out
 
 
+def test_every_help_shows_an_example_and_no_bool_metavar(monkeypatch, capsys, workspace):
+    """A flag shown as ``--dry-run <bool>`` reads as if it took a value; ``--help`` itself is made per context, outside
+    the commands' params, and needs the same treatment."""
+    import typer
+
+    tree = typer.main.get_command(cli.app)
+    leaves = [(name, sub) for name, cmd in tree.commands.items()
+              for sub in (list(cmd.commands) if hasattr(cmd, "commands") else [None])]  # fmt: skip
+    assert len(leaves) > 10
+    monkeypatch.setenv("COLUMNS", "200")
+    for name, sub in leaves:
+        code, out, _ = run(monkeypatch, capsys, *[part for part in (name, sub) if part], "--help")
+        assert code == 0 and "<bool>" not in out, f"{name} {sub or ''}: {out[-600:]}"
+        assert "Example" in out, f"{name} {sub or ''} --help shows no example"
+
+
 @pytest.mark.slow
 def test_real_world_place_through_the_cli(monkeypatch, capsys, workspace):
     source = paper_csv("world_place")

@@ -236,6 +236,7 @@ def test_report_page_is_offline_and_summarises(report):
     assert summary.count("<tr") == 1 + 2 * 2  # heading + (2 datasets x 2 models)
     assert summary.count("<li><strong>") == 2 * 2 and "chosen on train rows" in summary  # a sentence per row
     assert html.count('class="verdict"') == 2 * 2  # and above each model's figures
+    assert '<p class="note">Entity types with fewer than 20 test rows are not broken out' in html  # named, not dropped
     assert "art: no results" in html and "headline: no results" in html
     images = re.findall(r'<img src="([^"]+)"', html)
     assert len(images) == len(report.figures) and all((report.index.parent / i).exists() for i in images)
@@ -343,6 +344,64 @@ def test_report_opens_offline_in_chromium(report, tmp_path):
         assert not offline, offline
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium/chromedriver not installed (apt-get install chromium "
+                    "chromium-driver; .ci/run installs them)")  # fmt: skip
+@pytest.mark.parametrize("width", [1400, 800])
+def test_report_at_two_widths_fits_and_keeps_its_contents_bar(report, tmp_path, width):
+    """A reviewer's reading at a desktop and a narrow width: nothing pushes the page sideways (wide tables scroll in
+    their own box), the contents bar stays on screen at the bottom of the page, a jump lands below it, and the held-out
+    tables that repeat a chart are closed while the others are open."""
+    driver = _driver(tmp_path / "profile")
+    try:
+        driver.set_window_size(width, 1000)
+        driver.get(report.index.as_uri())
+        page, view = driver.execute_script("return [document.documentElement.scrollWidth, "
+                                           "document.documentElement.clientWidth];")  # fmt: skip
+        assert page <= view, f"the page is {page} px wide in a {view} px window"
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+        assert driver.execute_script("return document.querySelector('nav.toc').getBoundingClientRect().top;") == 0
+        driver.find_element("css selector", "nav.toc a[href='#historical_figure']").click()
+        heading, bar = driver.execute_script(
+            "return [document.getElementById('historical_figure').getBoundingClientRect().top, "
+            "document.querySelector('nav.toc').getBoundingClientRect().bottom];")  # fmt: skip
+        assert bar - 1 <= heading < bar + 100, (heading, bar)
+        states = driver.execute_script("return Array.from(document.querySelectorAll('details')).map("
+                                       "d => [d.querySelector('summary').textContent, d.open]);")  # fmt: skip
+        assert any(title.startswith("Held-out") for title, _ in states)
+        assert all(is_open == (not title.startswith("Held-out")) for title, is_open in states), states
+        assert driver.save_screenshot(str(tmp_path / f"report-{width}.png"))
+        print(f"screenshot: {tmp_path / f'report-{width}.png'}")
+    finally:
+        driver.quit()
+
+
+def test_small_entity_types_are_named_not_dropped():
+    from worldprobe.reports.breakdown import small_types_note
+
+    run = {"headline": {"subsets": {"types": {"city": {}, "airport": {}}, "too_few_rows": {"volcano": 7, "lake": 12}}}}
+    assert small_types_note(run) == ["Entity types with fewer than 20 test rows are not broken out; their rows count "
+                                     "in every overall number: lake (12), volcano (7)."]  # fmt: skip
+    alone = {"headline": {"subsets": {"types": {}, "too_few_rows": {"volcano": 7}}}}
+    assert "fewer than two types are large enough" in small_types_note(alone)[0]
+    assert small_types_note({"headline": {"subsets": {"types": {}, "too_few_rows": {}}}}) == []
+
+
+def test_the_ask_block_shows_raw_answers_beside_parsed_ones():
+    from worldprobe.reports.interventions import answer_sample
+
+    answers = pd.DataFrame({"text": [f"p{i}" for i in range(20)],
+                            "answer_text": [f" died in {1800 + i}. " for i in range(20)], "answer_status": "year",
+                            "reading_year": [1800.0 + i for i in range(20)],
+                            "true_year": 1810.0, "pred_year": 1790.0, "answer_correct": True})  # fmt: skip
+    summary = {"probe": {"targets": ["year"]}, "seed": 3, "model": "m", "question": {"name": "death_year"}}
+    title, table = answer_sample(answers, summary)
+    assert "8 answers of 20" in title and len(table) == 8
+    assert table["answer as written"].str.startswith("died in").all()  # as written, stripped of its spaces
+    assert table.equals(answer_sample(answers, summary)[1])  # seeded
+    assert answer_sample(answers.head(3), summary)[1]["entity"].tolist() == ["p0", "p1", "p2"]
 
 
 def test_top_neurons_table_ranks_over_every_layer_by_train_correlation():

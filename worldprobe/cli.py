@@ -95,9 +95,21 @@ def plain_flags(command: Any) -> Any:
     for param in getattr(command, "params", []):
         if getattr(param, "is_flag", False):
             param.metavar = ""
+    if hasattr(command, "get_help_option"):  # --help is made per context, outside params
+        command.get_help_option = _plain_help(command.get_help_option)
     for sub in getattr(command, "commands", {}).values():
         plain_flags(sub)
     return command
+
+
+def _plain_help(make: Any) -> Any:
+    def help_option(ctx: Any) -> Any:
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return help_option
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

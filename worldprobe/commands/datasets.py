@@ -85,7 +85,9 @@ def build_command(
 @app.command("list")
 def list_command(ctx: typer.Context) -> None:
     """List the datasets (shipped, and your own in this workspace), the sources each can be built from, and what the
-    sources are."""
+    sources are.
+
+    Example: worldprobe datasets list"""
     load_user_specs(workspace_of(ctx).datasets)
     sources = available()
     typer.echo("datasets:")
@@ -100,7 +102,9 @@ def list_command(ctx: typer.Context) -> None:
 
 @app.command("show")
 def show_command(ctx: typer.Context, name: str = typer.Argument(..., help="A built dataset.")) -> None:
-    """Summarise a built dataset: source, split sizes, target ranges, counts by type and group, drops."""
+    """Summarise a built dataset: source, split sizes, target ranges, counts by type and group, drops.
+
+    Example: worldprobe datasets show world_place"""
     workspace = workspace_of(ctx)
     spec = get_spec(name)
     table = load(name, workspace)

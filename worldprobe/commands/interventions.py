@@ -75,7 +75,9 @@ def ask(
     threads: Threads = None,
     revision: Revision = None,
 ) -> None:  # fmt: skip
-    """Ask the model its dataset's question about each test entity; compare its answers with the probe's reading."""
+    """Ask the model its dataset's question about each test entity; compare its answers with the probe's reading.
+
+    Example: worldprobe ask -d historical_figure -m gemma3-270m --limit 200"""
     from worldprobe.interventions.ask import run_ask
     from worldprobe.probes.results import read_summary
 

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from worldprobe.probes.bootstrap import Estimate
+from worldprobe.probes.headline import MIN_SUBSET_ROWS
 from worldprobe.probes.verdict import CONTROL_NAMES, short
 from worldprobe.reports.summary import amount
 
@@ -58,6 +59,19 @@ def breakdown_notes(run: dict[str, Any]) -> list[str]:
                     "intervals, exploratory)."
                 )
     return notes
+
+
+def small_types_note(run: dict[str, Any]) -> list[str]:
+    """A sentence naming the entity types left out of the per-type table for having fewer than MIN_SUBSET_ROWS test
+    rows (their rows still count in every overall number); nothing when none were left out."""
+    subsets = run["headline"].get("subsets", {})
+    small = subsets.get("too_few_rows", {})
+    if not small:
+        return []
+    named = ", ".join(f"{name} ({n})" for name, n in sorted(small.items(), key=lambda item: (-item[1], item[0])))
+    shown = "not broken out" if subsets.get("types") else "not broken out (fewer than two types are large enough)"
+    return [f"Entity types with fewer than {MIN_SUBSET_ROWS} test rows are {shown}; their rows count in every overall "
+            f"number: {named}."]  # fmt: skip
 
 
 def _side(entry: dict[str, Any]) -> str:

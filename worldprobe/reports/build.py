@@ -11,7 +11,7 @@ from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import load_user_specs
 from worldprobe.probes.results import Results
 from worldprobe.reports import curves, holdouts, maps, neurons, timelines
-from worldprobe.reports.breakdown import breakdown_notes, breakdown_table
+from worldprobe.reports.breakdown import breakdown_notes, breakdown_table, small_types_note
 from worldprobe.reports.choice import chosen_runs, left_out_runs, primary_prompt, report_results
 from worldprobe.reports.content import Block, Report, Section
 from worldprobe.reports.html import write_html
@@ -74,11 +74,12 @@ def _section(
             if not types.empty:
                 block.text += breakdown_notes(run)
                 block.tables.append((f"Per entity type (layer {run['headline']['selected_layer']}, test rows)", types))
+            block.notes += small_types_note(run)
         if not predictions.empty:
             _predictions_figures(block, section, predictions, run, model, out, seed)
         _holdouts(block, _rows(results.holdouts, dataset), model, metrics, out)
         _neurons(block, _rows(results.neurons, dataset), model, out)
-        if block.figures or block.tables or block.text:
+        if block.figures or block.tables or block.folded or block.text:
             section.blocks.append(block)
     return section
 
@@ -91,7 +92,7 @@ def _interventions(section: Section, workspace: Workspace, out: Path) -> None:
     found = dataset_figures(workspace.results, section.dataset, out, workspace.datasets)
     section.notes += found.notes
     if found.figures:
-        section.blocks.append(Block("Asking and steering the models", found.figures, text=found.verdicts))
+        section.blocks.append(Block("Asking and steering the models", found.figures, found.tables, text=found.verdicts))
 
 
 def _rows(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -169,7 +170,8 @@ def _holdouts(block: Block, rows: pd.DataFrame, model: str, metrics: pd.DataFram
         block.figures.append(figure)
     for column in dict.fromkeys(rows["column"]):
         table = holdouts.holdout_table(rows, column)
-        block.tables.append((f"Held-out blocks by {column} ({table['metric'].iat[0]})", table.drop(columns="metric")))
+        block.folded.append((f"Held-out blocks by {column} ({table['metric'].iat[0]}; the numbers of the chart above)",
+                             table.drop(columns="metric")))  # fmt: skip
 
 
 def _neurons(block: Block, rows: pd.DataFrame, model: str, out: Path) -> None:

@@ -16,9 +16,16 @@ class Block:
     """One model's part of a dataset section: a heading, figures and tables (HTML strings come from html.py)."""
 
     heading: str
+
+    @property
+    def anchor(self) -> str:
+        """The block's id in the page, unique within its section: its heading in lower case, spaces as dashes."""
+        return "-".join(self.heading.lower().split())
     figures: list[FigureFile] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    folded: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # shown closed: they repeat a figure's numbers
     text: list[str] = field(default_factory=list)  # paragraphs above the figures (the verdict sentence)
+    notes: list[str] = field(default_factory=list)  # plain remarks under them (e.g. entity types too small to show)
 
 
 @dataclass

@@ -27,12 +27,14 @@ ENVIRONMENT = jinja2.Environment(
 
 
 def table_html(table: pd.DataFrame) -> str:
-    """A DataFrame as an escaped HTML table (numbers to 3 significant decimals); an interval "[a, b]" never breaks
-    across lines (its comma is followed by a no-break space)."""
+    """A DataFrame as an escaped HTML table (numbers to 3 significant decimals) in a box that scrolls sideways when the
+    table is wider than the page; an interval "[a, b]" never breaks across lines (its comma is followed by a no-break
+    space)."""
     unbroken = table.map(lambda value: value.replace(", ", ",\u00a0") if isinstance(value, str) else value)
-    return unbroken.to_html(
+    html = unbroken.to_html(
         index=False, escape=True, border=0, classes="data", float_format=lambda v: f"{v:.3f}", na_rep="–"
     )
+    return f'<div class="scroll">{html}</div>'
 
 
 SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})

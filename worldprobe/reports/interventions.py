@@ -34,6 +34,7 @@ class InterventionFigures:
 
     figures: list[FigureFile] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)  # "<model>: <sentence>"
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -72,7 +73,9 @@ def dataset_figures(
     steered, more = runs(results_dir, dataset, "steer", datasets_dir)
     out.notes += notes + more
     for folder, summary in asked:
-        out.figures.append(ask_figure(pd.read_parquet(folder / f"{ANSWERS}.parquet"), summary, out_dir))
+        answers = pd.read_parquet(folder / f"{ANSWERS}.parquet")
+        out.figures.append(ask_figure(answers, summary, out_dir))
+        out.tables.append(answer_sample(answers, summary))
     contexts, notes = runs(results_dir, dataset, "context", datasets_dir)
     out.notes += notes
     for _, summary in contexts:
@@ -119,6 +122,27 @@ def ask_figure(answers: pd.DataFrame, summary: dict[str, Any], out_dir: Path) ->
              f"{numbers}")  # fmt: skip
     stem = file_stem(summary["dataset"], summary["model"], "ask", summary["question"]["name"], summary["run_key"][:8])
     return save(fig, out_dir, stem, title, _caption(summary, f"{int(drawn.sum())} drawn of {len(answers)}"))
+
+
+ANSWER_SAMPLE = 8
+
+
+def answer_sample(
+    answers: pd.DataFrame, summary: dict[str, Any], size: int = ANSWER_SAMPLE
+) -> tuple[str, pd.DataFrame]:
+    """A seeded sample of an ask run's answers as the model wrote them, beside what was parsed from them, the truth and
+    the probe: a reader sees what "parsed" and "right" mean on real text."""
+    target = summary["probe"]["targets"][0]
+    rows = answers.sample(min(size, len(answers)), random_state=int(summary["seed"])).sort_index()
+    table = pd.DataFrame({
+        "entity": rows["text"], "answer as written": rows["answer_text"].str.strip(),
+        "parsed as": rows["answer_status"],
+        f"answer's {target}": rows[f"reading_{target}"], f"true {target}": rows[f"true_{target}"],
+        f"probe's {target}": rows[f"pred_{target}"], "answer right": rows["answer_correct"],
+    })  # fmt: skip
+    title = (f"{summary['model']} asked '{summary['question']['name']}': {len(rows)} answers of {len(answers)} "
+             f"(a seeded sample), as written and as parsed")  # fmt: skip
+    return title, table
 
 
 def context_figure(summary: dict[str, Any], out_dir: Path) -> FigureFile:
