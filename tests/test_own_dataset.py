@@ -79,7 +79,7 @@ def test_own_places_and_works_through_the_cli(workspace, tmp_path, tiny_llama_di
         ("name,year\nA,1900\nB,\n", ["--kind", "time"], "row 3, field 'year'"),
         ("name,latitude,longitude\nA,1,2\nB,123,3\n", ["--kind", "place"], "latitude 123 is not a number in"),
         ("name,latitude\nA,1\n", ["--kind", "place"], "no column 'longitude'"),
-        ("name,latitude,longitude,latitude\nA,1,2,3\n", ["--kind", "place"], "names a column twice"),
+        ("name,latitude,longitude,latitude\nA,1,2,3\n", ["--kind", "place"], "names the column 'latitude' twice"),
         ("name,year\nA,1900\n", ["--kind", "time", "--group-by", "era"], "no column 'era'"),
         ("name,year\nA,1900\n", ["--kind", "epoch"], "unknown kind 'epoch'"),
         ("name,year\nA,1900\n", [], "needs --from FILE.csv and --kind"),

@@ -9,6 +9,7 @@ import http.server
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,16 @@ def test_missing_column(tmp_path, workspace):
     path = edited_fixture(tmp_path, "world_place", lambda f: f.drop(columns="country", inplace=True))
     error = build_error("world_place", path, workspace)
     assert error.field == "country" and "missing column" in error.message
+
+
+def test_a_column_named_twice_is_refused_not_read_as_the_first(tmp_path, workspace):
+    """pandas reads a repeated header name as 'latitude.1'; the build used the first column without a word."""
+    path = edited_fixture(tmp_path, "world_place", lambda f: None)
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    edited = [lines[0] + ",latitude"] + [line + ",0" for line in lines[1:]]
+    Path(path).write_text("\n".join(edited) + "\n", encoding="utf-8")
+    error = build_error("world_place", path, workspace)
+    assert (error.row, error.field) == (1, "latitude") and "names the column 'latitude' twice" in error.message
 
 
 def test_latitude_out_of_range(tmp_path, workspace):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -58,3 +62,14 @@ def _raise_first(mask: np.ndarray, table: pd.DataFrame, where: str, field: str, 
 def _shown(value: object) -> str:
     """A cell as a reader knows it: 123.0, 'Paris', nan (not numpy's np.float64(123.0))."""
     return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def refuse_repeated_columns(path: Path, *, origin: str | None = None) -> None:
+    """Refuse a CSV whose header names a column twice: pandas reads the second as ``name.1`` and every reader would
+    take the first without a word. Call it after the file has been read as text once (it decodes as UTF-8)."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle), [])
+    repeated = [name for name, count in Counter(header).items() if count > 1]
+    if repeated:
+        raise WorldprobeError(f"the header names the column {repeated[0]!r} twice", file=origin or str(path), row=1,
+                              field=repeated[0], hint="keep one of them")  # fmt: skip

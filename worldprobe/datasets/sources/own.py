@@ -29,7 +29,7 @@ from worldprobe.datasets.registry import (
     register_user_dataset,
     spec_dict,
 )
-from worldprobe.datasets.schema import RANGES
+from worldprobe.datasets.schema import RANGES, refuse_repeated_columns
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace, as_workspace
 
@@ -81,10 +81,7 @@ def read_csv(file: Path, kind: str, group_by: str | None) -> pd.DataFrame:
         raw = pd.read_csv(file, encoding="utf-8-sig", dtype={"name": str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise WorldprobeError(f"cannot read the CSV: {str(error).splitlines()[0]}", file=file) from None
-    duplicated = [c for c in raw.columns if "." in str(c) and str(c).rsplit(".", 1)[0] in raw.columns]
-    if duplicated:
-        raise WorldprobeError(f"the header names a column twice ({duplicated[0].rsplit('.', 1)[0]!r})", file=file,
-                              row=1, field=duplicated[0].rsplit(".", 1)[0])  # fmt: skip
+    refuse_repeated_columns(file)
     targets = PLACE_TARGETS if kind == "place" else TIME_TARGETS
     needed = ["name", *targets, *([group_by] if group_by else [])]
     missing = [c for c in needed if c not in raw.columns]

@@ -31,7 +31,7 @@ from worldprobe.datasets.normalize import (
     nyc_title_case,
     world_place_text,
 )
-from worldprobe.datasets.schema import RANGES
+from worldprobe.datasets.schema import RANGES, refuse_repeated_columns
 from worldprobe.errors import WorldprobeError
 from worldprobe.http import fetch_file
 from worldprobe.workspace import cache_dir
@@ -320,6 +320,7 @@ def read_release(path: Path, columns: tuple[str, ...], *, origin: str | None = N
         line = re.search(r"line (\d+)", str(error))
         row = int(line.group(1)) - 2 if line else None
         raise WorldprobeError(f"not a valid CSV: {str(error).strip()}", file=origin, row=row) from None
+    refuse_repeated_columns(path, origin=origin)
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise WorldprobeError(
