@@ -208,3 +208,22 @@ def test_a_worker_process_runs_one_thread_of_every_pool():
             "print(torch.get_num_threads(), sorted({p['num_threads'] for p in threadpool_info()}))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "[1]"]
+
+
+def test_a_changed_csv_is_built_again_not_reused(tmp_path):
+    """The table is reused only while the file at from_path holds the bytes its build report records: the same path
+    string with other contents (an edited CSV) builds anew."""
+    from worldprobe.datasets import load
+    from worldprobe.study import DatasetEntry, _build_dataset
+
+    csv = release_csv(tmp_path / "world_place.csv", 60)
+    entry = DatasetEntry("world_place", source="paper", from_path=str(csv))
+    workspace = Workspace(tmp_path / "ws")
+    table = _build_dataset(entry, 0, workspace)
+    stamp = table.stat().st_mtime_ns
+    assert _build_dataset(entry, 0, workspace) == table and table.stat().st_mtime_ns == stamp  # unchanged: reused
+    edited = pd.read_csv(csv, keep_default_na=False)
+    edited.loc[0, "latitude"] = 45.0
+    edited.to_csv(csv, index=False)
+    _build_dataset(entry, 0, workspace)
+    assert load("world_place", workspace)["latitude"].iloc[0] == 45.0

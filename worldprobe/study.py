@@ -878,9 +878,21 @@ def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path
         report = load_report(entry.name, workspace)
         built_with = report.get("details", {}).get("options", {})
         wanted = {"from_path": entry.from_path, "seed": seed, "limit": entry.limit}
-        if report.get("source") == entry.source and all(built_with.get(k) == v for k, v in wanted.items()):
+        same_options = report.get("source") == entry.source and all(built_with.get(k) == v for k, v in wanted.items())
+        if same_options and _same_file(entry.from_path, report):
             return path
     return build(entry.name, entry.source, options, workspace)[0]
+
+
+def _same_file(from_path: str | None, report: dict[str, Any]) -> bool:
+    """Whether a local ``from_path`` still holds the bytes the table was built from (a sha256 its build report
+    records); a URL or no file at all is left to the build's own checks."""
+    from worldprobe.checksums import sha256_of
+
+    file = Path(from_path).expanduser() if from_path and "://" not in from_path else None
+    if file is None or not file.is_file():
+        return True
+    return sha256_of(file) in {entry.get("sha256") for entry in report.get("inputs", [])}
 
 
 def run_study(
