@@ -73,6 +73,22 @@ def test_values_changed_below_the_file_system_pass_the_open_check_but_not_verify
         open_cache(cache)
 
 
+def test_a_table_edited_after_extraction_is_refused_by_probe_and_report(study, tiny_llama_dir):
+    """probe read the cache's old copy and report drew it as current, both with exit 0 (extract and verify refused)."""
+    from worldprobe.reports import build_report
+
+    workspace, _, _ = study
+    table_file = workspace.dataset_table("world_place")
+    table = pd.read_parquet(table_file)
+    table.loc[3, "latitude"] = 12.5
+    table.to_parquet(table_file, index=False)
+    with pytest.raises(WorldprobeError, match="does not match its build report") as refused:
+        run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False, controls=["shuffled"])
+    assert str(refused.value.file) == str(table_file) and "datasets build world_place" in refused.value.hint
+    with pytest.raises(WorldprobeError, match="does not match its build report"):
+        build_report(workspace)
+
+
 def test_damaged_dataset_results_and_manifest_are_each_named(study):
     workspace, cache, results = study
     table_file = workspace.dataset_table("world_place")

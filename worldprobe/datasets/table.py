@@ -48,6 +48,50 @@ def fingerprint(table: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+def checked_fingerprint(
+    name: str, workspace: Workspace | str | Path | None = None, table: pd.DataFrame | None = None
+) -> str | None:
+    """The fingerprint the build report of ``name`` records, after checking that the stored table (or ``table``, the
+    same table already read) still has it; None when the dataset is not built in the workspace.
+
+    A table edited or swapped after its build is refused: every cache and result made from the build would be read
+    as if they described the new table. The stored table is hashed once per file version (path, size, mtime)."""
+    ws = as_workspace(workspace)
+    report, path = ws.dataset_report(name), ws.dataset_table(name)
+    if not report.exists():
+        return None
+    try:
+        recorded = json.loads(report.read_text()).get("fingerprint") or None
+    except (OSError, ValueError, AttributeError):
+        raise WorldprobeError("unreadable build report", file=report,
+                              hint=f"build it again: `worldprobe datasets build {name}`") from None  # fmt: skip
+    if recorded is None or (table is None and not path.exists()):
+        return recorded
+    actual = fingerprint(table) if table is not None else _stored_fingerprint(path)
+    if actual != recorded:
+        raise WorldprobeError(
+            f"the table does not match its build report (fingerprint {actual}, recorded {recorded}): it changed "
+            "after it was built, or an older worldprobe built it", file=path,
+            hint=f"build it again: `worldprobe datasets build {name}` (with the options you used)",
+        )  # fmt: skip
+    return recorded
+
+
+_STORED: dict[tuple[str, int, int], str] = {}
+
+
+def _stored_fingerprint(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _STORED:
+        try:
+            _STORED[key] = fingerprint(pd.read_parquet(path))
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise WorldprobeError(f"damaged dataset table: {str(error).splitlines()[0]}", file=path,
+                                  hint="build it again: `worldprobe datasets build ...`") from None  # fmt: skip
+    return _STORED[key]
+
+
 def sample_rows(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     """A seeded random sample of ``limit`` rows, kept in table order (the whole table when it is not larger).
 

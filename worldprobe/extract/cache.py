@@ -596,14 +596,9 @@ def _refuse_ambiguous(matches: list[tuple[Path, dict[str, Any]]]) -> None:
 
 
 def _dataset_fingerprint(ws: Workspace, dataset: str) -> str | None:
-    report = ws.dataset_report(dataset)
-    if not report.exists():
-        return None
-    try:
-        return json.loads(report.read_text()).get("fingerprint") or None
-    except (ValueError, AttributeError):
-        raise WorldprobeError("unreadable build report", file=report,
-                              hint=f"build the dataset again: `worldprobe datasets build {dataset}`") from None
+    from worldprobe.datasets.table import checked_fingerprint
+
+    return checked_fingerprint(dataset, ws)
 
 
 def _release_pages(array: np.memmap) -> None:

@@ -22,7 +22,7 @@ import worldprobe
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import load_user_specs
-from worldprobe.datasets.table import fingerprint, load, load_report, sample_rows
+from worldprobe.datasets.table import checked_fingerprint, fingerprint, load, load_report, sample_rows
 from worldprobe.devices import dtype_choice, resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
@@ -492,15 +492,8 @@ def _finished_superset(ws: Workspace, identity: cache_mod.CacheIdentity) -> Path
 
 def _checked_fingerprint(dataset: str, ws: Workspace, table: Any) -> str:
     """The dataset's fingerprint, after checking that the table still is the one its build report describes."""
-    actual = fingerprint(table)
-    recorded = load_report(dataset, ws).get("fingerprint")
-    if recorded and recorded != actual:
-        raise WorldprobeError(
-            f"the table does not match its build report (fingerprint {actual}, recorded {recorded}): it changed "
-            "after it was built, or an older worldprobe built it", file=ws.dataset_table(dataset),
-            hint=f"build it again: `worldprobe datasets build {dataset}` (with the options you used)",
-        )  # fmt: skip
-    return actual
+    load_report(dataset, ws)  # a missing or damaged build report is refused here
+    return checked_fingerprint(dataset, ws, table) or fingerprint(table)
 
 
 def _versions() -> dict[str, str]:

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import load_user_specs
+from worldprobe.datasets.table import checked_fingerprint
 from worldprobe.probes.results import Results
 from worldprobe.reports import curves, holdouts, maps, neurons, timelines
 from worldprobe.reports.breakdown import breakdown_notes, breakdown_table, small_types_note
@@ -27,6 +28,8 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     out = Path(out) if out is not None else workspace.reports
     load_user_specs(workspace.datasets)
     results = report_results(workspace.results, workspace.datasets)
+    for dataset in results.datasets:  # a table edited after its build would be drawn as if it were the built one
+        checked_fingerprint(dataset, workspace)
     view = verdict_table(results.summaries)
     said = {(dataset, model): sentence for dataset, model, sentence in view.sentences}
     runs = {(r["dataset"], r["model"]): {**r, "sentence": said[r["dataset"], r["model"]]}
