@@ -40,3 +40,10 @@ def write_entity_table(workspace, texts: list[str], dataset: str = "world_place"
     report = BuildReport(dataset, "test", [], n, n, {}, "every 5th row", 0)
     write_table(table, report, workspace)
     return table
+
+
+def die_abruptly(unit: object) -> None:
+    """A study unit whose worker process ends at once, as when the kernel's out-of-memory killer takes it."""
+    import os
+
+    os._exit(9)

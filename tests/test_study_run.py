@@ -227,3 +227,67 @@ def test_a_changed_csv_is_built_again_not_reused(tmp_path):
     edited.to_csv(csv, index=False)
     _build_dataset(entry, 0, workspace)
     assert load("world_place", workspace)["latitude"].iloc[0] == 45.0
+
+
+def _children(pid: int) -> set[int]:
+    """The PIDs whose parent is ``pid`` (read from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (a zombie has ended; its parent has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker PIDs from /proc (Linux)")
+def test_sigterm_ends_the_worker_processes_too(tmp_path, tiny_llama_dir):
+    """SIGTERM reaches the main process only: its pool's workers went on extracting, adopted by PID 1, and held the
+    cache locks, so a rerun failed. Now the run ends like Ctrl-C (exit 130, one line) and takes its workers along."""
+    path = study_file(tmp_path, tiny_llama_dir, flush_rows=8)
+    workspace = Workspace(tmp_path / "ws")
+    command = [sys.executable, "-m", "worldprobe.cli", "--workspace", str(workspace.root), "run", str(path),
+               "--executor", "processes", "--workers", "2"]  # fmt: skip
+    process = subprocess.Popen(command, env={**os.environ, "TQDM_DISABLE": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    deadline, workers = time.time() + 300, set()
+    while time.time() < deadline and process.poll() is None and len(workers) < 2:
+        if list(workspace.root.glob("activations/*/progress.json")):
+            workers = {pid for pid in _children(process.pid) if "spawn_main" in _cmdline(pid)}
+        time.sleep(0.05)
+    assert len(workers) >= 2, process.stderr.read().decode()[-2000:] if process.poll() is not None else "no workers"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert "interrupted" in process.stderr.read().decode()
+    time.sleep(0.5)
+    alive = [pid for pid in workers if _running(pid)]
+    assert not alive, f"worker processes still running after SIGTERM: {alive}"
+
+
+def test_a_worker_that_dies_is_one_line_not_a_traceback():
+    """A worker killed mid-unit (the out-of-memory killer, a stray kill) raised BrokenProcessPool with a traceback."""
+    from helpers import die_abruptly
+
+    from worldprobe.study import ProcessExecutor, Unit
+
+    units = [Unit("extract", f"unit {i}", {}) for i in range(2)]
+    with pytest.raises(WorldprobeError, match="a worker process ended abruptly during extract") as error:
+        ProcessExecutor(2).map(die_abruptly, units, lambda: None)
+    assert "the same command resumes it" in error.value.hint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -65,6 +66,7 @@ def main() -> None:
     unknown command) as one line with a hint and exit with code 2, and warnings as one line each. Programming
     errors keep their traceback."""
     warnings.showwarning = _one_line_warning
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         command = plain_flags(typer.main.get_command(app))
         code = command.main(standalone_mode=False, prog_name="worldprobe")  # a typer.Exit's code is returned
@@ -87,6 +89,17 @@ def main() -> None:
 
 
 INTERRUPTED = 130
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, a batch system's time limit) ends the run as Ctrl-C does, worker processes included: a
+    SIGTERM reaches this process only, and the pool's workers went on extracting, adopted by PID 1, holding the cache
+    locks. Each child gets SIGTERM; this process then unwinds through KeyboardInterrupt (exit 130, "interrupted")."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.terminate()
+    raise KeyboardInterrupt
 
 
 def plain_flags(command: Any) -> Any:

@@ -609,6 +609,7 @@ class ProcessExecutor:
     def map(self, fn: Callable[[Unit], Any], units: Sequence[Unit], progress: Callable[[], None]) -> list[Any]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         if self.workers == 1 or len(units) == 1:
             return SerialExecutor().map(fn, units, progress)
@@ -617,7 +618,13 @@ class ProcessExecutor:
         with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_one_thread) as pool:
             futures = {pool.submit(fn, unit): i for i, unit in enumerate(units)}
             for future in as_completed(futures):
-                results[futures[future]] = future.result()
+                try:
+                    results[futures[future]] = future.result()
+                except BrokenProcessPool:
+                    raise WorldprobeError(
+                        f"a worker process ended abruptly during {units[futures[future]].stage} (killed, or out of "
+                        "memory: see `dmesg`)", hint="the finished work is kept; the same command resumes it (with "
+                        "fewer --workers if memory ran out)") from None  # fmt: skip
                 progress()
         return results
 
