@@ -443,3 +443,26 @@ def test_a_run_the_verdict_table_does_not_show_is_named():
     (line,) = left_out_runs([full, bare])
     assert "run bare" in line and "0 control(s)" in line and "most controls" in line
     assert left_out_runs([full]) == []
+
+
+def test_two_runs_of_one_curve_are_never_mixed(tmp_path):
+    """A second run of the same dataset, model, prompt and probe (another cache, a few layers) replaces the first in
+    the report; their rows mixed drew one curve from two runs with two chosen layers under one n."""
+    import os
+    import shutil
+
+    from worldprobe.reports.choice import report_results
+
+    results = write_results(tmp_path, datasets=("art",), models={"m": 4}, prompts=("empty",), controls=False,
+                            holdouts=False, neurons=False, n=30)  # fmt: skip
+    (first,) = [p for p in results.iterdir() if p.is_dir()]
+    second = results / (first.name + "-few-layers")
+    shutil.copytree(first, second)
+    metrics = pd.read_parquet(second / "metrics.parquet")
+    metrics = metrics[metrics["layer"] <= 2].assign(value=lambda m: m["value"] + 0.5)  # other rows, other values
+    metrics.to_parquet(second / "metrics.parquet", index=False)
+    stamp = (first / "summary.json").stat().st_mtime_ns
+    os.utime(second / "summary.json", ns=(stamp + 10**9, stamp + 10**9))  # the newer run
+    loaded = report_results(results, tmp_path / "datasets")
+    assert set(loaded.metrics["layer"]) <= {0, 1, 2} and len(loaded.summaries) == 1  # the newer run alone
+    assert any(first.name in note and "is not drawn" in note for note in loaded.missing)

@@ -3,13 +3,14 @@ first, which run per dataset and model goes in the verdict table, and what it sa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from worldprobe.datasets.registry import DATASETS, all_specs
-from worldprobe.probes.results import CONTROLS, METRICS, READ_TABLES, Results, load_results
+from worldprobe.probes.results import CONTROLS, METRICS, READ_TABLES, Results, load_results, stale_reason
 
 PRIMARY_PROMPTS = ("empty", "")
 """The prompt shown first when a dataset has several (the paper's bare entity name)."""
@@ -18,7 +19,12 @@ PRIMARY_PROMPTS = ("empty", "")
 def report_results(results_dir: Path, datasets_dir: Path | None = None) -> Results:
     """The workspace's current results as the report draws them: runs that probe other targets than their dataset's
     own (e.g. ``--target population``) left out, and every absent table, control and dataset named in ``missing``."""
-    results = load_results(results_dir, datasets_dir, leave_out=_other_targets)
+    replaced = superseded_runs(results_dir, datasets_dir)
+
+    def leave_out(folder: Path, tables: dict[str, pd.DataFrame]) -> str | None:
+        return replaced.get(folder.name) or _other_targets(folder, tables)
+
+    results = load_results(results_dir, datasets_dir, leave_out=leave_out)
     for table in READ_TABLES:
         if getattr(results, table).empty:
             results.missing.append(f"no {table} in any run: the report has no {table} section")
@@ -67,6 +73,35 @@ def left_out_runs(summaries: list[dict[str, Any]]) -> list[str]:
         for run in summaries
         if "headline" in run and run.get("run_key") not in chosen
     ]
+
+
+def superseded_runs(results_dir: Path, datasets_dir: Path | None = None) -> dict[str, str]:
+    """Probe runs another run of the same dataset, model, prompt, probe and targets replaces in the report, each with
+    the sentence that says so. Rows of two runs are never mixed in one curve or map (a run on a 100-entity cache and
+    one on the full cache, or a run of a few layers, drew one curve with two chosen layers): the report draws the run
+    with the most controls, then the newest. Stale and unfinished runs take no part (load_results names them)."""
+    groups: dict[tuple[Any, ...], list[tuple[tuple[int, int], str]]] = {}
+    for path in Path(results_dir).glob("*/summary.json"):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if "headline" not in summary or not summary.get("complete", True):
+            continue
+        if datasets_dir is not None and stale_reason(path.parent, datasets_dir):
+            continue
+        key = (summary.get("dataset"), summary.get("model"), summary.get("prompt"), summary.get("probe"),
+               tuple(summary.get("targets", [])))  # fmt: skip
+        rank = (len(summary["headline"].get("controls", {})), path.stat().st_mtime_ns)
+        groups.setdefault(key, []).append((rank, path.parent.name))
+    replaced = {}
+    for runs in groups.values():
+        runs.sort()
+        kept = runs[-1][1]
+        for _, name in runs[:-1]:
+            replaced[name] = (f"is not drawn: run {kept} of the same dataset, model, prompt and probe replaces it "
+                              "(the report draws one run each: the most controls, then the newest)")  # fmt: skip
+    return replaced
 
 
 def _other_targets(folder: Path, tables: dict[str, pd.DataFrame]) -> str | None:
