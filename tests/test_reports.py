@@ -466,3 +466,27 @@ def test_two_runs_of_one_curve_are_never_mixed(tmp_path):
     loaded = report_results(results, tmp_path / "datasets")
     assert set(loaded.metrics["layer"]) <= {0, 1, 2} and len(loaded.summaries) == 1  # the newer run alone
     assert any(first.name in note and "is not drawn" in note for note in loaded.missing)
+
+
+def test_a_report_stopped_half_way_leaves_the_last_one_whole(tmp_path, monkeypatch):
+    """A report killed mid-write left the old index.html over new figures and a 0-byte SVG; it is now written beside
+    the finished one and moved in at the end."""
+    import worldprobe.reports.build as build_mod
+
+    write_results(tmp_path, datasets=("art",), models={"m": 4}, prompts=("empty",), controls=False, holdouts=False,
+                  neurons=False, n=30)  # fmt: skip
+    first = build_report(Workspace(tmp_path), tmp_path / "out")
+    before = {p.relative_to(tmp_path / "out"): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+
+    def crash(report):
+        raise KeyboardInterrupt  # stopped after every figure was drawn, before the page
+
+    monkeypatch.setattr(build_mod, "write_html", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(Workspace(tmp_path), tmp_path / "out", seed=7)
+    after = {p.relative_to(tmp_path / "out"): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before and first.index.exists() and all(after.values())
+    monkeypatch.undo()
+    again = build_report(Workspace(tmp_path), tmp_path / "out", seed=7)  # the next run finishes and cleans up
+    assert again.index == tmp_path / "out" / "index.html" and not (tmp_path / "out.partial").exists()
+    assert all((tmp_path / "out" / f.png).stat().st_size > 0 for f in again.figures)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -23,9 +25,13 @@ from worldprobe.workspace import Workspace
 def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED) -> Report:
     """Read ``workspace/results``; write ``out/figures/*.png|svg``, ``out/index.html`` and ``out/verdicts.md``.
 
-    ``out`` defaults to ``workspace/reports``.
+    ``out`` defaults to ``workspace/reports``. Everything is written to a staging folder beside it first and then
+    moved in (the figures, then ``verdicts.md``, then ``index.html``): a report stopped half-way leaves the last
+    finished one whole, never an old page over new figures or a 0-byte SVG.
     """
-    out = Path(out) if out is not None else workspace.reports
+    final = Path(out) if out is not None else workspace.reports
+    out = final.with_name(final.name + ".partial")
+    shutil.rmtree(out, ignore_errors=True)
     load_user_specs(workspace.datasets)
     results = report_results(workspace.results, workspace.datasets)
     for dataset in results.datasets:  # a table edited after its build would be drawn as if it were the built one
@@ -45,7 +51,24 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     report = Report(out / "index.html", view.table, sections, missing, view.sentences, results.stale, view.note)
     write_html(report)
     (out / "verdicts.md").write_text(as_markdown(view), encoding="utf-8")
+    _publish(out, final)
+    report.index = final / "index.html"
     return report
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Move a finished report from ``staging`` into ``final``, the page last (each move is one rename)."""
+    final.mkdir(parents=True, exist_ok=True)
+    old = final / ".figures.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (final / "figures").exists():
+        os.replace(final / "figures", old)
+    if (staging / "figures").exists():
+        os.replace(staging / "figures", final / "figures")
+    for name in ("verdicts.md", "index.html"):
+        os.replace(staging / name, final / name)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _section(
