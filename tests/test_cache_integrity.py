@@ -51,6 +51,21 @@ def test_finished_cache_records_rows_and_file_checksums(built):
     assert cache_mod.cache_problems(path, manifest, full=True) == []
 
 
+def test_rebuild_refuses_to_delete_a_cache_that_is_being_read(built, tiny_llama_dir):
+    """extract --rebuild deleted a cache under a running probe (readers took no lock): FileNotFoundError traceback
+    in the probe. Now an open cache holds a shared lock, and the rebuild waits for nobody: it says who is in the way."""
+    import gc
+
+    workspace, path = built
+    reading = open_cache(path)
+    with pytest.raises(WorldprobeError, match="another process is reading this activation cache"):
+        extract(workspace, tiny_llama_dir, rebuild=True)
+    assert reading.layer(2).shape == (30, reading.d_model)  # untouched
+    del reading
+    gc.collect()
+    assert extract(workspace, tiny_llama_dir, rebuild=True) == path and open_cache(path).n_entities == 30
+
+
 def test_truncated_layer_is_refused_with_the_file_and_the_rebuild_command(built, tiny_llama_dir):
     workspace, path = built
     good = (path / "layer_003.npy").read_bytes()

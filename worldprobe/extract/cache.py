@@ -42,6 +42,7 @@ PROGRESS = "progress.json"
 ENTITIES = "entities.parquet"
 LOCK = ".lock"
 SETUP_LOCK = ".setup.lock"  # held briefly by every writer to create, reopen or merge the cache
+READ_LOCK = ".read.lock"  # held shared by every open ActivationCache, so --rebuild cannot delete a cache being read
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 OLD_FORMAT = "written by an older worldprobe without file checksums"
 
@@ -262,6 +263,10 @@ class ActivationCache:
 
     path: Path
     manifest: dict[str, Any]
+    _reading: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._reading = _read_lock(self.path)
 
     @property
     def layers(self) -> list[int]:
@@ -867,12 +872,37 @@ def _seal(path: Path, manifest: dict[str, Any]) -> None:
     _write_json(path / MANIFEST, manifest)
 
 
+def _read_lock(path: Path) -> Any:
+    """A shared lock on the cache's read lock file, held while the returned handle is open (the ActivationCache
+    keeps it; the OS releases it when the object is collected or the process ends). None where the folder is
+    read-only: nothing can delete the cache there either."""
+    try:
+        handle = open(path / READ_LOCK, "a+")  # noqa: SIM115 (held open while the cache is read)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise WorldprobeError("this activation cache is being deleted to be rebuilt (extract --rebuild)", file=path,
+                              hint="run this again when the extraction has finished") from None  # fmt: skip
+    return handle
+
+
 def remove_cache(path: Path) -> None:
-    """Delete the cache folder ``path`` (to rebuild it), unless a writer holds one of its locks."""
+    """Delete the cache folder ``path`` (to rebuild it), unless a writer holds one of its locks or a reader (a probe,
+    a notebook) has it open."""
     path = Path(path)
     if not path.exists():
         return
     with _setup_locked(path):
+        with open(path / READ_LOCK, "a+") as readers:
+            try:
+                fcntl.flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorldprobeError("another process is reading this activation cache (a probe, a notebook)",
+                                      file=path, hint="let it finish (or close the notebook's cache) before "
+                                      "rebuilding") from None  # fmt: skip
         for lock in path.glob(f"{LOCK}*"):
             with open(lock, "a+") as handle:
                 try:
