@@ -156,3 +156,28 @@ def test_recorded_fingerprint_is_of_the_table_as_stored(workspace, make_entity_t
     write_table(table, BuildReport("world_place", "test", [], 5, 5, {}, "every 5th row", 0), workspace)
     assert fingerprint(load("world_place", workspace)) == load_report("world_place", workspace)["fingerprint"]
     assert fingerprint(table) != load_report("world_place", workspace)["fingerprint"]
+
+
+def test_tampered_results_are_damaged_and_recomputed(study, tiny_llama_dir, tmp_path):
+    """verify passed results whose tables were edited (every R² set to .99): results carried no checksums. Now the
+    summary records each table's sha256; verify re-reads them, and the same probe command recomputes the run."""
+    from worldprobe.probes.results import file_problems, write_neurons
+
+    workspace, _, results = study
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    metrics.assign(value=0.99).to_parquet(results / "metrics.parquet", index=False)  # still a valid table
+    findings = {f.path.name: f for f in verify(workspace, downloads=False, progress=False)}
+    assert findings[results.name].status == DAMAGED and "metrics.parquet" in findings[results.name].detail
+    assert "expected" in findings[results.name].detail and "recomputes" in findings[results.name].detail
+    again = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
+    assert again == results and not (pd.read_parquet(again / "metrics.parquet")["value"] == 0.99).all()
+    assert statuses(workspace, downloads=False)[f"results:{results.name}"] == OK
+
+    from worldprobe.probes.results import NEURON_COLUMNS
+
+    table = pd.DataFrame({c: [1] for c in NEURON_COLUMNS})
+    folder = write_neurons(tmp_path / "neurons", table, {"dataset": "world_place"})
+    record = json.loads((folder / "neurons.json").read_text())
+    assert file_problems(folder, record, full=True) == []
+    table.assign(**{NEURON_COLUMNS[-1]: 2}).to_parquet(folder / "neurons.parquet", index=False)
+    assert "contents changed" in file_problems(folder, record, full=True)[0]

@@ -154,16 +154,20 @@ def _check_results(ws: Workspace, folder: Path) -> Finding:
     import pyarrow.parquet as pq
 
     from worldprobe.extract import cache as cache_mod
-    from worldprobe.probes.results import NEURONS_FILE, SUMMARY, run_key, run_problems
+    from worldprobe.probes.results import NEURON_RECORD, NEURONS_FILE, SUMMARY, file_problems, run_key, run_problems
 
-    redo = "run the same probe command again: it recomputes unreadable results"
+    redo = "run the same probe command again: it recomputes unreadable or changed results"
     if (folder / NEURONS_FILE).exists() and not (folder / SUMMARY).exists():
         try:
             rows = pq.read_table(folder / NEURONS_FILE).num_rows
+            record = json.loads((folder / NEURON_RECORD).read_text()) if (folder / NEURON_RECORD).exists() else {}
         except (OSError, ValueError) as error:
             return Finding("results", folder / NEURONS_FILE, DAMAGED, f"unreadable ({error}); delete the folder")
+        changed = file_problems(folder, record, full=True)
+        if changed:
+            return Finding("results", folder / NEURONS_FILE, DAMAGED, f"{changed[0]}; delete the folder and re-run")
         return Finding("results", folder, OK, f"{rows:,} neuron rows")
-    problems = run_problems(folder)
+    problems = run_problems(folder, full=True)
     if problems:
         status = UNFINISHED if problems[0].startswith(f"no {SUMMARY}") else DAMAGED
         return Finding("results", folder, status, f"{problems[0]}; {redo}")

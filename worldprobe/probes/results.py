@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 import worldprobe
+from worldprobe.checksums import file_problem, files_record, remember, sha256_of
 from worldprobe.datasets.registry import all_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import CacheIdentity
@@ -160,7 +161,8 @@ def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, 
         tmp = folder / f"{name}.parquet.tmp"
         frame.reset_index(drop=True).to_parquet(tmp, index=False)
         tmp.replace(folder / f"{name}.parquet")
-    summary = {**summary, "complete": True, "worldprobe_version": worldprobe.__version__}
+    files = files_record(folder, [f"{name}.parquet" for name in tables])
+    summary = {**summary, "files": files, "complete": True, "worldprobe_version": worldprobe.__version__}
     tmp = folder / f"{SUMMARY}.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=json_default))
     tmp.replace(folder / SUMMARY)
@@ -187,16 +189,30 @@ def write_results(
 def write_neurons(folder: Path, table: pd.DataFrame, record: dict[str, Any]) -> Path:
     """Write a neuron search: ``neurons.json`` first, then ``neurons.parquet`` (which marks it finished)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / NEURON_RECORD).write_text(json.dumps(record, indent=2, default=json_default))
     tmp = folder / f"{NEURONS_FILE}.tmp"
     table[list(NEURON_COLUMNS)].to_parquet(tmp, index=False)
+    digest = sha256_of(tmp)
+    files = {NEURONS_FILE: {"bytes": tmp.stat().st_size, "sha256": digest}}
+    (folder / NEURON_RECORD).write_text(json.dumps({**record, "files": files}, indent=2, default=json_default))
     tmp.replace(folder / NEURONS_FILE)
+    remember(folder / NEURONS_FILE, digest)
     return folder
 
 
-def run_problems(folder: Path, key: str | None = None, tables: Iterable[str] = PROBE_TABLES) -> list[str]:
-    """What keeps ``folder`` from being a finished, readable run (with ``key``, when given) holding ``tables``:
-    empty when none."""
+def file_problems(folder: Path, record: dict[str, Any], *, full: bool = False) -> list[str]:
+    """Files of a finished run whose size or sha256 is not the one its summary (or neurons.json) records: an edited
+    or damaged table. Runs written before results carried checksums record none and pass."""
+    files = record.get("files") or {}
+    found = (file_problem(folder / name, entry.get("sha256"), entry.get("bytes"), full=full)
+             for name, entry in files.items())  # fmt: skip
+    return [problem for problem in found if problem]
+
+
+def run_problems(
+    folder: Path, key: str | None = None, tables: Iterable[str] = PROBE_TABLES, *, full: bool = False
+) -> list[str]:
+    """What keeps ``folder`` from being a finished, readable run (with ``key``, when given) holding ``tables`` with
+    the checksums its summary records: empty when none. ``full`` re-reads every file for its sha256."""
     path = folder / SUMMARY
     try:
         summary = json.loads(path.read_text())
@@ -216,7 +232,7 @@ def run_problems(folder: Path, key: str | None = None, tables: Iterable[str] = P
             problems.append(f"{name}.parquet is missing")
         except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
             problems.append(f"{name}.parquet is unreadable ({str(error).splitlines()[0][:120]})")
-    return problems
+    return problems or file_problems(folder, summary, full=full)
 
 
 def is_complete(folder: Path, key: str, tables: Iterable[str] = PROBE_TABLES) -> bool:
