@@ -258,7 +258,8 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker PIDs from /proc (Linux)")
-def test_sigterm_ends_the_worker_processes_too(tmp_path, tiny_llama_dir):
+@pytest.mark.parametrize("ending", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_ends_the_worker_processes_too(tmp_path, tiny_llama_dir, ending):
     """SIGTERM reaches the main process only: its pool's workers went on extracting, adopted by PID 1, and held the
     cache locks, so a rerun failed. Now the run ends like Ctrl-C (exit 130, one line) and takes its workers along."""
     path = study_file(tmp_path, tiny_llama_dir, flush_rows=8)
@@ -273,7 +274,7 @@ def test_sigterm_ends_the_worker_processes_too(tmp_path, tiny_llama_dir):
             workers = {pid for pid in _children(process.pid) if "spawn_main" in _cmdline(pid)}
         time.sleep(0.05)
     assert len(workers) >= 2, process.stderr.read().decode()[-2000:] if process.poll() is not None else "no workers"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(ending)
     assert process.wait(timeout=60) == 130
     assert "interrupted" in process.stderr.read().decode()
     time.sleep(0.5)

@@ -66,7 +66,8 @@ def main() -> None:
     unknown command) as one line with a hint and exit with code 2, and warnings as one line each. Programming
     errors keep their traceback."""
     warnings.showwarning = _one_line_warning
-    signal.signal(signal.SIGTERM, _terminated)
+    for ending in (signal.SIGTERM, signal.SIGHUP):  # kill, a batch system's time limit; a closed terminal
+        signal.signal(ending, _terminated)
     try:
         command = plain_flags(typer.main.get_command(app))
         code = command.main(standalone_mode=False, prog_name="worldprobe")  # a typer.Exit's code is returned
@@ -92,9 +93,10 @@ INTERRUPTED = 130
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    """SIGTERM (``kill``, a batch system's time limit) ends the run as Ctrl-C does, worker processes included: a
-    SIGTERM reaches this process only, and the pool's workers went on extracting, adopted by PID 1, holding the cache
-    locks. Each child gets SIGTERM; this process then unwinds through KeyboardInterrupt (exit 130, "interrupted")."""
+    """SIGTERM (``kill``, a batch system's time limit) or SIGHUP (a closed terminal) ends the run as Ctrl-C does,
+    worker processes included: such a signal reaches this process only, and the pool's workers went on extracting,
+    adopted by PID 1, holding the cache locks. Each child gets SIGTERM; this process then unwinds through
+    KeyboardInterrupt (exit 130, "interrupted")."""
     import multiprocessing
 
     for child in multiprocessing.active_children():
