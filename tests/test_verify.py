@@ -181,3 +181,18 @@ def test_tampered_results_are_damaged_and_recomputed(study, tiny_llama_dir, tmp_
     assert file_problems(folder, record, full=True) == []
     table.assign(**{NEURON_COLUMNS[-1]: 2}).to_parquet(folder / "neurons.parquet", index=False)
     assert "contents changed" in file_problems(folder, record, full=True)[0]
+
+
+def test_a_moved_or_copied_workspace_is_checked_against_its_own_caches(study, tmp_path):
+    """verify followed the absolute cache paths saved in summary.json: after `mv` every result was "stale", after
+    `cp -a` it checked the original's caches."""
+    import shutil
+
+    from worldprobe.workspace import Workspace
+
+    workspace, _, results = study
+    moved = Workspace(tmp_path / "moved")
+    shutil.copytree(workspace.root, moved.root)
+    shutil.rmtree(workspace.root)  # the original is gone: as after `mv`
+    found = statuses(moved, downloads=False)
+    assert found[f"results:{results.name}"] == OK, found

@@ -175,7 +175,10 @@ def _check_results(ws: Workspace, folder: Path) -> Finding:
     key = summary.get("run_key")
     if not folder.name.endswith(f"__{key}"):
         return Finding("results", folder / SUMMARY, DAMAGED, f"run key {key!r} is not the folder's; delete the folder")
-    cache_path = Path(str((summary.get("cache") or {}).get("path") or ""))
+    recorded = Path(str((summary.get("cache") or {}).get("path") or ""))
+    # the cache's folder name is its identity: look in this workspace first, so a moved or copied workspace is
+    # checked against its own caches, not the original's (an absolute path from before a `cp -a`)
+    cache_path = ws.activations / recorded.name if (ws.activations / recorded.name).is_dir() else recorded
     if not (cache_path / cache_mod.MANIFEST).exists():
         return Finding("results", folder, STALE, f"the activation cache it came from ({cache_path}) is gone")
     try:
