@@ -232,6 +232,29 @@ def test_full_tmpfs_gives_one_error_line_not_sigbus(tiny_tmpfs, tiny_llama_dir, 
     assert not list(workspace.activations.glob("*/*.npy"))
 
 
+def test_a_read_only_workspace_is_refused_before_any_work(built, tiny_llama_dir, tmp_path):
+    """A read-only workspace (a shared cluster folder) gave tracebacks at the first write, `probe` after its whole
+    layer sweep. Now every command that writes there says so first; reading commands still work."""
+    workspace, _ = built
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    shutil.copytree(workspace.root, mount / "ws")
+    done = subprocess.run(["mount", "--bind", str(mount), str(mount)], capture_output=True)
+    if done.returncode != 0 or subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)]).returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {done.stderr.decode().strip()}")
+    try:
+        cli = [sys.executable, "-m", "worldprobe.cli", "--workspace", str(mount / "ws")]
+        for args in (["probe", "-d", "world_place", "-m", str(tiny_llama_dir)], ["report"],
+                     ["datasets", "build", "art", "--limit", "20"]):  # fmt: skip
+            result = subprocess.run(cli + args, capture_output=True, text=True)
+            assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+            assert "the workspace cannot be written here (read-only)" in result.stderr
+        shown = subprocess.run(cli + ["datasets", "show", "world_place"], capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 # ------------------------------------------------------------------------------------------------ identity
 
 

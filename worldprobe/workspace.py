@@ -26,6 +26,18 @@ class Workspace:
         chosen = root or os.environ.get(config.WORKSPACE_ENV) or config.DEFAULT_WORKSPACE
         return cls(Path(chosen).expanduser().resolve())
 
+    def refuse_read_only(self) -> None:
+        """A WorldprobeError, before any work, when the workspace (or the folder it would be made in) cannot be
+        written: a read-only mount or a shared folder without write permission. The alternative was a traceback at
+        the first write, after the work (a whole layer sweep) was done."""
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK):
+            raise WorldprobeError("the workspace cannot be written here (read-only)", file=folder,
+                                  hint=f"use a writable folder: --workspace DIR or ${config.WORKSPACE_ENV} "
+                                  "(copy the workspace there to keep its work)")  # fmt: skip
+
     def stage_dir(self, stage: str) -> Path:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")

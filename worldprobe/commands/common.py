@@ -11,10 +11,14 @@ from worldprobe.config import DEFAULT_SEED
 from worldprobe.workspace import Workspace
 
 
-def workspace_of(ctx: typer.Context) -> Workspace:
-    """The workspace chosen by the global ``--workspace`` option (or its default)."""
+def workspace_of(ctx: typer.Context, *, writes: bool = True) -> Workspace:
+    """The workspace chosen by the global ``--workspace`` option (or its default); a command that ``writes`` there
+    is refused up front when the workspace is read-only (not with a traceback after its work)."""
     root = ctx.find_root()
-    return root.obj if isinstance(root.obj, Workspace) else Workspace.resolve()
+    workspace = root.obj if isinstance(root.obj, Workspace) else Workspace.resolve()
+    if writes:
+        workspace.refuse_read_only()
+    return workspace
 
 
 def seed_option(help: str) -> Any:

@@ -88,7 +88,7 @@ def list_command(ctx: typer.Context) -> None:
     sources are.
 
     Example: worldprobe datasets list"""
-    load_user_specs(workspace_of(ctx).datasets)
+    load_user_specs(workspace_of(ctx, writes=False).datasets)
     sources = available()
     typer.echo("datasets:")
     for spec in all_specs().values():
@@ -105,7 +105,7 @@ def show_command(ctx: typer.Context, name: str = typer.Argument(..., help="A bui
     """Summarise a built dataset: source, split sizes, target ranges, counts by type and group, drops.
 
     Example: worldprobe datasets show world_place"""
-    workspace = workspace_of(ctx)
+    workspace = workspace_of(ctx, writes=False)
     spec = get_spec(name)
     table = load(name, workspace)
     report = load_report(name, workspace)

@@ -53,7 +53,7 @@ def run(
         run_study,
     )
 
-    workspace = workspace_of(ctx)
+    workspace = workspace_of(ctx, writes=not dry_run)  # a plan writes nothing
     parsed = load_study(study)
     chosen = executor or parsed.executor
     _check_executor(chosen, address, workers)
