@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -116,3 +118,26 @@ def test_real_world_place_through_the_cli(monkeypatch, capsys, workspace):
     assert code == 0 and "world_place: 39,585 rows (7,917 test) from paper" in out
     code, out, _ = run(monkeypatch, capsys, "datasets", "show", "world_place")
     assert "by country (225 groups): United States 6,477, United Kingdom 5,667" in out
+
+
+def test_out_of_memory_is_one_line_with_a_hint(monkeypatch, capsys, workspace):
+    """A MemoryError ended with a traceback; it is a fact about the machine, said in one line with what to change."""
+    from worldprobe.commands import datasets as datasets_commands
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(datasets_commands, "build", no_memory)
+    code, _, err = run(monkeypatch, capsys, "datasets", "build", "art", "--limit", "5")
+    assert code == 2 and err.count("\n") == 1 and "out of memory" in err and "--batch-size" in err
+
+
+def test_a_latin_1_terminal_gets_escapes_not_a_crash(tmp_path):
+    """On a latin-1 terminal a path with other characters crashed the command after its work was done."""
+    folder = tmp_path / "Москва"
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1", "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "worldprobe.cli", "--workspace", str(folder), "datasets", "build", "art",
+               "--limit", "5"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert b"\\u041c" in done.stdout  # the path, escaped

@@ -66,6 +66,9 @@ def main() -> None:
     unknown command) as one line with a hint and exit with code 2, and warnings as one line each. Programming
     errors keep their traceback."""
     warnings.showwarning = _one_line_warning
+    for stream in (sys.stdout, sys.stderr):  # a latin-1 terminal: a path or name it cannot show is escaped, not fatal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     for ending in (signal.SIGTERM, signal.SIGHUP):  # kill, a batch system's time limit; a closed terminal
         signal.signal(ending, _terminated)
     try:
@@ -73,6 +76,9 @@ def main() -> None:
         code = command.main(standalone_mode=False, prog_name="worldprobe")  # a typer.Exit's code is returned
     except WorldprobeError as error:
         _fail(str(error))
+    except MemoryError:
+        _fail("out of memory (hint: a smaller --batch-size, fewer --workers, --layers with fewer layers, or a machine "
+              "with more memory; finished work is kept and the same command resumes)")  # fmt: skip
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
