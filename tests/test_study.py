@@ -219,6 +219,14 @@ def test_disk_estimate_and_shortage(tmp_path, workspace):
         check_disk(estimate_disk(huge, workspace), workspace)
 
 
+def test_disk_estimate_counts_only_the_layers_extracted(tmp_path, workspace):
+    """The estimate stored every layer whatever [extract] layers said."""
+    assert "[extract]" in GOOD
+    study = load_study(write(tmp_path, GOOD.replace("[extract]", '[extract]\nlayers = "0,10,20"')))
+    assert study.extract.layers == "0,10,20"
+    assert estimate_disk(study, workspace)[0].bytes == 50 * 3 * 576 * 2
+
+
 def test_paper_study_estimate_uses_release_sizes(workspace):
     estimates = {e.label: e for e in estimate_disk(load_study("paper"), workspace)}
     seven_b = estimates["world_place x llama-2-7b x empty"]

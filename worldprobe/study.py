@@ -663,18 +663,22 @@ class CacheEstimate:
     n_layers: int
     d_model: int
     on_disk: bool = False  # a finished cache of the same dataset table, model, prompt and dtype is there already
+    stored_layers: int | None = None  # the layers the study extracts ([extract] layers); None: all n_layers + 1
 
     @property
     def bytes(self) -> int | None:
-        """float16 storage of every layer (embeddings + blocks) at one token per entity."""
+        """float16 storage of the extracted layers (all: embeddings + blocks) at one token per entity."""
         if self.n_entities is None:
             return None
-        return self.n_entities * (self.n_layers + 1) * self.d_model * 2
+        layers = self.stored_layers if self.stored_layers is not None else self.n_layers + 1
+        return self.n_entities * layers * self.d_model * 2
 
 
 def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
     """Activation bytes per cache, from the model's architecture and the number of entities. Reads every model's
     config, so a model the hub does not know (or layers beyond its blocks) is an error here, naming the study key."""
+    from worldprobe.extract.cache import parse_layers
+
     estimates = []
     sources = {entry.name: entry.source for entry in study.datasets}
     shapes = {model: _checked_shape(study, model) for model in dict.fromkeys(study.all_models + study.neurons.models)}
@@ -685,7 +689,8 @@ def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
         dataset = unit.params["dataset"]
         n = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
         on_disk = _cache_on_disk(study, unit.params, workspace, n_layers)
-        estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model, on_disk))
+        stored = len(parse_layers(study.extract.layers, n_layers))
+        estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model, on_disk, stored))
     return estimates
 
 
