@@ -422,3 +422,24 @@ def test_run_key_follows_the_cache_files(built, tiny_llama_dir):
     assert run_key([manifest], {"probe": "ridge"}) != run_key([other], {"probe": "ridge"})
     other = {**manifest, "model_source": {**manifest["model_source"], "sha256": "1" * 64}}
     assert run_key([manifest], {"probe": "ridge"}) != run_key([other], {"probe": "ridge"})
+
+
+def test_a_read_only_download_cache_skips_the_checksum_memo_with_one_warning(tmp_path, monkeypatch):
+    """A read-only download cache (shared on a cluster) ended an extraction with a traceback at its last step, when
+    the memo of the new files' checksums could not be written; the memo only saves re-reading."""
+    from worldprobe import checksums
+
+    file = tmp_path / "data.bin"
+    file.write_bytes(b"x" * 100)
+    digest = checksums.sha256_of(file)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(checksums.os, "replace", read_only)
+    monkeypatch.setattr(checksums, "_UNWRITABLE", [])
+    with pytest.warns(UserWarning, match="cannot be written") as said:
+        checksums.remember(file, digest)
+        checksums.remember(file, digest)
+    assert len(said) == 1  # once per process
+    assert checksums.file_problem(file, digest, 100) is None  # checks still work, by reading the file

@@ -17,8 +17,10 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
+from worldprobe import config
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import cache_dir
 
@@ -61,11 +63,22 @@ def _memo(path: Path, file_stamp: str) -> Path:
 
 
 def remember(path: Path, sha256: str) -> None:
-    """Record that ``path`` (as it is now) has this sha256, e.g. right after writing and hashing it."""
+    """Record that ``path`` (as it is now) has this sha256, e.g. right after writing and hashing it. The memo only
+    saves re-reading: where the download cache is read-only it is skipped, with one warning per process."""
     memo = _memo(path, stamp(path))
     tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
-    tmp.write_text(sha256)
-    os.replace(tmp, memo)
+    try:
+        tmp.write_text(sha256)
+        os.replace(tmp, memo)
+    except OSError as error:
+        if not _UNWRITABLE:
+            _UNWRITABLE.append(memo.parent)
+            warnings.warn(f"the checksum memo in {memo.parent} cannot be written ({error.strerror}): files are "
+                          f"re-read for each check (set ${config.CACHE_ENV} to a writable folder to keep it)",
+                          stacklevel=2)  # fmt: skip
+
+
+_UNWRITABLE: list[Path] = []
 
 
 def remembered_sha256(path: Path) -> str:
