@@ -80,7 +80,7 @@ def main() -> None:
         print(f"{label:15s} {wall:6.1f} s wall {cpu:6.1f} CPU-s", flush=True)
     print(f"{'total':15s} {total_wall:6.1f} s wall {total_cpu:6.1f} CPU-s "
           f"({len(pd.read_csv(places_csv))} places, {len(pd.read_csv(works_csv))} works, {args.model})")  # fmt: skip
-    figures = sorted(p.name for p in (workspace / "reports").glob("*.png"))
+    figures = sorted(p.name for p in (workspace / "reports" / "figures").glob("*.png"))
     has_map = any(name.startswith("my_places") and "map" in name for name in figures)
     has_timeline = any(name.startswith("my_works") and "timeline" in name for name in figures)
     print(f"report: {len(figures)} figures; a map of my_places: {has_map}; a timeline of my_works: {has_timeline}")
