@@ -401,6 +401,7 @@ def test_the_ask_block_shows_raw_answers_beside_parsed_ones():
     assert "8 answers of 20" in title and len(table) == 8
     assert table["answer as written"].str.startswith("died in").all()  # as written, stripped of its spaces
     assert table.equals(answer_sample(answers, summary)[1])  # seeded
+    assert table["true year"].iat[0] == "1810" and table["probe's year"].iat[0] == "1790"  # whole years
     assert answer_sample(answers.head(3), summary)[1]["entity"].tolist() == ["p0", "p1", "p2"]
 
 

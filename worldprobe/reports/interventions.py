@@ -134,11 +134,16 @@ def answer_sample(
     the probe: a reader sees what "parsed" and "right" mean on real text."""
     target = summary["probe"]["targets"][0]
     rows = answers.sample(min(size, len(answers)), random_state=int(summary["seed"])).sort_index()
+    digits = 0 if target == "year" else 2  # whole years ("1904", not "1904.000"); degrees to a hundredth
+
+    def shown(values: pd.Series) -> pd.Series:
+        return values.map(lambda v: "–" if pd.isna(v) else f"{v:.{digits}f}")
+
     table = pd.DataFrame({
         "entity": rows["text"], "answer as written": rows["answer_text"].str.strip(),
         "parsed as": rows["answer_status"],
-        f"answer's {target}": rows[f"reading_{target}"], f"true {target}": rows[f"true_{target}"],
-        f"probe's {target}": rows[f"pred_{target}"], "answer right": rows["answer_correct"],
+        f"answer's {target}": shown(rows[f"reading_{target}"]), f"true {target}": shown(rows[f"true_{target}"]),
+        f"probe's {target}": shown(rows[f"pred_{target}"]), "answer right": rows["answer_correct"],
     })  # fmt: skip
     title = (f"{summary['model']} asked '{summary['question']['name']}': {len(rows)} answers of {len(answers)} "
              f"(a seeded sample), as written and as parsed")  # fmt: skip
