@@ -151,16 +151,21 @@ def files_record(folder: Path, names: list[str] | None = None) -> dict[str, dict
     return record
 
 
+def recorded_problems(folder: Path, record: dict[str, dict], *, full: bool = False) -> list[str]:
+    """Problems of the files a :func:`files_record` lists in ``folder``: missing, resized or changed."""
+    return [
+        problem
+        for name, entry in sorted(record.items())
+        if (problem := file_problem(Path(folder) / name, entry.get("sha256"), entry.get("bytes"), full=full))
+    ]
+
+
 def folder_problems(
     folder: Path, record: dict[str, dict], *, full: bool = False, extra_ok: tuple[str, ...] = ()
 ) -> list[str]:
     """Problems of the files of ``folder`` against a :func:`files_record`: missing, resized, changed, or present
     without being recorded (except names in ``extra_ok``)."""
-    problems = [
-        problem
-        for name, entry in sorted(record.items())
-        if (problem := file_problem(Path(folder) / name, entry.get("sha256"), entry.get("bytes"), full=full))
-    ]
+    problems = recorded_problems(folder, record, full=full)
     unrecorded = sorted(
         p.name for p in Path(folder).iterdir() if p.is_file() and p.name not in record and p.name not in extra_ok
     )

@@ -62,7 +62,7 @@ def _dataset_checks(ws: Workspace) -> Iterator[Check]:
 
 
 def _check_dataset(ws: Workspace, table_file: Path) -> Finding:
-    from worldprobe.datasets.table import fingerprint, load
+    from worldprobe.datasets.table import checked_fingerprint, load
 
     name = table_file.stem
     fix = f"build it again: `worldprobe datasets build {name}` (with the options you used)"
@@ -76,10 +76,13 @@ def _check_dataset(ws: Workspace, table_file: Path) -> Finding:
         table = load(name, ws)
     except (WorldprobeError, OSError, ValueError) as error:
         return Finding("dataset", table_file, DAMAGED, f"{error}; {fix}")
-    actual = fingerprint(table)
-    if actual != recorded:
-        return Finding("dataset", table_file, DAMAGED, f"fingerprint {actual}, build report says {recorded}; {fix}")
-    return Finding("dataset", table_file, OK, f"{len(table):,} rows, fingerprint {actual}")
+    if not recorded:
+        return Finding("dataset", report_file, DAMAGED, f"the build report records no fingerprint; {fix}")
+    try:
+        checked_fingerprint(name, ws, table)
+    except WorldprobeError as error:
+        return Finding("dataset", table_file, DAMAGED, f"{error.message}; {fix}")
+    return Finding("dataset", table_file, OK, f"{len(table):,} rows, fingerprint {recorded}")
 
 
 # ---------------------------------------------------------------- activation caches

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 import worldprobe
-from worldprobe.checksums import file_problem, files_record, remember, sha256_of
+from worldprobe.checksums import files_record, recorded_problems, remember, sha256_of
 from worldprobe.datasets.registry import all_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import CacheIdentity
@@ -202,10 +202,7 @@ def write_neurons(folder: Path, table: pd.DataFrame, record: dict[str, Any]) -> 
 def file_problems(folder: Path, record: dict[str, Any], *, full: bool = False) -> list[str]:
     """Files of a finished run whose size or sha256 is not the one its summary (or neurons.json) records: an edited
     or damaged table. Runs written before results carried checksums record none and pass."""
-    files = record.get("files") or {}
-    found = (file_problem(folder / name, entry.get("sha256"), entry.get("bytes"), full=full)
-             for name, entry in files.items())  # fmt: skip
-    return [problem for problem in found if problem]
+    return recorded_problems(folder, record.get("files") or {}, full=full)
 
 
 def run_problems(
