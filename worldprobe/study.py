@@ -32,6 +32,7 @@ from worldprobe.config import (
 )
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
+from worldprobe.interventions.options import DasSettings
 from worldprobe.workspace import Workspace
 
 STAGES = ("datasets", "extract", "probes", "neurons", "ask", "steer", "context", "report")
@@ -117,6 +118,8 @@ class SteerSettings:
     doses: tuple[float, ...] = STEER_DOSES
     random: int = 5  # random directions of the same norm at the chosen layer
     map_random: int = STEER_MAP_RANDOM  # random directions per layer in the map
+    das_entities: int = DasSettings.entities  # train entities a "das" direction learns from
+    das_steps: int = DasSettings.steps  # its training steps per layer
 
 
 @dataclass(frozen=True)
@@ -490,6 +493,8 @@ STEER_RULES = {
     "doses": Rule(float, many=True, nonempty=True, example="doses = [-2, -1, 1, 2] (multiples of |Δμ|)"),
     "random": Rule(int, minimum=1, example="random = 5 (random directions of the chosen edit's norm)"),
     "map_random": Rule(int, minimum=0, example="map_random = 2 (random directions per layer in the map)"),
+    "das_entities": Rule(int, minimum=2, example="das_entities = 96 (train entities a das direction learns from)"),
+    "das_steps": Rule(int, minimum=1, example="das_steps = 120 (training steps per layer of a das direction)"),
 }
 CONTEXT_RULES = {
     **{key: ASK_RULES[key] for key in ("datasets", "models", "format")},
@@ -828,6 +833,7 @@ def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
             positions=st.positions, doses=st.doses, random_directions=st.random, map_random=st.map_random,
             random_init=p["model"] in x.random_init, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
             quantization=x.quantization_of(p["model"]), seed=study.seed,
+            das_settings=DasSettings(entities=st.das_entities, steps=st.das_steps),
         )  # fmt: skip
     if unit.stage == "context":
         from worldprobe.interventions import run_context

@@ -20,6 +20,11 @@ class Workspace:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.root, str | os.PathLike):
+            raise TypeError(f"Workspace(root) takes a folder path, not {type(self.root).__name__}")
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+
     @classmethod
     def resolve(cls, root: str | Path | None = None) -> Workspace:
         """The workspace given, else ``$WORLDPROBE_WORKSPACE``, else ``./workspace``."""

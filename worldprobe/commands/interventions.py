@@ -18,6 +18,7 @@ from worldprobe.config import (
     STEER_SELECT,
 )
 from worldprobe.errors import WorldprobeError
+from worldprobe.interventions.options import DasSettings
 
 # The options ask and steer share, declared once.
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="A dataset with an activation cache of --model.")]
@@ -125,7 +126,8 @@ def steer(
     prompt: Prompt = DEFAULT_PROMPT,
     target: str = typer.Option(None, "--target", help="Target the directions raise (default: year / latitude)."),
     direction: str = typer.Option(",".join(STEER_METHODS), "--direction", help="Comma-separated: ridge, pattern, "
-                                  "mean_diff, pls1 (pls<k>), or a .npy file of a vector (d,) or (layers+1, d)."),
+                                  "mean_diff, pls1 (pls<k>), das (learned), or a .npy file of a vector (d,) or "
+                                  "(layers+1, d)."),
     layers: str = typer.Option(None, "--layers", help="Comma-separated layers to steer (default: every cached layer "
                                "before the last block; 0 = the embedding output)."),
     positions: str = typer.Option("last", "--positions", help="Comma-separated: last (the entity's last token), "
@@ -141,6 +143,10 @@ def steer(
                                           "layer (the test's control)."),
     random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="The random-init twin's direction "
                                      "of the chosen method as a control (its cache is extracted when missing)."),
+    das_entities: int = count_option("--das-entities", default=DasSettings.entities, help="Train entities a das "
+                                     "direction learns from (outside the map's select entities)."),
+    das_steps: int = count_option("--das-steps", default=DasSettings.steps, help="Training steps per layer of a das "
+                                  "direction."),
     use_cache: bool = typer.Option(True, "--kv-cache/--no-kv-cache", help="Generate with the KV cache."),
     fmt: str = typer.Option("auto", "--format", help="auto | chat | fewshot."),
     shots: Shots = DEFAULT_SHOTS,
@@ -172,6 +178,7 @@ def steer(
         random_init=random_init, use_cache=use_cache, fmt=fmt, shots=shots, limit=limit, batch_size=batch_size,
         max_new_tokens=max_new_tokens, dtype=dtype, device=device,
         quantization=_quantization(load_in_4bit, load_in_8bit), gguf_file=gguf_file, seed=seed, revision=revision,
+        das_settings=DasSettings(entities=das_entities, steps=das_steps),
     )  # fmt: skip
     typer.echo(map_text(folder))
     typer.echo(read_summary(folder)["verdict"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -83,41 +83,48 @@ def stop_token_ids(loaded: LoadedModel) -> set[int]:
 
 
 @contextmanager
+def rewriting(model: torch.nn.Module, layer: int, apply: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """While open, every forward pass of ``model`` passes the residual stream after block ``layer`` (anchor point
+    ``steer``; layer 0 = the embedding output) through ``apply`` (batch, positions, d_model) -> the same shape."""
+
+    def output_hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple | list):
+            return (apply(output[0]), *output[1:])
+        return apply(output)
+
+    def input_hook(module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+        if args:
+            return (apply(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": apply(kwargs["hidden_states"])}
+
+    module, side = anchors.resolve(model, "steer", layer)
+    if side == anchors.OUTPUT:
+        handle = module.register_forward_hook(output_hook)
+    else:
+        handle = module.register_forward_pre_hook(input_hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
 def _steering(loaded: LoadedModel, edit: Edit | None, columns: _Columns, rows: list[np.ndarray]) -> Iterator[None]:
     """Hooks adding ``edit``'s vectors of the current rows at the weighted columns of each forward pass."""
-    handles = []
 
-    def add(layer: int) -> Callable:
+    def adder(layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
         def apply(hidden: torch.Tensor) -> torch.Tensor:
             width = hidden.shape[1]
             weights = columns.weights[:, columns.start : columns.start + width].to(hidden.device, hidden.dtype)
             vectors = torch.as_tensor(edit.vectors[layer][rows[0]], device=hidden.device, dtype=hidden.dtype)
             return hidden + weights[:, :, None] * vectors[:, None, :]
 
-        def output_hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            if isinstance(output, tuple | list):
-                return (apply(output[0]), *output[1:])
-            return apply(output)
+        return apply
 
-        def input_hook(module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
-            if args:
-                return (apply(args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": apply(kwargs["hidden_states"])}
-
-        return output_hook, input_hook
-
-    try:
+    with ExitStack() as stack:
         for layer in sorted(edit.vectors) if edit is not None else []:
-            module, side = anchors.resolve(loaded.model, "steer", layer)
-            output_hook, input_hook = add(layer)
-            if side == anchors.OUTPUT:
-                handles.append(module.register_forward_hook(output_hook))
-            else:
-                handles.append(module.register_forward_pre_hook(input_hook, with_kwargs=True))
+            stack.enter_context(rewriting(loaded.model, layer, adder(layer)))
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _edit_weights(batch: Batch, encoded: Sequence[EncodedEntity], edit: Edit | None, total: int) -> torch.Tensor:
@@ -216,7 +223,7 @@ def _greedy(
         if use_cache:
             columns.start = mask.shape[1] - 1
             out = loaded.model(input_ids=token[:, None].to(device), attention_mask=mask, position_ids=next_position,
-                               use_cache=True, logits_to_keep=1, **_cache_argument(loaded.model, out))  # fmt: skip
+                               use_cache=True, logits_to_keep=1, **cache_argument(loaded.model, out))  # fmt: skip
         else:
             columns.start = 0
             out = loaded.model(input_ids=torch.cat([ids, generated.to(device)], dim=1), attention_mask=mask,
@@ -224,7 +231,7 @@ def _greedy(
     return [_answer(loaded.tokenizer, generated[row].tolist(), why[row], stops) for row in range(n)]
 
 
-def _cache_argument(model: torch.nn.Module, out: Any) -> dict[str, Any]:
+def cache_argument(model: torch.nn.Module, out: Any) -> dict[str, Any]:
     """The KV cache of the previous step as the forward pass takes it: ``cache`` (transformers >= 5.2x) or
     ``past_key_values`` (earlier 5.x)."""
     value = out.get("cache", None) if "cache" in out else out.get("past_key_values", None)

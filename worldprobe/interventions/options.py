@@ -4,7 +4,9 @@ steer`` and a study's ``[steer]`` section check them the same way, before any wo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +14,9 @@ from worldprobe.errors import WorldprobeError
 
 POSITIONS = ("last", "entity")
 """Where steering acts in the prompt: the entity's last token (the probed one) or every entity token."""
-METHODS = ("ridge", "pattern", "mean_diff", "pls1", "pls2", "pls3")
-"""Built-in direction methods (``pls<k>`` for any k; a path to a ``.npy`` file is the user's own)."""
+METHODS = ("ridge", "pattern", "mean_diff", "pls1", "pls2", "pls3", "das")
+"""Built-in direction methods (``pls<k>`` for any k; ``das`` is learned with the model,
+:mod:`~worldprobe.interventions.das`; a path to a ``.npy`` file is the user's own)."""
 
 
 def checked_doses(doses: Sequence[float]) -> list[float]:
@@ -57,3 +60,17 @@ def checked_methods(methods: Sequence[str]) -> list[str]:
 def is_method(name: str) -> bool:
     """A built-in direction method (``pls<k>`` for any k >= 1)."""
     return name in METHODS or (name.startswith("pls") and name[3:].isdigit() and int(name[3:]) >= 1)
+
+
+@dataclass(frozen=True)
+class DasSettings:
+    """How a ``das`` direction is trained: train entities answered (at most), optimisation steps per layer, pairs per
+    step and Adam's learning rate (on a unit-norm parameter, renormalised in the forward pass)."""
+
+    entities: int = 96
+    steps: int = 120
+    batch: int = 8
+    learning_rate: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -3,7 +3,9 @@
 norm.
 
 1. **Directions** per layer (``worldprobe.interventions.directions``; train rows only): ``ridge``, ``pattern``,
-   ``mean_diff``, ``pls<k>`` or the user's ``.npy`` vectors, each a unit vector oriented to raise the steered target.
+   ``mean_diff``, ``pls<k>`` or the user's ``.npy`` vectors, each a unit vector oriented to raise the steered target;
+   ``das`` is learned with the model by interchange interventions on other train entities
+   (:mod:`~worldprobe.interventions.das`; split ``das`` of ``steering.parquet`` holds their unsteered answers).
 2. **Doses** are multiples of |Δμ| at the layer (the norm of the top-minus-bottom-quartile mean difference): every
    direction at a layer is added at the same norm; each row also records the edit's norm relative to the median
    residual norm (‖Δh‖/‖h‖) and the dose in target units through the direction's own calibration.
@@ -55,11 +57,11 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.extract.tokens import EncodedEntity
+from worldprobe.interventions import das, questions, steermap
 from worldprobe.interventions import directions as dirs
-from worldprobe.interventions import questions, steermap
 from worldprobe.interventions import setup as setup_mod
-from worldprobe.interventions.generate import Edit, continuation_logprobs, generate
-from worldprobe.interventions.options import checked_doses, checked_methods, checked_positions
+from worldprobe.interventions.generate import Answer, Edit, continuation_logprobs, generate
+from worldprobe.interventions.options import DasSettings, checked_doses, checked_methods, checked_positions
 from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
@@ -114,6 +116,7 @@ def run_steer(
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
     tokenizer: Any = None,
+    das_settings: DasSettings = DasSettings(),
 ) -> RunFolder:
     """Map which direction x layer x position moves ``model``'s answers to ``question`` on train entities, choose
     the best there, measure it on test entities beside its controls, and write the results folder (reused when
@@ -146,6 +149,7 @@ def run_steer(
         "select_limit": select_limit, "limit": limit, "map_random": map_random, "random": random_directions,
         "random_init": random_init, "use_cache": use_cache, "format": fmt, "shots": shots, "max_new_tokens": budget,
         "seed": seed, "resamples": resamples, "model_options": options, "neutral": NEUTRAL_CONTINUATION,
+        **({"das": das_settings.to_dict()} if "das" in methods else {}),
     }  # fmt: skip
     key = run_key([s.cache.manifest], settings)
     folder = setup_mod.result_folder(s, "steer", key)
@@ -153,13 +157,18 @@ def run_steer(
         return folder
 
     y = s.y[:, t_index]
-    stats, per_layer = _layer_directions(s, chosen_layers, methods, y, map_random, seed)
+    stats, per_layer = _layer_directions(s, chosen_layers, [m for m in methods if m != "das"], y, map_random, seed)
     loaded = load_model_kept(model, **options)
-    examples_used, select_rows = _select_rows(s, select_limit, shots, fmt, loaded, seed)
+    examples_used, select_rows, pool = _select_rows(s, select_limit, shots, fmt, loaded, seed)
     test_rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(y), limit, seed)
     asker = _Asker(s, loaded, fmt, shots, seed, budget, batch_size or default_batch_size(loaded), use_cache,
                    generated, t_index, progress)  # fmt: skip
 
+    learned = None
+    if "das" in methods:
+        pool[select_rows] = False
+        learned = _das_directions(asker, setup_mod.sample_rows(pool, das_settings.entities, seed + 11), chosen_layers,
+                                  per_layer, methods.index("das"), y, das_settings)  # fmt: skip
     select = asker.baseline("select", select_rows)
     cells = [Cell(d, p) for v in chosen_layers for d in per_layer[v] for p in positions]
     select_items = asker.steer("select", select_rows, select.prompts, cells, doses, stats, desc="steering map")
@@ -180,7 +189,8 @@ def run_steer(
     test_items = asker.steer("test", test_rows, test.prompts, test_cells, doses, stats, desc="steering test")
     side = asker.side_effects(test_rows, test.prompts, Cell(best, position), test_cells, doses, stats)
     baselines["test"] = test.readings
-    items = pd.concat([select.table, select_items, test.table, test_items, side], ignore_index=True)
+    tables = [learned.table] if learned is not None else []
+    items = pd.concat([*tables, select.table, select_items, test.table, test_items, side], ignore_index=True)
     steering_map = steermap.steering_map(items[items["kind"].isin(("method", "random", "random_init"))], baselines,
                                          doses, resamples=resamples, seed=seed)  # fmt: skip
     summary = {
@@ -191,8 +201,11 @@ def run_steer(
         "layers": chosen_layers, "positions": positions, "directions": methods, "generated": generated,
         "use_cache": use_cache, "max_new_tokens": budget, "probe": setup_mod.probe_record(s), "settings": settings,
         "select": {"n_entities": len(select_rows), "few_shot_examples_left_out": examples_used},
+        "das": learned.record if learned is not None else None,
+        "random_init_control": _twin_note(best, twin is not None, random_init),
         "n_test_entities": len(test_rows), "layer_stats": {str(v): _stats_record(stats[v]) for v in chosen_layers},
-        "calibration": {f"{d.name}@{v}": {"per_target_unit": d.per_target_unit, "flipped": d.flipped}
+        "calibration": {f"{d.name}@{v}": {"per_target_unit": d.per_target_unit, "flipped": d.flipped,
+                                          "cos_mean_diff": float(d.unit @ stats[v].mean_diff / stats[v].dmu_norm)}
                         for v in chosen_layers for d in per_layer[v] if d.method != "random"},
         "chosen": {**{k: chosen[k] for k in ("direction", "method", "layer", "position")},
                    "criterion": "the largest antisymmetric shift at the largest dose on the train (select) entities"},
@@ -247,8 +260,8 @@ def _layer_directions(s: setup_mod.Setup, layers: list[int], methods: list[str],
 def _twin_direction(ws: Workspace, s: setup_mod.Setup, layer: int, best: dirs.SteeringDirection, y: np.ndarray,
                     seed: int) -> dirs.SteeringDirection | None:  # fmt: skip
     """The chosen method's direction on the random-init twin's activations (same train entities), or None for a user
-    file (a twin has no counterpart of the user's vector)."""
-    if best.method == "file":
+    file or a learned direction (a twin has no counterpart of the user's vector, and gives no answers to learn from)."""
+    if best.method in NO_TWIN:
         return None
     from worldprobe.extract import extract_twin, open_cache
 
@@ -266,6 +279,45 @@ def _twin_direction(ws: Workspace, s: setup_mod.Setup, layer: int, best: dirs.St
     return dirs.SteeringDirection("random_init", "random_init", layer, found.unit, found.per_target_unit, found.flipped)
 
 
+NO_TWIN = {"file": "a user's vector has no counterpart on the twin",
+           "das": "a learned direction needs the model's own answers, which a random-init twin does not give"}
+
+
+def _twin_note(best: dirs.SteeringDirection, with_twin: bool, asked: bool) -> str:
+    """Whether the random-init twin's direction was a control of this run, and why not."""
+    if with_twin:
+        return f"run: the {best.method} direction computed on the random-init twin's activations"
+    return "not asked (random_init=False)" if not asked else f"not run: {NO_TWIN[best.method]}"
+
+
+@dataclass
+class _Learned:
+    """The das directions' unsteered train answers (split ``das``) and what training recorded."""
+
+    table: pd.DataFrame
+    record: dict[str, Any]
+
+
+def _das_directions(asker: _Asker, rows: np.ndarray, layers: list[int], per_layer: dict[int, list],
+                    at: int, y: np.ndarray, settings: DasSettings) -> _Learned:  # fmt: skip
+    """Train a ``das`` direction per layer on the train entities ``rows`` (their own answers) and insert it, oriented
+    and calibrated on the train activations like every method, at position ``at`` of each layer's directions."""
+    asked = asker.baseline("das", rows)
+    parsed = asked.table["parsed"].to_numpy() & np.isfinite(asked.table["reading"].to_numpy())
+    token_ids = [a.token_ids if ok else [] for a, ok in zip(asked.answers, parsed, strict=True)]
+    fits = das.train_das(asker.loaded, asked.prompts, token_ids, layers, settings=settings, seed=asker.seed,
+                         progress=asker.progress)  # fmt: skip
+    s = asker.s
+    train = s.train & np.isfinite(y)
+    for v in layers:
+        x = np.asarray(s.cache.layer(v), dtype=np.float64)[train]
+        per_layer[v].insert(at, dirs.oriented("das", "das", v, fits[v].vector, x, y[train]))
+    record = {"n_entities": len(rows), "n_parsed": int(parsed.sum()), "settings": settings.to_dict(),
+              "rule": "train entities outside the map's select sample and the prompt's few-shot examples",
+              "layers": {str(v): fits[v].record() for v in layers}}  # fmt: skip
+    return _Learned(asked.table, record)
+
+
 def _stats_record(stats: dirs.LayerStats) -> dict[str, float]:
     return {"dmu_norm": stats.dmu_norm, "target_gap": stats.target_gap, "median_residual_norm": stats.median_norm,
             "dmu_relative_norm": stats.dmu_norm / stats.median_norm}  # fmt: skip
@@ -275,9 +327,9 @@ def _stats_record(stats: dirs.LayerStats) -> dict[str, float]:
 
 
 def _select_rows(s: setup_mod.Setup, limit: int, shots: int, fmt: str, loaded: LoadedModel, seed: int
-                 ) -> tuple[int, np.ndarray]:  # fmt: skip
+                 ) -> tuple[int, np.ndarray, np.ndarray]:  # fmt: skip
     """A seeded sample of train entities for the map, leaving out the prompt's few-shot examples (their answers are
-    in the prompt); the number of train entities left out for that."""
+    in the prompt); the number of train entities left out for that; the mask of train entities it was drawn from."""
     train = s.train & np.isfinite(s.y).all(axis=1)
     used = questions.resolve_format(loaded.tokenizer, fmt)
     left_out = 0
@@ -286,7 +338,7 @@ def _select_rows(s: setup_mod.Setup, limit: int, shots: int, fmt: str, loaded: L
         example = s.entities["text"].astype(str).isin(texts).to_numpy()
         left_out = int((train & example).sum())
         train &= ~example
-    return left_out, setup_mod.sample_rows(train, limit, seed)
+    return left_out, setup_mod.sample_rows(train, limit, seed), train
 
 
 @dataclass
@@ -296,6 +348,7 @@ class _Asked:
     prompts: list[EncodedEntity]
     table: pd.DataFrame
     readings: pd.Series  # entity index -> reading of the steered target
+    answers: list[Answer]
 
 
 class _Asker:
@@ -316,7 +369,7 @@ class _Asker:
                               "layer": -1, "position": "none", "dose": 0.0, "edit_norm": 0.0, "relative_norm": 0.0,
                               "dose_target_units": 0.0})  # fmt: skip
         table = self._table(split, rows, items, answers)
-        return _Asked(encoded, table, table.set_index("entity")["reading"])
+        return _Asked(encoded, table, table.set_index("entity")["reading"], answers)
 
     def steer(self, split: str, rows: np.ndarray, encoded: list[EncodedEntity], cells: list[Cell], doses: list[float],
               stats: dict[int, dirs.LayerStats], *, desc: str, at: list[EncodedEntity] | None = None,
