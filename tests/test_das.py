@@ -13,6 +13,7 @@ import torch
 from test_interventions_steering import N_ENTITIES, D, _loaded, _planted_workspace, _question, _tokenizer, planted_llama
 from test_steering_map import NUISANCE, RUN
 
+from worldprobe.errors import WorldprobeError
 from worldprobe.interventions import das
 from worldprobe.interventions.generate import generate, rewriting
 from worldprobe.interventions.options import DasSettings
@@ -26,7 +27,7 @@ def planted(one_torch_thread):
     names = [f"w{i}" for i in range(0, N_ENTITIES, 3)]
     prompts = _question(tokenizer, names)
     answers = generate(loaded, prompts, max_new_tokens=1, batch_size=16, progress=False)
-    return loaded, prompts, [a.token_ids for a in answers], t
+    return loaded, prompts, [a.token_ids for a in answers], [float(a.text) for a in answers], t
 
 
 def test_the_interchange_sets_the_state_along_the_direction_to_the_sources_and_nothing_else():
@@ -43,7 +44,7 @@ def test_the_interchange_sets_the_state_along_the_direction_to_the_sources_and_n
 
 
 def test_prefix_cache_and_answer_head_give_the_plain_forward_passes_log_probabilities(planted):
-    loaded, prompts, answers, _ = planted
+    loaded, prompts, answers, readings, _ = planted
     group = das.base_groups(loaded, prompts[:5], 5, np.random.default_rng(0))[0]
     order = group.entities
     vocabulary = sorted({t for a in answers for t in a})
@@ -65,23 +66,29 @@ def test_prefix_cache_and_answer_head_give_the_plain_forward_passes_log_probabil
 
 
 def test_das_finds_the_coordinate_the_answer_reads_before_the_read_and_nothing_after(planted):
-    loaded, prompts, answers, _ = planted
-    fits = das.train_das(loaded, prompts, answers, [1, 2], settings=DasSettings(steps=60), seed=0, progress=False)
+    loaded, prompts, answers, readings, _ = planted
+    fits = das.train_das(loaded, prompts, answers, readings, [1, 2], settings=DasSettings(steps=60), seed=0,
+                         progress=False)  # fmt: skip
     e0 = np.eye(D)[0]
     # layer 1 holds the entity before block 1 copies coordinate 0 to the answer; the nuisance tilts the ridge's
     # decoder (test_steering_map), not the coordinate the answer reads
-    assert abs(fits[1].vector @ e0) > 0.95
+    assert fits[1].vector @ e0 > 0.95 and fits[1].answer_correlation > 0.9  # oriented: the answers rise along it
     assert fits[1].loss_last < fits[1].loss_first / 20
     # after block 2 (which writes nothing) the entity's state is read by no later position: nothing to learn
     assert fits[2].loss_last > fits[2].loss_first / 3
     assert all(p.requires_grad for p in loaded.model.parameters())  # frozen only while training
+    unparsed = [np.nan if i % 2 else r for i, r in enumerate(readings)]  # entities whose answer did not parse sit out
+    half = das.train_das(loaded, prompts, answers, unparsed, [1], settings=DasSettings(steps=5), progress=False)
+    assert half[1].vector.shape == (D,)
+    with pytest.raises(WorldprobeError, match="at least 2 train entities"):
+        das.train_das(loaded, prompts[:3], answers[:3], [1.0, np.nan, np.nan], [1], progress=False)
 
 
 def test_a_steering_run_with_das_learns_on_train_entities_outside_the_map_and_records_how(planted, tmp_path_factory):
     from worldprobe.interventions.steer import run_steer
     from worldprobe.workspace import Workspace
 
-    loaded, _, _, t = planted
+    loaded, _, _, _, t = planted
     root = tmp_path_factory.mktemp("das")
     workspace = Workspace(root / "ws")
     folder, table = _planted_workspace((loaded.model, loaded.tokenizer, t), workspace, root)
@@ -100,6 +107,8 @@ def test_a_steering_run_with_das_learns_on_train_entities_outside_the_map_and_re
         ["direction", "layer"])["antisymmetric_shift"]  # fmt: skip
     assert shift[("das", 1)] > 10 and abs(shift[("das", 2)]) < 1
     assert summary["random_init_control"] == "not asked (random_init=False)"
+    assert summary["das"]["layers"]["1"]["cached_activations_agree"] is True
+    assert summary["calibration"]["das@1"]["cos_mean_diff"] > 0.9
 
 
 def test_the_twin_control_says_why_a_learned_direction_has_none():

@@ -45,33 +45,39 @@ class DasFit:
     """A trained direction at one layer and how training went (mean loss of the first and last tenth of steps)."""
 
     layer: int
-    vector: np.ndarray  # (d,) unit
+    vector: np.ndarray  # (d,) unit, oriented so that the answers rise along it
     loss_first: float
     loss_last: float
     cpu_seconds: float
+    answer_correlation: float  # of the entities' states along ``vector`` (their own prompts) with their answers
 
     def record(self) -> dict[str, float]:
-        return {"loss_first_tenth": self.loss_first, "loss_last_tenth": self.loss_last, "cpu_seconds": self.cpu_seconds}
+        return {"loss_first_tenth": self.loss_first, "loss_last_tenth": self.loss_last, "cpu_seconds": self.cpu_seconds,
+                "answer_correlation": self.answer_correlation}  # fmt: skip
 
 
 def train_das(
     loaded: LoadedModel,
     prompts: Sequence[EncodedEntity],
     answers: Sequence[Sequence[int]],
+    readings: Sequence[float],
     layers: Sequence[int],
     *,
     settings: DasSettings = DasSettings(),
     seed: int = 0,
     progress: bool = True,
 ) -> dict[int, DasFit]:
-    """A ``das`` direction per layer from the entities' ``prompts`` and their own answers' token ids (module
-    docstring). ``answers`` must be the model's unsteered answers to these prompts."""
-    usable = [i for i, a in enumerate(answers) if len(a)]
+    """A ``das`` direction per layer from the entities' ``prompts``, their own answers' token ids and the answers'
+    values (``readings``, NaN where an answer did not parse: that entity is left out) (module docstring). The
+    interchange does not tell a direction from its negative; each is oriented so that the entities' states along it
+    (in their own prompts) rise with their answers."""
+    usable = [i for i, (a, r) in enumerate(zip(answers, readings, strict=True)) if len(a) and np.isfinite(r)]
     if len(usable) < 2:
         raise WorldprobeError(f"a das direction needs answers of at least 2 train entities, {len(usable)} parsed",
                               field="direction", hint="check the question's answers (worldprobe ask)")  # fmt: skip
     prompts = [prompts[i] for i in usable]
     answers = [list(answers[i]) for i in usable]
+    values = np.asarray([readings[i] for i in usable], dtype=np.float64)
     states = source_states(loaded, prompts, layers, batch_size=settings.batch * 2)
     vocabulary = sorted({t for a in answers for t in a})
     lookup = {t: j for j, t in enumerate(vocabulary)}
@@ -81,9 +87,18 @@ def train_das(
                dynamic_ncols=True)  # fmt: skip
     with _frozen(loaded.model), _answer_head(loaded.model, vocabulary):
         for layer in layers:
-            fits[layer] = _train_layer(loaded, prompts, answers, states[layer], layer, settings, seed, bar)
+            fits[layer] = _oriented(_train_layer(loaded, prompts, answers, states[layer], layer, settings, seed, bar),
+                                    states[layer].numpy(), values)  # fmt: skip
     bar.close()
     return fits
+
+
+def _oriented(fit: DasFit, states: np.ndarray, values: np.ndarray) -> DasFit:
+    along = states.astype(np.float64) @ fit.vector
+    r = float(np.corrcoef(along, values)[0, 1]) if np.std(along) > 0 and np.std(values) > 0 else 0.0
+    if r < 0:
+        return DasFit(fit.layer, -fit.vector, fit.loss_first, fit.loss_last, fit.cpu_seconds, -r)
+    return DasFit(fit.layer, fit.vector, fit.loss_first, fit.loss_last, fit.cpu_seconds, r)
 
 
 def source_states(loaded: LoadedModel, prompts: Sequence[EncodedEntity], layers: Sequence[int], *,
@@ -193,7 +208,7 @@ def _train_layer(loaded: LoadedModel, prompts: list[EncodedEntity], answers: lis
     tenth = max(1, len(losses) // 10)
     unit = (vector / vector.norm()).detach().cpu().numpy().astype(np.float64)
     return DasFit(layer, unit, float(np.mean(losses[:tenth])), float(np.mean(losses[-tenth:])),
-                  time.process_time() - cpu)  # fmt: skip
+                  time.process_time() - cpu, float("nan"))  # fmt: skip
 
 
 def interchange(vector: torch.Tensor, columns: torch.Tensor, sources: torch.Tensor

@@ -300,21 +300,26 @@ class _Learned:
 
 def _das_directions(asker: _Asker, rows: np.ndarray, layers: list[int], per_layer: dict[int, list],
                     at: int, y: np.ndarray, settings: DasSettings) -> _Learned:  # fmt: skip
-    """Train a ``das`` direction per layer on the train entities ``rows`` (their own answers) and insert it, oriented
-    and calibrated on the train activations like every method, at position ``at`` of each layer's directions."""
+    """Train a ``das`` direction per layer on the train entities ``rows`` (their own answers) and insert it at
+    position ``at`` of each layer's directions, oriented by those answers (:func:`das.train_das`) and calibrated on
+    the cached train activations like every method."""
     asked = asker.baseline("das", rows)
-    parsed = asked.table["parsed"].to_numpy() & np.isfinite(asked.table["reading"].to_numpy())
-    token_ids = [a.token_ids if ok else [] for a, ok in zip(asked.answers, parsed, strict=True)]
-    fits = das.train_das(asker.loaded, asked.prompts, token_ids, layers, settings=settings, seed=asker.seed,
-                         progress=asker.progress)  # fmt: skip
+    readings = np.where(asked.table["parsed"].to_numpy(), asked.table["reading"].to_numpy(), np.nan)
+    fits = das.train_das(asker.loaded, asked.prompts, [a.token_ids for a in asked.answers], readings, layers,
+                         settings=settings, seed=asker.seed, progress=asker.progress)  # fmt: skip
     s = asker.s
     train = s.train & np.isfinite(y)
+    agrees = {}
     for v in layers:
         x = np.asarray(s.cache.layer(v), dtype=np.float64)[train]
-        per_layer[v].insert(at, dirs.oriented("das", "das", v, fits[v].vector, x, y[train]))
-    record = {"n_entities": len(rows), "n_parsed": int(parsed.sum()), "settings": settings.to_dict(),
+        cached = dirs.oriented("das", "das", v, fits[v].vector, x, y[train])
+        agrees[v] = not cached.flipped
+        per_layer[v].insert(at, dirs.SteeringDirection("das", "das", v, fits[v].vector, cached.per_target_unit))
+    record = {"n_entities": len(rows), "n_parsed": int(np.isfinite(readings).sum()), "settings": settings.to_dict(),
               "rule": "train entities outside the map's select sample and the prompt's few-shot examples",
-              "layers": {str(v): fits[v].record() for v in layers}}  # fmt: skip
+              "oriented": "the das entities' states along it, in the question's prompt, rise with their answers",
+              "layers": {str(v): {**fits[v].record(), "cached_activations_agree": agrees[v]} for v in layers}}
+    # fmt: skip
     return _Learned(asked.table, record)
 
 
