@@ -443,3 +443,24 @@ def test_a_read_only_download_cache_skips_the_checksum_memo_with_one_warning(tmp
         checksums.remember(file, digest)
     assert len(said) == 1  # once per process
     assert checksums.file_problem(file, digest, 100) is None  # checks still work, by reading the file
+
+
+def test_several_caches_of_one_build_are_told_apart_only_when_the_largest_holds_the_others(built, tiny_llama_dir):
+    """A --limit subset or a subset of layers is passed over for the full cache; another sample of the same size, or a
+    smaller cache with layers the larger lacks, is refused naming both (never the folder name that sorts first)."""
+    workspace, full = built
+    extract(workspace, tiny_llama_dir, limit=10)  # a seeded subset: the full cache holds more of the same build
+    assert extract(workspace, tiny_llama_dir, layers="1") == full  # a subset of layers: the full cache covers it
+    assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace) == full
+    other_sample = extract(workspace, tiny_llama_dir, limit=10, limit_seed=1)
+    assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace) == full  # still the full one
+    shutil.rmtree(full)
+    with pytest.raises(WorldprobeError, match="neither holds the other: both hold 10 entities of different samples") \
+            as info:  # fmt: skip
+        find_cache("world_place", str(tiny_llama_dir), workspace=workspace)
+    assert str(other_sample) in str(info.value)
+    shutil.rmtree(other_sample)
+    one_layer = extract(workspace, tiny_llama_dir, layers="1")  # all 30 entities, one layer; 10 entities, all layers
+    assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace, layers=[1]) == one_layer
+    with pytest.raises(WorldprobeError, match=r"the one with more entities lacks layers \[0, 2"):
+        find_cache("world_place", str(tiny_llama_dir), workspace=workspace)

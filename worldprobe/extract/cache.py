@@ -480,9 +480,10 @@ def find_cache(
     (e.g. ``{"dtype": "bfloat16"}``) only settles a choice between several matches; alone, any match is taken. When the
     dataset is built in the workspace, only caches of that exact table (same fingerprint) count; for a model on disk
     (a folder or .gguf file) only caches of its current files (same checksum). Among several matches the one with
-    the most entities, then the most layers, wins; matches that differ in anything else (dtype, quantization, hub
-    commit, seed, ...) are ambiguous and refused. Caches written by an older worldprobe (no checksums) are skipped
-    with a warning. Raises a WorldprobeError with the extract command to run when there is none.
+    the most entities, then the most layers, is taken when it holds every (asked) layer of the others and either more
+    entities or the same sample; matches that differ in anything else (dtype, quantization, hub commit, seed, another
+    sample of the same size, layers the largest lacks) are ambiguous and refused, naming them. Caches written by an
+    older worldprobe (no checksums) are skipped with a warning. Raises a WorldprobeError with the extract command to run when there is none.
     """
     ws = as_workspace(workspace)
     fingerprint = _dataset_fingerprint(ws, dataset)
@@ -523,6 +524,7 @@ def find_cache(
         matches = preferred or matches
         _refuse_ambiguous(matches)
         matches.sort(key=lambda pm: (-pm[1]["n_entities"], -len(pm[1]["layers"]), pm[0].name))
+        _refuse_undominated(matches, wanted_layers)
         return matches[0][0]
     command = extract_command(dataset, model, prompt, aggregation, revision=revision, **key)
     state = "is not finished" if unfinished else "does not exist yet"
@@ -598,6 +600,27 @@ def _refuse_ambiguous(matches: list[tuple[Path, dict[str, Any]]]) -> None:
             file=", ".join(str(p) for p in kinds.values()),
             hint="delete the cache folder(s) you do not mean, or ask for the setting (dtype, quantization, ...)",
         )  # fmt: skip
+
+
+def _refuse_undominated(matches: list[tuple[Path, dict[str, Any]]], wanted_layers: set[int]) -> None:
+    """Several caches of one build (sorted largest first) may be told apart only if the largest holds at least every
+    layer of each other one and more entities or the same sample: a --limit subset or a subset of layers is then
+    passed over, not guessed at. Two samples of the same size (another --limit seed) or a smaller cache with layers
+    the larger lacks (of ``wanted_layers``, when layers were asked for) are refused, naming both."""
+    best_path, best = matches[0]
+    for path, other in matches[1:]:
+        same_sample = other["entity_order_sha256"] == best["entity_order_sha256"]
+        fewer = int(other["n_entities"]) < int(best["n_entities"])
+        lacks = sorted((set(other["layers"]) - set(best["layers"])) & (wanted_layers or set(other["layers"])))
+        if lacks or not (same_sample or fewer):
+            why = (f"the one with more entities lacks layers {lacks}" if lacks else
+                   f"both hold {best['n_entities']} entities of different samples (limit seeds "
+                   f"{best.get('limit_seed')} and {other.get('limit_seed')})")  # fmt: skip
+            raise WorldprobeError(
+                f"2 finished activation caches of this dataset build answer this request and neither holds the "
+                f"other: {why}", file=f"{best_path}, {path}",
+                hint="delete the cache folder you do not mean, or ask for its layers (--layers)",
+            )  # fmt: skip
 
 
 def _dataset_fingerprint(ws: Workspace, dataset: str) -> str | None:

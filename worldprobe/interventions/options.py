@@ -73,4 +73,9 @@ class DasSettings:
     learning_rate: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings and the training algorithm's version (part of a run's key: a changed algorithm is rerun)."""
+        return {**asdict(self), "algorithm": DAS_ALGORITHM}
+
+
+DAS_ALGORITHM = 2
+"""Version of the das training (2: oriented by the model's answers in the question's prompt)."""
