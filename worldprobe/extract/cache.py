@@ -483,7 +483,8 @@ def find_cache(
     the most entities, then the most layers, is taken when it holds every (asked) layer of the others and either more
     entities or the same sample; matches that differ in anything else (dtype, quantization, hub commit, seed, another
     sample of the same size, layers the largest lacks) are ambiguous and refused, naming them. Caches written by an
-    older worldprobe (no checksums) are skipped with a warning. Raises a WorldprobeError with the extract command to run when there is none.
+    older worldprobe (no checksums) are skipped with a warning. Raises a WorldprobeError with the extract command to
+    run when there is none.
     """
     ws = as_workspace(workspace)
     fingerprint = _dataset_fingerprint(ws, dataset)
