@@ -347,3 +347,32 @@ def test_a_run_returns_a_folder_that_reads_its_results(cached):
         run.table("steering")
     assert {"run_probe", "RidgeProbe", "RunFolder"} <= set(dir(worldprobe.probes))
     assert {"run_ask", "run_steer", "run_context"} <= set(dir(worldprobe.interventions))
+
+
+def test_one_set_of_controls_is_one_run_whatever_its_spelling_and_old_runs_are_still_found(cached, monkeypatch):
+    """`--control all`, the names in another order, and the names in CONTROLS order are the same work: one run key.
+    A run finished before names were made canonical (keyed by their spelling) is still found, not recomputed."""
+    import worldprobe.probes.experiments as experiments
+
+    workspace, _, _ = cached
+    names = ("group_oracle", "shuffled")
+    first = run_probe("world_place", "tiny", workspace=workspace, layers=[2], controls=names, progress=False)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed a finished run")
+
+    monkeypatch.setattr(experiments, "layer_sweep", boom)
+    assert run_probe("world_place", "tiny", workspace=workspace, layers=[2], controls=names[::-1],
+                     progress=False) == first  # fmt: skip
+    assert read_summary(first)["settings"]["controls"] == ["shuffled", "group_oracle"]  # CONTROLS order
+    monkeypatch.undo()
+    # an older worldprobe hashed the spelling: simulate its run, then ask again with that spelling
+    monkeypatch.setattr(experiments, "resolve_controls", lambda requested: list(requested))
+    legacy = run_probe("world_place", "tiny", workspace=workspace, layers=[4], controls=names, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(experiments, "layer_sweep", boom)
+    assert run_probe("world_place", "tiny", workspace=workspace, layers=[4], controls=names, progress=False) == legacy
+    from worldprobe.probes.controls import resolve_controls
+    from worldprobe.probes.results import CONTROLS
+
+    assert resolve_controls(["all"]) == resolve_controls(CONTROLS[::-1]) == list(CONTROLS)  # so "all" keys alike

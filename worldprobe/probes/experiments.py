@@ -361,10 +361,12 @@ def run_probe(
     margins = checked_margins(margin_r2, margin_r)
     if resplits < 0:
         raise WorldprobeError(f"resplits must be 0 or more, not {resplits}", field="resplits", hint="e.g. 5")
+    requested = list(controls)
+    controls = resolve_controls(requested)  # canonical: "all" expanded, in CONTROLS order (one run key per set)
     settings = {
         "probe": probe, "layers": chosen, "target": target, "log_target": log_target, "holdouts": list(holdouts),
-        "controls": list(controls), "standardize": std, "seed": seed, "resamples": resamples,
-        "random_init_seeds": random_init_seeds if "random_init" in resolve_controls(controls) else None,
+        "controls": controls, "standardize": std, "seed": seed, "resamples": resamples,
+        "random_init_seeds": random_init_seeds if "random_init" in controls else None,
         "alphas": [float(a) for a in DEFAULT_ALPHAS] if probe == "ridge" else None,
         "margins": margins, "resplits": int(resplits),
     }  # fmt: skip
@@ -372,6 +374,10 @@ def run_probe(
     folder = run_dir(ws.results, dataset, model, prompt, probe, key)
     if is_complete(folder, key):
         return folder
+    if requested != controls:  # a run finished before control names were canonical was keyed by their spelling
+        legacy = run_key([cache.manifest], {**settings, "controls": requested})
+        if is_complete(old := run_dir(ws.results, dataset, model, prompt, probe, legacy), legacy):
+            return old
 
     targets, kind = resolve_targets(entities, dataset, target, log_target)
     is_test = entities["is_test"].to_numpy(dtype=bool)
@@ -431,7 +437,7 @@ def run_probe(
         top.summary["resplits"] = resplit_spread(
             view.layer, {s: t.layer for s, t in twins.items()}, kept_rows["text"],
             kept_rows[spec.split_column].astype(str), targets.to_numpy(dtype=np.float64)[valid], chosen, make,
-            resplits=resplits, seed=seed, lexical="lexical" in resolve_controls(controls), progress=progress,
+            resplits=resplits, seed=seed, lexical="lexical" in controls, progress=progress,
         )  # fmt: skip
         clock.lap("resplits")
     metrics_table = with_intervals(
