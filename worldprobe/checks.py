@@ -2,17 +2,23 @@
 
 A :class:`Rule` checks one value and returns it in the shape the code keeps (a TOML list becomes a tuple); a
 section of a study file is a table of key -> rule, checked by :func:`check_table`, which names the file and the key
-(``datasets[2].limit``) in the error. :func:`whole_number` is the same check for a single API argument.
+(``datasets[2].limit``) in the error. A public function declares its arguments' rules with :func:`checked_arguments`
+(scikit-learn's ``validate_params``), checked at the door before any work; :func:`whole_number` is the same check
+for a single value.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
+import math
 import numbers
+import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from worldprobe.errors import WorldprobeError
 
@@ -101,9 +107,13 @@ class Rule:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value) not in kinds:
             number = next((k for k in kinds if k in (int, float)), None)  # numpy integers; a whole number for a number
             value = number(value) if number else value
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool) and float in kinds:
+            value = float(value)  # numpy floats
         if type(value) not in kinds:
             wanted = " or ".join(TYPE_NAMES.get(k, k.__name__) for k in kinds)
             raise Invalid(f"must be {wanted}, not {_given(value)}", hint=self._example())
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Invalid(f"must be a finite number, not {value!r}", hint=self._example())
         if self.minimum is not None and value < self.minimum:
             raise Invalid(f"must be at least {self.minimum}, not {value!r}", hint=self._example())
         if self.maximum is not None and value > self.maximum:
@@ -167,3 +177,87 @@ def whole_number(value: Any, name: str, *, minimum: int = 1, maximum: int | None
         return Rule(int, minimum=minimum, maximum=maximum).check(value)
     except Invalid as problem:
         raise WorldprobeError(f"{name} {problem.message}", field=name) from None
+
+
+@dataclass(frozen=True)
+class PathRule:
+    """A file or folder given as text or a path object (``also``: further accepted types, e.g. a Workspace)."""
+
+    also: tuple[type, ...] = ()
+    optional: bool = True
+
+    def check(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, (str, os.PathLike, *self.also)):
+            return value
+        raise Invalid(f"must be a path (text or pathlib.Path), not {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A value that one of ``rules`` takes (the first that does), described as ``wanted`` when none does."""
+
+    rules: tuple[Any, ...]
+    wanted: str
+    optional: bool = True
+
+    def check(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        for rule in self.rules:
+            try:
+                return rule.check(value)
+            except Invalid:
+                continue
+        raise Invalid(f"must be {self.wanted}, not {_given(value)}")
+
+
+SEED = Rule(int, minimum=0, maximum=SEED_MAX, optional=False)
+COUNT = Rule(int, minimum=1)
+NAME = Rule(str, optional=False)
+FLAG = Rule(bool, optional=False)
+LAYER_LIST = Rule(int, many=True, minimum=0)
+LAYERS = OneOf((Rule(str), LAYER_LIST), "text such as 'all' or '1:4', or a list of layer numbers")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def checked_arguments(**rules: Any) -> Callable[[F], F]:
+    """Declare the rules of a public function's arguments (each a :class:`Rule`, :class:`PathRule` or
+    :class:`OneOf`); the function then checks them at the door, before any work, and a bad value raises one
+    WorldprobeError naming the argument. Values arrive in the shape the rule keeps: a numpy integer as an int, a
+    list-like for a ``many`` rule (list, tuple, range, array) as a tuple. The rules are the wrapper's ``rules``."""
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+        unknown = set(rules) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"{function.__qualname__} has no arguments {sorted(unknown)}")
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            for name, rule in rules.items():
+                if name not in bound.arguments:
+                    continue
+                value = bound.arguments[name]
+                if getattr(rule, "many", False) or isinstance(rule, OneOf):
+                    value = _as_list(value)
+                try:
+                    bound.arguments[name] = rule.check(value)
+                except Invalid as problem:
+                    raise WorldprobeError(f"{name} {problem.message}", field=name, hint=problem.hint) from None
+            return function(*bound.args, **bound.kwargs)
+
+        wrapper.rules = rules  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _as_list(value: Any) -> Any:
+    """A tuple, range or 1-D array as a list (what a ``many`` rule reads); anything else as it is."""
+    if isinstance(value, tuple | range) or (hasattr(value, "ndim") and getattr(value, "ndim", 0) == 1):
+        return list(value)
+    return value

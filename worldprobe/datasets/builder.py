@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from worldprobe.checks import SEED_MAX, whole_number
+from worldprobe.checks import NAME, SEED_MAX, checked_arguments, whole_number
 from worldprobe.checksums import is_sha256
 from worldprobe.config import DEFAULT_SEED, TEST_FRACTION
 from worldprobe.datasets.registry import get_spec
@@ -51,7 +51,7 @@ from worldprobe.datasets.schema import validate
 from worldprobe.datasets.split import grouped_split, split_leaks
 from worldprobe.datasets.table import BuildReport, sample_rows, write_table
 from worldprobe.errors import WorldprobeError
-from worldprobe.workspace import Workspace
+from worldprobe.workspace import WORKSPACE, Workspace
 
 DEFAULT_SOURCE = "packaged"
 SOURCE_MODULES = {
@@ -298,6 +298,7 @@ def run_builder(dataset: str, source: str, options: BuildOptions | None = None) 
     return table, context.report(table)
 
 
+@checked_arguments(dataset=NAME, source=NAME, workspace=WORKSPACE)
 def build(
     dataset: str,
     source: str = DEFAULT_SOURCE,

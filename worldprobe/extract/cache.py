@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from worldprobe.checks import FLAG, NAME, PathRule, Rule, checked_arguments
 from worldprobe.checksums import file_problem, files_record
 from worldprobe.config import RANDOM_PREFIX
 from worldprobe.errors import WorldprobeError
-from worldprobe.workspace import Workspace, as_workspace
+from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
 FORMAT_VERSION = 2  # 2: rows_written and per-file sizes and sha256 in the manifest
 MANIFEST = "manifest.json"
@@ -310,6 +311,7 @@ class ActivationCache:
         )
 
 
+@checked_arguments(path=PathRule(optional=False), allow_incomplete=FLAG)
 def open_cache(path: str | Path, *, allow_incomplete: bool = False) -> ActivationCache:
     """Open the cache folder ``path``; refuses an unfinished cache unless ``allow_incomplete``, and a finished one
     that fails the cheap integrity check (:func:`cache_problems`), naming the file and the command that rebuilds it."""
@@ -462,6 +464,8 @@ class MissingCacheError(WorldprobeError):
     """No finished cache answers the request (none yet, or one not finished); the hint names the command to run."""
 
 
+@checked_arguments(dataset=NAME, model=NAME, prompt=NAME, workspace=WORKSPACE,
+                   aggregation=Rule(str, choices=("last", "mean"), optional=False))  # fmt: skip
 def find_cache(
     dataset: str,
     model: str,

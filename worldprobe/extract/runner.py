@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 import worldprobe
+from worldprobe.checks import COUNT, FLAG, LAYERS, NAME, SEED, SEED_MAX, Rule, checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import load_user_specs
@@ -28,7 +29,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, model_name
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
-from worldprobe.workspace import Workspace, as_workspace
+from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
 AGGREGATIONS = ("last", "mean")
 DEFAULT_FLUSH_ROWS = 2048
@@ -239,6 +240,12 @@ def twin_quantization(model: str, quantization: str | None) -> str | None:
     return quantization
 
 
+@checked_arguments(
+    dataset=NAME, prompt=NAME, workspace=WORKSPACE, layers=LAYERS, batch_size=COUNT, dtype=NAME,
+    device=NAME, limit=COUNT, aggregation=Rule(str, choices=("last", "mean"), optional=False), seed=SEED,
+    limit_seed=Rule(int, minimum=0, maximum=SEED_MAX), padding_side=Rule(str, choices=("left", "right")),
+    flush_rows=COUNT, progress=FLAG, rebuild=FLAG, pooled_embedding=FLAG,
+)  # fmt: skip
 def run_extraction(
     dataset: str,
     model: str | torch.nn.Module = DEFAULT_MODEL,

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule, checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
 from worldprobe.devices import cache_dtype
 from worldprobe.extract.models import load_model_kept, model_name
@@ -16,9 +17,15 @@ from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import generate
 from worldprobe.probes.results import ANSWERS, RunFolder, is_complete, run_key, write_run
-from worldprobe.workspace import Workspace, as_workspace
+from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
 
+@checked_arguments(
+    dataset=NAME, question=Rule(str), prompt=NAME, workspace=WORKSPACE,
+    fmt=Rule(str, choices=("auto", "chat", "fewshot"), optional=False), shots=Rule(int, minimum=0), limit=COUNT,
+    batch_size=COUNT, max_new_tokens=COUNT, dtype=NAME, device=NAME, seed=SEED, resamples=COUNT, progress=FLAG,
+    layer=Rule(int, minimum=0), tolerance=Rule(float, minimum=0),
+)  # fmt: skip
 def run_ask(
     dataset: str,
     model: str | Any = DEFAULT_MODEL,

@@ -11,6 +11,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
+from worldprobe.checks import COUNT, FLAG, LAYERS, NAME, SEED, Rule, checked_arguments
 from worldprobe.config import DEFAULT_MARGINS, DEFAULT_RESAMPLES, DEFAULT_SEED, RANDOM_INIT_SEEDS
 from worldprobe.datasets.registry import era_labels, get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
@@ -29,7 +30,7 @@ from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE, RidgePr
 from worldprobe.probes.selection import criterion
 from worldprobe.probes.sweep import PROBE_SETTINGS, ProbeResult, layer_sweep, probe_settings, score
 from worldprobe.probes.verdict import verdict
-from worldprobe.workspace import as_workspace
+from worldprobe.workspace import WORKSPACE, as_workspace
 
 PROBES = ("ridge", "mlp")
 HOLDOUT_MAX_BLOCKS = 20
@@ -289,6 +290,12 @@ def compare_models(dataset: str, models: Sequence[str], prompt: str = "empty", *
     return pd.concat([read_metrics(run_probe(dataset, m, prompt, **run_options)) for m in models], ignore_index=True)
 
 
+@checked_arguments(
+    dataset=NAME, model=NAME, prompt=NAME, workspace=WORKSPACE, probe=NAME, layers=LAYERS,
+    target=Rule(str), log_target=FLAG, holdouts=Rule(str, many=True), controls=Rule(str, many=True),
+    standardize=Rule(bool), seed=SEED, random_init_seeds=COUNT, resamples=COUNT, margin_r2=Rule(float),
+    margin_r=Rule(float), resplits=Rule(int, minimum=0), progress=FLAG,
+)  # fmt: skip
 def run_probe(
     dataset: str,
     model: str,
