@@ -83,3 +83,13 @@ def test_a_hub_model_without_a_preset_is_counted_from_its_config(tiny_llama_dir,
                     f'[extract]\nmodels = ["{tiny_llama_dir}"]\nquantization = "8bit"\n')  # fmt: skip
     (plan,) = model_plans(load_study(path))
     assert plan.parameters and plan.quantization == "8bit" and 0 < plan.unquantized < plan.parameters
+
+
+def test_a_limit_on_an_unbuilt_packaged_dataset_is_an_upper_bound_not_a_row_count(monkeypatch, capsys, tmp_path):
+    """The quick study's datasets come from packaged sources at limit 2,000 (nyc_place has 820 rows): before they are
+    built, the plan says 'at most' instead of taking the limit for the row count."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 0, 500 * 10**9))
+    code, out = dry_run(monkeypatch, capsys, tmp_path, "quick")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.strip().startswith("nyc_place x smollm2-135m:"))
+    assert "at most" in line and "the dataset's limit; the table is not built yet" in line

@@ -211,6 +211,8 @@ def _cache_lines(estimates: list[CacheEstimate]) -> list[str]:
         done = sum(e.on_disk for e in caches)
         sizes = [e.bytes for e in caches if not e.on_disk]
         total = "size unknown (dataset not built yet, no limit)" if None in sizes else _gb(sum(sizes))  # type: ignore[arg-type]
+        if None not in sizes and any(e.at_most for e in caches if not e.on_disk):
+            total = f"at most {total} (the dataset's limit; the table is not built yet)"
         note = f", {done} on disk" if done else ""
         lines.append(f"  {dataset} x {model}: {len(caches)} cache(s){note}, {total}")
     return lines

@@ -669,6 +669,7 @@ class CacheEstimate:
     d_model: int
     on_disk: bool = False  # a finished cache of the same dataset table, model, prompt and dtype is there already
     stored_layers: int | None = None  # the layers the study extracts ([extract] layers); None: all n_layers + 1
+    at_most: bool = False  # n_entities is the dataset's limit, the table not built yet: it may hold fewer rows
 
     @property
     def bytes(self) -> int | None:
@@ -692,10 +693,11 @@ def estimate_disk(study: Study, workspace: Workspace) -> list[CacheEstimate]:
             continue  # the shards of a cache share its files
         n_layers, d_model = shapes[unit.params["model"]]
         dataset = unit.params["dataset"]
-        n = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
+        n, exact = _expected_entities(dataset, sources[dataset], unit.params["limit"], workspace)
         on_disk = _cache_on_disk(study, unit.params, workspace, n_layers)
         stored = len(parse_layers(study.extract.layers, n_layers))
-        estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model, on_disk, stored))
+        estimates.append(CacheEstimate(_cache_label(unit.params), n, n_layers, d_model, on_disk, stored,
+                                       at_most=not exact))  # fmt: skip
     return estimates
 
 
@@ -732,8 +734,10 @@ def _checked_shape(study: Study, model: str) -> tuple[int, int]:
     return n_layers, d_model
 
 
-def _expected_entities(dataset: str, source: str, limit: int | None, workspace: Workspace) -> int | None:
-    """Entities a cache will hold: the built table's rows, else the release's size for the paper source, else limit."""
+def _expected_entities(dataset: str, source: str, limit: int | None, workspace: Workspace
+                       ) -> tuple[int | None, bool]:  # fmt: skip
+    """(entities a cache will hold, whether that is exact): the built table's rows, else the release's size for the
+    paper source (capped by the limit), else the limit as an upper bound (the source may hold fewer rows)."""
     path = workspace.dataset_table(dataset)
     if path.exists():
         import pyarrow.parquet as pq
@@ -744,8 +748,8 @@ def _expected_entities(dataset: str, source: str, limit: int | None, workspace: 
 
         rows = RELEASE_ROWS[dataset]
     else:
-        return limit
-    return min(rows, limit) if limit else rows
+        return limit, False
+    return (min(rows, limit) if limit else rows), True
 
 
 def disk_needed(estimates: Iterable[CacheEstimate], workspace: Workspace) -> tuple[int, int]:
