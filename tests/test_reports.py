@@ -491,3 +491,33 @@ def test_a_report_stopped_half_way_leaves_the_last_one_whole(tmp_path, monkeypat
     again = build_report(Workspace(tmp_path), tmp_path / "out", seed=7)  # the next run finishes and cleans up
     assert again.index == tmp_path / "out" / "index.html" and not (tmp_path / "out.partial").exists()
     assert all((tmp_path / "out" / f.png).stat().st_size > 0 for f in again.figures)
+
+
+def test_ask_steer_and_context_runs_are_found_through_the_one_stale_check(tmp_path):
+    """The report's behaviour sections read runs through probes.results.find_runs: finished runs of the stage and
+    dataset, a run of another dataset build left out with stale_reason's words, an unreadable summary named."""
+    import json
+
+    from worldprobe.probes.results import find_runs
+
+    results, datasets = tmp_path / "results", tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "historical_figure.build.json").write_text(json.dumps({"fingerprint": "new"}))
+
+    def run(name: str, **summary) -> None:
+        (results / name).mkdir(parents=True)
+        (results / name / "summary.json").write_text(json.dumps(summary))
+
+    base = {"stage": "steer", "dataset": "historical_figure", "complete": True}
+    run("current", **base, probe={"cache": {"dataset_fingerprint": "new"}})
+    run("old", **base, probe={"cache": {"dataset_fingerprint": "old"}})
+    run("unfinished", **{**base, "complete": False}, probe={"cache": {"dataset_fingerprint": "new"}})
+    run("asked", **{**base, "stage": "ask"}, probe={"cache": {"dataset_fingerprint": "new"}})
+    (results / "broken").mkdir()
+    (results / "broken" / "summary.json").write_text("{")
+    found, notes = find_runs(results, stage="steer", dataset="historical_figure", datasets_dir=datasets)
+    assert [folder.name for folder, _ in found] == ["current"]
+    assert any("broken" in n and "not valid JSON" in n for n in notes)
+    assert any(n.startswith("steer run old computed from another build of historical_figure") for n in notes)
+    assert len(notes) == 2
+    assert [f.name for f, _ in find_runs(results, stage="steer", dataset="historical_figure")[0]] == ["current", "old"]

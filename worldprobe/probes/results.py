@@ -342,10 +342,12 @@ def load_results(results_dir: Path, datasets_dir: Path | None = None, *, leave_o
 
 
 def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
-    """Why a finished run folder is not from the current build of its dataset (None when it is).
+    """Why a finished run folder is not from the current build of its dataset (None when it is): the one stale
+    check of every reader of results (the report's probe runs, its ask/steer/context sections, ``verify``).
 
-    A probe run records its cache's dataset fingerprint in ``summary.json``, a neuron search in ``neurons.json``;
-    the current build's is in ``datasets/<dataset>.build.json``.
+    A probe run records its cache's dataset fingerprint in ``summary.json`` (``cache``), an ask/steer/context run in
+    ``summary.json`` too (``probe.cache``), a neuron search in ``neurons.json``; the current build's is in
+    ``datasets/<dataset>.build.json``.
     """
     record = folder / (SUMMARY if (folder / SUMMARY).exists() else NEURON_RECORD)
     if not record.exists():
@@ -354,9 +356,10 @@ def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
         summary = json.loads(record.read_text())
     except json.JSONDecodeError:
         return f"{record.name} is not valid JSON: re-run it"
-    if record.name == SUMMARY and "headline" not in summary:
+    probe_run = record.name == SUMMARY and "stage" not in summary
+    if probe_run and "headline" not in summary:
         return "written by an older worldprobe (no train-selected layer or intervals): re-run `worldprobe probe`"
-    if record.name == SUMMARY and "stage" not in summary and "comparisons" not in summary["headline"]:
+    if probe_run and "comparisons" not in summary["headline"]:
         return ("written by an older worldprobe (its verdict has no tested comparisons, docs/verdicts.md): re-run "
                 "`worldprobe probe`")  # fmt: skip
     dataset = summary.get("dataset")
@@ -367,10 +370,32 @@ def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
         current = json.loads(build.read_text()).get("fingerprint")
     except json.JSONDecodeError:
         return f"{build} is not valid JSON"
-    used = (summary.get("cache") or {}).get("dataset_fingerprint")
+    used = (summary.get("cache") or (summary.get("probe") or {}).get("cache") or {}).get("dataset_fingerprint")
     if used != current:
         return f"computed from another build of {dataset} (fingerprint {str(used)[:12]}, now {str(current)[:12]})"
     return None
+
+
+def find_runs(results_dir: Path, *, stage: str, dataset: str, datasets_dir: Path | None = None
+              ) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:  # fmt: skip
+    """The finished ``stage`` runs (``ask``, ``steer``, ``context``) of ``dataset`` with their summaries, and notes on
+    the runs left out: an unreadable summary, or (with ``datasets_dir``) a run from another build
+    (:func:`stale_reason`)."""
+    found, notes = [], []
+    for folder in sorted(p for p in Path(results_dir).iterdir() if (p / SUMMARY).is_file()):
+        try:
+            summary = json.loads((folder / SUMMARY).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            notes.append(f"{folder / SUMMARY} is not valid JSON: left out")
+            continue
+        if summary.get("stage") != stage or summary.get("dataset") != dataset or not summary.get("complete"):
+            continue
+        reason = stale_reason(folder, Path(datasets_dir)) if datasets_dir is not None else None
+        if reason:
+            notes.append(f"{stage} run {folder.name} {reason}: left out (re-run it)")
+            continue
+        found.append((folder, summary))
+    return found, notes
 
 
 def _read_run(

@@ -8,7 +8,6 @@ dose-response on test entities beside the random directions' band; and the verdi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from worldprobe.probes.results import ANSWERS, STEERING, STEERING_MAP
+from worldprobe.probes.results import ANSWERS, STEERING, STEERING_MAP, find_runs
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, new_figure, save
 
 KIND_STYLES = {
@@ -38,45 +37,20 @@ class InterventionFigures:
     notes: list[str] = field(default_factory=list)
 
 
-def runs(
-    results_dir: Path, dataset: str, stage: str, datasets_dir: Path | None = None
-) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
-    """Finished results folders of ``stage`` (``ask`` or ``steer``) for ``dataset`` with their summaries, and notes
-    on the runs left out because they were computed from another build of the dataset than ``datasets_dir`` holds."""
-    current = None
-    if datasets_dir is not None and (Path(datasets_dir) / f"{dataset}.build.json").exists():
-        current = json.loads((Path(datasets_dir) / f"{dataset}.build.json").read_text()).get("fingerprint")
-    found, notes = [], []
-    for path in sorted(Path(results_dir).glob("*/summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            notes.append(f"{path} is not valid JSON: left out")
-            continue
-        if summary.get("stage") != stage or summary.get("dataset") != dataset or not summary.get("complete"):
-            continue
-        used = summary.get("probe", {}).get("cache", {}).get("dataset_fingerprint")
-        if current is not None and used != current:
-            notes.append(f"{stage} run {path.parent.name} used another build of {dataset}: left out (re-run it)")
-            continue
-        found.append((path.parent, summary))
-    return found, notes
-
-
 def dataset_figures(
     results_dir: Path, dataset: str, out_dir: Path, datasets_dir: Path | None = None
 ) -> InterventionFigures:
     """Figures and verdict sentences of every ask and steer run of ``dataset`` (runs of another build of the dataset
     than ``datasets_dir`` holds are left out and named in ``notes``)."""
     out = InterventionFigures()
-    asked, notes = runs(results_dir, dataset, "ask", datasets_dir)
-    steered, more = runs(results_dir, dataset, "steer", datasets_dir)
+    asked, notes = find_runs(results_dir, stage="ask", dataset=dataset, datasets_dir=datasets_dir)
+    steered, more = find_runs(results_dir, stage="steer", dataset=dataset, datasets_dir=datasets_dir)
     out.notes += notes + more
     for folder, summary in asked:
         answers = pd.read_parquet(folder / f"{ANSWERS}.parquet")
         out.figures.append(ask_figure(answers, summary, out_dir))
         out.tables.append(answer_sample(answers, summary))
-    contexts, notes = runs(results_dir, dataset, "context", datasets_dir)
+    contexts, notes = find_runs(results_dir, stage="context", dataset=dataset, datasets_dir=datasets_dir)
     out.notes += notes
     for _, summary in contexts:
         out.figures.append(context_figure(summary, out_dir))
