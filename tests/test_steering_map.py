@@ -197,3 +197,17 @@ def test_bad_steering_requests_are_refused_before_the_model_runs(steered):
 def test_the_test_against_zero_reads_as_words():
     assert steer.against_zero("above") == "above 0" and steer.against_zero("below") == "below 0"
     assert steer.against_zero("inconclusive") == "inconclusive against 0"
+
+
+def test_an_edit_that_breaks_most_answers_is_not_chosen_on_the_few_it_leaves_readable():
+    def cell(direction, kind, n, shift, layer=4):
+        return {"split": "select", "direction": direction, "kind": kind, "layer": layer, "position": "last",
+                "dose": 2.0, "n": n, "antisymmetric_shift": shift, "ordered_share": 0.5}  # fmt: skip
+
+    table = pd.DataFrame([cell("das", "method", 4, 500.0), cell("mean_diff", "method", 16, 200.0),
+                          cell("random-0", "random", 16, 3.0)])  # fmt: skip
+    chosen = steer.choose(table, [-2.0, 2.0])
+    assert chosen["direction"] == "mean_diff" and chosen["readable"]
+    broken = table[table["direction"] != "mean_diff"]
+    fallback = steer.choose(broken, [-2.0, 2.0])
+    assert fallback["direction"] == "das" and not fallback["readable"]  # nothing readable: the best there is, said so

@@ -187,7 +187,8 @@ def steer(
 
 def map_text(folder) -> str:
     """The steering map as a table: antisymmetric shift at the largest dose per direction (rows) and layer (columns),
-    per position, on the train entities it was chosen on."""
+    per position, on the train entities it was chosen on; a cell where answers failed to parse for some entities
+    shows on how many it stands (``193.0 (n=4)``)."""
     import pandas as pd
 
     from worldprobe.probes.results import STEERING_MAP
@@ -196,9 +197,14 @@ def map_text(folder) -> str:
     k = table["dose"].max()
     rows = table[(table["split"] == "select") & (table["dose"] == k)]
     rows = rows.assign(name=rows["direction"].where(rows["kind"] != "random", "random (mean)"))
-    grid = rows.pivot_table(index=["position", "name"], columns="layer", values="antisymmetric_shift", aggfunc="mean")
-    head = f"antisymmetric shift at ±{k:g}|Δμ| on the train (select) entities, by direction and layer:"
-    return head + "\n" + grid.round(1).to_string()
+    cells = rows.groupby(["position", "name", "layer"]).agg(shift=("antisymmetric_shift", "mean"), n=("n", "min"))
+    most = int(rows["n"].max())
+    cells["text"] = [f"{shift:.1f}" + (f" (n={n})" if n < most else "") for shift, n in zip(cells["shift"], cells["n"],
+                                                                                              strict=True)]  # fmt: skip
+    grid = cells["text"].unstack("layer")
+    head = (f"antisymmetric shift at ±{k:g}|Δμ| on the train (select) entities ({most} with both answers parsed "
+            "unless a cell says fewer), by direction and layer:")  # fmt: skip
+    return head + "\n" + grid.to_string()
 
 
 def context(

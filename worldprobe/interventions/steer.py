@@ -159,7 +159,7 @@ def run_steer(
         "select_limit": select_limit, "limit": limit, "map_random": map_random, "random": random_directions,
         "random_init": random_init, "use_cache": use_cache, "format": fmt, "shots": shots, "max_new_tokens": budget,
         "seed": seed, "resamples": resamples, "model_options": options, "neutral": NEUTRAL_CONTINUATION,
-        **({"das": das_settings.to_dict()} if "das" in methods else {}),
+        "choice": CHOICE_RULE, **({"das": das_settings.to_dict()} if "das" in methods else {}),
     }  # fmt: skip
     key = run_key([s.cache.manifest], settings)
     folder = setup_mod.result_folder(s, "steer", key)
@@ -217,8 +217,10 @@ def run_steer(
         "calibration": {f"{d.name}@{v}": {"per_target_unit": d.per_target_unit, "flipped": d.flipped,
                                           "cos_mean_diff": float(d.unit @ stats[v].mean_diff / stats[v].dmu_norm)}
                         for v in chosen_layers for d in per_layer[v] if d.method != "random"},
-        "chosen": {**{k: chosen[k] for k in ("direction", "method", "layer", "position")},
-                   "criterion": "the largest antisymmetric shift at the largest dose on the train (select) entities"},
+        "chosen": {**{k: chosen[k] for k in ("direction", "method", "layer", "position")}, "n": int(chosen["n"]),
+                   "criterion": CHOICE_RULE if chosen["readable"] else
+                   "the largest antisymmetric shift at the largest dose on the train (select) entities (no cell had "
+                   f"both answers parsed for {MIN_PARSED:.0%} of them)"},
         **summarise_test(items, baselines["test"], best, position, doses, twin is not None, resamples, seed,
                        UNITS.get(target, target)),
         "time": {"wall_seconds": time.perf_counter() - clock, "cpu_seconds": time.process_time() - cpu},
@@ -482,17 +484,27 @@ class _Asker:
 # --- choosing and testing ----------------------------------------------------------------------------------------
 
 
+MIN_PARSED = 0.5
+"""A cell of the map can be chosen only when at least this share of the select entities gave parsed answers at both
+±k (of the most any cell got): an edit that breaks most answers is not chosen on the few it leaves readable."""
+CHOICE_RULE = (f"the largest antisymmetric shift at the largest dose on the train (select) entities, among cells with "
+               f"both answers parsed for at least {MIN_PARSED:.0%} of the entities the best-parsed cell has")
+
+
 def choose(select_map: pd.DataFrame, doses: list[float]) -> dict[str, Any]:
     """The direction x layer x position (a method, never a random direction) with the largest antisymmetric shift
-    at the largest dose on the select (train) entities; ties: the larger ordered share, then the shallower layer."""
+    at the largest dose on the select (train) entities, among the cells whose answers parse (:data:`MIN_PARSED`; all
+    cells when none do); ties: the larger ordered share, then the shallower layer."""
     k = max(doses)
-    rows = select_map[(select_map["kind"] == "method") & (select_map["dose"] == k)]
-    rows = rows[np.isfinite(rows["antisymmetric_shift"])]
+    at_k = select_map[select_map["dose"] == k]
+    rows = at_k[(at_k["kind"] == "method") & np.isfinite(at_k["antisymmetric_shift"])]
     if rows.empty:
         raise WorldprobeError("no steered answer of the train entities could be parsed: nothing to choose from",
                               field="question", hint="check the question's answers (worldprobe ask)")  # fmt: skip
-    best = rows.sort_values(["antisymmetric_shift", "ordered_share", "layer"], ascending=[False, False, True]).iloc[0]
-    return best.to_dict()
+    readable = rows[rows["n"] >= MIN_PARSED * at_k["n"].max()]
+    best = (readable if len(readable) else rows).sort_values(["antisymmetric_shift", "ordered_share", "layer"],
+                                                             ascending=[False, False, True]).iloc[0]  # fmt: skip
+    return {**best.to_dict(), "readable": bool(len(readable))}
 
 
 def summarise_test(
