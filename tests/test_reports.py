@@ -521,3 +521,30 @@ def test_ask_steer_and_context_runs_are_found_through_the_one_stale_check(tmp_pa
     assert any(n.startswith("steer run old computed from another build of historical_figure") for n in notes)
     assert len(notes) == 2
     assert [f.name for f, _ in find_runs(results, stage="steer", dataset="historical_figure")[0]] == ["current", "old"]
+
+
+def test_one_behaviour_run_per_model_and_question_is_drawn_and_the_others_are_named(tmp_path):
+    """Several steering runs of one model (a 9-layer map, then a 2-layer exploration): the widest map is drawn, then
+    the newest; every run passed over is named with the one drawn."""
+    import os
+
+    from worldprobe.reports.interventions import drawn_runs
+
+    def run(name: str, mtime: int, **summary):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "summary.json").write_text("{}")
+        os.utime(folder / "summary.json", ns=(mtime, mtime))
+        return folder, {"stage": "steer", "model": "m", "prompt": "empty", "question": {"name": "death_year"},
+                        "target": "year", "positions": ["last"], **summary}  # fmt: skip
+
+    wide = run("wide", 1, directions=["mean_diff", "pattern", "ridge"], layers=list(range(9)))
+    narrow = run("narrow", 3, directions=["das"], layers=[4])
+    other = run("other_model", 2, directions=["das"], layers=[4], model="n")
+    notes: list[str] = []
+    drawn = drawn_runs([narrow, wide, other], notes)
+    assert [folder.name for folder, _ in drawn] == ["other_model", "wide"]
+    assert notes == ["steer run narrow of m not drawn: wide is drawn (the widest, then the newest run of this "
+                     "question)"]  # fmt: skip
+    same = run("same_width_newer", 5, directions=["mean_diff", "pattern", "ridge"], layers=list(range(9)))
+    assert [f.name for f, _ in drawn_runs([wide, same], [])] == ["same_width_newer"]

@@ -40,18 +40,21 @@ class InterventionFigures:
 def dataset_figures(
     results_dir: Path, dataset: str, out_dir: Path, datasets_dir: Path | None = None
 ) -> InterventionFigures:
-    """Figures and verdict sentences of every ask and steer run of ``dataset`` (runs of another build of the dataset
-    than ``datasets_dir`` holds are left out and named in ``notes``)."""
+    """Figures and verdict sentences of the ask, context and steer runs of ``dataset``: one run per model, question and
+    stage (:func:`drawn_runs`; the others are named in ``notes``, as are runs of another build of the dataset than
+    ``datasets_dir`` holds)."""
     out = InterventionFigures()
     asked, notes = find_runs(results_dir, stage="ask", dataset=dataset, datasets_dir=datasets_dir)
     steered, more = find_runs(results_dir, stage="steer", dataset=dataset, datasets_dir=datasets_dir)
     out.notes += notes + more
+    asked, steered = drawn_runs(asked, out.notes), drawn_runs(steered, out.notes)
     for folder, summary in asked:
         answers = pd.read_parquet(folder / f"{ANSWERS}.parquet")
         out.figures.append(ask_figure(answers, summary, out_dir))
         out.tables.append(answer_sample(answers, summary))
     contexts, notes = find_runs(results_dir, stage="context", dataset=dataset, datasets_dir=datasets_dir)
     out.notes += notes
+    contexts = drawn_runs(contexts, out.notes)
     for _, summary in contexts:
         out.figures.append(context_figure(summary, out_dir))
         out.verdicts.append(f"{summary['model']} (context): {summary['verdict']}")
@@ -61,6 +64,34 @@ def dataset_figures(
         out.figures.append(dose_figure(pd.read_parquet(folder / f"{STEERING}.parquet"), summary, out_dir))
         out.verdicts.append(f"{summary['model']}: {summary['verdict']}")
     return out
+
+
+def drawn_runs(runs: list[tuple[Path, dict[str, Any]]], notes: list[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """One run per model x question x prompt of a stage, as the probe runs are drawn one per curve: the widest (a
+    steering map's directions x layers x positions; else the most test entities), then the newest; each run passed
+    over is named in ``notes`` with its folder, so nothing is hidden."""
+    groups: dict[tuple[Any, ...], list[tuple[tuple[int, int], Path, dict[str, Any]]]] = {}
+    for folder, summary in runs:
+        key = (summary.get("model"), (summary.get("question") or {}).get("name"), summary.get("prompt"),
+               summary.get("target"))  # fmt: skip
+        groups.setdefault(key, []).append(((_width(summary), (folder / "summary.json").stat().st_mtime_ns), folder,
+                                           summary))  # fmt: skip
+    kept = []
+    for members in groups.values():
+        members.sort(key=lambda m: m[0])
+        _, folder, summary = members[-1]
+        kept.append((folder, summary))
+        for _, other, _ in members[:-1]:
+            notes.append(f"{summary['stage']} run {other.name} of {summary['model']} not drawn: {folder.name} is "
+                         "drawn (the widest, then the newest run of this question)")  # fmt: skip
+    return sorted(kept, key=lambda run: str(run[0]))
+
+
+def _width(summary: dict[str, Any]) -> int:
+    """How much a run measured: a steering map's directions x layers x positions, else the entities asked."""
+    if summary.get("stage") == "steer":
+        return len(summary.get("directions", [])) * len(summary.get("layers", [])) * len(summary.get("positions", []))
+    return int(summary.get("n_entities") or (summary.get("parse_rate") or {}).get("n") or 0)
 
 
 def _caption(summary: dict[str, Any], n: int | str, split: str = "test") -> Caption:
