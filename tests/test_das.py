@@ -117,3 +117,11 @@ def test_the_twin_control_says_why_a_learned_direction_has_none():
 
     learned = dirs.SteeringDirection("das", "das", 4, np.ones(2) / np.sqrt(2), 1.0)
     assert _twin_note(learned, False, True).startswith("not run: a learned direction needs the model's own answers")
+
+
+@pytest.mark.parametrize(("bad", "field"), [({"steps": 0}, "das_steps"), ({"entities": 1}, "das_entities"),
+                                            ({"learning_rate": float("nan")}, "das_learning_rate")])  # fmt: skip
+def test_bad_das_settings_are_refused_naming_the_setting(bad, field):
+    with pytest.raises(WorldprobeError) as info:
+        DasSettings(**bad)
+    assert info.value.field == field

@@ -72,6 +72,17 @@ class DasSettings:
     batch: int = 8
     learning_rate: float = 0.05
 
+    def __post_init__(self) -> None:
+        for name, least in (("entities", 2), ("steps", 1), ("batch", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise WorldprobeError(f"das {name} must be a whole number of at least {least}, not {value!r}",
+                                      field=f"das_{name}")  # fmt: skip
+        if not (isinstance(self.learning_rate, int | float) and np.isfinite(self.learning_rate)
+                and self.learning_rate > 0):  # fmt: skip
+            raise WorldprobeError(f"das learning_rate must be a positive number, not {self.learning_rate!r}",
+                                  field="das_learning_rate")  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """The settings and the training algorithm's version (part of a run's key: a changed algorithm is rerun)."""
         return {**asdict(self), "algorithm": DAS_ALGORITHM}
