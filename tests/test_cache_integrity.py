@@ -123,7 +123,7 @@ def test_cache_from_an_older_version_is_not_used(built, tiny_llama_dir):
 @pytest.mark.parametrize("batch_size", [0, -5])
 def test_bad_batch_size_never_makes_a_cache(workspace, tiny_llama_dir, make_entity_table, batch_size):
     make_entity_table(workspace, texts(6))
-    with pytest.raises(WorldprobeError, match="--batch-size must be a positive whole number"):
+    with pytest.raises(WorldprobeError, match="batch_size must be at least 1"):  # checked at the door
         run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, batch_size=batch_size, progress=False)
     assert not list(workspace.activations.glob("*/manifest.json"))
 
