@@ -62,6 +62,19 @@ def garbage(pattern: str, text: str = "{ not what it should be") -> Callable[[Pa
     return damage
 
 
+def another_sample(workspace: Path) -> None:
+    """A damage: a second finished cache of the same build and size as the one there, of another sample (another
+    --limit seed): the manifest copied with another entity order."""
+    import json
+
+    (cache,) = [p for p in (workspace / "activations").iterdir() if p.is_dir()]
+    copy = cache.with_name(cache.name + "-other-sample")
+    shutil.copytree(cache, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.update(entity_order_sha256="0" * 64, limit=manifest["n_entities"], limit_seed=1)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+
 def truncated(pattern: str, size: int = 100) -> Callable[[Path], None]:
     """A damage: cut the workspace files matching ``pattern`` to ``size`` bytes."""
 
@@ -205,6 +218,12 @@ FAULTS = [
     Fault(f"probe {TINY}", 2, "layer_002.npy is 100 bytes", base="cache",
           damage=truncated("activations/*/layer_002.npy")),  # fmt: skip
     Fault(f"probe {TINY}", 2, "unreadable manifest", base="cache", damage=garbage("activations/*/manifest.json")),
+    # several caches of one build that neither holds the other: named, not guessed between
+    Fault(f"probe {TINY}", 2, "neither holds the other: both hold 12 entities of different samples", base="cache",
+          damage=another_sample),  # fmt: skip
+    Fault(f"steer {TINY} --direction das --das-steps 0", 2, "Invalid value for '--das-steps'", base="cache"),
+    Fault("run {tmp}/study.toml --dry-run", 2, "steer.doses",
+          files=study("[probes]", '[steer]\ndoses = [nan, 1.0]\n\n[probes]')),  # fmt: skip
 ]
 
 PRODUCTS = ("datasets/*.parquet", "activations/*/manifest.json", "activations/*/layer_*.npy", "results/*/*",

@@ -619,13 +619,18 @@ def _refuse_undominated(matches: list[tuple[Path, dict[str, Any]]], wanted_layer
         lacks = sorted((set(other["layers"]) - set(best["layers"])) & (wanted_layers or set(other["layers"])))
         if lacks or not (same_sample or fewer):
             why = (f"the one with more entities lacks layers {lacks}" if lacks else
-                   f"both hold {best['n_entities']} entities of different samples (limit seeds "
-                   f"{best.get('limit_seed')} and {other.get('limit_seed')})")  # fmt: skip
+                   f"both hold {best['n_entities']} entities of different samples ({_sample(best)} and "
+                   f"{_sample(other)})")  # fmt: skip
             raise WorldprobeError(
                 f"2 finished activation caches of this dataset build answer this request and neither holds the "
                 f"other: {why}", file=f"{best_path}, {path}",
                 hint="delete the cache folder you do not mean, or ask for its layers (--layers)",
             )  # fmt: skip
+
+
+def _sample(manifest: Mapping[str, Any]) -> str:
+    """Which rows a cache holds, in words: the whole table or a --limit sample with its seed."""
+    return f"--limit sample, seed {manifest.get('limit_seed')}" if manifest.get("limit") else "the whole table"
 
 
 def _dataset_fingerprint(ws: Workspace, dataset: str) -> str | None:
