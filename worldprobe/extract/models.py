@@ -676,6 +676,44 @@ def load_model_kept(model: str = DEFAULT_MODEL, **options: Any) -> LoadedModel:
     return _KEPT[key]
 
 
+@dataclass(frozen=True)
+class ModelRequest:
+    """One model as a stage asks for it: the name it is taken by and its loading options, gathered once at the
+    stage's door and passed whole (as HF datasets passes a ``DownloadConfig``). ``options`` is what
+    :func:`load_model` takes and what a run's ``settings.model_options`` records."""
+
+    name: str
+    dtype: str = "auto"
+    device: str = "auto"
+    quantization: str | None = None
+    gguf_file: str | None = None
+    revision: str | None = None
+    seed: int = DEFAULT_SEED
+
+    @classmethod
+    def of(cls, model: str | torch.nn.Module, tokenizer: Any = None, **options: Any) -> ModelRequest:
+        """The request for a model name or a loaded model object (registered with its ``tokenizer``)."""
+        return cls(model_name(model, tokenizer), **options)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options :func:`load_model` takes (``revision`` only when given)."""
+        out = {"dtype": self.dtype, "device": self.device, "quantization": self.quantization,
+               "gguf_file": self.gguf_file, "seed": self.seed}  # fmt: skip
+        return {**out, "revision": self.revision} if self.revision is not None else out
+
+    @property
+    def cache_dtype(self) -> str:
+        """The dtype its activation cache was extracted in (``auto``/``fast`` resolved for ``device`` here)."""
+        from worldprobe.devices import cache_dtype
+
+        return cache_dtype(self.dtype, self.device)
+
+    def load(self) -> LoadedModel:
+        """The loaded model (kept for the next identical request, :func:`load_model_kept`)."""
+        return load_model_kept(self.name, **self.options)
+
+
 def release_kept_model() -> None:
     """Drop the model kept by :func:`load_model_kept` (frees its memory once nothing else holds it)."""
     _KEPT.clear()

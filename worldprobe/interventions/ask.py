@@ -10,8 +10,7 @@ from typing import Any
 
 from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule, checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
-from worldprobe.devices import cache_dtype
-from worldprobe.extract.models import load_model_kept, model_name
+from worldprobe.extract.models import ModelRequest
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod
@@ -56,25 +55,24 @@ def run_ask(
     ``prompt`` names the activation cache the probe is fitted on (``worldprobe extract -p``); ``fmt`` is ``auto``
     (the chat template when the tokenizer has one), ``chat`` or ``fewshot`` (``shots`` seeded train examples).
     """
-    model = model_name(model, tokenizer)
+    request = ModelRequest.of(model, tokenizer, dtype=dtype, device=device, quantization=quantization,
+                              gguf_file=gguf_file, revision=revision, seed=seed)  # fmt: skip
+    model = request.name
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
-    options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
-    setup_mod.check_format(model, fmt, options)
-    s = setup_mod.prepare(ws, dataset, model, prompt, question, layer=layer, revision=revision,
-                          dtype=cache_dtype(dtype, device), progress=progress)  # fmt: skip
+    s = setup_mod.prepare_for(request, ws, dataset, prompt, question, fmt, layer=layer, progress=progress)
     rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & (s.y == s.y).all(axis=1), limit, seed)
     budget = max_new_tokens or s.question.max_new_tokens
     settings = {
         "stage": "ask", "question": s.question.name, "format": fmt, "shots": shots, "limit": limit,
         "layer": s.layer, "tolerance": tolerance, "max_new_tokens": budget, "seed": seed, "resamples": resamples,
-        "model_options": options,
+        "model_options": request.options,
     }  # fmt: skip
     key = run_key([s.cache.manifest], settings)
     folder = setup_mod.result_folder(s, "ask", key)
     if is_complete(folder, key, (ANSWERS,)):
         return folder
-    loaded = load_model_kept(model, **options)
+    loaded = request.load()
     texts, encoded, used = setup_mod.prompts_for(s, loaded.tokenizer, rows, fmt, shots, seed)
     answers = generate(loaded, encoded, max_new_tokens=budget, batch_size=batch_size or default_batch_size(loaded),
                        progress=progress, desc=f"ask {dataset}")  # fmt: skip

@@ -33,9 +33,8 @@ import pandas as pd
 from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule, checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
 from worldprobe.datasets.registry import get_spec
-from worldprobe.devices import cache_dtype
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
+from worldprobe.extract.models import LoadedModel, ModelRequest
 from worldprobe.extract.runner import default_batch_size, forward_batches
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions import steermap
@@ -94,13 +93,12 @@ def run_context(
     """Ask ``model`` its question about ``limit`` seeded test entities of ``dataset`` under the four conditions and
     write how far the probe's reading and the answer move toward the counterfactual; return the results folder
     (reused when finished). See the module docstring."""
-    model = model_name(model, tokenizer)
+    request = ModelRequest.of(model, tokenizer, dtype=dtype, device=device, quantization=quantization,
+                              gguf_file=gguf_file, revision=revision, seed=seed)  # fmt: skip
+    model = request.name
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
-    options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
-    setup_mod.check_format(model, fmt, options)
-    s = setup_mod.prepare(ws, dataset, model, prompt, question, revision=revision, dtype=cache_dtype(dtype, device),
-                          progress=progress)  # fmt: skip
+    s = setup_mod.prepare_for(request, ws, dataset, prompt, question, fmt, progress=progress)
     rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(s.y).all(axis=1), limit,
                                  seed)  # fmt: skip
     if len(rows) < 2:
@@ -108,12 +106,12 @@ def run_context(
     budget = max_new_tokens or s.question.max_new_tokens
     settings = {"stage": "context", "question": s.question.name, "format": fmt, "shots": shots, "limit": limit,
                 "layer": s.layer, "max_new_tokens": budget, "seed": seed, "resamples": resamples,
-                "model_options": options, "statement": STATEMENTS[dataset]}  # fmt: skip
+                "model_options": request.options, "statement": STATEMENTS[dataset]}  # fmt: skip
     key = run_key([s.cache.manifest], settings)
     folder = setup_mod.result_folder(s, "context", key)
     if is_complete(folder, key, (CONTEXT, CONTEXT_ANSWERS)):
         return folder
-    loaded = load_model_kept(model, **options)
+    loaded = request.load()
     plan = counterfactuals(s, rows, seed)
     size = batch_size or default_batch_size(loaded)
     frames = []

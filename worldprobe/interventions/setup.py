@@ -15,6 +15,7 @@ import pandas as pd
 from worldprobe.datasets.registry import get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import ActivationCache, find_cache, open_cache
+from worldprobe.extract.models import ModelRequest
 from worldprobe.extract.tokens import EncodedEntity
 from worldprobe.interventions import direction, questions
 from worldprobe.interventions.parse import GroupVocabulary
@@ -247,7 +248,7 @@ def result_folder(setup: Setup, stage: str, key: str) -> Path:
                    f"{stage}-{setup.question.name}", key)  # fmt: skip
 
 
-def check_format(model: str, fmt: str, options: dict) -> None:
+def check_format(request: ModelRequest, fmt: str) -> None:
     """Refuse an unknown ``--format``, or ``chat`` for a tokenizer without a chat template, before any work (this
     reads the tokenizer only, not the weights)."""
     if fmt != "chat":
@@ -257,21 +258,22 @@ def check_format(model: str, fmt: str, options: dict) -> None:
 
     from worldprobe.extract.models import OBJECT_PREFIX, describe_model, object_tokenizer
 
-    if model.startswith(OBJECT_PREFIX):
-        questions.resolve_format(object_tokenizer(model), fmt)
+    if request.name.startswith(OBJECT_PREFIX):
+        questions.resolve_format(object_tokenizer(request.name), fmt)
         return
-    info = describe_model(model, **options)
-    revision = options.get("revision")
+    info = describe_model(request.name, **request.options)
+    revision = request.revision
     tokenizer = AutoTokenizer.from_pretrained(info.folder, **({"revision": revision} if revision else {}))
     questions.resolve_format(tokenizer, fmt)
 
 
-def model_options(
-    dtype: str, device: str, quantization: str | None, gguf_file: str | None, seed: int, revision: str | None = None
-) -> dict:
-    """The options ``load_model_kept`` takes, as given on the command line (``revision`` only when given)."""
-    options = {"dtype": dtype, "device": device, "quantization": quantization, "gguf_file": gguf_file, "seed": seed}
-    return {**options, "revision": revision} if revision is not None else options
+def prepare_for(request: ModelRequest, workspace: Workspace, dataset: str, prompt: str, question: str | None,
+                fmt: str, **options: Any) -> Setup:  # fmt: skip
+    """:func:`prepare` for a model request: its format checked first, its cache the one of its revision and dtype
+    (``options``: ``layer``, ``steerable``, ``progress``)."""
+    check_format(request, fmt)
+    return prepare(workspace, dataset, request.name, prompt, question, revision=request.revision,
+                   dtype=request.cache_dtype, **options)  # fmt: skip
 
 
 def file_digest(path: str) -> str:

@@ -53,9 +53,8 @@ from worldprobe.config import (
     STEER_METHODS,
     STEER_SELECT,
 )
-from worldprobe.devices import cache_dtype
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
+from worldprobe.extract.models import LoadedModel, ModelRequest
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.extract.tokens import EncodedEntity
 from worldprobe.interventions import das, questions, steermap
@@ -131,7 +130,9 @@ def run_steer(
     """Map which direction x layer x position moves ``model``'s answers to ``question`` on train entities, choose
     the best there, measure it on test entities beside its controls, and write the results folder (reused when
     finished). See the module docstring."""
-    model = model_name(model, tokenizer)
+    request = ModelRequest.of(model, tokenizer, dtype=dtype, device=device, quantization=quantization,
+                              gguf_file=gguf_file, revision=revision, seed=seed)  # fmt: skip
+    model = request.name
     clock, cpu = time.perf_counter(), time.process_time()
     doses = checked_doses(doses)
     positions = checked_positions(positions)
@@ -141,12 +142,11 @@ def run_steer(
         raise WorldprobeError("the map needs at least 2 train entities and no negative count", field="select_limit")
     methods = checked_methods(directions)
     ws = as_workspace(workspace)
-    options = setup_mod.model_options(dtype, device, quantization, gguf_file, seed, revision)
-    setup_mod.check_format(model, fmt, options)
-    manifest = setup_mod.cache_manifest(ws, dataset, model, prompt, revision=revision, dtype=cache_dtype(dtype, device))
+    setup_mod.check_format(request, fmt)
+    manifest = setup_mod.cache_manifest(ws, dataset, model, prompt, revision=revision, dtype=request.cache_dtype)
     chosen_layers = checked_layers(layers, int(manifest["n_layers"]), [int(v) for v in manifest["layers"]])
     s = setup_mod.prepare(ws, dataset, model, prompt, question, steerable=True, revision=revision,
-                          dtype=cache_dtype(dtype, device), progress=progress)  # fmt: skip
+                          dtype=request.cache_dtype, progress=progress)  # fmt: skip
     target = target or s.targets[0]
     if target not in s.targets:
         raise WorldprobeError(f"{dataset} has no target {target!r}", field="target", hint=f"targets: {s.targets}")
@@ -158,7 +158,7 @@ def run_steer(
         "layers": chosen_layers, "positions": positions, "doses": doses, "generated": generated,
         "select_limit": select_limit, "limit": limit, "map_random": map_random, "random": random_directions,
         "random_init": random_init, "use_cache": use_cache, "format": fmt, "shots": shots, "max_new_tokens": budget,
-        "seed": seed, "resamples": resamples, "model_options": options, "neutral": NEUTRAL_CONTINUATION,
+        "seed": seed, "resamples": resamples, "model_options": request.options, "neutral": NEUTRAL_CONTINUATION,
         "choice": CHOICE_RULE, **({"das": das_settings.to_dict()} if "das" in methods else {}),
     }  # fmt: skip
     key = run_key([s.cache.manifest], settings)
@@ -168,7 +168,7 @@ def run_steer(
 
     y = s.y[:, t_index]
     stats, per_layer = _layer_directions(s, chosen_layers, [m for m in methods if m != "das"], y, map_random, seed)
-    loaded = load_model_kept(model, **options)
+    loaded = request.load()
     examples_used, select_rows, pool = _select_rows(s, select_limit, shots, fmt, loaded, seed)
     test_rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(y), limit, seed)
     asker = _Asker(s, loaded, fmt, shots, seed, budget, batch_size or default_batch_size(loaded), use_cache,
