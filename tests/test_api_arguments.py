@@ -79,3 +79,26 @@ def test_a_workspace_must_be_a_folder_path():
     with pytest.raises(TypeError, match="takes a folder path, not int"):
         Workspace(5)
     assert Workspace("some/where").root.name == "where"  # text is a path
+
+
+def test_a_study_section_and_the_api_read_the_same_rules_and_say_the_same_thing():
+    """[ask], [steer] and [context] keys are checked by the behaviour stages' own argument rules (declared once in
+    interventions.options): the same objects, the same message."""
+    from worldprobe import study
+    from worldprobe.checks import check_table
+    from worldprobe.interventions.options import ASK_ARGUMENTS, CONTEXT_ARGUMENTS, STEER_ARGUMENTS
+
+    shared = [(study.ASK_RULES, "format", ASK_ARGUMENTS, "fmt"), (study.ASK_RULES, "limit", ASK_ARGUMENTS, "limit"),
+              (study.STEER_RULES, "random", STEER_ARGUMENTS, "random_directions"),
+              (study.CONTEXT_RULES, "limit", CONTEXT_ARGUMENTS, "limit")] + [
+              (study.STEER_RULES, key, STEER_ARGUMENTS, key) for key in ("limit", "select_limit", "directions", "layers",
+                                                                          "positions", "doses", "map_random")]  # fmt: skip
+    assert all(table[key] is arguments[name] for table, key, arguments, name in shared)
+    for function, name, value, section, key in ((run_steer, "select_limit", 1, study.STEER_RULES, "select_limit"),
+                                                (run_context, "limit", 1, study.CONTEXT_RULES, "limit"),
+                                                (run_ask, "fmt", "json", study.ASK_RULES, "format")):  # fmt: skip
+        with pytest.raises(WorldprobeError) as api:
+            function("historical_figure", **{name: value})
+        with pytest.raises(WorldprobeError) as toml:
+            check_table({key: value}, section, file="study.toml", section="steer")
+        assert api.value.message == f"{name} {toml.value.message}"

@@ -32,7 +32,7 @@ from worldprobe.config import (
 )
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
-from worldprobe.interventions.options import DasSettings
+from worldprobe.interventions.options import ASK_ARGUMENTS, CONTEXT_ARGUMENTS, STEER_ARGUMENTS, DasSettings
 from worldprobe.workspace import Workspace
 
 STAGES = ("datasets", "extract", "probes", "neurons", "ask", "steer", "context", "report")
@@ -480,25 +480,20 @@ NEURON_RULES = {
 ASK_RULES = {
     "datasets": Rule(str, many=True, choices=DATASETS, noun="dataset"),
     "models": Rule(str, many=True, extra=_model_problem, example='models = ["smollm2-135m"]'),
-    "format": Rule(str, choices=("auto", "chat", "fewshot"), noun="prompt format"),
-    "limit": Rule(int, minimum=1, example="limit = 200 (test entities; leave out for all)"),
+    "format": ASK_ARGUMENTS["fmt"],  # the API's own rules (interventions.options): one rule, one message
+    "limit": ASK_ARGUMENTS["limit"],
 }
 STEER_RULES = {
-    **{key: ASK_RULES[key] for key in ("datasets", "models", "format")},
-    "limit": Rule(int, minimum=1, example="limit = 50 (test entities)"),
-    "select_limit": Rule(int, minimum=2, example="select_limit = 24 (train entities of the map)"),
-    "directions": Rule(str, many=True, nonempty=True, example='directions = ["mean_diff", "pattern", "ridge"]'),
-    "layers": Rule(int, many=True, minimum=0, example="layers = [4, 8, 12]"),
-    "positions": Rule(str, many=True, nonempty=True, choices=("last", "entity"), noun="position"),
-    "doses": Rule(float, many=True, nonempty=True, example="doses = [-2, -1, 1, 2] (multiples of |Δμ|)"),
-    "random": Rule(int, minimum=1, example="random = 5 (random directions of the chosen edit's norm)"),
-    "map_random": Rule(int, minimum=0, example="map_random = 2 (random directions per layer in the map)"),
+    **{key: ASK_RULES[key] for key in ("datasets", "models")}, "format": STEER_ARGUMENTS["fmt"],
+    **{key: STEER_ARGUMENTS[key] for key in ("limit", "select_limit", "directions", "layers", "positions", "doses",
+                                      "map_random")},
+    "random": STEER_ARGUMENTS["random_directions"],
     "das_entities": Rule(int, minimum=2, example="das_entities = 96 (train entities a das direction learns from)"),
     "das_steps": Rule(int, minimum=1, example="das_steps = 120 (training steps per layer of a das direction)"),
-}
+}  # fmt: skip
 CONTEXT_RULES = {
-    **{key: ASK_RULES[key] for key in ("datasets", "models", "format")},
-    "limit": Rule(int, minimum=2, example="limit = 100 (test entities)"),
+    **{key: ASK_RULES[key] for key in ("datasets", "models")}, "format": CONTEXT_ARGUMENTS["fmt"],
+    "limit": CONTEXT_ARGUMENTS["limit"],
 }
 SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "extract": (ExtractSettings, EXTRACT_RULES),

@@ -8,23 +8,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule, checked_arguments
+from worldprobe.checks import Rule, checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
 from worldprobe.extract.models import ModelRequest
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import generate
+from worldprobe.interventions.options import ASK_ARGUMENTS
 from worldprobe.probes.results import ANSWERS, RunFolder, is_complete, run_key, write_run
-from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
+from worldprobe.workspace import Workspace, as_workspace
 
 
-@checked_arguments(
-    dataset=NAME, question=Rule(str), prompt=NAME, workspace=WORKSPACE,
-    fmt=Rule(str, choices=("auto", "chat", "fewshot"), optional=False), shots=Rule(int, minimum=0), limit=COUNT,
-    batch_size=COUNT, max_new_tokens=COUNT, dtype=NAME, device=NAME, seed=SEED, resamples=COUNT, progress=FLAG,
-    layer=Rule(int, minimum=0), tolerance=Rule(float, minimum=0),
-)  # fmt: skip
+@checked_arguments(**ASK_ARGUMENTS, layer=Rule(int, minimum=0), tolerance=Rule(float, minimum=0))
 def run_ask(
     dataset: str,
     model: str | Any = DEFAULT_MODEL,

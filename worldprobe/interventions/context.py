@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule, checked_arguments
+from worldprobe.checks import checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
@@ -39,12 +39,13 @@ from worldprobe.extract.runner import default_batch_size, forward_batches
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions import steermap
 from worldprobe.interventions.generate import generate
+from worldprobe.interventions.options import CONTEXT_ARGUMENTS
 from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
 from worldprobe.probes.metrics import haversine_km
 from worldprobe.probes.results import CONTEXT, CONTEXT_ANSWERS, RunFolder, is_complete, run_key, write_run
-from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
+from worldprobe.workspace import Workspace, as_workspace
 
 CONDITIONS = ("none", "counterfactual", "unrelated", "true")
 STATEMENTS = {
@@ -63,11 +64,7 @@ MIN_DISTANCE_KM = {"world_place": 2000.0, "us_place": 1000.0, "nyc_place": 5.0}
 DEFAULT_CONTEXT_LIMIT = 100
 
 
-@checked_arguments(
-    dataset=NAME, question=Rule(str), prompt=NAME, workspace=WORKSPACE,
-    fmt=Rule(str, choices=("auto", "chat", "fewshot"), optional=False), shots=Rule(int, minimum=0), limit=COUNT,
-    batch_size=COUNT, max_new_tokens=COUNT, dtype=NAME, device=NAME, seed=SEED, resamples=COUNT, progress=FLAG,
-)  # fmt: skip
+@checked_arguments(**CONTEXT_ARGUMENTS)
 def run_context(
     dataset: str,
     model: str | Any = DEFAULT_MODEL,

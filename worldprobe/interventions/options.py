@@ -1,5 +1,8 @@
-"""The options of a steering run that can be checked without a model: doses, positions, direction names (``worldprobe
-steer`` and a study's ``[steer]`` section check them the same way, before any work)."""
+"""The options of the behaviour stages that can be checked without a model, declared once: the argument rules of
+``run_ask``, ``run_steer`` and ``run_context`` (:data:`ASK_ARGUMENTS`, :data:`STEER_ARGUMENTS`,
+:data:`CONTEXT_ARGUMENTS`, read at their door by :func:`worldprobe.checks.checked_arguments`; a study's ``[ask]``,
+``[steer]`` and ``[context]`` sections check their keys with the same rules), and the doses, positions and direction
+names of a steering run."""
 
 from __future__ import annotations
 
@@ -10,13 +13,44 @@ from typing import Any
 
 import numpy as np
 
+from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule
 from worldprobe.errors import WorldprobeError
+from worldprobe.workspace import WORKSPACE
 
 POSITIONS = ("last", "entity")
 """Where steering acts in the prompt: the entity's last token (the probed one) or every entity token."""
 METHODS = ("ridge", "pattern", "mean_diff", "pls1", "pls2", "pls3", "das")
 """Built-in direction methods (``pls<k>`` for any k; ``das`` is learned with the model,
 :mod:`~worldprobe.interventions.das`; a path to a ``.npy`` file is the user's own)."""
+
+
+FORMAT = Rule(str, choices=("auto", "chat", "fewshot"), optional=False, noun="prompt format")
+ASK_ARGUMENTS: dict[str, Rule | Any] = {
+    "dataset": NAME, "question": Rule(str), "prompt": NAME, "workspace": WORKSPACE, "fmt": FORMAT,
+    "shots": Rule(int, minimum=0),
+    "limit": Rule(int, minimum=1, example="limit = 200 (test entities; leave out for all)"),
+    "batch_size": COUNT, "max_new_tokens": COUNT, "dtype": NAME, "device": NAME, "seed": SEED, "resamples": COUNT,
+    "progress": FLAG,
+}  # fmt: skip
+"""The argument rules every behaviour stage shares (``run_ask`` adds ``layer`` and ``tolerance``)."""
+STEER_ARGUMENTS: dict[str, Rule | Any] = {
+    **ASK_ARGUMENTS, "limit": Rule(int, minimum=1, example="limit = 50 (test entities)"), "target": Rule(str),
+    "directions": Rule(str, many=True, nonempty=True, example='directions = ["mean_diff", "pattern", "ridge"]'),
+    "layers": Rule(int, many=True, minimum=0, example="layers = [4, 8, 12]"),
+    "positions": Rule(str, many=True, nonempty=True, choices=POSITIONS, noun="position"),
+    "doses": Rule(float, many=True, nonempty=True, example="doses = [-2, -1, 1, 2] (multiples of |Δμ|)"),
+    "generated": FLAG, "random_init": FLAG, "use_cache": FLAG,
+    "select_limit": Rule(int, minimum=2, optional=False, example="select_limit = 24 (train entities of the map)"),
+    "map_random": Rule(int, minimum=0, optional=False,
+                       example="map_random = 2 (random directions per layer in the map)"),
+    "random_directions": Rule(int, minimum=1, optional=False,
+                              example="random = 5 (random directions of the chosen edit's norm)"),
+}  # fmt: skip
+"""The argument rules of ``run_steer``."""
+CONTEXT_ARGUMENTS: dict[str, Rule | Any] = {
+    **ASK_ARGUMENTS, "limit": Rule(int, minimum=2, example="limit = 100 (test entities)"),
+}
+"""The argument rules of ``run_context`` (two entities at least: its statistics are paired over entities)."""
 
 
 def checked_doses(doses: Sequence[float]) -> list[float]:

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from worldprobe.checks import COUNT, FLAG, LAYER_LIST, NAME, SEED, Rule, checked_arguments
+from worldprobe.checks import checked_arguments
 from worldprobe.config import (
     DEFAULT_MODEL,
     DEFAULT_RESAMPLES,
@@ -61,12 +61,18 @@ from worldprobe.interventions import das, questions, steermap
 from worldprobe.interventions import directions as dirs
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import Answer, Edit, continuation_logprobs, generate
-from worldprobe.interventions.options import DasSettings, checked_doses, checked_methods, checked_positions
+from worldprobe.interventions.options import (
+    STEER_ARGUMENTS,
+    DasSettings,
+    checked_doses,
+    checked_methods,
+    checked_positions,
+)
 from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
 from worldprobe.probes.results import STEERING, STEERING_MAP, RunFolder, is_complete, run_key, write_run
-from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
+from worldprobe.workspace import Workspace, as_workspace
 
 NEUTRAL_CONTINUATION = " is the subject of this sentence."
 """The side-effect probe: its log-probability after the (steered) entity should not care about the steered target."""
@@ -84,15 +90,7 @@ class Cell:
         return self.direction.method if self.direction.method in ("random", "random_init") else "method"
 
 
-@checked_arguments(
-    dataset=NAME, question=Rule(str), prompt=NAME, workspace=WORKSPACE,
-    fmt=Rule(str, choices=("auto", "chat", "fewshot"), optional=False), shots=Rule(int, minimum=0), limit=COUNT,
-    batch_size=COUNT, max_new_tokens=COUNT, dtype=NAME, device=NAME, seed=SEED, resamples=COUNT, progress=FLAG,
-    target=Rule(str), directions=Rule(str, many=True, nonempty=True), layers=LAYER_LIST,
-    positions=Rule(str, many=True, nonempty=True), doses=Rule(float, many=True, nonempty=True), generated=FLAG,
-    select_limit=Rule(int, minimum=2, optional=False), map_random=Rule(int, minimum=0, optional=False),
-    random_directions=Rule(int, minimum=1, optional=False), random_init=FLAG, use_cache=FLAG,
-)  # fmt: skip
+@checked_arguments(**STEER_ARGUMENTS)
 def run_steer(
     dataset: str,
     model: str | Any = DEFAULT_MODEL,
