@@ -196,3 +196,26 @@ def test_a_moved_or_copied_workspace_is_checked_against_its_own_caches(study, tm
     shutil.rmtree(workspace.root)  # the original is gone: as after `mv`
     found = statuses(moved, downloads=False)
     assert found[f"results:{results.name}"] == OK, found
+
+
+def test_an_edited_summary_is_caught_by_its_own_checksum(tmp_path):
+    """summary.json carries the sha256 of its own content: an R² edited in it makes the run unfinished for every
+    stage that reuses it (is_complete) and damaged for verify; its layout (indentation) does not matter."""
+    import json
+
+    import pandas as pd
+
+    from worldprobe.probes.results import SELF_CHECKSUM, is_complete, run_problems, write_run
+
+    folder = write_run(tmp_path / "run", {"metrics": pd.DataFrame({"value": [0.5]})},
+                       {"run_key": "k", "headline": {"r2": 0.5}})  # fmt: skip
+    assert is_complete(folder, "k", ("metrics",))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert len(summary[SELF_CHECKSUM]) == 64
+    (folder / "summary.json").write_text(json.dumps(summary))  # another layout, same content
+    assert is_complete(folder, "k", ("metrics",))
+    summary["headline"]["r2"] = 0.99
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    assert run_problems(folder, "k", ("metrics",)) == ["summary.json changed since the run wrote it (its content no "
+                                                       "longer has its recorded sha256)"]  # fmt: skip
+    assert not is_complete(folder, "k", ("metrics",))

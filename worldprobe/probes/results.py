@@ -163,10 +163,22 @@ def write_run(folder: Path, tables: dict[str, pd.DataFrame], summary: dict[str, 
         tmp.replace(folder / f"{name}.parquet")
     files = files_record(folder, [f"{name}.parquet" for name in tables])
     summary = {**summary, "files": files, "complete": True, "worldprobe_version": worldprobe.__version__}
+    content = json.loads(json.dumps(summary, default=json_default))  # as a reader will see it
     tmp = folder / f"{SUMMARY}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=json_default))
+    tmp.write_text(json.dumps({**content, SELF_CHECKSUM: summary_digest(content)}, indent=2))
     tmp.replace(folder / SUMMARY)
     return RunFolder(folder)
+
+
+SELF_CHECKSUM = "summary_sha256"
+"""The summary's own checksum (over its content without this field): an edited summary.json is caught like an
+edited table."""
+
+
+def summary_digest(content: dict[str, Any]) -> str:
+    """The sha256 of a summary's content (without :data:`SELF_CHECKSUM`), independent of its layout."""
+    body = {k: v for k, v in content.items() if k != SELF_CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def write_results(
@@ -221,6 +233,8 @@ def run_problems(
         return [f"{SUMMARY} does not mark the run complete"]
     if key is not None and summary.get("run_key") != key:
         return [f"{SUMMARY} has run key {summary.get('run_key')!r}, expected {key!r}"]
+    if SELF_CHECKSUM in summary and summary[SELF_CHECKSUM] != summary_digest(summary):
+        return [f"{SUMMARY} changed since the run wrote it (its content no longer has its recorded sha256)"]
     problems = []
     for name in tables:
         try:
