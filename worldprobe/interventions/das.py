@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.models import LoadedModel
-from worldprobe.extract.runner import Batch, collate, pad_token_id
+from worldprobe.extract.runner import Batch, collate, forward_batches, pad_token_id
 from worldprobe.extract.tokens import EncodedEntity
 from worldprobe.interventions.generate import cache_argument, rewriting
 from worldprobe.interventions.options import DasSettings
@@ -103,29 +103,13 @@ def _oriented(fit: DasFit, states: np.ndarray, values: np.ndarray) -> DasFit:
 
 def source_states(loaded: LoadedModel, prompts: Sequence[EncodedEntity], layers: Sequence[int], *,
                   batch_size: int = 16) -> dict[int, torch.Tensor]:  # fmt: skip
-    """(n, d) float32 per layer: every prompt's residual state after block l at its entity's last token."""
-    found: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    pad_id = pad_token_id(loaded.tokenizer)
-    last = [torch.zeros(0, dtype=torch.long)]
-
-    def capture(layer: int):
-        def apply(hidden: torch.Tensor) -> torch.Tensor:
-            found[layer].append(hidden[torch.arange(hidden.shape[0]), last[0].to(hidden.device)].float().cpu())
-            return hidden
-
-        return apply
-
-    with ExitStack() as stack, torch.inference_mode():
+    """(n, d) float32 per layer: every prompt's residual state after block l at its entity's last token (the
+    extraction's own pass, :func:`worldprobe.extract.runner.forward_batches`: the steering anchor is its layer)."""
+    found = {layer: torch.zeros(len(prompts), loaded.d_model) for layer in layers}
+    for batch, rows in forward_batches(loaded, prompts, batch_size, layers=layers, padding_side="left"):
         for layer in layers:
-            stack.enter_context(rewriting(loaded.model, layer, capture(layer)))
-        for begin in range(0, len(prompts), batch_size):
-            batch = collate(prompts, np.arange(begin, min(begin + batch_size, len(prompts))), pad_id,
-                            padding_side="left")  # fmt: skip
-            last[0] = batch.last
-            device = loaded.input_device
-            loaded.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                         position_ids=batch.position_ids.to(device), use_cache=False, logits_to_keep=1)  # fmt: skip
-    return {layer: torch.cat(parts) for layer, parts in found.items()}
+            found[layer][torch.as_tensor(batch.indices)] = torch.as_tensor(rows[layer])
+    return found
 
 
 @dataclass
