@@ -134,10 +134,6 @@ def run_steer(
     clock, cpu = time.perf_counter(), time.process_time()
     doses = checked_doses(doses)
     positions = checked_positions(positions)
-    if random_directions < 1:
-        raise WorldprobeError("the test needs at least one random direction", field="random", hint="e.g. --random 5")
-    if map_random < 0 or select_limit < 2:
-        raise WorldprobeError("the map needs at least 2 train entities and no negative count", field="select_limit")
     methods = checked_methods(directions)
     ws = as_workspace(workspace)
     setup_mod.check_format(request, fmt)
@@ -328,8 +324,8 @@ def _das_directions(asker: _Asker, rows: np.ndarray, layers: list[int], per_laye
     record = {"n_entities": len(rows), "n_parsed": int(np.isfinite(readings).sum()), "settings": settings.to_dict(),
               "rule": "train entities outside the map's select sample and the prompt's few-shot examples",
               "oriented": "the das entities' states along it, in the question's prompt, rise with their answers",
-              "layers": {str(v): {**fits[v].record(), "cached_activations_agree": agrees[v]} for v in layers}}
-    # fmt: skip
+              "layers": {str(v): {**fits[v].record(), "cached_activations_agree": agrees[v]}
+                         for v in layers}}  # fmt: skip
     return _Learned(asked.table, record)
 
 

@@ -366,8 +366,6 @@ def run_probe(
             f"no column {bad[0]!r} to hold out", field="holdout", hint=f"{list(spec.holdout_columns)}"
         )
     margins = checked_margins(margin_r2, margin_r)
-    if resplits < 0:
-        raise WorldprobeError(f"resplits must be 0 or more, not {resplits}", field="resplits", hint="e.g. 5")
     requested = list(controls)
     controls = resolve_controls(requested)  # canonical: "all" expanded, in CONTROLS order (one run key per set)
     settings = {
