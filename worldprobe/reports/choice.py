@@ -92,16 +92,24 @@ def superseded_runs(results_dir: Path, datasets_dir: Path | None = None) -> dict
             continue
         key = (summary.get("dataset"), summary.get("model"), summary.get("prompt"), summary.get("probe"),
                tuple(summary.get("targets", [])))  # fmt: skip
-        rank = (len(summary["headline"].get("controls", {})), path.stat().st_mtime_ns)
+        rank = (len(summary["headline"].get("controls", {})), path.stat().st_mtime_ns, path.parent.name)
         groups.setdefault(key, []).append((rank, path.parent.name))
-    replaced = {}
-    for runs in groups.values():
-        runs.sort()
-        kept = runs[-1][1]
-        for _, name in runs[:-1]:
-            replaced[name] = (f"is not drawn: run {kept} of the same dataset, model, prompt and probe replaces it "
-                              "(the report draws one run each: the most controls, then the newest)")  # fmt: skip
-    return replaced
+    _, passed_over = one_per_group(groups)
+    return {name: (f"is not drawn: run {kept} of the same dataset, model, prompt and probe replaces it (the report "
+                   "draws one run each: the most controls, then the newest)")
+            for name, kept in passed_over}  # fmt: skip
+
+
+def one_per_group(groups: dict[Any, list[tuple[tuple, Any]]]) -> tuple[list[Any], list[tuple[Any, Any]]]:
+    """The run the report draws from each group of ``(rank, run)`` pairs (the largest rank), and each run passed
+    over with the one drawn in its place: the one rule for probe runs and for ask, context and steer runs."""
+    kept, passed_over = [], []
+    for members in groups.values():
+        ranked = sorted(members, key=lambda member: member[0])
+        best = ranked[-1][1]
+        kept.append(best)
+        passed_over += [(run, best) for _, run in ranked[:-1]]
+    return kept, passed_over
 
 
 def _other_targets(folder: Path, tables: dict[str, pd.DataFrame]) -> str | None:

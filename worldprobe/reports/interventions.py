@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.patches import Rectangle
 
 from worldprobe.probes.results import ANSWERS, STEERING, STEERING_MAP, find_runs
+from worldprobe.reports.choice import one_per_group
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, new_figure, save
 
 KIND_STYLES = {
@@ -67,23 +68,20 @@ def dataset_figures(
 
 
 def drawn_runs(runs: list[tuple[Path, dict[str, Any]]], notes: list[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """One run per model x question x prompt of a stage, as the probe runs are drawn one per curve: the widest (a
-    steering map's directions x layers x positions; else the most test entities), then the newest; each run passed
-    over is named in ``notes`` with its folder, so nothing is hidden."""
-    groups: dict[tuple[Any, ...], list[tuple[tuple[int, int], Path, dict[str, Any]]]] = {}
+    """One run per model x question x prompt of a stage, as the probe runs are drawn one per curve
+    (:func:`~worldprobe.reports.choice.one_per_group`): the widest (a steering map's directions x layers x
+    positions; else the most test entities), then the newest; each run passed over is named in ``notes`` with its
+    folder, so nothing is hidden."""
+    groups: dict[tuple[Any, ...], list[tuple[tuple, tuple[Path, dict[str, Any]]]]] = {}
     for folder, summary in runs:
         key = (summary.get("model"), (summary.get("question") or {}).get("name"), summary.get("prompt"),
                summary.get("target"))  # fmt: skip
-        groups.setdefault(key, []).append(((_width(summary), (folder / "summary.json").stat().st_mtime_ns), folder,
-                                           summary))  # fmt: skip
-    kept = []
-    for members in groups.values():
-        members.sort(key=lambda m: m[0])
-        _, folder, summary = members[-1]
-        kept.append((folder, summary))
-        for _, other, _ in members[:-1]:
-            notes.append(f"{summary['stage']} run {other.name} of {summary['model']} not drawn: {folder.name} is "
-                         "drawn (the widest, then the newest run of this question)")  # fmt: skip
+        rank = (_width(summary), (folder / "summary.json").stat().st_mtime_ns, folder.name)
+        groups.setdefault(key, []).append((rank, (folder, summary)))
+    kept, passed_over = one_per_group(groups)
+    for (other, _), (folder, summary) in passed_over:
+        notes.append(f"{summary['stage']} run {other.name} of {summary['model']} not drawn: {folder.name} is drawn "
+                     "(the widest, then the newest run of this question)")  # fmt: skip
     return sorted(kept, key=lambda run: str(run[0]))
 
 
