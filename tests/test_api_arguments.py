@@ -86,12 +86,14 @@ def test_a_study_section_and_the_api_read_the_same_rules_and_say_the_same_thing(
     interventions.options): the same objects, the same message."""
     from worldprobe import study
     from worldprobe.checks import check_table
-    from worldprobe.interventions.options import ASK_ARGUMENTS, CONTEXT_ARGUMENTS, STEER_ARGUMENTS
+    from worldprobe.interventions.options import ASK_ARGUMENTS, CONTEXT_ARGUMENTS, DAS_RULES, STEER_ARGUMENTS
 
     same_name = ("limit", "select_limit", "directions", "layers", "positions", "doses", "map_random")
     shared = [(study.ASK_RULES, "format", ASK_ARGUMENTS, "fmt"), (study.ASK_RULES, "limit", ASK_ARGUMENTS, "limit"),
               (study.STEER_RULES, "random", STEER_ARGUMENTS, "random_directions"),
               (study.CONTEXT_RULES, "limit", CONTEXT_ARGUMENTS, "limit"),
+              (study.STEER_RULES, "das_entities", DAS_RULES, "entities"),
+              (study.STEER_RULES, "das_steps", DAS_RULES, "steps"),
               *[(study.STEER_RULES, key, STEER_ARGUMENTS, key) for key in same_name]]  # fmt: skip
     assert all(table[key] is arguments[name] for table, key, arguments, name in shared)
     for function, name, value, section, key in ((run_steer, "select_limit", 1, study.STEER_RULES, "select_limit"),

@@ -173,10 +173,16 @@ def check_table(
 
 def whole_number(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int | None:
     """``value`` when it is None or a whole number in ``minimum..maximum``; else an error naming ``name``."""
+    return check_argument(name, Rule(int, minimum=minimum, maximum=maximum), value)
+
+
+def check_argument(name: str, rule: Any, value: Any) -> Any:
+    """``value`` in the shape ``rule`` keeps, or one WorldprobeError naming the argument ``name`` (the error every
+    API check gives: :func:`checked_arguments`, :func:`whole_number`)."""
     try:
-        return Rule(int, minimum=minimum, maximum=maximum).check(value)
+        return rule.check(value)
     except Invalid as problem:
-        raise WorldprobeError(f"{name} {problem.message}", field=name) from None
+        raise WorldprobeError(f"{name} {problem.message}", field=name, hint=problem.hint) from None
 
 
 @dataclass(frozen=True)
@@ -185,13 +191,14 @@ class PathRule:
 
     also: tuple[type, ...] = ()
     optional: bool = True
+    noun: str = "path"
 
     def check(self, value: Any) -> Any:
         if value is None and self.optional:
             return None
         if isinstance(value, (str, os.PathLike, *self.also)):
             return value
-        raise Invalid(f"must be a path (text or pathlib.Path), not {type(value).__name__}")
+        raise Invalid(f"must be a {self.noun} (text or pathlib.Path), not {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -244,10 +251,7 @@ def checked_arguments(**rules: Any) -> Callable[[F], F]:
                 value = bound.arguments[name]
                 if getattr(rule, "many", False) or isinstance(rule, OneOf):
                     value = _as_list(value)
-                try:
-                    bound.arguments[name] = rule.check(value)
-                except Invalid as problem:
-                    raise WorldprobeError(f"{name} {problem.message}", field=name, hint=problem.hint) from None
+                bound.arguments[name] = check_argument(name, rule, value)
             return function(*bound.args, **bound.kwargs)
 
         wrapper.rules = rules  # type: ignore[attr-defined]

@@ -32,7 +32,13 @@ from worldprobe.config import (
 )
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
-from worldprobe.interventions.options import ASK_ARGUMENTS, CONTEXT_ARGUMENTS, STEER_ARGUMENTS, DasSettings
+from worldprobe.interventions.options import (
+    ASK_ARGUMENTS,
+    CONTEXT_ARGUMENTS,
+    DAS_RULES,
+    STEER_ARGUMENTS,
+    DasSettings,
+)
 from worldprobe.workspace import Workspace
 
 STAGES = ("datasets", "extract", "probes", "neurons", "ask", "steer", "context", "report")
@@ -488,8 +494,7 @@ STEER_RULES = {
     **{key: STEER_ARGUMENTS[key] for key in ("limit", "select_limit", "directions", "layers", "positions", "doses",
                                       "map_random")},
     "random": STEER_ARGUMENTS["random_directions"],
-    "das_entities": Rule(int, minimum=2, example="das_entities = 96 (train entities a das direction learns from)"),
-    "das_steps": Rule(int, minimum=1, example="das_steps = 120 (training steps per layer of a das direction)"),
+    "das_entities": DAS_RULES["entities"], "das_steps": DAS_RULES["steps"],
 }  # fmt: skip
 CONTEXT_RULES = {
     **{key: ASK_RULES[key] for key in ("datasets", "models")}, "format": CONTEXT_ARGUMENTS["fmt"],

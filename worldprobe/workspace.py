@@ -9,7 +9,7 @@ from pathlib import Path
 import platformdirs
 
 from worldprobe import config
-from worldprobe.checks import PathRule
+from worldprobe.checks import PathRule, check_argument
 from worldprobe.errors import WorldprobeError
 
 STAGES = ("datasets", "activations", "results", "reports")
@@ -74,7 +74,7 @@ class Workspace:
         return self.datasets / f"{name}.build.json"
 
 
-WORKSPACE = PathRule(also=(Workspace,))
+WORKSPACE = PathRule(also=(Workspace,), noun="folder path")
 """The rule of a ``workspace`` argument (:func:`worldprobe.checks.checked_arguments`)."""
 
 
@@ -82,10 +82,7 @@ def as_workspace(workspace: Workspace | str | Path | None) -> Workspace:
     """Accept a Workspace, a path or None (default resolution) wherever the API takes a workspace."""
     if isinstance(workspace, Workspace):
         return workspace
-    if workspace is not None and not isinstance(workspace, str | os.PathLike):
-        raise WorldprobeError(f"workspace must be a folder path (text or pathlib.Path), not {type(workspace).__name__}",
-                              field="workspace")  # fmt: skip
-    return Workspace.resolve(workspace)
+    return Workspace.resolve(check_argument("workspace", WORKSPACE, workspace))
 
 
 def cache_dir(*parts: str) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule
+from worldprobe.checks import COUNT, FLAG, NAME, SEED, Rule, check_argument
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import WORKSPACE
 
@@ -107,20 +107,22 @@ class DasSettings:
     learning_rate: float = 0.05
 
     def __post_init__(self) -> None:
-        for name, least in (("entities", 2), ("steps", 1), ("batch", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise WorldprobeError(f"das {name} must be a whole number of at least {least}, not {value!r}",
-                                      field=f"das_{name}")  # fmt: skip
-        if not (isinstance(self.learning_rate, int | float) and np.isfinite(self.learning_rate)
-                and self.learning_rate > 0):  # fmt: skip
-            raise WorldprobeError(f"das learning_rate must be a positive number, not {self.learning_rate!r}",
-                                  field="das_learning_rate")  # fmt: skip
+        for name, rule in DAS_RULES.items():
+            object.__setattr__(self, name, check_argument(f"das_{name}", rule, getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings and the training algorithm's version (part of a run's key: a changed algorithm is rerun)."""
         return {**asdict(self), "algorithm": DAS_ALGORITHM}
 
 
+DAS_RULES: dict[str, Rule] = {
+    "entities": Rule(int, minimum=2, optional=False,
+                     example="das_entities = 96 (train entities a das direction learns from)"),
+    "steps": Rule(int, minimum=1, optional=False,
+                  example="das_steps = 120 (training steps per layer of a das direction)"),
+    "batch": Rule(int, minimum=1, optional=False),
+    "learning_rate": Rule(float, optional=False, extra=lambda rate: None if rate > 0 else "must be positive"),
+}  # fmt: skip
+"""The rules of :class:`DasSettings`' fields, read by it and by a study's ``das_entities`` and ``das_steps``."""
 DAS_ALGORITHM = 2
 """Version of the das training (2: oriented by the model's answers in the question's prompt)."""
