@@ -45,6 +45,9 @@ LOCK = ".lock"
 SETUP_LOCK = ".setup.lock"  # held briefly by every writer to create, reopen or merge the cache
 READ_LOCK = ".read.lock"  # held shared by every open ActivationCache, so --rebuild cannot delete a cache being read
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+AGGREGATIONS = ("last", "mean")
+"""Which token of an entity a cache holds: its last token, or the mean over its tokens."""
+AGGREGATION = Rule(str, choices=AGGREGATIONS, optional=False)
 OLD_FORMAT = "written by an older worldprobe without file checksums"
 
 
@@ -464,8 +467,7 @@ class MissingCacheError(WorldprobeError):
     """No finished cache answers the request (none yet, or one not finished); the hint names the command to run."""
 
 
-@checked_arguments(dataset=NAME, model=NAME, prompt=NAME, workspace=WORKSPACE,
-                   aggregation=Rule(str, choices=("last", "mean"), optional=False))  # fmt: skip
+@checked_arguments(dataset=NAME, model=NAME, prompt=NAME, workspace=WORKSPACE, aggregation=AGGREGATION)
 def find_cache(
     dataset: str,
     model: str,

@@ -31,7 +31,6 @@ from worldprobe.extract.models import LoadedModel, describe_model, load_model_ke
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
-AGGREGATIONS = ("last", "mean")
 DEFAULT_FLUSH_ROWS = 2048
 
 
@@ -198,7 +197,7 @@ def forward_batches(
     neuron activations. Row i belongs to ``encoded[batch.indices[i]]``. The forward pass stops after the deepest
     block any of these needs.
     """
-    if aggregation not in AGGREGATIONS:
+    if aggregation not in cache_mod.AGGREGATIONS:
         raise WorldprobeError(f"unknown aggregation {aggregation!r}", hint="last or mean")
     capture_inputs, capture_outputs = dict(capture_inputs or {}), dict(capture_outputs or {})
     blocks = loaded.decoder_layers
@@ -242,7 +241,7 @@ def twin_quantization(model: str, quantization: str | None) -> str | None:
 
 @checked_arguments(
     dataset=NAME, prompt=NAME, workspace=WORKSPACE, layers=LAYERS, batch_size=COUNT, dtype=NAME,
-    device=NAME, limit=COUNT, aggregation=Rule(str, choices=("last", "mean"), optional=False), seed=SEED,
+    device=NAME, limit=COUNT, aggregation=cache_mod.AGGREGATION, seed=SEED,
     limit_seed=Rule(int, minimum=0, maximum=SEED_MAX), padding_side=Rule(str, choices=("left", "right")),
     flush_rows=COUNT, progress=FLAG, rebuild=FLAG, pooled_embedding=FLAG,
 )  # fmt: skip
@@ -369,7 +368,7 @@ def _extract_cache(
     ws = as_workspace(workspace)
     load_user_specs(ws.datasets)
     prompt_obj = get_prompt(dataset, prompt)
-    if aggregation not in AGGREGATIONS:
+    if aggregation not in cache_mod.AGGREGATIONS:
         raise WorldprobeError(f"unknown aggregation {aggregation!r}", field="aggregation", hint="last or mean")
     table = load(dataset, ws)
     data_fingerprint = _checked_fingerprint(dataset, ws, table)
