@@ -909,12 +909,12 @@ def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path
 def _same_file(from_path: str | None, report: dict[str, Any]) -> bool:
     """Whether a local ``from_path`` still holds the bytes the table was built from (a sha256 its build report
     records); a URL or no file at all is left to the build's own checks."""
-    from worldprobe.checksums import sha256_of
+    from worldprobe.checksums import remembered_sha256
 
     file = Path(from_path).expanduser() if from_path and "://" not in from_path else None
     if file is None or not file.is_file():
         return True
-    return sha256_of(file) in {entry.get("sha256") for entry in report.get("inputs", [])}
+    return remembered_sha256(file) in {entry.get("sha256") for entry in report.get("inputs", [])}
 
 
 def run_study(
