@@ -222,6 +222,8 @@ FAULTS = [
     Fault(f"probe {TINY}", 2, "neither holds the other: both hold 12 entities of different samples", base="cache",
           damage=another_sample),  # fmt: skip
     Fault(f"steer {TINY} --direction das --das-steps 0", 2, "Invalid value for '--das-steps'", base="cache"),
+    Fault(f"steer {TINY} --doses nan,-nan", 2, "doses must be a finite number, not nan", base="empty"),
+    Fault(f"steer {TINY} --doses inf,-inf", 2, "doses must be a finite number, not inf", base="empty"),
     Fault("run {tmp}/study.toml --dry-run", 2, "steer.doses",
           files=study("[probes]", '[steer]\ndoses = [nan, 1.0]\n\n[probes]')),  # fmt: skip
 ]
@@ -362,3 +364,20 @@ def test_a_dry_run_of_a_study_for_another_machine_notes_the_missing_device(tmp_p
         cli.main()
     assert done.value.code == 0
     assert "warning: device 'cuda' asked for, but torch sees no CUDA device" in capsys.readouterr().out
+
+
+def test_every_test_the_fault_cases_page_names_exists():
+    """docs/explanation/integrity.md lists the faults once tried and the test that holds each: a renamed or deleted
+    test must not leave the page pointing at nothing."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "explanation" / "integrity.md").read_text()
+    table = page.split("## Faults tried", 1)[1]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", table)
+    assert len(named) >= 20
+    for file, name in named:
+        tree = ast.parse((root / file).read_text())
+        defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+        assert name in defined, f"{file}::{name}"

@@ -548,3 +548,17 @@ def test_one_behaviour_run_per_model_and_question_is_drawn_and_the_others_are_na
                      "question)"]  # fmt: skip
     same = run("same_width_newer", 5, directions=["mean_diff", "pattern", "ridge"], layers=list(range(9)))
     assert [f.name for f, _ in drawn_runs([wide, same], [])] == ["same_width_newer"]
+
+
+def test_a_control_its_run_declares_not_applicable_is_said_so_not_called_missing(tmp_path):
+    results = write_results(tmp_path, datasets=("nyc_place",), models={"m": 4}, prompts=("empty",), n=30, neurons=False)
+    (run,) = results.iterdir()
+    metrics = pd.read_parquet(run / "metrics.parquet")
+    metrics[metrics["control"] != "alt_world"].to_parquet(run / "metrics.parquet")
+    assert "nyc_place: no results for control(s) alt_world" in report_results(results).missing
+    summary = json.loads((run / "summary.json").read_text())
+    summary["headline"]["alt_world"] = {"not_applicable": "no permutation is as learnable from the spelling"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    missing = report_results(results).missing
+    assert "nyc_place: control alt_world not applicable (its verdict says why)" in missing
+    assert not any("no results for control" in note for note in missing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,17 @@ def test_rerun_redoes_nothing(serial_run):
     run_study(study, workspace)
     assert time.perf_counter() - started < 60
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+def test_a_copied_workspace_is_a_finished_study_and_its_rerun_redoes_nothing(serial_run, tmp_path):
+    """Paths inside products are relative to the workspace: a finished study copied elsewhere (`cp -a`) is finished
+    there too, and re-running it there rewrites no table, layer or results file."""
+    study, workspace, _ = serial_run
+    copy = Workspace(tmp_path / "copied")
+    shutil.copytree(workspace.root, copy.root)
+    stamps = {p: p.stat().st_mtime_ns for p in copy.root.rglob("*") if p.suffix in {".parquet", ".npy"}}
+    run_study(study, copy)
+    assert stamps and stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
 def test_a_plan_counts_finished_caches_as_on_disk(serial_run, tmp_path):

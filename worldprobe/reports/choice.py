@@ -135,9 +135,20 @@ def _note_missing_controls(results: Results) -> None:
             results.missing.append(f"{dataset}: predictions only, no metrics (no layer curve or summary row)")
             continue
         present = set(metrics.loc[metrics["dataset"] == dataset, "control"])
-        absent = [c for c in CONTROLS if c not in present]
+        inapplicable = _inapplicable_controls(results.summaries, dataset)
+        for control in sorted(inapplicable):
+            results.missing.append(f"{dataset}: control {control} not applicable (its verdict says why)")
+        absent = [c for c in CONTROLS if c not in present and c not in inapplicable]
         if absent:
             results.missing.append(f"{dataset}: no results for control(s) {', '.join(absent)}")
     for name in DATASETS:
         if name not in results.datasets:
             results.missing.append(f"{name}: no results")
+
+
+def _inapplicable_controls(summaries: list[dict[str, Any]], dataset: str) -> set[str]:
+    """Controls a run of ``dataset`` declared not applicable in its headline (e.g. an alternative world when no
+    permutation is as learnable from the spelling as the true one)."""
+    return {control for summary in summaries if summary.get("dataset") == dataset
+            for control, entry in summary.get("headline", {}).items()
+            if control in CONTROLS and isinstance(entry, dict) and "not_applicable" in entry}  # fmt: skip
