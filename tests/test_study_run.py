@@ -215,7 +215,7 @@ def test_kill_9_during_extraction_then_rerun_matches(serial_run, tmp_path, tiny_
 def test_a_worker_process_runs_one_thread_of_every_pool():
     """Two workers on two cores: torch, OpenMP and OpenBLAS each get one thread (OpenBLAS's default, one per core,
     made two probe runs side by side take 29 s each instead of 19 s)."""
-    code = ("from worldprobe.study import _one_thread; _one_thread(); import torch; "
+    code = ("from worldprobe.study.executors import _one_thread; _one_thread(); import torch; "
             "from threadpoolctl import threadpool_info; "
             "print(torch.get_num_threads(), sorted({p['num_threads'] for p in threadpool_info()}))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -226,7 +226,7 @@ def test_a_changed_csv_is_built_again_not_reused(tmp_path):
     """The table is reused only while the file at from_path holds the bytes its build report records: the same path
     string with other contents (an edited CSV) builds anew."""
     from worldprobe.datasets import load
-    from worldprobe.study import DatasetEntry, _build_dataset
+    from worldprobe.study.runners import DatasetEntry, _build_dataset
 
     csv = release_csv(tmp_path / "world_place.csv", 60)
     entry = DatasetEntry("world_place", source="paper", from_path=str(csv))

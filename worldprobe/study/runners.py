@@ -1,0 +1,147 @@
+"""One unit of work, carried out: the function each stage's units call, with the study's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from worldprobe.datasets.registry import get_spec
+from worldprobe.interventions.options import DasSettings
+from worldprobe.study.plan import Unit
+from worldprobe.study.settings import DatasetEntry, Study
+from worldprobe.workspace import Workspace
+
+
+def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
+    """Carry out one unit (module-level so that Ray can ship it to a worker)."""
+    p = unit.params
+    if unit.stage == "datasets":
+        return _build_dataset(p["entry"], p["seed"], workspace)
+    if unit.stage == "extract":
+        from worldprobe.extract.runner import run_extraction
+
+        x = study.extract
+        return run_extraction(
+            p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
+            dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=p["seed"],
+            shard=p.get("shard"), **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
+            pooled_embedding="embedding" in study.controls_for(p["model"]),
+        )  # fmt: skip
+    if unit.stage == "probes":
+        from worldprobe.probes import run_probe
+
+        holdouts = get_spec(p["dataset"]).holdout_columns if study.probes.holdouts else ()
+        if "embedding" in study.controls_for(p["model"]):
+            _ensure_pooled(study, workspace, p)
+        return run_probe(
+            p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
+            controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
+            random_init_seeds=study.extract.random_init_seeds, prefer_dtype=study.extract.dtype,
+            device=study.extract.device, margin_r2=study.probes.margin_r2, margin_r=study.probes.margin_r,
+            resplits=study.probes.resplits,
+        )  # fmt: skip
+    if unit.stage == "neurons":
+        from worldprobe.neurons.search import find_neurons
+
+        x = study.extract
+        return find_neurons(
+            p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, layers=x.layers,
+            seed=study.seed, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+        )  # fmt: skip
+    if unit.stage == "ask":
+        from worldprobe.interventions import run_ask
+
+        x, a = study.extract, study.ask
+        return run_ask(
+            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=a.format, limit=a.limit,
+            batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
+            seed=study.seed,
+        )  # fmt: skip
+    if unit.stage == "steer":
+        from worldprobe.interventions import run_steer
+
+        x, st = study.extract, study.steer
+        return run_steer(
+            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=st.format, limit=st.limit,
+            select_limit=st.select_limit, directions=st.directions, layers=st.layers or None,
+            positions=st.positions, doses=st.doses, random_directions=st.random, map_random=st.map_random,
+            random_init=p["model"] in x.random_init, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+            quantization=x.quantization_of(p["model"]), seed=study.seed,
+            das_settings=DasSettings(entities=st.das_entities, steps=st.das_steps),
+        )  # fmt: skip
+    if unit.stage == "context":
+        from worldprobe.interventions import run_context
+
+        x, c = study.extract, study.context
+        return run_context(
+            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=c.format, limit=c.limit,
+            batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
+            seed=study.seed,
+        )  # fmt: skip
+    if unit.stage == "report":
+        return _build_report(workspace, study.seed)
+    raise ValueError(f"unknown stage {unit.stage!r}")
+
+
+def _ensure_pooled(study: Study, workspace: Workspace, p: dict[str, Any]) -> None:
+    """The pooled-embedding companion the embedding control reads: the extract stage writes it beside an unsharded
+    cache; a sharded one (or a cache from before it existed) gets it here (one block's forward pass)."""
+    from worldprobe.devices import cache_dtype
+    from worldprobe.extract.cache import MissingCacheError, find_cache, find_pooled, read_manifest
+    from worldprobe.extract.runner import extract_pooled
+
+    x = study.extract
+    manifest = read_manifest(find_cache(p["dataset"], p["model"], p["prompt"], workspace=workspace,
+                                        prefer={"dtype": cache_dtype(x.dtype, x.device)}))  # fmt: skip
+    try:
+        find_pooled(manifest, workspace=workspace)
+    except MissingCacheError:
+        extract_pooled(manifest, workspace=workspace, batch_size=x.batch_size, device=x.device, progress=False)
+
+
+def _build_report(workspace: Workspace, seed: int) -> Path:
+    """Write the report unless it was already written from exactly these results (same files, sizes and times)."""
+    import hashlib
+    import json
+
+    from worldprobe.reports import build_report
+
+    files = sorted(p for p in workspace.results.rglob("*") if p.is_file())
+    listing = [(str(p.relative_to(workspace.results)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    inputs = hashlib.sha256(json.dumps([listing, seed]).encode()).hexdigest()
+    stamp = workspace.reports / "built-from.json"
+    index = workspace.reports / "index.html"
+    written = index.exists() and (workspace.reports / "verdicts.md").exists() and stamp.exists()
+    if written and json.loads(stamp.read_text()).get("results_sha256") == inputs:
+        return index
+    index = build_report(workspace, seed=seed).index
+    stamp.write_text(json.dumps({"results_sha256": inputs, "seed": seed}))
+    return index
+
+
+def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path:
+    """Build a dataset unless the workspace already holds one built from the same source and options."""
+    from worldprobe.datasets import load_report
+    from worldprobe.datasets.builder import BuildOptions, build
+
+    options = BuildOptions(from_path=entry.from_path, seed=seed, limit=entry.limit)
+    path = workspace.dataset_table(entry.name)
+    if path.exists() and workspace.dataset_report(entry.name).exists():
+        report = load_report(entry.name, workspace)
+        built_with = report.get("details", {}).get("options", {})
+        wanted = {"from_path": entry.from_path, "seed": seed, "limit": entry.limit}
+        same_options = report.get("source") == entry.source and all(built_with.get(k) == v for k, v in wanted.items())
+        if same_options and _same_file(entry.from_path, report):
+            return path
+    return build(entry.name, entry.source, options, workspace)[0]
+
+
+def _same_file(from_path: str | None, report: dict[str, Any]) -> bool:
+    """Whether a local ``from_path`` still holds the bytes the table was built from (a sha256 its build report
+    records); a URL or no file at all is left to the build's own checks."""
+    from worldprobe.checksums import remembered_sha256
+
+    file = Path(from_path).expanduser() if from_path and "://" not in from_path else None
+    if file is None or not file.is_file():
+        return True
+    return remembered_sha256(file) in {entry.get("sha256") for entry in report.get("inputs", [])}
