@@ -79,6 +79,20 @@ def test_kept_model_is_reused_for_the_same_request_only(tiny_llama_dir):
     release_kept_model()
 
 
+def test_one_load_however_the_request_spells_it(tiny_llama_dir, monkeypatch):
+    """A cache's pooled companion asked for its model as "bfloat16" after the study asked "fast", and every dataset
+    loaded the model twice; the seed of trained weights and options left out changed the key too."""
+    from worldprobe.devices import resolve_dtype
+
+    release_kept_model()
+    first = load_model_kept(str(tiny_llama_dir), dtype="fast", device="auto", seed=0)
+    resolved = resolve_dtype("fast", "cpu")
+    assert load_model_kept(str(tiny_llama_dir), dtype=resolved, device="cpu", seed=7, gguf_file=None) is first
+    twin = load_model_kept(f"random:{tiny_llama_dir}", dtype="fast", seed=1)
+    assert load_model_kept(f"random:{tiny_llama_dir}", dtype="fast", seed=2) is not twin  # random weights: seeded
+    release_kept_model()
+
+
 def test_bfloat16_rows_stay_close_to_float32(tiny_llama_dir):
     full = last_rows(load_model(str(tiny_llama_dir)), [2, 4])
     half = last_rows(load_model(str(tiny_llama_dir), dtype="bfloat16"), [2, 4])

@@ -198,19 +198,20 @@ FAULTS = [
     Fault("run {tmp}/study.toml", 2, "probes.holdouts", files=study("holdouts = true", "holdouts = 1")),
     Fault("run {tmp}/study.toml", 2, "listed twice", files=study('name = "us_place"', 'name = "world_place"')),
     Fault("run {tmp}/study.toml", 2, "not in extract.models",
-          files=study('random_init = ["smollm2-135m"]', 'random_init = ["qwen2.5-1.5b"]')),  # fmt: skip
+          files=study('random_init = ["smollm2-135m", "gemma3-270m"]', 'random_init = ["qwen2.5-1.5b"]')),  # fmt: skip
     Fault("run {tmp}/study.toml", 2, "outside 0..18 for gemma3-270m",
-          files=study('random_init_seeds = 3', 'random_init_seeds = 3\nlayers = "20"')),  # fmt: skip
+          files=study('random_init_seeds = 1', 'random_init_seeds = 1\nlayers = "20"')),  # fmt: skip
     Fault("run {tmp}/study.toml", 2, "neurons.top_k", files=study("top_k = 10", "top_k = 0")),
     Fault("run {tmp}/study.toml", 2, "extract.shards",
-          files=study('random_init_seeds = 3', 'random_init_seeds = 3\nshards = 0')),  # fmt: skip
+          files=study('random_init_seeds = 1', 'random_init_seeds = 1\nshards = 0')),  # fmt: skip
     Fault("run {tmp}/study.toml", 2, "did you mean 'neurons'", files=study("[neurons]", "[neuron]")),
     Fault("run {tmp}/study.toml", 2, "'models' belongs in [extract]",
           files=study("[extract]\nmodels", "models = []\n[extract]\nmodels")),  # fmt: skip
-    Fault("run {tmp}/study.toml", 2, "extract.device", files=study('random_init_seeds = 3', 'random_init_seeds = 3\n'
+    Fault("run {tmp}/study.toml", 2, "extract.device", files=study('random_init_seeds = 1', 'random_init_seeds = 1\n'
                                                                     'device = "cuda:99"')),  # fmt: skip
     Fault("run {tmp}/study.toml --dry-run", 2, "cannot load the config of model 'gpt2'",
-          files=study('"gemma3-270m"]', '"gpt2"]')),  # fmt: skip
+          files=study('"gemma3-270m"]\nrandom_init = ["smollm2-135m", "gemma3-270m"]',
+                      '"gpt2"]\nrandom_init = ["smollm2-135m"]')),  # fmt: skip
     # damaged files
     Fault("datasets show world_place", 2, "damaged dataset table", damage=garbage("datasets/*.parquet")),
     Fault("datasets show world_place", 2, "damaged build report", damage=garbage("datasets/*.build.json")),
@@ -357,7 +358,7 @@ def test_a_dry_run_of_a_study_for_another_machine_notes_the_missing_device(tmp_p
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = tmp_path / "study.toml"
-    path.write_text(study('random_init_seeds = 3', 'random_init_seeds = 3\ndevice = "cuda"')["study.toml"])
+    path.write_text(study('random_init_seeds = 1', 'random_init_seeds = 1\ndevice = "cuda"')["study.toml"])
     monkeypatch.setenv("WORLDPROBE_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.setattr(sys, "argv", ["worldprobe", "run", str(path), "--dry-run"])
     with pytest.raises(SystemExit) as done:

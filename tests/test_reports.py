@@ -19,7 +19,7 @@ from worldprobe.cli import app
 from worldprobe.probes.verdict import short
 from worldprobe.reports.build import build_report
 from worldprobe.reports.choice import report_results
-from worldprobe.reports.figure import Caption, Hover, new_figure, save
+from worldprobe.reports.figure import Caption, Hover, new_figure, save, svg_copies
 from worldprobe.reports.geography import MAPS, regions
 from worldprobe.reports.holdouts import holdout_table
 from worldprobe.reports.maps import error_km
@@ -122,7 +122,12 @@ def test_hover_positions_land_on_the_drawn_points(tmp_path):
         r, g, b = image[int(point.y * height), int(point.x * width), :3]
         assert r > 0.9 and g < 0.2 and b < 0.2, (point, (r, g, b))
     assert [p.label for p in figure.hover] == ["a", "b", "c"]
-    svg = (tmp_path / figure.svg).read_text()
+    assert figure.svg is None and not list(tmp_path.rglob("*.svg"))  # an SVG copy only when asked for
+    fig, ax = new_figure(1, 1)
+    ax.scatter(x, y)
+    with svg_copies():
+        vector = save(fig, tmp_path, "vector", "title", caption)
+    svg = (tmp_path / vector.svg).read_text()
     assert "dataset d · model m · prompt empty · layer 1 of 2 (50% depth) · split test · n = 3" in svg
 
 
@@ -217,8 +222,7 @@ def test_report_writes_every_figure_with_caption(report):
     assert kinds == {"layers", "prompts", "map", "errors", "timeline", "holdouts", "neurons"}
     assert len(report.figures) == 2 * 2 + 2 * (2 + 2) + 2 * (1 + 2)
     for figure in report.figures:
-        png, svg = report.index.parent / figure.png, report.index.parent / figure.svg
-        assert png.stat().st_size > 5_000 and svg.stat().st_size > 5_000
+        assert (report.index.parent / figure.png).stat().st_size > 5_000 and figure.svg is None
         assert re.search(r"dataset \S+ · model .+ · prompt .+ · layer .+ · split .+ · n = .*\d", figure.caption)
     maps = [f for f in report.figures if f.png.endswith("__map.png")]
     assert maps and all(len(f.hover) > 10 for f in maps)
@@ -245,9 +249,12 @@ def test_report_page_is_offline_and_summarises(report):
 @pytest.mark.slow
 def test_same_results_give_the_same_report(tmp_path):
     write_results(tmp_path, datasets=("nyc_place",), models={"m": 4}, prompts=("empty",), n=40, holdouts=False)
-    first = build_report(Workspace(tmp_path), tmp_path / "first")
-    second = build_report(Workspace(tmp_path), tmp_path / "second")
-    assert second.index.read_text() == first.index.read_text()
+    write_results(tmp_path, datasets=("world_place", "historical_figure"), models={"m": 4}, prompts=("empty",), n=40,
+                  holdouts=False)
+    first = build_report(Workspace(tmp_path), tmp_path / "first", svg=True)
+    second = build_report(Workspace(tmp_path), tmp_path / "second", svg=True, workers=2)  # sections in 2 processes
+    assert len(first.sections) == 3 and second.index.read_text() == first.index.read_text()
+    assert all(figure.svg for figure in first.figures) and 'SVG</a>' in first.index.read_text()
     for figure in first.figures:
         for path in (figure.png, figure.svg):
             assert (tmp_path / "second" / path).read_bytes() == (tmp_path / "first" / path).read_bytes(), path

@@ -122,6 +122,50 @@ def test_rerun_redoes_nothing(serial_run):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
+def test_a_finished_study_is_asked_here_and_sends_no_unit_to_the_executor(serial_run, tmp_path):
+    """Each unit is first asked in this process whether its work is done (reuse_only): a re-run starts no worker
+    pool and loads no model; a unit whose work is missing says so where it would start, having written nothing."""
+    from worldprobe.reuse import WorkNeeded, reuse_only
+    from worldprobe.study import SerialExecutor, Unit, plan, run_unit
+
+    class Recording(SerialExecutor):
+        sent: list = []
+
+        def map(self, fn, units, progress):
+            self.sent.extend(units)
+            return super().map(fn, units, progress)
+
+    study, workspace, _ = serial_run
+    recording = Recording()
+    outputs = run_study(study, workspace, executor=recording)
+    assert recording.sent == [] and set(outputs) >= {"datasets", "models", "extract", "probes", "report"}
+    empty = Workspace(tmp_path / "empty")
+    entry = plan(study)["datasets"][0]
+    with reuse_only(), pytest.raises(WorkNeeded, match="build world_place"):
+        run_unit(Unit("datasets", entry.label, entry.params), study, empty)
+    assert not empty.dataset_table("world_place").exists()
+    shutil.copytree(workspace.datasets, empty.datasets, dirs_exist_ok=True)
+    extract = plan(study)["extract"][0]
+    with reuse_only(), pytest.raises(WorkNeeded, match="extract world_place"):
+        run_unit(extract, study, empty)
+    assert not empty.activations.exists() or not any(empty.activations.iterdir())
+
+
+def test_extraction_runs_each_models_longest_datasets_first(tmp_path):
+    from worldprobe.study import Unit
+    from worldprobe.study.run import _longest_first
+
+    workspace = Workspace(tmp_path)
+    workspace.datasets.mkdir(parents=True, exist_ok=True)
+    for name, texts in {"world_place": ["Paris"] * 10, "headline": ["A long headline about a thing"] * 10}.items():
+        pd.DataFrame({"text": texts}).to_parquet(workspace.dataset_table(name))
+    units = [Unit("extract", f"{d} x {m}", {"dataset": d, "model": m}) for m in ("a", "b")
+             for d in ("world_place", "nyc_place", "headline")]  # fmt: skip
+    order = [(u.params["model"], u.params["dataset"]) for u in _longest_first(units, workspace)]
+    assert order == [("a", "headline"), ("a", "world_place"), ("a", "nyc_place"),
+                     ("b", "headline"), ("b", "world_place"), ("b", "nyc_place")]  # fmt: skip
+
+
 def test_a_copied_workspace_is_a_finished_study_and_its_rerun_redoes_nothing(serial_run, tmp_path):
     """Paths inside products are relative to the workspace: a finished study copied elsewhere (`cp -a`) is finished
     there too, and re-running it there rewrites no table, layer or results file."""
@@ -147,7 +191,7 @@ def test_a_plan_counts_finished_caches_as_on_disk(serial_run, tmp_path):
 
 def test_ray_with_two_workers_and_two_shards_per_cache_matches_serial(serial_run, tmp_path, tiny_llama_dir):
     pytest.importorskip("ray")
-    from worldprobe.ray_executor import RayExecutor
+    from worldprobe.study.ray import RayExecutor
 
     _, serial_ws, _ = serial_run
     study = load_study(study_file(tmp_path, tiny_llama_dir, shards=2))

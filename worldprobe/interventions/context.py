@@ -45,6 +45,7 @@ from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
 from worldprobe.probes.metrics import haversine_km
 from worldprobe.probes.results import CONTEXT, CONTEXT_ANSWERS, RunFolder, is_complete, run_key, write_run
+from worldprobe.reuse import starting_work
 from worldprobe.workspace import Workspace, as_workspace
 
 CONDITIONS = ("none", "counterfactual", "unrelated", "true")
@@ -108,6 +109,7 @@ def run_context(
     folder = setup_mod.result_folder(s, "context", key)
     if is_complete(folder, key, (CONTEXT, CONTEXT_ANSWERS)):
         return folder
+    starting_work(f"{folder.name}")
     loaded = request.load()
     plan = counterfactuals(s, rows, seed)
     size = batch_size or default_batch_size(loaded)

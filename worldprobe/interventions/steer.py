@@ -72,6 +72,7 @@ from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
 from worldprobe.probes.results import STEERING, STEERING_MAP, RunFolder, is_complete, run_key, write_run
+from worldprobe.reuse import starting_work
 from worldprobe.workspace import Workspace, as_workspace
 
 NEUTRAL_CONTINUATION = " is the subject of this sentence."
@@ -159,6 +160,7 @@ def run_steer(
     folder = setup_mod.result_folder(s, "steer", key)
     if is_complete(folder, key, (STEERING, STEERING_MAP)):
         return folder
+    starting_work(f"{folder.name}")
 
     y = s.y[:, t_index]
     stats, per_layer = _layer_directions(s, chosen_layers, [m for m in methods if m != "das"], y, map_random, seed)

@@ -32,6 +32,7 @@ from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
 from worldprobe.extract.runner import default_batch_size, forward_batches, run_extraction
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.probes.results import NEURON_COLUMNS, NEURONS_FILE, run_dir, run_key, write_neurons
+from worldprobe.reuse import starting_work
 from worldprobe.workspace import Workspace, as_workspace
 
 CHUNK_ROWS = 4096
@@ -382,6 +383,7 @@ def find_neurons(
     folder = run_dir(ws.results, dataset, model, prompt, "neurons", key)
     if (folder / NEURONS_FILE).exists():
         return folder
+    starting_work(f"{folder.name}")
     entities = cache.entities.reset_index(drop=True)
     y = entities[list(spec.targets)].to_numpy(dtype=np.float64)
     is_test = entities["is_test"].to_numpy(dtype=bool)

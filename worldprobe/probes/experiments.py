@@ -30,6 +30,7 @@ from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE, RidgePr
 from worldprobe.probes.selection import criterion
 from worldprobe.probes.sweep import PROBE_SETTINGS, ProbeResult, layer_sweep, probe_settings, score
 from worldprobe.probes.verdict import verdict
+from worldprobe.reuse import starting_work
 from worldprobe.workspace import WORKSPACE, as_workspace
 
 PROBES = ("ridge", "mlp")
@@ -384,6 +385,7 @@ def run_probe(
         if is_complete(old := run_dir(ws.results, dataset, model, prompt, probe, legacy), legacy):
             return old
 
+    starting_work(f"probe {folder.name}")
     targets, kind = resolve_targets(entities, dataset, target, log_target)
     is_test = entities["is_test"].to_numpy(dtype=bool)
     make = make_probe_factory(probe, standardize=std, seed=seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,17 +18,21 @@ from worldprobe.reports import curves, holdouts, maps, neurons, timelines
 from worldprobe.reports.breakdown import breakdown_notes, breakdown_table, small_types_note
 from worldprobe.reports.choice import chosen_runs, left_out_runs, primary_prompt, report_results
 from worldprobe.reports.content import Block, Report, Section
+from worldprobe.reports.figure import svg_copies
 from worldprobe.reports.html import write_html
 from worldprobe.reports.summary import as_markdown, verdict_table
 from worldprobe.workspace import Workspace
 
 
-def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED) -> Report:
-    """Read ``workspace/results``; write ``out/figures/*.png|svg``, ``out/index.html`` and ``out/verdicts.md``.
+def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED, *,
+                 svg: bool = False, workers: int = 1) -> Report:  # fmt: skip
+    """Read ``workspace/results``; write ``out/figures/*.png`` (``svg``: and an SVG copy of each),
+    ``out/index.html`` and ``out/verdicts.md``. ``workers`` > 1 draws the datasets' sections in that many processes
+    (the same files as one process draws).
 
     ``out`` defaults to ``workspace/reports``. Everything is written to a staging folder beside it first and then
     moved in (the figures, then ``verdicts.md``, then ``index.html``): a report stopped half-way leaves the last
-    finished one whole, never an old page over new figures or a 0-byte SVG.
+    finished one whole, never an old page over new figures or a 0-byte image.
     """
     final = Path(out) if out is not None else workspace.reports
     out = final.with_name(final.name + ".partial")
@@ -42,10 +47,9 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
             for r in chosen_runs(results.summaries)}  # fmt: skip
     models = sorted(set(results.metrics.get("model", [])) | set(results.predictions.get("model", [])))
     palette = curves.model_palette(models)
-    sections = []
-    for dataset in tqdm(results.datasets, desc="report", unit="dataset"):
-        sections.append(_section(results, runs, dataset, out, palette, seed))
-        _interventions(sections[-1], workspace, out)
+    jobs = [_SectionJob(_of_dataset(results, dataset), runs, dataset, out, palette, seed, workspace, svg)
+            for dataset in results.datasets]  # fmt: skip
+    sections = _drawn(jobs, workers)
     missing = results.missing + [f"{s.dataset}: {note}" for s in sections for note in s.notes]
     missing += left_out_runs(results.summaries)
     report = Report(out / "index.html", view.table, sections, missing, view.sentences, results.stale, view.note)
@@ -54,6 +58,49 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     _publish(out, final)
     report.index = final / "index.html"
     return report
+
+
+@dataclass(frozen=True)
+class _SectionJob:
+    """One dataset's section, drawn into ``out`` (picklable: a worker process draws it)."""
+
+    results: Results
+    runs: dict[tuple[str, str], dict]
+    dataset: str
+    out: Path
+    palette: dict[str, tuple]
+    seed: int
+    workspace: Workspace
+    svg: bool
+
+    def __call__(self) -> Section:
+        load_user_specs(self.workspace.datasets)  # (a worker process learns the user's own datasets too)
+        with svg_copies(self.svg):
+            section = _section(self.results, self.runs, self.dataset, self.out, self.palette, self.seed)
+            _interventions(section, self.workspace, self.out)
+        return section
+
+
+def _drawn(jobs: list[_SectionJob], workers: int) -> list[Section]:
+    """The sections in order, drawn here or in ``workers`` processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [job() for job in tqdm(jobs, desc="report", unit="dataset")]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        for _ in tqdm(as_completed(futures), total=len(futures), desc="report", unit="dataset"):
+            pass
+        return [future.result() for future in futures]
+
+
+def _of_dataset(results: Results, dataset: str) -> Results:
+    """``results`` cut to one dataset's rows (what its section reads; less to send to a worker)."""
+    tables = {name: _rows(getattr(results, name), dataset) for name in ("metrics", "predictions", "holdouts",
+                                                                          "neurons", "breakdown")}  # fmt: skip
+    return replace(results, **tables)
 
 
 def _publish(staging: Path, final: Path) -> None:

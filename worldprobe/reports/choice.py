@@ -130,7 +130,8 @@ def _other_targets(folder: Path, tables: dict[str, pd.DataFrame]) -> str | None:
 
 def _note_missing_controls(results: Results) -> None:
     metrics = results.metrics
-    for dataset in results.datasets:
+    datasets = results.datasets  # (a property that scans every table)
+    for dataset in datasets:
         if dataset not in set(metrics["dataset"]):
             results.missing.append(f"{dataset}: predictions only, no metrics (no layer curve or summary row)")
             continue
@@ -142,7 +143,7 @@ def _note_missing_controls(results: Results) -> None:
         if absent:
             results.missing.append(f"{dataset}: no results for control(s) {', '.join(absent)}")
     for name in DATASETS:
-        if name not in results.datasets:
+        if name not in datasets:
             results.missing.append(f"{name}: no results")
 
 

@@ -18,7 +18,11 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.study.settings import Study, check_layers_of
 from worldprobe.workspace import Workspace
 
-STAGES = ("datasets", "extract", "probes", "neurons", "ask", "steer", "context", "report")
+STAGES = ("datasets", "models", "extract", "probes", "neurons", "ask", "steer", "context", "report")
+"""The stages in order. ``models`` (each model's files fetched and converted, no weights loaded) runs beside
+``datasets``: neither needs the other."""
+TOGETHER = {"models": "datasets", "neurons": "probes"}
+"""A stage whose units run in the same batch as an earlier stage's (neither needs the other's products)."""
 
 
 def model_shape(model: str) -> tuple[int, int]:
@@ -48,6 +52,8 @@ def plan(study: Study) -> dict[str, list[Unit]]:
     units: dict[str, list[Unit]] = {stage: [] for stage in STAGES}
     for entry in study.datasets:
         units["datasets"].append(Unit("datasets", entry.name, {"entry": entry, "seed": study.seed}))
+    for model in dict.fromkeys(m.removeprefix(RANDOM_PREFIX) for m in study.all_models):
+        units["models"].append(Unit("models", model, {"model": model}))
     for model in study.all_models:  # model-major: a serial run loads each model once (see extract.models)
         for seed in study.seeds_of(model):
             for entry in study.datasets:

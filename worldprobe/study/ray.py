@@ -59,5 +59,8 @@ class RayExecutor:
                 progress()
         return results
 
+    def close(self) -> None:
+        """Nothing to end here: a local Ray stops with this process, a cluster keeps running."""
+
     def shutdown(self) -> None:
         self._ray.shutdown()
