@@ -22,7 +22,8 @@ STAGES = ("datasets", "models", "extract", "probes", "neurons", "ask", "steer", 
 """The stages in order. ``models`` (each model's files fetched and converted, no weights loaded) runs beside
 ``datasets``: neither needs the other."""
 TOGETHER = {"models": "datasets", "neurons": "probes"}
-"""A stage whose units run in the same batch as an earlier stage's (neither needs the other's products)."""
+"""A stage whose units run in the same batch as an earlier stage's, ahead of them (neither needs the other's products;
+a model's dequantisation and the neuron search are the longest units of their batch)."""
 
 
 def model_shape(model: str) -> tuple[int, int]:

@@ -34,7 +34,7 @@ def run_study(
     work = plan(study)
     for later, first in TOGETHER.items():
         if later in stages and first in stages:
-            work[first], work[later] = work[first] + work[later], []
+            work[first], work[later] = work[later] + work[first], []  # its few long units first: no lone tail
     outputs: dict[str, list[Any]] = {}
     bound = _bound(study, workspace)
     try:
