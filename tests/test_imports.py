@@ -9,7 +9,7 @@ from pathlib import Path
 import worldprobe
 
 PACKAGE = Path(worldprobe.__file__).parent
-COMMANDS = {"cli", "commands", "study", "dryrun", "verify"}  # the modules (and the package) that drive the stages
+COMMANDS = {"cli", "commands", "study", "dryrun"}  # the modules (and the package) that drive the stages
 STAGE_IMPORTS = {
     "datasets": set(),
     "extract": {"datasets"},

@@ -16,7 +16,7 @@ def test_ask_and_steer_smollm2_on_historical_figures(workspace, one_torch_thread
     from worldprobe.extract.runner import run_extraction
     from worldprobe.interventions import run_ask, run_steer
     from worldprobe.interventions.generate import generate
-    from worldprobe.interventions.setup import prepare, prompts_for, sample_rows
+    from worldprobe.interventions.setup import nested_sample, prepare, prompts_for
 
     build("historical_figure", "packaged", BuildOptions(limit=300, seed=0), workspace)
     run_extraction("historical_figure", "smollm2-135m", workspace=workspace, layers=[12, 16], progress=False)
@@ -49,7 +49,7 @@ def test_ask_and_steer_smollm2_on_historical_figures(workspace, one_torch_thread
     # batch of 1 == batch of 8 on the real model, with left padding
     setup = prepare(workspace, "historical_figure", "smollm2-135m", "empty", None, progress=False)
     loaded = load_model_kept("smollm2-135m", dtype="auto", device="auto", quantization=None, gguf_file=None, seed=0)
-    rows = sample_rows(setup.entities["is_test"].to_numpy(dtype=bool), 8, seed=3)
+    rows = nested_sample(setup.entities["is_test"].to_numpy(dtype=bool), 8, seed=3)
     _, encoded, _ = prompts_for(setup, loaded.tokenizer, rows, "auto", 3, 0)
     assert len({len(e) for e in encoded}) > 1  # prompts of several lengths: padding is exercised
     one = generate(loaded, encoded, max_new_tokens=12, batch_size=1, progress=False)

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from worldprobe import checksums, cli, pins
+from worldprobe.commands.verify import DAMAGED, OK, STALE, UNFINISHED, verify
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import open_cache
 from worldprobe.extract.runner import run_extraction
 from worldprobe.probes import run_probe
 from worldprobe.pypi_archives import PackagedArchive
-from worldprobe.verify import DAMAGED, OK, STALE, UNFINISHED, verify
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

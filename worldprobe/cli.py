@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
-from worldprobe import __version__, config, verify
-from worldprobe.commands import datasets, extract, interventions, neurons, probe, report, study
+from worldprobe import __version__, config
+from worldprobe.commands import datasets, extract, interventions, neurons, probe, report, study, verify
 from worldprobe.errors import WorldprobeError
 from worldprobe.workspace import Workspace
 

@@ -58,7 +58,7 @@ def run_ask(
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
     s = setup_mod.prepare_for(request, ws, dataset, prompt, question, fmt, layer=layer, progress=progress)
-    rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & (s.y == s.y).all(axis=1), limit, seed)
+    rows = setup_mod.nested_sample(s.entities["is_test"].to_numpy(dtype=bool) & (s.y == s.y).all(axis=1), limit, seed)
     budget = max_new_tokens or s.question.max_new_tokens
     settings = {
         "stage": "ask", "question": s.question.name, "format": fmt, "shots": shots, "limit": limit,

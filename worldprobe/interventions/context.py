@@ -97,7 +97,7 @@ def run_context(
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
     s = setup_mod.prepare_for(request, ws, dataset, prompt, question, fmt, progress=progress)
-    rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(s.y).all(axis=1), limit,
+    rows = setup_mod.nested_sample(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(s.y).all(axis=1), limit,
                                  seed)  # fmt: skip
     if len(rows) < 2:
         raise WorldprobeError("the context experiment needs at least 2 test entities", field="limit")

@@ -172,18 +172,19 @@ def _inside(geometry: Any) -> tuple[float, float]:
     return float(point.y), float(point.x)
 
 
-def sample_rows(is_test: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """Indices of the test rows to ask (all, or a seeded sample of ``limit``), in cache order. Samples are nested:
-    with the same seed, the sample of 50 holds the sample of 20 (steer's entities are among ask's)."""
-    test = np.flatnonzero(np.asarray(is_test, dtype=bool))
+def nested_sample(mask: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of the rows where ``mask`` holds (all, or a seeded sample of ``limit``), in cache order. Samples are
+    nested: with the same seed, the sample of 50 holds the sample of 20 (steer's entities are among ask's). Not
+    ``datasets.table.sample_rows``, which samples a table's rows for ``--limit`` and need not nest."""
+    rows = np.flatnonzero(np.asarray(mask, dtype=bool))
     if limit is not None:
         if limit < 1:
             raise WorldprobeError(f"--limit must be positive, not {limit}", field="limit")
-        if limit < len(test):
-            test = np.sort(np.random.default_rng(seed).permutation(test)[:limit])
-    if len(test) == 0:
+        if limit < len(rows):
+            rows = np.sort(np.random.default_rng(seed).permutation(rows)[:limit])
+    if len(rows) == 0:
         raise WorldprobeError("no test entities to ask", field="is_test")
-    return test
+    return rows
 
 
 def prompts_for(

@@ -166,14 +166,14 @@ def run_steer(
     stats, per_layer = _layer_directions(s, chosen_layers, [m for m in methods if m != "das"], y, map_random, seed)
     loaded = request.load()
     examples_used, select_rows, pool = _select_rows(s, select_limit, shots, fmt, loaded, seed)
-    test_rows = setup_mod.sample_rows(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(y), limit, seed)
+    test_rows = setup_mod.nested_sample(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(y), limit, seed)
     asker = _Asker(s, loaded, fmt, shots, seed, budget, batch_size or default_batch_size(loaded), use_cache,
                    generated, t_index, progress)  # fmt: skip
 
     learned = None
     if "das" in methods:
         pool[select_rows] = False
-        learned = _das_directions(asker, setup_mod.sample_rows(pool, das_settings.entities, seed + 11), chosen_layers,
+        learned = _das_directions(asker, setup_mod.nested_sample(pool, das_settings.entities, seed + 11), chosen_layers,
                                   per_layer, methods.index("das"), y, das_settings)  # fmt: skip
     select = asker.baseline("select", select_rows)
     cells = [Cell(d, p) for v in chosen_layers for d in per_layer[v] for p in positions]
@@ -351,7 +351,7 @@ def _select_rows(s: setup_mod.Setup, limit: int, shots: int, fmt: str, loaded: L
         example = s.entities["text"].astype(str).isin(texts).to_numpy()
         left_out = int((train & example).sum())
         train &= ~example
-    return left_out, setup_mod.sample_rows(train, limit, seed), train
+    return left_out, setup_mod.nested_sample(train, limit, seed), train
 
 
 @dataclass
