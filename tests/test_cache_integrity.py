@@ -18,7 +18,9 @@ import pytest
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import find_cache, open_cache
+from worldprobe.extract import writer as writer_mod
 from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.writer import CacheWriter
 from worldprobe.probes import run_probe
 from worldprobe.probes.results import is_complete, read_summary
 
@@ -131,7 +133,7 @@ def test_bad_batch_size_never_makes_a_cache(workspace, tiny_llama_dir, make_enti
 def test_finish_refuses_a_ledger_that_does_not_cover_every_row(workspace, make_entity_table):
     table = make_entity_table(workspace, texts(5))
     path = workspace.activations / "short"
-    with cache_mod.CacheWriter.open(path, {"n_entities": 5, "d_model": 2, "layers": [0]}, table, batch_size=2) as w:
+    with CacheWriter.open(path, {"n_entities": 5, "d_model": 2, "layers": [0]}, table, batch_size=2) as w:
         w.write(0, np.arange(4), np.ones((4, 2), dtype=np.float32))
         w.commit(2, 4, done=True)
         with pytest.raises(WorldprobeError, match="the ledger covers 4 of 5 rows"):
@@ -196,7 +198,7 @@ def test_full_disk_at_preallocation_is_one_clear_error(workspace, tiny_llama_dir
 def test_too_little_free_disk_is_refused_before_anything_is_written(workspace, tiny_llama_dir, make_entity_table,
                                                                     monkeypatch):  # fmt: skip
     make_entity_table(workspace, texts(20))
-    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    monkeypatch.setattr(writer_mod.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     with pytest.raises(WorldprobeError, match=r"needs 13\.4 KB of disk, 1\.0 KB is free"):
         extract(workspace, tiny_llama_dir)
     assert not list(workspace.activations.glob("*/*.npy"))
@@ -226,7 +228,7 @@ def test_full_tmpfs_gives_one_error_line_not_sigbus(tiny_tmpfs, tiny_llama_dir, 
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "of disk" in result.stderr and "is free" in result.stderr
     # the same on a disk that fills between the free-space check and the allocation: fallocate refuses
-    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 0, 10**9))
+    monkeypatch.setattr(writer_mod.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 0, 10**9))
     with pytest.raises(WorldprobeError, match="the disk is full"):
         run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, batch_size=64, progress=False)
     assert not list(workspace.activations.glob("*/*.npy"))

@@ -17,6 +17,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import find_cache, open_cache, runner
 from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.writer import CacheWriter
 
 NAMES = ["Paris", "São Paulo", "Kraków", "Washington, D.C.", "New York City", "Москва", "Ōsaka", "Zürich", "Tokyo"]
 
@@ -140,11 +141,11 @@ def test_lock_stops_a_second_writer(workspace, tiny_llama_dir, make_entity_table
     path = workspace.activations / "locked"
     manifest = {"n_entities": 6, "d_model": 4, "layers": [0]}
     with (
-        cache_mod.CacheWriter.open(path, dict(manifest), table),
+        CacheWriter.open(path, dict(manifest), table),
         pytest.raises(WorldprobeError, match="another process is writing"),
     ):
-        cache_mod.CacheWriter.open(path, dict(manifest), table)
-    with cache_mod.CacheWriter.open(path, dict(manifest), table):  # released on exit
+        CacheWriter.open(path, dict(manifest), table)
+    with CacheWriter.open(path, dict(manifest), table):  # released on exit
         pass
     with pytest.raises(WorldprobeError, match="not finished"):
         open_cache(path)
@@ -153,7 +154,7 @@ def test_lock_stops_a_second_writer(workspace, tiny_llama_dir, make_entity_table
 def test_values_beyond_float16_widen_the_layer_to_float32(workspace, make_entity_table):
     table = make_entity_table(workspace, texts(4))
     path = workspace.activations / "wide"
-    with cache_mod.CacheWriter.open(path, {"n_entities": 4, "d_model": 3, "layers": [0, 1]}, table) as writer:
+    with CacheWriter.open(path, {"n_entities": 4, "d_model": 3, "layers": [0, 1]}, table) as writer:
         writer.write(0, np.array([0, 1]), np.full((2, 3), 1.5, dtype=np.float32))
         writer.write(0, np.array([2]), np.array([[1e6, -7e4, 0.25]], dtype=np.float32))
         writer.write(1, np.array([0]), np.ones((1, 3), dtype=np.float32))

@@ -11,7 +11,9 @@ import pytest
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import open_cache, runner
+from worldprobe.extract import writer as writer_mod
 from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.writer import CacheWriter, shard_done
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,7 +69,7 @@ def test_shards_in_any_order_equal_the_unsharded_run(workspace, tiny_llama_dir, 
         if not manifest["complete"]:
             with pytest.raises(WorldprobeError, match="not finished"):
                 open_cache(path)
-            assert cache_mod.shard_done(path, (index, count))
+            assert shard_done(path, (index, count))
     assert layer_bytes(path) == unsharded
     assert manifest["shards"] == count and manifest["batch_size"] == 4 and leftovers(path) == []
     monkeypatch.setattr(runner, "load_model_kept", lambda *a, **k: pytest.fail("a finished cache loads no model"))
@@ -119,7 +121,7 @@ def test_mixing_sharded_and_unsharded_writers_is_refused(workspace, tiny_llama_d
         extract(workspace, tiny_llama_dir, shard=(0, 3))
     other = extract(workspace, tiny_llama_dir, layers="0,1")  # another cache: unsharded, left unfinished below
     manifest = cache_mod.read_manifest(other)
-    cache_mod._write_json(other / cache_mod.MANIFEST, {**manifest, "complete": False})
+    writer_mod._write_json(other / cache_mod.MANIFEST, {**manifest, "complete": False})
     with pytest.raises(WorldprobeError, match="by one unsharded writer; it cannot be continued in 2 shards") as info:
         extract(workspace, tiny_llama_dir, layers="0,1", shard=(1, 2))
     assert "shards = 1" in str(info.value)
@@ -127,7 +129,7 @@ def test_mixing_sharded_and_unsharded_writers_is_refused(workspace, tiny_llama_d
 
 def _open_shard(path, table, index):
     manifest = {"n_entities": 8, "d_model": 3, "layers": [0, 1]}
-    return cache_mod.CacheWriter.open(path, manifest, table, shard=(index, 2), batch_size=2)
+    return CacheWriter.open(path, manifest, table, shard=(index, 2), batch_size=2)
 
 
 def test_float16_overflow_in_a_shard_is_merged_as_float32(workspace, make_entity_table):

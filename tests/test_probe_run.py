@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.cache import CacheWriter, entity_order_sha256, open_cache
+from worldprobe.extract.cache import entity_order_sha256, open_cache
+from worldprobe.extract.writer import CacheWriter
 from worldprobe.probes import compare_models, compare_prompts, cross_prompt_transfer, probe_cache, run_probe
 from worldprobe.probes.results import METRIC_COLUMNS, read_metrics, read_summary
 

@@ -29,6 +29,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, model_name
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
+from worldprobe.extract.writer import CacheWriter, merge_shards, remove_cache, shard_done
 from worldprobe.reuse import starting_work
 from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
@@ -391,7 +392,7 @@ def _extract_cache(
     all_layers = wanted == list(range(info.n_layers + 1))
     path = ws.activations / identity.key(all_layers=all_layers)
     if rebuild:
-        cache_mod.remove_cache(path)
+        remove_cache(path)
     existing = _finished_superset(ws, identity)
     if existing is not None:
         return existing
@@ -406,9 +407,9 @@ def _extract_cache(
         if found.get("complete"):
             cache_mod.refuse_damaged(path, found)
             return path
-        if shard[1] > 1 and cache_mod.shard_done(path, shard):
+        if shard[1] > 1 and shard_done(path, shard):
             starting_work(f"merge the shards of {path.name}")
-            cache_mod.merge_shards(path)  # this shard's rows are written: no model needed
+            merge_shards(path)  # this shard's rows are written: no model needed
             return path
     starting_work(f"extract {path.name}")
     loaded = load_model_kept(model, dtype=dtype, device=device, quantization=quantization, seed=seed,
@@ -424,7 +425,7 @@ def _extract_cache(
         "versions": _versions(),
     }  # fmt: skip
     size = batch_size or default_batch_size(loaded)
-    with cache_mod.CacheWriter.open(path, manifest, table, shard=shard, batch_size=size) as writer:
+    with CacheWriter.open(path, manifest, table, shard=shard, batch_size=size) as writer:
         if not writer.complete:
             _fill(writer, loaded, encoded, wanted, aggregation, padding_side, flush_rows, progress)
             writer.finish(batch_size=writer.batch_size)
@@ -447,7 +448,7 @@ def extract_twin(
 
 
 def _fill(
-    writer: cache_mod.CacheWriter,
+    writer: CacheWriter,
     loaded: LoadedModel,
     encoded: Sequence[EncodedEntity],
     layers: list[int],
