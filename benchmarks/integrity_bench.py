@@ -21,7 +21,7 @@ from pathlib import Path
 
 from worldprobe import checksums, verify
 from worldprobe.extract import cache as cache_mod
-from worldprobe.extract import models
+from worldprobe.extract import presets
 from worldprobe.probes.results import is_complete
 from worldprobe.workspace import Workspace, cache_dir
 
@@ -38,7 +38,7 @@ def median_time(fn: Callable[..., object], *args: object, repeat: int = 5, **kwa
 def load_checks(gguf: Path, sha256: str, folder: Path, *, full: bool) -> None:
     """What a model load checks: the assembled GGUF against its pin and the dequantised copy against its record."""
     checksums.file_problem(gguf, sha256, full=full)
-    models.dequantised_problems(folder, full=full)
+    presets.dequantised_problems(folder, full=full)
 
 
 def hash_speeds(file: Path) -> None:
@@ -55,10 +55,10 @@ def hash_speeds(file: Path) -> None:
 
 def model_loads() -> Path | None:
     largest = None
-    for preset in (p for p in models.PRESETS.values() if p.is_gguf):
+    for preset in (p for p in presets.PRESETS.values() if p.is_gguf):
         gguf = cache_dir("models") / preset.gguf_filename
         folder = cache_dir("models") / f"{gguf.stem}-{preset.gguf_sha256[:12]}-dequantised"
-        if not gguf.exists() or models.dequantised_problems(folder):
+        if not gguf.exists() or presets.dequantised_problems(folder):
             continue
         size = gguf.stat().st_size + sum(f.stat().st_size for f in folder.iterdir())
         cheap = median_time(load_checks, gguf, preset.gguf_sha256, folder, full=False)

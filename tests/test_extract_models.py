@@ -294,7 +294,7 @@ def test_gguf_metadata_is_parsed_once_into_memory_and_the_parser_is_restored():
     import gguf
     import gguf.gguf_reader
 
-    from worldprobe.extract.models import _gguf_parsed_once
+    from worldprobe.extract.presets import _gguf_parsed_once
 
     path = fetch_gguf("smollm2-135m")
     with _gguf_parsed_once():

@@ -198,7 +198,7 @@ def _check_results(ws: Workspace, folder: Path) -> Finding:
 
 def _download_checks() -> Iterator[Check]:
     from worldprobe import pins
-    from worldprobe.extract.models import DEQUANTISED_RECORD, PRESETS
+    from worldprobe.extract.presets import DEQUANTISED_RECORD, PRESETS
 
     root = cache_dir()
     archives = {archive.filename: archive.sha256 for archive in pins.ARCHIVES.values()}
@@ -230,7 +230,7 @@ def _check_pinned(file: Path, sha256: str) -> Finding:
 
 
 def _check_dequantised(folder: Path) -> Finding:
-    from worldprobe.extract.models import dequantised_problems
+    from worldprobe.extract.presets import dequantised_problems
 
     problems = dequantised_problems(folder, full=True)
     if problems:
