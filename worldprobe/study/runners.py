@@ -80,9 +80,14 @@ def _neurons(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
 def _ask(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
     from worldprobe.interventions import run_ask
 
-    x, a = study.extract, study.ask
-    return run_ask(
-        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=a.format, limit=a.limit,
+    return _asked(run_ask, study.ask, p, study, workspace)
+
+
+def _asked(run: Callable[..., Path], section: Any, p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    """``run_ask`` or ``run_context``: the model asked its dataset's question in ``section``'s format and limit."""
+    x = study.extract
+    return run(
+        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=section.format, limit=section.limit,
         batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
         seed=study.seed,
     )  # fmt: skip
@@ -105,12 +110,7 @@ def _steer(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
 def _context(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
     from worldprobe.interventions import run_context
 
-    x, c = study.extract, study.context
-    return run_context(
-        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=c.format, limit=c.limit,
-        batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
-        seed=study.seed,
-    )  # fmt: skip
+    return _asked(run_context, study.context, p, study, workspace)
 
 
 def _report(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
