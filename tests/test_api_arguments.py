@@ -84,9 +84,9 @@ def test_a_workspace_must_be_a_folder_path():
 def test_a_study_section_and_the_api_read_the_same_rules_and_say_the_same_thing():
     """[ask], [steer] and [context] keys are checked by the behaviour stages' own argument rules (declared once in
     interventions.options): the same objects, the same message."""
-    from worldprobe.study import settings as study
     from worldprobe.checks import check_table
     from worldprobe.interventions.options import ASK_ARGUMENTS, CONTEXT_ARGUMENTS, DAS_RULES, STEER_ARGUMENTS
+    from worldprobe.study import settings as study
 
     same_name = ("limit", "select_limit", "directions", "layers", "positions", "doses", "map_random")
     shared = [(study.ASK_RULES, "format", ASK_ARGUMENTS, "fmt"), (study.ASK_RULES, "limit", ASK_ARGUMENTS, "limit"),
