@@ -7,7 +7,7 @@
 The stage's fits, on both sides: at every layer the probe, the shuffled-target control and the alternative worlds
 (``controls.control_targets``); the random-init control (each twin at every layer, then the alternative worlds at the
 twin's train-selected layer); and held-out blocks of two columns at the probe's train-selected layer
-(``experiments.holdout_masks``: the 20 largest blocks, each fitted on every row outside it). Ours is what the stage
+(``holdouts.holdout_masks``: the 20 largest blocks, each fitted on every row outside it). Ours is what the stage
 runs (``RidgeProbe.fit_many``: one decomposition per layer for all its target sets; ``iter_without_blocks``: the
 pool's Gram matrix minus each block's rows). scikit-learn's, two ways: ``StandardScaler`` + ``RidgeCV(gcv_mode=
 "svd")`` per fit, in float64, targets z-scored on the fit rows as ours (the same alpha grid and selection rule, so the
@@ -43,7 +43,8 @@ from threadpoolctl import threadpool_limits
 from worldprobe.config import RANDOM_INIT_SEEDS
 from worldprobe.probes.altworld import WORLDS
 from worldprobe.probes.controls import group_keys, shuffled_targets
-from worldprobe.probes.experiments import holdout_masks, resolve_targets
+from worldprobe.probes.experiments import resolve_targets
+from worldprobe.probes.holdouts import holdout_masks
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, RidgeProbe
 from worldprobe.probes.selection import select_layer
 

@@ -10,9 +10,10 @@ from worldprobe.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(
-        ["compare_models", "compare_prompts", "cross_prompt_transfer", "holdout_blocks", "probe_cache", "run_probe"],
+        ["compare_models", "compare_prompts", "cross_prompt_transfer", "probe_cache", "run_probe"],
         "worldprobe.probes.experiments",
     ),
+    "holdout_blocks": "worldprobe.probes.holdouts",
     **dict.fromkeys(["ProbeResult", "layer_sweep"], "worldprobe.probes.sweep"),
     "MLPProbe": "worldprobe.probes.mlp",
     "RunFolder": "worldprobe.probes.results",

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import load_user_specs
 from worldprobe.datasets.table import checked_fingerprint
+from worldprobe.probes.holdouts import SKIPPED
 from worldprobe.probes.results import Results
 from worldprobe.reports import curves, holdouts, maps, neurons, timelines
 from worldprobe.reports.breakdown import breakdown_notes, breakdown_table, small_types_note
@@ -229,11 +230,11 @@ def _holdouts(block: Block, rows: pd.DataFrame, model: str, metrics: pd.DataFram
     rows = rows[rows["model"] == model] if not rows.empty else rows
     if rows.empty:
         return
-    skipped = rows[rows["setting"] == holdouts.SKIPPED]
+    skipped = rows[rows["setting"] == SKIPPED]
     for column, part in skipped.groupby("column", sort=False):
         listed = ", ".join(f"{b} ({int(v)} rows outside it)" for b, v in zip(part["block"], part["value"], strict=True))
         block.text.append(f"Held-out blocks by {column}: not fitted for {listed}, too few rows to train on.")
-    rows = rows[rows["setting"] != holdouts.SKIPPED]
+    rows = rows[rows["setting"] != SKIPPED]
     if rows.empty:
         return
     known = metrics.loc[metrics["model"] == model, "n_layers"] if not metrics.empty else pd.Series(dtype=int)

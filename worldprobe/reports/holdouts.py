@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from worldprobe.probes.holdouts import MEAN_BLOCK
 from worldprobe.reports.figure import Caption, FigureFile, file_stem, layer_text, new_figure, save
 
 METRIC_LABELS = {
@@ -18,10 +19,6 @@ METRIC_LABELS = {
 }
 SETTINGS = {"nominal": ("random split (nominal)", "#8c9fbf"), "held_out": ("block held out of training", "#d62728")}
 MAX_BLOCKS = 20
-SKIPPED = "skipped"
-"""The setting of a block the probe stage could not fit (too few rows outside it; value: rows outside it)."""
-MEAN_BLOCK = "(mean)"
-"""The probe stage's row with the mean over blocks (drawn as a line, not a bar)."""
 
 
 def holdout_metric(rows: pd.DataFrame) -> str:
