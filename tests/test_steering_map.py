@@ -14,7 +14,7 @@ from test_interventions_steering import N_ENTITIES, _planted_workspace, _questio
 
 from worldprobe.errors import WorldprobeError
 from worldprobe.interventions import directions as dirs
-from worldprobe.interventions import steer, steermap
+from worldprobe.interventions import steerchoice, steermap
 
 NUISANCE = 2.0
 
@@ -195,8 +195,8 @@ def test_bad_steering_requests_are_refused_before_the_model_runs(steered):
 
 
 def test_the_test_against_zero_reads_as_words():
-    assert steer.against_zero("above") == "above 0" and steer.against_zero("below") == "below 0"
-    assert steer.against_zero("inconclusive") == "inconclusive against 0"
+    assert steerchoice.against_zero("above") == "above 0" and steerchoice.against_zero("below") == "below 0"
+    assert steerchoice.against_zero("inconclusive") == "inconclusive against 0"
 
 
 def test_an_edit_that_breaks_most_answers_is_not_chosen_on_the_few_it_leaves_readable():
@@ -206,8 +206,8 @@ def test_an_edit_that_breaks_most_answers_is_not_chosen_on_the_few_it_leaves_rea
 
     table = pd.DataFrame([cell("das", "method", 4, 500.0), cell("mean_diff", "method", 16, 200.0),
                           cell("random-0", "random", 16, 3.0)])  # fmt: skip
-    chosen = steer.choose(table, [-2.0, 2.0])
+    chosen = steerchoice.choose(table, [-2.0, 2.0])
     assert chosen["direction"] == "mean_diff" and chosen["readable"]
     broken = table[table["direction"] != "mean_diff"]
-    fallback = steer.choose(broken, [-2.0, 2.0])
+    fallback = steerchoice.choose(broken, [-2.0, 2.0])
     assert fallback["direction"] == "das" and not fallback["readable"]  # nothing readable: the best there is, said so
