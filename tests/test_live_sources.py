@@ -20,7 +20,8 @@ import pytest
 from worldprobe import cli
 from worldprobe.datasets import load, load_report
 from worldprobe.datasets.builder import BuildOptions, build
-from worldprobe.datasets.sources.live import LIMIT_NOTE, parse_wkt_point, union_groups, wikidata_years
+from worldprobe.datasets.sources.live import LIMIT_NOTE, union_groups
+from worldprobe.datasets.sources.wikidata import parse_wkt_point, wikidata_years
 from worldprobe.datasets.split import text_leaks
 from worldprobe.errors import WorldprobeError
 from worldprobe.http import HttpClient, HttpSettings, paginate, retry_after
