@@ -118,3 +118,10 @@ def test_probes_and_reports_read_extraction_only_through_the_cache_api():
     ]
     assert not wrong, f"only {CACHE_API} may be imported by probes and reports:\n" + "\n".join(wrong)
 
+
+
+def test_no_module_is_over_600_lines():
+    """A room that grows past 600 lines holds more than one job (issue: study.py had 981, extract/cache.py 1,043)."""
+    long = {str(f.relative_to(PACKAGE)): n for f in PACKAGE.rglob("*.py")
+            if (n := len(f.read_text(encoding="utf-8").splitlines())) > 600}  # fmt: skip
+    assert not long, long
