@@ -62,16 +62,15 @@ def _dataset_checks(ws: Workspace) -> Iterator[Check]:
 
 
 def _check_dataset(ws: Workspace, table_file: Path) -> Finding:
-    from worldprobe.datasets.table import checked_fingerprint, load
+    from worldprobe.datasets.table import checked_fingerprint, load, recorded_fingerprint
 
     name = table_file.stem
     fix = f"build it again: `worldprobe datasets build {name}` (with the options you used)"
     report_file = ws.dataset_report(name)
     try:
-        report = json.loads(report_file.read_text())
-        recorded = report["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return Finding("dataset", report_file, DAMAGED, f"build report unreadable ({type(error).__name__}); {fix}")
+        recorded = recorded_fingerprint(report_file)
+    except WorldprobeError:
+        return Finding("dataset", report_file, DAMAGED, f"build report unreadable; {fix}")
     try:
         table = load(name, ws)
     except (WorldprobeError, OSError, ValueError) as error:
@@ -121,14 +120,15 @@ def _check_cache(ws: Workspace, folder: Path) -> Finding:
 
 def _stale_cache(ws: Workspace, manifest: dict) -> str | None:
     """Why a sound cache no longer answers requests (its dataset was rebuilt, its model files changed), or None."""
+    from worldprobe.datasets.table import recorded_fingerprint
     from worldprobe.extract.models import local_source
 
     report = ws.dataset_report(str(manifest.get("dataset")))
     if report.exists():
         try:
-            current = json.loads(report.read_text()).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
-            current = None
+            current = recorded_fingerprint(report)
+        except WorldprobeError:
+            current = None  # a damaged build report is the dataset's finding, not the cache's
         if current and current != manifest.get("dataset_fingerprint"):
             return "made from an earlier build of the dataset (probes no longer use it; delete it to free the disk)"
     source = manifest.get("model_source") or {}

@@ -60,11 +60,7 @@ def checked_fingerprint(
     report, path = ws.dataset_report(name), ws.dataset_table(name)
     if not report.exists():
         return None
-    try:
-        recorded = json.loads(report.read_text()).get("fingerprint") or None
-    except (OSError, ValueError, AttributeError):
-        raise WorldprobeError("unreadable build report", file=report,
-                              hint=f"build it again: `worldprobe datasets build {name}`") from None  # fmt: skip
+    recorded = recorded_fingerprint(report)
     if recorded is None or (table is None and not path.exists()):
         return recorded
     actual = fingerprint(table) if table is not None else _stored_fingerprint(path)
@@ -75,6 +71,19 @@ def checked_fingerprint(
             hint=f"build it again: `worldprobe datasets build {name}` (with the options you used)",
         )  # fmt: skip
     return recorded
+
+
+def recorded_fingerprint(report: Path) -> str | None:
+    """The table fingerprint a build report (``<name>.build.json``) records, None when it records none: the one reader
+    of it for every stage that asks whether a cache or result comes from the current build. An unreadable report is
+    a :class:`WorldprobeError` naming it."""
+    try:
+        recorded = json.loads(report.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        name = report.name.removesuffix(".build.json")
+        raise WorldprobeError("unreadable build report", file=report,
+                              hint=f"build it again: `worldprobe datasets build {name}`") from None  # fmt: skip
+    return str(recorded) if recorded else None
 
 
 _STORED: dict[tuple[str, int, int], str] = {}

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import worldprobe
 from worldprobe.checksums import files_record, recorded_problems, remember, sha256_of
 from worldprobe.datasets.registry import all_specs
+from worldprobe.datasets.table import recorded_fingerprint
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import CacheIdentity
 from worldprobe.jsonable import json_default
@@ -381,9 +382,9 @@ def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
     if not build.exists():
         return f"dataset {dataset} is no longer built in this workspace"
     try:
-        current = json.loads(build.read_text()).get("fingerprint")
-    except json.JSONDecodeError:
-        return f"{build} is not valid JSON"
+        current = recorded_fingerprint(build)
+    except WorldprobeError:
+        return f"{build} is unreadable"
     used = (summary.get("cache") or (summary.get("probe") or {}).get("cache") or {}).get("dataset_fingerprint")
     if used != current:
         return f"computed from another build of {dataset} (fingerprint {str(used)[:12]}, now {str(current)[:12]})"
