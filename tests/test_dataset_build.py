@@ -54,11 +54,11 @@ def test_the_report_is_made_from_the_context(builder, workspace):
     builder(_rows)
     path, report = build("world_place", "paper", BuildOptions(seed=4), workspace)
     saved = load_report("world_place", workspace)
-    assert saved["rows_in"] == 12 and saved["rows_out"] == 10
-    assert list(saved["dropped"].items()) == [("empty_text", 1), ("bad_latitude", 1)]  # in the order they arose
-    assert saved["inputs"] == [{"what": "raw.csv", "sha256": SHA, "licence": "CC0", "attribution": "us", "rows": 12}]
-    assert saved["split_rule"] == "grouped by text" and saved["seed"] == 4 and saved["notes"] == ["a test source"]
-    assert saved["details"]["options"]["seed"] == 4 and report.fingerprint == saved["fingerprint"]
+    assert saved.rows_in == 12 and saved.rows_out == 10
+    assert list(saved.dropped.items()) == [("empty_text", 1), ("bad_latitude", 1)]  # in the order they arose
+    assert saved.inputs == [{"what": "raw.csv", "sha256": SHA, "licence": "CC0", "attribution": "us", "rows": 12}]
+    assert saved.split_rule == "grouped by text" and saved.seed == 4 and saved.notes == ["a test source"]
+    assert saved.details["options"]["seed"] == 4 and report.fingerprint == saved.fingerprint
     table = load("world_place", workspace)
     assert len(table) == 10 and table["is_test"].any() and not table["is_test"].all()
 

@@ -57,7 +57,7 @@ def test_build_options_reach_the_builder(monkeypatch, capsys, workspace):
                        str(PAPER_FIXTURES / "us_place.csv"), "--drop-split-leaks", "--limit", "5")  # fmt: skip
     assert code == 0 and "us_place: 5 rows" in out  # workspace from $WORLDPROBE_WORKSPACE
     assert "dropped 1 row(s): split_leak_test_side" in out and "dropped 4 row(s): beyond_limit" in out
-    assert load_report("us_place", workspace)["dropped"] == {"split_leak_test_side": 1, "beyond_limit": 4}
+    assert load_report("us_place", workspace).dropped == {"split_leak_test_side": 1, "beyond_limit": 4}
 
 
 def test_bad_input_is_one_line_without_traceback(monkeypatch, capsys, workspace, tmp_path):

@@ -262,7 +262,7 @@ def test_world_place_from_wikidata_pages_and_normalises(stub, workspace):
     # paging: 3 + 3 + 2 for 8 rows of settlements, 3 + 0 for structures, 2 for natural places
     assert len(server.requests) == 3 + 2 + 1
     saved = load_report("world_place", workspace)
-    assert saved["inputs"][0]["responses"] == 6 and saved["inputs"][0]["licence"] == "CC0 1.0"
+    assert saved.inputs[0]["responses"] == 6 and saved.inputs[0]["licence"] == "CC0 1.0"
     # a second build is served from the cache, with the same result
     build("world_place", "live", options("wikidata", server.url, page_size=3), workspace)
     assert len(server.requests) == 6
@@ -458,7 +458,7 @@ def test_headline_from_nyt_archive(stub, workspace, monkeypatch):
     assert kim["year"] == pytest.approx(2019.0 + 12 / 60 / 24 / 365, abs=1e-3) and kim["pub_year"] == 2019
     shutdown = table.loc["Government Shutdown Enters Its Second Week"]
     assert shutdown["year"] == pytest.approx(2019 + 1 / 365, abs=1e-3)  # 2 January in New York
-    assert "test-key" not in json.dumps(load_report("headline", workspace))
+    assert "test-key" not in load_report("headline", workspace).to_json()
 
 
 def test_headline_needs_a_key(workspace, monkeypatch):

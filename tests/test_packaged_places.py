@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +12,7 @@ from worldprobe.datasets.registry import get_spec
 from worldprobe.datasets.schema import validate
 from worldprobe.datasets.sources import packaged_places as pp
 from worldprobe.datasets.split import text_leaks
-from worldprobe.datasets.table import load, load_report
+from worldprobe.datasets.table import BuildReport, load, load_report
 
 PLACES = ("world_place", "us_place", "nyc_place")
 SIZES = {"world_place": (37_000, 46_000), "us_place": (28_000, 33_000), "nyc_place": (740, 990)}
@@ -165,5 +163,5 @@ def test_build_writes_deterministic_table_and_report(tmp_path):
     assert not np.array_equal(a["is_test"], c["is_test"])
     assert len(load("nyc_place", tmp_path / "a")) == len(a)
     report = load_report("nyc_place", tmp_path / "a")
-    assert report["seed"] == 3 and report["dropped"]["outside_nyc"] > 0
-    assert json.loads(json.dumps(report))["inputs"][0]["licence"]
+    assert report.seed == 3 and report.dropped["outside_nyc"] > 0
+    assert BuildReport.from_json(report.to_json()) == report and report.inputs[0]["licence"]  # typed both ways

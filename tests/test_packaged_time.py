@@ -105,7 +105,7 @@ def built(tmp_path_factory):
 
 
 def _no_split_leaks(table: pd.DataFrame, key: str, report: dict) -> None:
-    assert report["details"]["split_leaks"] == []
+    assert report.details["split_leaks"] == []
     sides = table.groupby(key)["is_test"].nunique()
     assert (sides == 1).all(), sides[sides > 1].index[:5].tolist()
     assert 0.18 <= table["is_test"].mean() <= 0.22
@@ -114,8 +114,8 @@ def _no_split_leaks(table: pd.DataFrame, key: str, report: dict) -> None:
 def test_historical_figures(built):
     table, report = load("historical_figure", built), load_report("historical_figure", built)
     assert 2520 <= len(table) <= 3080  # about 2,800 people
-    assert report["dropped"]["no_death_year_in_gloss"] > 0 and report["rows_out"] == len(table)
-    assert "WordNet 3.0 licence" in report["inputs"][0]["licence"]
+    assert report.dropped["no_death_year_in_gloss"] > 0 and report.rows_out == len(table)
+    assert "WordNet 3.0 licence" in report.inputs[0]["licence"]
     buddha = table.set_index("name").loc["Gautama Buddha"]
     assert (buddha["birth_year"], buddha["death_year"], buddha["year"], buddha["century"]) == (-563, -483, -483, -500)
     assert table.set_index("name").loc["Confucius", "year"] < 0
@@ -129,13 +129,13 @@ def test_historical_figures(built):
 def test_art_films(built):
     table, report = load("art", built), load_report("art", built)
     assert 15000 <= len(table) <= 18000
-    assert report["inputs"][0]["licence"].startswith("CC0")
-    assert report["dropped"] == {"released_before_1950": 471, "no_director": 66}
+    assert report.inputs[0]["licence"].startswith("CC0")
+    assert report.dropped == {"released_before_1950": 471, "no_director": 66}
     jaws = table.set_index("entity_id").loc["Q189505"]  # Jaws, released 1975-06-20 (day 171)
     assert jaws["text"] == "Steven Spielberg's Jaws"
     assert jaws["year"] == pytest.approx(1975 + 170 / 365) and jaws["decade"] == 1970
     placeholders = table["date_precision"] == "year"
-    assert report["details"]["placeholder_dates_kept_at_midpoint"] == placeholders.sum() > 0
+    assert report.details["placeholder_dates_kept_at_midpoint"] == placeholders.sum() > 0
     assert (table.loc[placeholders, "year"] % 1 == 0.5).all()
     assert table["year"].between(1950, 2015).all() and (table["entity_type"] == "movie").all()
     _no_split_leaks(table, "creator", report)
@@ -145,9 +145,9 @@ def test_art_films(built):
 def test_headlines(built):
     table, report = load("headline", built), load_report("headline", built)
     assert 51700 <= len(table) <= 63200
-    assert any("PROXY" in note and "not the paper's New York Times" in note for note in report["notes"])
-    assert "CC BY 4.0" in report["inputs"][0]["licence"]
-    assert set(report["dropped"]) >= {"truncated_retweet", "duplicate_headline_kept_earliest"}
+    assert any("PROXY" in note and "not the paper's New York Times" in note for note in report.notes)
+    assert "CC BY 4.0" in report.inputs[0]["licence"]
+    assert set(report.dropped) >= {"truncated_retweet", "duplicate_headline_kept_earliest"}
     assert table["pub_year"].between(2011, 2015).all() and table["news_desk"].nunique() == 16
     assert (table["pub_year"] == np.floor(table["year"])).all()
     assert table["text"].str.endswith(".").all() and not table["text"].str.contains(r"https?://|@\w+:|^RT ").any()
@@ -159,7 +159,7 @@ def test_headlines(built):
 @pytest.mark.parametrize("name", ["historical_figure", "art", "headline"])
 def test_builders_are_deterministic_under_a_seed(built, name):
     again, _ = run_builder(name, "packaged", BuildOptions(seed=0))
-    assert fingerprint(again) == load_report(name, built)["fingerprint"]
+    assert fingerprint(again) == load_report(name, built).fingerprint
 
 
 def test_limit_keeps_a_seeded_sample_and_counts_the_rest(built, tmp_path):
@@ -169,4 +169,4 @@ def test_limit_keeps_a_seeded_sample_and_counts_the_rest(built, tmp_path):
     position = {entity_id: i for i, entity_id in enumerate(full["entity_id"])}
     kept = [position[entity_id] for entity_id in table["entity_id"]]
     assert kept == sorted(kept)
-    assert report["dropped"]["beyond_limit"] == len(full) - 100 and report["rows_out"] == 100
+    assert report.dropped["beyond_limit"] == len(full) - 100 and report.rows_out == 100

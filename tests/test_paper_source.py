@@ -51,11 +51,11 @@ def test_fixture_builds_with_release_split_order_and_report(name, workspace):
     assert table["is_test"].tolist() == (raw["is_test"].iloc[kept] == "True").tolist()
     assert (table["source"] == "paper").all()
     assert list(raw.columns) == list(paper_source.FORMATS[name].columns)  # fixture has the exact release columns
-    item = report["inputs"][0]
+    item = report.inputs[0]
     assert item["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert item["licence"] and item["attribution"]
-    assert report["rows_in"] == len(raw) and report["rows_out"] == len(table)
-    assert report["rows_in"] - report["rows_out"] == sum(report["dropped"].values())
+    assert report.rows_in == len(raw) and report.rows_out == len(table)
+    assert report.rows_in - report.rows_out == sum(report.dropped.values())
 
 
 def test_world_names_countries_and_leaks(workspace):
@@ -71,16 +71,16 @@ def test_world_names_countries_and_leaks(workspace):
     assert country["world_place:3"] == country["world_place:8"] == "United Kingdom"
     assert country["world_place:4"] == country["world_place:5"] == country["world_place:1"] == "United States"
     assert table.loc[table["entity_id"] == "world_place:8", "country_label"].item() == "Scotland"
-    assert report["details"]["split_leaks"] == [
+    assert report.details["split_leaks"] == [
         {"text": "California's Canyon Lake", "train": ["world_place:4"], "test": ["world_place:5"]}
     ]
-    assert report["split_rule"].startswith("the release's is_test")
+    assert report.split_rule.startswith("the release's is_test")
 
 
 def test_drop_split_leaks_removes_only_the_test_side(workspace):
     table, report = build_fixture("us_place", workspace, drop_split_leaks=True)
     assert "us_place:7" not in set(table["entity_id"]) and "us_place:6" in set(table["entity_id"])
-    assert report["dropped"] == {"split_leak_test_side": 1}
+    assert report.dropped == {"split_leak_test_side": 1}
     assert len(table) == 9
 
 
@@ -103,7 +103,7 @@ def test_nyc_title_case_groups_and_missing_borough(workspace):
     assert row["borough"] == "unknown" and row["facility_type"] == "unknown"
     assert table.set_index("entity_id").loc["nyc_place:7", "borough"] == "New Jersey"
     assert "poi_source" in table and "complexid" in table  # the release's own `source` column does not clash
-    assert [leak["text"] for leak in report["details"]["split_leaks"]] == ["Whitestone"]
+    assert [leak["text"] for leak in report.details["split_leaks"]] == ["Whitestone"]
 
 
 def test_figures_years_centuries_and_occupations(workspace):
@@ -124,7 +124,7 @@ def test_art_text_dates_groups_and_dropped_rows(workspace):
     year = dict(zip(table["entity_id"], table["year"], strict=True))
     assert year["art:5"] == pytest.approx(2000 + 365 / 366)  # 2000-12-31, a leap year
     assert year["art:0"] == pytest.approx(1986 + 257 / 365)
-    assert report["dropped"] == {"empty_text": 1}  # the row without a creator
+    assert report.dropped == {"empty_text": 1}  # the row without a creator
     assert set(table["decade"]) == {1950, 1960, 1980, 2000}
     assert table.set_index("entity_id").loc["art:3", "creator"] == "Dominick Dunne"
 
@@ -143,7 +143,7 @@ def test_limit_keeps_a_seeded_sample_in_order_and_counts_the_rest(workspace):
     table, report = build_fixture("world_place", workspace, limit=4)
     rows = [int(entity_id.split(":")[1]) for entity_id in table["entity_id"]]
     assert len(rows) == 4 and rows == sorted(rows)
-    assert report["dropped"] == {"beyond_limit": 8}
+    assert report.dropped == {"beyond_limit": 8}
     again, _ = build_fixture("world_place", workspace, limit=4)
     other, _ = build_fixture("world_place", workspace, limit=4, seed=5)
     assert again["entity_id"].tolist() == table["entity_id"].tolist() != other["entity_id"].tolist()
@@ -298,7 +298,7 @@ def cache(tmp_path, monkeypatch):
 def test_build_from_url(fixture_server, cache, workspace):
     url = f"{fixture_server}/nyc_place.csv"
     table, report = build_fixture("nyc_place", workspace, path=url)
-    assert len(table) == 9 and report["inputs"][0]["what"] == url
+    assert len(table) == 9 and report.inputs[0]["what"] == url
     assert len(list((cache / "paper").glob("*nyc_place.csv"))) == 1
 
 
@@ -361,21 +361,21 @@ def test_from_url_is_revalidated_or_pinned_with_sha256(tmp_path, cache, workspac
     url = f"http://127.0.0.1:{server.server_address[1]}/nyc_place.csv"
     try:
         table, report = build_fixture("nyc_place", workspace, path=url)
-        assert report["inputs"][0]["fetched"] == "downloaded" and report["inputs"][0]["last_modified"]
+        assert report.inputs[0]["fetched"] == "downloaded" and report.inputs[0]["last_modified"]
         table, report = build_fixture("nyc_place", workspace, path=url)
-        assert report["inputs"][0]["fetched"] == "cached, server says unchanged"
+        assert report.inputs[0]["fetched"] == "cached, server says unchanged"
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
         frame.iloc[:3].to_csv(csv, index=False)  # the file on the server changes
         later = time.time() + 5
         os.utime(csv, (later, later))
         changed, report = build_fixture("nyc_place", workspace, path=url)
-        assert report["inputs"][0]["fetched"] == "downloaded" and len(changed) == 3 < len(table)
-        digest = report["inputs"][0]["sha256"]
+        assert report.inputs[0]["fetched"] == "downloaded" and len(changed) == 3 < len(table)
+        digest = report.inputs[0]["sha256"]
     finally:
         server.shutdown()
         server.server_close()
     _, report = build_fixture("nyc_place", workspace, path=url, extra={"sha256": digest})  # offline with --sha256
-    assert report["inputs"][0]["fetched"] == "cached, sha256 checked"
+    assert report.inputs[0]["fetched"] == "cached, sha256 checked"
     with pytest.raises(WorldprobeError, match=f"pass --sha256 {digest}"):  # offline without: refused, with the fix
         build_fixture("nyc_place", workspace, path=url)
     with pytest.raises(WorldprobeError, match="checksum mismatch"):  # a local --from file is checked too
@@ -397,21 +397,21 @@ def test_real_world_place(workspace):
     table, report = build_fixture("world_place", workspace, path=paper_csv("world_place"))
     assert time.perf_counter() - started < 30
     assert len(table) == 39_585 and int(table["is_test"].sum()) == 7_917
-    assert report["inputs"][0]["sha256"] == paper_source.RELEASE_SHA256["world_place"]
+    assert report.inputs[0]["sha256"] == paper_source.RELEASE_SHA256["world_place"]
     assert not table["text"].str.endswith(" ").any()
     assert table["country"].nunique() == 225 and (table["country"] == "United Kingdom").sum() == 5_667
-    assert [leak["text"] for leak in report["details"]["split_leaks"]] == ["California's Canyon Lake"]
+    assert [leak["text"] for leak in report.details["split_leaks"]] == ["California's Canyon Lake"]
 
 
 @pytest.mark.slow
 def test_real_us_place(workspace):
     table, report = build_fixture("us_place", workspace, path=paper_csv("us_place"))
     assert len(table) == 29_997 and int(table["is_test"].sum()) == 5_999
-    leaks = report["details"]["split_leaks"]
+    leaks = report.details["split_leaks"]
     assert len(leaks) == 15 and {"Soap Lake", "Lincoln University"} <= {leak["text"] for leak in leaks}
     table, report = build_fixture("us_place", workspace, path=paper_csv("us_place"), drop_split_leaks=True)
-    assert report["dropped"] == {"split_leak_test_side": sum(len(leak["test"]) for leak in leaks)}
-    assert len(table) == 29_997 - report["dropped"]["split_leak_test_side"]
+    assert report.dropped == {"split_leak_test_side": sum(len(leak["test"]) for leak in leaks)}
+    assert len(table) == 29_997 - report.dropped["split_leak_test_side"]
     zips = table.loc[table["entity_type"] == "zip", "text"]
     assert len(zips) == 12_533 and zips.str.fullmatch(r"\d{5}").all()
     assert table["state_id"].nunique() == 49

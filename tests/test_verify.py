@@ -154,8 +154,8 @@ def test_recorded_fingerprint_is_of_the_table_as_stored(workspace, make_entity_t
     table = make_entity_table(workspace, ["A", "B", "C", "D", "E"])
     table["population"] = pd.Series([10, None, 30, 40, 50], dtype=object)  # parquet reads this back as float64
     write_table(table, BuildReport("world_place", "test", [], 5, 5, {}, "every 5th row", 0), workspace)
-    assert fingerprint(load("world_place", workspace)) == load_report("world_place", workspace)["fingerprint"]
-    assert fingerprint(table) != load_report("world_place", workspace)["fingerprint"]
+    assert fingerprint(load("world_place", workspace)) == load_report("world_place", workspace).fingerprint
+    assert fingerprint(table) != load_report("world_place", workspace).fingerprint
 
 
 def test_tampered_results_are_damaged_and_recomputed(study, tiny_llama_dir, tmp_path):

@@ -111,14 +111,14 @@ def show_command(ctx: typer.Context, name: str = typer.Argument(..., help="A bui
     report = load_report(name, workspace)
     n_test = int(table["is_test"].sum())
     typer.echo(f"{name} ({spec.description})")
-    typer.echo(f"  source: {report['source']}; fingerprint {report['fingerprint']}")
-    for item in report["inputs"]:
+    typer.echo(f"  source: {report.source}; fingerprint {report.fingerprint}")
+    for item in report.inputs:
         typer.echo(f"  input: {item.get('what')} (sha256 {str(item.get('sha256', '?'))[:12]}...)")
     typer.echo(
-        f"  rows: {len(table):,} (train {len(table) - n_test:,}, test {n_test:,}); split: {report['split_rule']}"
+        f"  rows: {len(table):,} (train {len(table) - n_test:,}, test {n_test:,}); split: {report.split_rule}"
     )
-    typer.echo(f"  rows in: {report['rows_in']:,}; dropped: {_counts(report['dropped']) or 'none'}")
-    leaks = report.get("details", {}).get("split_leaks")
+    typer.echo(f"  rows in: {report.rows_in:,}; dropped: {_counts(report.dropped) or 'none'}")
+    leaks = report.details.get("split_leaks")
     if leaks is not None:
         typer.echo(f"  texts on both sides of the split: {len(leaks)}")
     for target in spec.targets:

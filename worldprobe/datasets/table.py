@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,18 @@ class BuildReport:
     worldprobe_version: str = worldprobe.__version__
 
     def to_json(self) -> str:
+        """The report as ``<name>.build.json`` holds it (:meth:`from_json` reads it back)."""
         return json.dumps(asdict(self), indent=2, default=json_default)
+
+    @classmethod
+    def from_json(cls, text: str) -> BuildReport:
+        """A report read back from :meth:`to_json`'s text (keys of a newer worldprobe are left out; a missing one
+        without a default raises ``TypeError``)."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def fingerprint(table: pd.DataFrame) -> str:
@@ -145,13 +156,13 @@ def load(name: str, workspace: Workspace | str | Path | None = None) -> pd.DataF
     return validate(table, spec, origin=str(path))
 
 
-def load_report(name: str, workspace: Workspace | str | Path | None = None) -> dict[str, Any]:
+def load_report(name: str, workspace: Workspace | str | Path | None = None) -> BuildReport:
     """The build report of a built dataset, as written by :func:`write_table`."""
     path = as_workspace(workspace).dataset_report(get_spec(name).name)
     if not path.exists():
         raise WorldprobeError("build report missing", file=path, hint=f"run `worldprobe datasets build {name}`")
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return BuildReport.from_json(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
         raise WorldprobeError(f"damaged build report: {error}", file=path,
                               hint=f"build it again: `worldprobe datasets build {name}`") from None  # fmt: skip

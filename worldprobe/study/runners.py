@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worldprobe.datasets.registry import get_spec
+from worldprobe.datasets.table import BuildReport
 from worldprobe.interventions.options import DasSettings
 from worldprobe.reuse import starting_work
 from worldprobe.study.plan import Unit
@@ -172,23 +173,23 @@ def _build_report(workspace: Workspace, seed: int, workers: int = 1) -> Path:
 
 def _build_dataset(entry: DatasetEntry, seed: int, workspace: Workspace) -> Path:
     """Build a dataset unless the workspace already holds one built from the same source and options."""
-    from worldprobe.datasets import load_report
     from worldprobe.datasets.builder import BuildOptions, build
+    from worldprobe.datasets.table import load_report
 
     options = BuildOptions(from_path=entry.from_path, seed=seed, limit=entry.limit)
     path = workspace.dataset_table(entry.name)
     if path.exists() and workspace.dataset_report(entry.name).exists():
         report = load_report(entry.name, workspace)
-        built_with = report.get("details", {}).get("options", {})
+        built_with = report.details.get("options", {})
         wanted = {"from_path": entry.from_path, "seed": seed, "limit": entry.limit}
-        same_options = report.get("source") == entry.source and all(built_with.get(k) == v for k, v in wanted.items())
+        same_options = report.source == entry.source and all(built_with.get(k) == v for k, v in wanted.items())
         if same_options and _same_file(entry.from_path, report):
             return path
     starting_work(f"build {entry.name}")
     return build(entry.name, entry.source, options, workspace)[0]
 
 
-def _same_file(from_path: str | None, report: dict[str, Any]) -> bool:
+def _same_file(from_path: str | None, report: BuildReport) -> bool:
     """Whether a local ``from_path`` still holds the bytes the table was built from (a sha256 its build report
     records); a URL or no file at all is left to the build's own checks."""
     from worldprobe.checksums import remembered_sha256
@@ -196,4 +197,4 @@ def _same_file(from_path: str | None, report: dict[str, Any]) -> bool:
     file = Path(from_path).expanduser() if from_path and "://" not in from_path else None
     if file is None or not file.is_file():
         return True
-    return remembered_sha256(file) in {entry.get("sha256") for entry in report.get("inputs", [])}
+    return remembered_sha256(file) in {entry.get("sha256") for entry in report.inputs}
