@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-VOLATILE = {"cost", "time", "worldprobe_version", "created", "path"}
-"""Summary and report keys that record when, how long or where, not what."""
+VOLATILE = {"cost", "time", "worldprobe_version", "created", "path", "summary_sha256"}
+"""Summary and report keys that record when, how long or where, not what (the summary's checksum of itself covers its
+timings)."""
 
 
 def _strip(value: object) -> object:
