@@ -121,3 +121,10 @@ def test_fetch_rejects_a_wrong_checksum(tmp_path, monkeypatch):
     with pytest.raises(WorldprobeError, match="sha256 mismatch"):
         fetch(archive, cache=tmp_path)
     assert not (tmp_path / "pkg-1.0-py3-none-any.whl").exists()
+
+
+def test_a_workspace_names_its_own_files_relative_to_itself(tmp_path):
+    """Products record paths inside the workspace relative to it, so a moved or copied workspace names its own."""
+    ws = Workspace(tmp_path / "ws")
+    assert ws.relative(ws.activations / "a-cache") == "activations/a-cache"
+    assert ws.relative(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")

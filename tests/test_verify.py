@@ -6,6 +6,7 @@ import hashlib
 import json
 import sys
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -191,6 +192,8 @@ def test_a_moved_or_copied_workspace_is_checked_against_its_own_caches(study, tm
     from worldprobe.workspace import Workspace
 
     workspace, _, results = study
+    recorded = json.loads((results / "summary.json").read_text())["cache"]["path"]
+    assert recorded.startswith("activations/") and not Path(recorded).is_absolute()  # relative to the workspace
     moved = Workspace(tmp_path / "moved")
     shutil.copytree(workspace.root, moved.root)
     shutil.rmtree(workspace.root)  # the original is gone: as after `mv`

@@ -44,6 +44,14 @@ class Workspace:
                                   hint=f"use a writable folder: --workspace DIR or ${config.WORKSPACE_ENV} "
                                   "(copy the workspace there to keep its work)")  # fmt: skip
 
+    def relative(self, path: str | Path) -> str:
+        """``path`` as a product records it: relative to the workspace when inside it (``activations/<cache>``), so
+        a moved or copied workspace still names its own files; else as given."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
     def stage_dir(self, stage: str) -> Path:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")

@@ -125,7 +125,7 @@ def stored_choice(workspace: Workspace, cache: ActivationCache, candidates: list
         if (summary.get("probe") != "ridge" or not summary.get("complete") or settings.get("target") is not None
                 or settings.get("log_target") or settings.get("standardize") != DEFAULT_STANDARDIZE
                 or settings.get("alphas") != [float(a) for a in DEFAULT_ALPHAS]
-                or used.get("path") != str(cache.path)
+                or Path(str(used.get("path") or "")).name != Path(cache.path).name  # (its identity; moved or not)
                 or used.get("dataset_fingerprint") != cache.manifest.get("dataset_fingerprint")
                 or used.get("entity_order_sha256") != cache.manifest.get("entity_order_sha256")):  # fmt: skip
             continue
@@ -312,6 +312,7 @@ def probe_record(setup: Setup) -> dict[str, Any]:
         "selected_layer": setup.layer, "n_layers": setup.n_layers, "selection_criterion": setup.choice.criterion,
         "selection": {str(k): v for k, v in setup.choice.scores.items()}, "alpha": setup.probe.alpha_,
         "targets": setup.targets, "train_rows": int(setup.train.sum()),
-        "cache": {"path": str(setup.cache.path), "dataset_fingerprint": setup.cache.manifest.get("dataset_fingerprint"),
+        "cache": {"path": setup.workspace.relative(setup.cache.path),
+                  "dataset_fingerprint": setup.cache.manifest.get("dataset_fingerprint"),
                   "entity_order_sha256": setup.cache.manifest.get("entity_order_sha256")},
     }  # fmt: skip

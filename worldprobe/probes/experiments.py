@@ -378,7 +378,7 @@ def run_probe(
         "rows": {"entities": len(entities), "dropped_no_target": result.dropped,
                  "train": int((valid & ~is_test).sum()), "test": int((valid & is_test).sum())},
         "cost": clock.record(),
-        "cache": {"path": str(getattr(cache, "path", "")),
+        "cache": {"path": ws.relative(cache.path) if hasattr(cache, "path") else "",
                   "dataset_fingerprint": cache.manifest.get("dataset_fingerprint"),
                   "entity_order_sha256": cache.manifest.get("entity_order_sha256")},
     }  # fmt: skip
