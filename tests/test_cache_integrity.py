@@ -278,7 +278,7 @@ def test_changed_local_weights_get_a_new_cache_and_new_results(workspace, tiny_l
     new_cache = extract(workspace, model)
     assert new_cache != old_cache and find_cache("world_place", str(model), workspace=workspace) == new_cache
     new_results = run_probe("world_place", str(model), workspace=workspace, progress=False)
-    assert new_results != old_results and read_summary(new_results)["cache"]["path"] == str(new_cache)
+    assert new_results != old_results and read_summary(new_results)["cache"]["path"] == f"activations/{new_cache.name}"
     assert not np.array_equal(open_cache(new_cache).layer(1), open_cache(old_cache).layer(1))
 
 
@@ -346,7 +346,7 @@ def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(buil
         run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
     monkeypatch.setattr(devices, "cpu_bfloat16_flag", lambda: "amx_bf16")  # a study's dtype = "fast" on an AMX CPU
     folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, prefer_dtype="fast", progress=False)
-    assert read_summary(folder)["cache"]["path"] == str(half)
+    assert read_summary(folder)["cache"]["path"] == f"activations/{half.name}"  # relative to the workspace
     with pytest.raises(WorldprobeError, match=r"dtype float16\) does not exist yet \(there is one with") as info:
         run_probe("world_place", str(tiny_llama_dir), workspace=workspace, dtype="float16", progress=False)
     assert "dtype float32" in str(info.value) and "dtype bfloat16" in str(info.value)  # never another dtype
