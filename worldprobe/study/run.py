@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,6 @@ def run_study(
     *,
     executor: Any | None = None,
     stages: Sequence[str] = STAGES,
-    echo: Callable[[str], None] = print,
 ) -> dict[str, list[Any]]:
     """Run the study's stages in order with one progress bar per stage; return each stage's results.
 
