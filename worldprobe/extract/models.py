@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
 import re
 import warnings
@@ -468,11 +469,13 @@ def load_model_kept(model: str = DEFAULT_MODEL, **options: Any) -> LoadedModel:
 
 
 def _same_load(model: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options of a load as it will happen: device and dtype resolved, every option present, no seed for
-    trained weights (it changes nothing there)."""
-    device = resolve_device(options.get("device", "auto"))
-    chosen = {"gguf_file": None, "max_memory": None, "revision": None, "quantization": None, **options,
-              "device": device, "dtype": resolve_dtype(options.get("dtype", "auto"), device)}  # fmt: skip
+    """The options of a load as it will happen: :func:`load_model`'s defaults for those not given, device and dtype
+    resolved, no seed for trained weights (it changes nothing there)."""
+    defaults = {name: p.default for name, p in inspect.signature(load_model).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}  # fmt: skip
+    chosen = {**defaults, **options}
+    chosen["device"] = resolve_device(chosen["device"])
+    chosen["dtype"] = resolve_dtype(chosen["dtype"], chosen["device"])
     if not model.startswith(RANDOM_PREFIX):
         chosen.pop("seed", None)
     return chosen
