@@ -180,8 +180,10 @@ def _check_results(ws: Workspace, folder: Path) -> Finding:
         return Finding("results", folder / SUMMARY, DAMAGED, f"run key {key!r} is not the folder's; delete the folder")
     recorded = Path(str((summary.get("cache") or {}).get("path") or ""))
     # the cache's folder name is its identity: look in this workspace first, so a moved or copied workspace is
-    # checked against its own caches, not the original's (an absolute path from before a `cp -a`)
-    cache_path = ws.activations / recorded.name if (ws.activations / recorded.name).is_dir() else recorded
+    # checked against its own caches, not the original's (an absolute path from before a `cp -a`); a path recorded
+    # relative to the workspace is read from this one
+    own = ws.activations / recorded.name
+    cache_path = own if own.is_dir() or not recorded.is_absolute() else recorded
     if not (cache_path / cache_mod.MANIFEST).exists():
         return Finding("results", folder, STALE, f"the activation cache it came from ({cache_path}) is gone")
     try:
