@@ -5,7 +5,7 @@
 
 For each model, every entity of every built dataset table in ``WORKSPACE/datasets`` is tokenised as extraction
 tokenises it (``extract.tokens.encode_entities``, prompt ``empty``: BOS + the name); the tokens padded to their
-batch (longest-first batches of ``--batch-size``, 64 as on a CPU, as ``extract.runner.iter_batches``) are counted.
+batch (``extract.runner.iter_batches``: longest-first batches of ``--batch-size``, 64 as on a CPU) are counted.
 Each token passes through every block's linear layers (q, k, v, o and the MLP's gate, up and down projections, read
 from the model's config): 2 x their weights' size in FLOPs. The peak is one torch thread's ``linear`` at the dtype
 extraction uses, on a matrix of the extraction's shape (``--rows`` x hidden x intermediate), best of ``--repeats``.
@@ -20,13 +20,13 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.devices import resolve_dtype
 from worldprobe.extract.models import describe_model
+from worldprobe.extract.runner import iter_batches
 from worldprobe.extract.tokens import encode_entities
 
 
@@ -38,13 +38,6 @@ def linear_flops_per_token(config) -> int:
     head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
     per_block = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2 + 3 * hidden * inter
     return 2 * per_block * int(text.num_hidden_layers)
-
-
-def padded_tokens(lengths: list[int], batch_size: int) -> int:
-    """Tokens the forward passes see: longest-first batches of ``batch_size``, each padded to its longest."""
-    ordered = np.sort(np.asarray(lengths))[::-1]
-    batches = (ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size))
-    return int(sum(len(batch) * int(batch[0]) for batch in batches))
 
 
 def peak_flops(hidden: int, inter: int, dtype: torch.dtype, rows: int, repeats: int) -> float:
@@ -86,7 +79,7 @@ def main() -> None:
         tokens = 0
         for name, table in tables.items():
             encoded = encode_entities(tokenizer, table["text"].tolist(), get_prompt(name, "empty"))
-            tokens += padded_tokens([len(e) for e in encoded], args.batch_size)
+            tokens += sum(batch.input_ids.numel() for batch in iter_batches(encoded, args.batch_size, pad_id=0))
         flops = per_token * tokens * (1 + args.twins)
         peak = peak_flops(int(text.hidden_size), int(text.intermediate_size), getattr(torch, dtype_name), args.rows,
                           args.repeats)  # fmt: skip
