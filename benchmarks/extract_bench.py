@@ -29,7 +29,8 @@ from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.table import load, sample_rows
 from worldprobe.extract import runner
 from worldprobe.extract.models import load_model
-from worldprobe.extract.runner import iter_batches, pad_token_id, run_extraction
+from worldprobe.extract.options import ModelRequest
+from worldprobe.extract.runner import Batching, iter_batches, pad_token_id, run_extraction
 from worldprobe.extract.tokens import encode_entities
 from worldprobe.workspace import Workspace
 
@@ -51,8 +52,14 @@ def time_extract(ws: Workspace, loaded, model: str, n: int, dtype: str, batch_si
     runner.load_model_kept = lambda *a, **k: calls.append(a) or loaded
     try:
         start, cpu = time.perf_counter(), time.process_time()
-        path = run_extraction("world_place", model, workspace=ws, limit=n, dtype=dtype, batch_size=batch_size,
-                              progress=False)  # fmt: skip
+        path = run_extraction(
+            "world_place",
+            ModelRequest(model, dtype=dtype),
+            workspace=ws,
+            limit=n,
+            progress=False,
+            batching=Batching(batch_size=batch_size),
+        )
         if not calls:
             raise RuntimeError("run_extraction no longer loads through runner.load_model_kept: time_extract would "
                                "time a model load; patch the loader it calls")  # fmt: skip

@@ -46,6 +46,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from worldprobe.extract.options import Batching, ModelRequest
+
 HERE = Path(__file__).resolve().parent
 CONFIG_7B = HERE / "llama-2-7b-config.json"
 ROW_TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 5e-3}
@@ -132,12 +134,14 @@ def check(value: float, tolerance: float, **extra: Any) -> dict[str, Any]:
 
 
 def extract(root: Path, texts: list[str], model: str, **options: Any) -> np.ndarray:
-    """Rows of a fresh extraction of ``model`` in its own workspace (a cache's identity does not name the device, so
-    each device gets its own)."""
+    """Rows of a fresh extraction of ``model`` loaded with ``options`` in its own workspace (a cache's identity does
+    not name the device, so each device gets its own)."""
     from worldprobe.extract.runner import run_extraction
 
     ws = workspace_with(root, texts)
-    return cache_rows(run_extraction("world_place", model, workspace=ws, progress=False, batch_size=16, **options))
+    request = ModelRequest(model, **options)
+    return cache_rows(run_extraction("world_place", request, workspace=ws, progress=False,
+                                     batching=Batching(batch_size=16)))  # fmt: skip
 
 
 def part_rows(tmp: Path, texts: list[str], model: Path, gpu: str) -> dict[str, Any]:
@@ -191,8 +195,14 @@ def part_throughput(tmp: Path, entities: int, gpu: str, cpu_only: bool) -> dict[
     if not cpu_only:
         torch.cuda.reset_peak_memory_stats()
     clock, cpu = time.perf_counter(), time.process_time()
-    path = run_extraction("world_place", name, workspace=ws, device=gpu, dtype="float32" if cpu_only else "float16",
-                          layers="all", batch_size=64, progress=False)  # fmt: skip
+    path = run_extraction(
+        "world_place",
+        ModelRequest(name, dtype="float32" if cpu_only else "float16", device=gpu),
+        workspace=ws,
+        layers="all",
+        progress=False,
+        batching=Batching(batch_size=64),
+    )
     seconds, cpu_seconds = time.perf_counter() - clock, time.process_time() - cpu
     size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
     return {

@@ -45,6 +45,7 @@ from worldprobe.probes.altworld import WORLDS
 from worldprobe.probes.controls import group_keys, shuffled_targets
 from worldprobe.probes.experiments import resolve_targets
 from worldprobe.probes.holdouts import holdout_masks
+from worldprobe.probes.options import ProbeOptions
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, RidgeProbe
 from worldprobe.probes.selection import select_layer
 
@@ -392,7 +393,9 @@ def time_run_probe(workspace: str, dataset: str, model: str) -> tuple[float, flo
     for old in ws.results.glob(f"{dataset}__{model}__empty__ridge__*"):
         shutil.rmtree(old)
     wall, cpu = time.perf_counter(), time.process_time()
-    run_probe(dataset, model, workspace=ws, controls=CONTROLS, holdouts=HOLDOUT_COLUMNS, progress=False)
+    run_probe(
+        dataset, model, workspace=ws, controls=CONTROLS, progress=False, options=ProbeOptions(holdouts=HOLDOUT_COLUMNS)
+    )
     return time.perf_counter() - wall, time.process_time() - cpu
 
 

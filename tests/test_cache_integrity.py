@@ -19,9 +19,11 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import find_cache, open_cache
 from worldprobe.extract import writer as writer_mod
-from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.options import ModelRequest
+from worldprobe.extract.runner import Batching, run_extraction
 from worldprobe.extract.writer import CacheWriter
 from worldprobe.probes import run_probe
+from worldprobe.probes.options import ProbeOptions
 from worldprobe.probes.results import is_complete, read_summary
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,7 +35,10 @@ def texts(n: int) -> list[str]:
 
 
 def extract(workspace, model, **kwargs):
-    return run_extraction("world_place", str(model), workspace=workspace, batch_size=8, progress=False, **kwargs)
+    """Extract ``model`` (its loading options among ``kwargs``: dtype, device, revision) in batches of 8."""
+    loading = {k: kwargs.pop(k) for k in ("dtype", "device", "revision") if k in kwargs}
+    return run_extraction("world_place", ModelRequest(str(model), **loading), workspace=workspace, progress=False,
+                          batching=Batching(batch_size=8), **kwargs)  # fmt: skip
 
 
 @pytest.fixture
@@ -126,7 +131,13 @@ def test_cache_from_an_older_version_is_not_used(built, tiny_llama_dir):
 def test_bad_batch_size_never_makes_a_cache(workspace, tiny_llama_dir, make_entity_table, batch_size):
     make_entity_table(workspace, texts(6))
     with pytest.raises(WorldprobeError, match="batch_size must be at least 1"):  # checked at the door
-        run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, batch_size=batch_size, progress=False)
+        run_extraction(
+            "world_place",
+            str(tiny_llama_dir),
+            workspace=workspace,
+            progress=False,
+            batching=Batching(batch_size=batch_size),
+        )
     assert not list(workspace.activations.glob("*/manifest.json"))
 
 
@@ -230,7 +241,9 @@ def test_full_tmpfs_gives_one_error_line_not_sigbus(tiny_tmpfs, tiny_llama_dir, 
     # the same on a disk that fills between the free-space check and the allocation: fallocate refuses
     monkeypatch.setattr(writer_mod.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 0, 10**9))
     with pytest.raises(WorldprobeError, match="the disk is full"):
-        run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, batch_size=64, progress=False)
+        run_extraction(
+            "world_place", str(tiny_llama_dir), workspace=workspace, progress=False, batching=Batching(batch_size=64)
+        )
     assert not list(workspace.activations.glob("*/*.npy"))
 
 
@@ -348,7 +361,9 @@ def test_probe_and_ask_take_the_cache_of_their_dtype_when_there_are_several(buil
     folder = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, prefer_dtype="fast", progress=False)
     assert read_summary(folder)["cache"]["path"] == f"activations/{half.name}"  # relative to the workspace
     with pytest.raises(WorldprobeError, match=r"dtype float16\) does not exist yet \(there is one with") as info:
-        run_probe("world_place", str(tiny_llama_dir), workspace=workspace, dtype="float16", progress=False)
+        run_probe(
+            "world_place", ModelRequest(str(tiny_llama_dir), dtype="float16"), workspace=workspace, progress=False
+        )
     assert "dtype float32" in str(info.value) and "dtype bfloat16" in str(info.value)  # never another dtype
     assert setup.prepare(workspace, "world_place", str(tiny_llama_dir), "empty", None, dtype="float32",
                          progress=False).cache.path == path  # fmt: skip
@@ -385,8 +400,14 @@ def test_the_random_init_control_reads_twins_the_probe_command_extracts_first(wo
     model = extract(workspace, tiny_llama_dir, dtype="bfloat16", limit=24, seed=5, layers="1,3")
     manifest = cache_mod.read_manifest(model)
     with pytest.raises(WorldprobeError, match="reads its twins' caches") as info:  # the probe stage never extracts
-        run_probe("world_place", str(tiny_llama_dir), workspace=workspace, controls=("random_init",),
-                  random_init_seeds=1, progress=False)  # fmt: skip
+        run_probe(
+            "world_place",
+            str(tiny_llama_dir),
+            workspace=workspace,
+            controls=("random_init",),
+            progress=False,
+            options=ProbeOptions(random_init_seeds=1),
+        )
     assert "--control random_init" in info.value.hint and "--seed 0" in info.value.hint
     assert not list(workspace.activations.glob("*random*"))
     twin = extract_twin("world_place", str(tiny_llama_dir), "empty", manifest, seed=0, workspace=workspace,
@@ -454,7 +475,7 @@ def test_several_caches_of_one_build_are_told_apart_only_when_the_largest_holds_
     extract(workspace, tiny_llama_dir, limit=10)  # a seeded subset: the full cache holds more of the same build
     assert extract(workspace, tiny_llama_dir, layers="1") == full  # a subset of layers: the full cache covers it
     assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace) == full
-    other_sample = extract(workspace, tiny_llama_dir, limit=10, limit_seed=1)
+    other_sample = extract(workspace, tiny_llama_dir, limit=10, seed=1)
     assert find_cache("world_place", str(tiny_llama_dir), workspace=workspace) == full  # still the full one
     shutil.rmtree(full)
     with pytest.raises(WorldprobeError, match="neither holds the other: both hold 10 entities of different samples") \

@@ -14,6 +14,7 @@ from test_interventions_steering import N_ENTITIES, _planted_workspace, _questio
 
 from worldprobe.interventions import context
 from worldprobe.interventions.generate import Answer
+from worldprobe.interventions.options import Asking
 
 
 def test_fraction_of_the_way_projects_on_the_counterfactual_displacement():
@@ -75,8 +76,15 @@ def test_a_context_copying_model_gives_the_fractions_it_should(planted_run, monk
     monkeypatch.setattr(context.setup_mod, "prompts_for", remembering_prompts_for)
     monkeypatch.setattr(context, "generate", copying_generate)
     monkeypatch.setattr(context, "probe_readings", half_way_readings)
-    out = context.run_context("historical_figure", str(folder), workspace=workspace, fmt="fewshot", shots=0,
-                              limit=20, resamples=200, progress=False)  # fmt: skip
+    out = context.run_context(
+        "historical_figure",
+        str(folder),
+        workspace=workspace,
+        limit=20,
+        resamples=200,
+        progress=False,
+        asking=Asking(format="fewshot", shots=0),
+    )
     summary = json.loads((out / "summary.json").read_text())
     rows = pd.read_parquet(out / "context.parquet").set_index("condition")
     assert list(rows.index) == ["none", "counterfactual", "unrelated", "true"]
@@ -103,10 +111,27 @@ def test_the_real_planted_model_runs_the_whole_context_pipeline(planted_run):
     """The planted Llama's representation of the entity ignores what comes before it: no condition moves the probe's
     reading (its answer, an average over the prompt, does move with the prompt's length)."""
     workspace, folder, _ = planted_run
-    out = context.run_context("historical_figure", str(folder), workspace=workspace, fmt="fewshot", shots=0,
-                              max_new_tokens=1, limit=12, resamples=100, progress=False)  # fmt: skip
+    out = context.run_context(
+        "historical_figure",
+        str(folder),
+        workspace=workspace,
+        limit=12,
+        resamples=100,
+        progress=False,
+        asking=Asking(format="fewshot", shots=0, max_new_tokens=1),
+    )
     rows = pd.read_parquet(out / "context.parquet").set_index("condition")
     assert rows["parse_rate"].eq(1.0).all()
     assert (rows["probe_shift"].abs() < 0.02).all() and abs(rows.loc["none", "answer_shift"]) < 0.06
-    assert context.run_context("historical_figure", str(folder), workspace=workspace, fmt="fewshot", shots=0,
-                               max_new_tokens=1, limit=12, resamples=100, progress=False) == out  # reused
+    assert (
+        context.run_context(
+            "historical_figure",
+            str(folder),
+            workspace=workspace,
+            limit=12,
+            resamples=100,
+            progress=False,
+            asking=Asking(format="fewshot", shots=0, max_new_tokens=1),
+        )
+        == out
+    )  # reused

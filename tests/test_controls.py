@@ -14,6 +14,7 @@ from sklearn.metrics import r2_score
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes import altworld, controls
 from worldprobe.probes.controls import (
+    MainProbe,
     group_keys,
     group_means,
     run_controls,
@@ -95,10 +96,11 @@ def main_predictions(cache: FakeCache, targets: pd.DataFrame) -> dict[int, np.nd
 def run(names, cache, targets, workspace, predictions=None, **options):
     """The controls' metric rows (``run_controls(...).rows``; ``fits=True`` returns the whole ControlRun)."""
     fits = options.pop("fits", False)
+    main = MainProbe(make_probe, predictions or main_predictions(cache, targets), shared=options.pop("shared", None),
+                     worlds=options.pop("worlds", None))  # fmt: skip
     done = run_controls(
         names, workspace=workspace, dataset="world_place", model="tiny", prompt="empty", cache=cache,
-        targets=targets, layers=cache.layers, make_probe=make_probe,
-        predictions=predictions or main_predictions(cache, targets), seed=0, **options,
+        targets=targets, layers=cache.layers, main=main, seed=0, **options,
     )  # fmt: skip
     return done if fits else done.rows
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 from test_interventions_steering import N_ENTITIES, D, _loaded, _planted_workspace, _question, _tokenizer, planted_llama
-from test_steering_map import NUISANCE, RUN
+from test_steering_map import NUISANCE, PLAN, RUN
 
 from worldprobe.errors import WorldprobeError
 from worldprobe.interventions import das
 from worldprobe.interventions.generate import generate, rewriting
-from worldprobe.interventions.options import DasSettings
+from worldprobe.interventions.options import DasSettings, Steering
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,13 @@ def test_a_steering_run_with_das_learns_on_train_entities_outside_the_map_and_re
     root = tmp_path_factory.mktemp("das")
     workspace = Workspace(root / "ws")
     folder, table = _planted_workspace((loaded.model, loaded.tokenizer, t), workspace, root)
-    out = run_steer("historical_figure", str(folder), workspace=workspace, directions=["ridge", "das"],
-                    das_settings=DasSettings(entities=40, steps=40), **{**RUN, "layers": [1, 2]})  # fmt: skip
+    out = run_steer(
+        "historical_figure",
+        str(folder),
+        workspace=workspace,
+        steering=Steering(directions=["ridge", "das"], das=DasSettings(entities=40, steps=40), layers=[1, 2], **PLAN),
+        **RUN,
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["das"]["n_entities"] == 40 and summary["das"]["settings"]["steps"] == 40
     assert summary["settings"]["das"]["entities"] == 40  # part of the run key

@@ -16,7 +16,8 @@ from worldprobe.config import WORKSPACE_ENV
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import find_cache, open_cache, runner
-from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.options import ModelRequest
+from worldprobe.extract.runner import Batching, run_extraction
 from worldprobe.extract.writer import CacheWriter
 
 NAMES = ["Paris", "São Paulo", "Kraków", "Washington, D.C.", "New York City", "Москва", "Ōsaka", "Zürich", "Tokyo"]
@@ -31,8 +32,14 @@ def texts(n: int) -> list[str]:
 
 def test_cache_layout_manifest_and_values(workspace, tiny_llama_dir, make_entity_table):
     table = make_entity_table(workspace, texts(40))
-    path = run_extraction("world_place", str(tiny_llama_dir), "coords", workspace=workspace, batch_size=8,
-                          progress=False)  # fmt: skip
+    path = run_extraction(
+        "world_place",
+        str(tiny_llama_dir),
+        "coords",
+        workspace=workspace,
+        progress=False,
+        batching=Batching(batch_size=8),
+    )
     cache = open_cache(path)
     m = cache.manifest
     assert m["complete"] and m["n_entities"] == 40 and m["layers"] == [0, 1, 2, 3, 4] and m["d_model"] == 64
@@ -200,7 +207,9 @@ def test_kill_9_and_resume_gives_byte_identical_files(tmp_path, tiny_llama_dir, 
     assert 0 < rows_done < 400 and not json.loads((path / cache_mod.MANIFEST).read_text())["complete"]
     resumed = subprocess.run(_cli(killed, tiny_llama_dir), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    uninterrupted = run_extraction("world_place", str(tiny_llama_dir), workspace=clean, batch_size=2, progress=False)
+    uninterrupted = run_extraction(
+        "world_place", str(tiny_llama_dir), workspace=clean, progress=False, batching=Batching(batch_size=2)
+    )
     assert uninterrupted.name == path.name
     files = sorted(p.name for p in uninterrupted.iterdir())
     assert files == sorted(p.name for p in path.iterdir()) and "layer_004.npy" in files
@@ -212,6 +221,10 @@ def test_a_random_twin_asked_to_be_quantised_is_recorded_as_it_runs_unquantised(
                                                                                make_entity_table):  # fmt: skip
     make_entity_table(workspace, texts(6))
     with pytest.warns(UserWarning, match="random-init twin is not quantised"):
-        path = run_extraction("world_place", f"random:{tiny_llama_dir}", workspace=workspace, quantization="8bit",
-                              progress=False)  # fmt: skip
+        path = run_extraction(
+            "world_place",
+            ModelRequest(f"random:{tiny_llama_dir}", quantization="8bit"),
+            workspace=workspace,
+            progress=False,
+        )
     assert open_cache(path).manifest["quantization"] is None

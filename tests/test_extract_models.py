@@ -17,8 +17,10 @@ from worldprobe.extract.models import (
     find_decoder_layers,
     load_model_kept,
     looks_like_hub_id,
+    register_model,
     release_kept_model,
 )
+from worldprobe.extract.options import ModelRequest
 from worldprobe.extract.runner import forward_batches
 from worldprobe.extract.tokens import encode_entities
 from worldprobe.pins import ARCHIVES
@@ -324,18 +326,21 @@ def test_a_model_object_extracts_the_rows_of_the_same_model_by_name(workspace, t
     by_name = open_cache(run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, progress=False))
     lm = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    path = run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, progress=False)
+    path = run_extraction("world_place", register_model(lm, tokenizer), workspace=workspace, progress=False)
     by_object = open_cache(path)
     assert by_object.manifest["model"].startswith("object:LlamaForCausalLM:")
     assert by_object.manifest["model_source"]["kind"] == "object"
     for layer in by_name.layers:
         a, b = np.asarray(by_name.layer(layer), np.float32), np.asarray(by_object.layer(layer), np.float32)
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
-    assert run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, progress=False) == path
+    assert run_extraction("world_place", register_model(lm, tokenizer), workspace=workspace, progress=False) == path
     with torch.no_grad():
         lm.model.layers[0].mlp.down_proj.weight.mul_(1.01)  # an edited model: a cache of its own
-    assert run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, progress=False) != path
+    assert run_extraction("world_place", register_model(lm, tokenizer), workspace=workspace, progress=False) != path
     with pytest.raises(WorldprobeError, match="runs as it is"):
-        run_extraction("world_place", lm, workspace=workspace, tokenizer=tokenizer, dtype="bfloat16", progress=False)
+        run_extraction(
+            "world_place", ModelRequest(register_model(lm, tokenizer), dtype="bfloat16"), workspace=workspace,
+            progress=False,
+        )
     with pytest.raises(WorldprobeError, match="fast tokenizer"):
         run_extraction("world_place", lm, workspace=workspace, progress=False)

@@ -12,7 +12,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import open_cache, runner
 from worldprobe.extract import writer as writer_mod
-from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.runner import Batching, run_extraction
 from worldprobe.extract.writer import CacheWriter, shard_done
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,9 +25,15 @@ def texts(n: int = N) -> list[str]:
     return [f"{NAMES[i % len(NAMES)]} {i}" for i in range(n)]
 
 
-def extract(workspace, model_dir, shard=None, batch_size=4, **kwargs):
-    return run_extraction("world_place", str(model_dir), workspace=workspace, batch_size=batch_size, progress=False,
-                          shard=shard, **kwargs)  # fmt: skip
+def extract(workspace, model_dir, shard=None, batch_size=4, flush_rows=2048, **kwargs):
+    return run_extraction(
+        "world_place",
+        str(model_dir),
+        workspace=workspace,
+        progress=False,
+        batching=Batching(batch_size=batch_size, shard=shard, flush_rows=flush_rows),
+        **kwargs,
+    )
 
 
 def layer_bytes(path) -> dict[str, bytes]:

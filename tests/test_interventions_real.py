@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from worldprobe.interventions.options import Steering
+
 
 @pytest.mark.slow
 def test_ask_and_steer_smollm2_on_historical_figures(workspace, one_torch_thread):
@@ -31,9 +33,22 @@ def test_ask_and_steer_smollm2_on_historical_figures(workspace, one_torch_thread
     assert summary["answer_accuracy"]["value"] > 0  # it knows some death years within 50 years
     assert answers["prompt_text"].str.contains("<|im_start|>assistant", regex=False).all()
 
-    steered = run_steer("historical_figure", "smollm2-135m", workspace=workspace, limit=4, select_limit=4,
-                        directions=["mean_diff", "ridge"], layers=[12], doses=[-1, 1], map_random=1,
-                        random_directions=1, resamples=200, progress=False)  # fmt: skip
+    steered = run_steer(
+        "historical_figure",
+        "smollm2-135m",
+        workspace=workspace,
+        limit=4,
+        resamples=200,
+        progress=False,
+        steering=Steering(
+            directions=["mean_diff", "ridge"],
+            layers=[12],
+            doses=[-1, 1],
+            select_limit=4,
+            map_random=1,
+            random_directions=1,
+        ),
+    )
     table = pd.read_parquet(steered / "steering.parquet")
     steer_summary = json.loads((steered / "summary.json").read_text())
     assert steer_summary["chosen"]["layer"] == 12 and steer_summary["chosen"]["direction"] in ("mean_diff", "ridge")

@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from worldprobe.extract.models import LoadedModel
 from worldprobe.interventions.generate import Edit, generate
+from worldprobe.interventions.options import Asking, Steering
 from worldprobe.interventions.questions import encode_prompts
 
 D, C = 16, 1000.0
@@ -322,7 +323,7 @@ def test_steering_after_the_last_block_is_refused_and_the_default_layer_can_reac
 
     folder, _ = _planted_workspace(planted, workspace, tmp_path)
     with pytest.raises(WorldprobeError, match="cannot reach the answer"):
-        run_steer("historical_figure", str(folder), workspace=workspace, layers=[2], progress=False)
+        run_steer("historical_figure", str(folder), workspace=workspace, progress=False, steering=Steering(layers=[2]))
     chosen = prepare(workspace, "historical_figure", str(folder), "empty", None, steerable=True, progress=False)
     assert chosen.layer < 2 and chosen.choice.criterion.endswith("among layers before the last block")
     assert set(chosen.choice.scores) == {0, 1}
@@ -335,10 +336,18 @@ def test_the_report_draws_ask_and_steer_runs_beside_the_probe_results(planted, w
 
     folder, _ = _planted_workspace(planted, workspace, tmp_path)
     run_probe("historical_figure", str(folder), workspace=workspace, progress=False)
-    common = dict(workspace=workspace, fmt="fewshot", shots=0, max_new_tokens=1, resamples=100, progress=False)
+    common = dict(workspace=workspace, asking=Asking(format="fewshot", shots=0, max_new_tokens=1), resamples=100,
+                  progress=False)  # fmt: skip
     run_ask("historical_figure", str(folder), **common)
-    run_steer("historical_figure", str(folder), layers=[1], doses=[-0.5, 0.5], random_directions=1, map_random=1,
-              random_init=False, limit=6, select_limit=6, **common)  # fmt: skip
+    run_steer(
+        "historical_figure",
+        str(folder),
+        limit=6,
+        steering=Steering(
+            layers=[1], doses=[-0.5, 0.5], select_limit=6, map_random=1, random_directions=1, random_init=False
+        ),
+        **common,
+    )
     report = build_report(workspace)
     (section,) = report.sections
     block = next(b for b in section.blocks if b.heading == "Asking and steering the models")
@@ -381,7 +390,8 @@ def test_a_damaged_or_unfinished_ask_run_is_redone(planted, workspace, tmp_path)
     from worldprobe.interventions import run_ask
 
     folder, _ = _planted_workspace(planted, workspace, tmp_path)
-    options = dict(workspace=workspace, fmt="fewshot", shots=0, max_new_tokens=1, limit=5, resamples=50, progress=False)
+    options = dict(workspace=workspace, asking=Asking(format="fewshot", shots=0, max_new_tokens=1), limit=5,
+                   resamples=50, progress=False)  # fmt: skip
     out = run_ask("historical_figure", str(folder), **options)
     stamp = (out / "summary.json").stat().st_mtime_ns
     assert run_ask("historical_figure", str(folder), **options) == out

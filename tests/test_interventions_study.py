@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from worldprobe.errors import WorldprobeError
+from worldprobe.extract.options import ModelRequest
 from worldprobe.study import Unit, load_study, plan, run_unit
 from worldprobe.workspace import Workspace
 
@@ -99,10 +100,12 @@ def test_units_call_ask_and_steer_with_the_study_settings(tmp_path, monkeypatch)
     for model in ("smollm2-135m", "gemma3-270m"):
         run_unit(Unit("steer", "x", {"dataset": "historical_figure", "model": model, "prompt": "when"}), study, ws)
     (_, args, kwargs), *steers = calls
-    assert args == ("world_place", "gemma3-270m") and kwargs["fmt"] == "fewshot" and kwargs["seed"] == 4
+    assert args[0] == "world_place" and args[1] == ModelRequest("gemma3-270m", seed=4)
+    assert kwargs["asking"].format == "fewshot" and kwargs["seed"] == 4
     assert kwargs["limit"] is None and kwargs["workspace"] == ws
-    assert [s[2]["random_init"] for s in steers] == [True, False]  # only models whose twin the study extracts
-    assert steers[0][2]["random_directions"] == 6 and steers[0][2]["limit"] == 20
-    assert steers[0][2]["directions"] == ("mean_diff", "pattern") and steers[0][2]["layers"] == (4, 8)
-    assert steers[0][2]["doses"] == (-2.0, -1.0, 1.0, 2.0)
+    plans = [s[2]["steering"] for s in steers]
+    assert [p.random_init for p in plans] == [True, False]  # only models whose twin the study extracts
+    assert plans[0].random_directions == 6 and steers[0][2]["limit"] == 20
+    assert plans[0].directions == ("mean_diff", "pattern") and plans[0].layers == (4, 8)
+    assert plans[0].doses == (-2.0, -1.0, 1.0, 2.0)
     assert steers[0][2]["prompt"] == "when"

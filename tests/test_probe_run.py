@@ -13,6 +13,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import entity_order_sha256, open_cache
 from worldprobe.extract.writer import CacheWriter
 from worldprobe.probes import compare_models, compare_prompts, cross_prompt_transfer, probe_cache, run_probe
+from worldprobe.probes.options import ProbeOptions
 from worldprobe.probes.results import METRIC_COLUMNS, read_metrics, read_summary
 
 N_LAYERS, D = 4, 24
@@ -142,7 +143,14 @@ def test_same_inputs_are_skipped_and_results_are_deterministic(cached, monkeypat
     monkeypatch.setattr(experiments, "layer_sweep", boom)
     assert run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], progress=False) == first
     monkeypatch.undo()
-    other = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], standardize=False, progress=False)
+    other = run_probe(
+        "world_place",
+        "tiny",
+        workspace=workspace,
+        layers=[2, 4],
+        progress=False,
+        options=ProbeOptions(standardize=False),
+    )
     assert other != first
     (first / "summary.json").unlink()  # an unfinished run is recomputed, identically
     again = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], progress=False)
@@ -154,7 +162,14 @@ def test_standardize_is_recorded_and_matters_with_outlier_dimensions(cached):
     workspace, _, _ = cached
     on = read_metrics(run_probe("world_place", "tiny", workspace=workspace, layers=[4], progress=False))
     off = read_metrics(
-        run_probe("world_place", "tiny", workspace=workspace, layers=[4], standardize=False, progress=False)
+        run_probe(
+            "world_place",
+            "tiny",
+            workspace=workspace,
+            layers=[4],
+            progress=False,
+            options=ProbeOptions(standardize=False),
+        )
     )
     assert on["standardize"].all() and not off["standardize"].any()
     alpha = lambda m: m.query("metric == 'alpha'")["value"].item()  # noqa: E731
@@ -163,7 +178,13 @@ def test_standardize_is_recorded_and_matters_with_outlier_dimensions(cached):
 
 def test_holdout_blocks_by_country_and_type(cached):
     workspace, _, entities = cached
-    folder = run_probe("world_place", "tiny", workspace=workspace, holdouts=("country", "entity_type"), progress=False)
+    folder = run_probe(
+        "world_place",
+        "tiny",
+        workspace=workspace,
+        progress=False,
+        options=ProbeOptions(holdouts=("country", "entity_type")),
+    )
     hold = pd.read_parquet(folder / "holdouts.parquet")
     countries = hold.query("column == 'country'")
     assert set(countries["block"]) == {*CENTRES, "(mean)"}  # "England" rows joined the United Kingdom block
@@ -185,8 +206,15 @@ def test_holdout_blocks_by_country_and_type(cached):
 
 def test_new_target_on_an_old_cache(cached):
     workspace, cache, entities = cached
-    folder = run_probe("world_place", "tiny", workspace=workspace, target="population", log_target=True,
-                       layers=[0, 4], progress=False)  # fmt: skip
+    folder = run_probe(
+        "world_place",
+        "tiny",
+        workspace=workspace,
+        target="population",
+        layers=[0, 4],
+        progress=False,
+        options=ProbeOptions(log_target=True),
+    )
     summary = read_summary(folder)
     assert summary["targets"] == ["log10_population"]
     dropped = int((entities["population"].isna() | (entities["population"] <= 0)).sum())
@@ -211,7 +239,9 @@ def test_bad_requests_are_clear(cached):
     with pytest.raises(WorldprobeError, match="unknown probe"):
         run_probe("world_place", "tiny", workspace=workspace, probe="svm", progress=False)
     with pytest.raises(WorldprobeError, match="hold out"):
-        run_probe("world_place", "tiny", workspace=workspace, holdouts=("continent",), progress=False)
+        run_probe(
+            "world_place", "tiny", workspace=workspace, progress=False, options=ProbeOptions(holdouts=("continent",))
+        )
     with pytest.raises(WorldprobeError, match="does not exist"):
         run_probe("world_place", "tiny", "coords", workspace=workspace, progress=False)
 
@@ -262,7 +292,14 @@ def test_a_block_with_nothing_outside_it_is_skipped_and_recorded(cached, recwarn
     """A dataset of one source cannot hold that source out: the block is recorded as skipped (rows outside it), not
     fitted, and nothing is printed as a Python warning."""
     workspace, _, _ = cached
-    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], holdouts=("source",), progress=False)
+    folder = run_probe(
+        "world_place",
+        "tiny",
+        workspace=workspace,
+        layers=[4],
+        progress=False,
+        options=ProbeOptions(holdouts=("source",)),
+    )
     table = pd.read_parquet(folder / "holdouts.parquet")
     assert table[["block", "setting", "metric", "value"]].values.tolist() == [["synthetic", "skipped", "rows_outside",
                                                                                0.0]]  # fmt: skip
@@ -271,8 +308,14 @@ def test_a_block_with_nothing_outside_it_is_skipped_and_recorded(cached, recwarn
 
 def test_held_out_rows_record_each_block_penalty(cached):
     workspace, _, _ = cached
-    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], holdouts=("entity_type",),
-                       progress=False)  # fmt: skip
+    folder = run_probe(
+        "world_place",
+        "tiny",
+        workspace=workspace,
+        layers=[4],
+        progress=False,
+        options=ProbeOptions(holdouts=("entity_type",)),
+    )
     table = pd.read_parquet(folder / "holdouts.parquet")
     alphas = table[table["metric"] == "alpha"]
     blocks = set(table.loc[table["setting"] == "held_out", "block"]) - {"(mean)"}
@@ -307,8 +350,15 @@ def test_resplits_refit_the_probe_and_its_controls_on_redrawn_splits(cached):
     """--resplits K: K seeded, grouped re-drawn splits, each refitting the probe (layer chosen again on its train
     rows) and the lexical control; the spread is in the headline and the sentence, the same on a re-run."""
     workspace, _, entities = cached
-    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], controls=("lexical",), resplits=3,
-                       progress=False)  # fmt: skip
+    folder = run_probe(
+        "world_place",
+        "tiny",
+        workspace=workspace,
+        layers=[2, 4],
+        controls=("lexical",),
+        progress=False,
+        options=ProbeOptions(resplits=3),
+    )
     spread = read_summary(folder)["headline"]["resplits"]
     assert spread["resplits"] == 3 and len(spread["draws"]) == 3
     assert {"r2", "spearman", "diff_r2_lexical"} <= set(spread) and "diff_r2_random_init" not in spread
@@ -317,13 +367,20 @@ def test_resplits_refit_the_probe_and_its_controls_on_redrawn_splits(cached):
     assert all(d["layer"] in (2, 4) for d in spread["draws"])
     assert "Refitted on 3 re-drawn train/test splits: R² " in read_summary(folder)["verdict"]["sentence"]
     (folder / "summary.json").unlink()
-    again = run_probe("world_place", "tiny", workspace=workspace, layers=[2, 4], controls=("lexical",), resplits=3,
-                      progress=False)  # fmt: skip
+    again = run_probe(
+        "world_place",
+        "tiny",
+        workspace=workspace,
+        layers=[2, 4],
+        controls=("lexical",),
+        progress=False,
+        options=ProbeOptions(resplits=3),
+    )
     assert read_summary(again)["headline"]["resplits"] == spread
     with pytest.raises(WorldprobeError, match="resplits"):
-        run_probe("world_place", "tiny", workspace=workspace, resplits=-1, progress=False)
+        run_probe("world_place", "tiny", workspace=workspace, progress=False, options=ProbeOptions(resplits=-1))
     with pytest.raises(WorldprobeError, match="margin"):
-        run_probe("world_place", "tiny", workspace=workspace, margin_r2=1.5, progress=False)
+        run_probe("world_place", "tiny", workspace=workspace, progress=False, options=ProbeOptions(margin_r2=1.5))
 
 
 def test_a_run_returns_a_folder_that_reads_its_results(cached):

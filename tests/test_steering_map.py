@@ -15,6 +15,7 @@ from test_interventions_steering import N_ENTITIES, _planted_workspace, _questio
 from worldprobe.errors import WorldprobeError
 from worldprobe.interventions import directions as dirs
 from worldprobe.interventions import steerchoice, steermap
+from worldprobe.interventions.options import Asking, Steering
 
 NUISANCE = 2.0
 
@@ -107,8 +108,9 @@ def test_doses_need_their_negatives_and_positions_and_directions_are_checked():
 
 # --- the whole run on the planted model ----------------------------------------------------------------------------
 
-RUN = dict(fmt="fewshot", shots=0, max_new_tokens=1, doses=[-0.5, -0.25, 0.25, 0.5], map_random=1,
-           random_directions=3, random_init=False, select_limit=30, limit=30, resamples=200, progress=False)
+ASKING = Asking(format="fewshot", shots=0, max_new_tokens=1)
+PLAN = dict(doses=[-0.5, -0.25, 0.25, 0.5], map_random=1, random_directions=3, random_init=False, select_limit=30)
+RUN = dict(asking=ASKING, limit=30, resamples=200, progress=False)
 
 
 
@@ -120,8 +122,13 @@ def steered(deep_planted, tmp_path_factory):
     root = tmp_path_factory.mktemp("steer")
     workspace = Workspace(root / "ws")
     folder, _ = _planted_workspace(deep_planted, workspace, root)
-    out = run_steer("historical_figure", str(folder), workspace=workspace,
-                    directions=["ridge", "pattern", "mean_diff", "pls1"], **RUN)  # fmt: skip
+    out = run_steer(
+        "historical_figure",
+        str(folder),
+        workspace=workspace,
+        steering=Steering(directions=["ridge", "pattern", "mean_diff", "pls1"], **PLAN),
+        **RUN,
+    )
     return workspace, folder, out
 
 
@@ -171,8 +178,13 @@ def test_nothing_is_chosen_on_test_entities(steered, deep_planted):
     from worldprobe.interventions.steer import run_steer
 
     workspace, folder, out = steered
-    other = run_steer("historical_figure", str(folder), workspace=workspace,
-                      directions=["ridge", "pattern", "mean_diff", "pls1"], **{**RUN, "limit": 12})  # fmt: skip
+    other = run_steer(
+        "historical_figure",
+        str(folder),
+        workspace=workspace,
+        steering=Steering(directions=["ridge", "pattern", "mean_diff", "pls1"], **PLAN),
+        **{**RUN, "limit": 12},
+    )
     assert other != out
     first, second = (json.loads((o / "summary.json").read_text()) for o in (out, other))
     assert first["chosen"] == second["chosen"]
@@ -187,11 +199,15 @@ def test_bad_steering_requests_are_refused_before_the_model_runs(steered):
 
     workspace, folder, _ = steered
     with pytest.raises(WorldprobeError, match="cannot reach the answer"):
-        run_steer("historical_figure", str(folder), workspace=workspace, layers=[3], progress=False)
+        run_steer("historical_figure", str(folder), workspace=workspace, progress=False, steering=Steering(layers=[3]))
     with pytest.raises(WorldprobeError, match="needs its negative"):
-        run_steer("historical_figure", str(folder), workspace=workspace, doses=[1, 2], progress=False)
+        run_steer(
+            "historical_figure", str(folder), workspace=workspace, progress=False, steering=Steering(doses=[1, 2])
+        )
     with pytest.raises(WorldprobeError, match="unknown steering direction"):
-        run_steer("historical_figure", str(folder), workspace=workspace, directions=["lda"], progress=False)
+        run_steer(
+            "historical_figure", str(folder), workspace=workspace, progress=False, steering=Steering(directions=["lda"])
+        )
 
 
 def test_the_test_against_zero_reads_as_words():

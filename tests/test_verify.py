@@ -16,7 +16,7 @@ from worldprobe.commands.verify import DAMAGED, OK, STALE, UNFINISHED, verify
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import open_cache
-from worldprobe.extract.runner import run_extraction
+from worldprobe.extract.runner import Batching, run_extraction
 from worldprobe.probes import run_probe
 from worldprobe.pypi_archives import PackagedArchive
 
@@ -28,7 +28,9 @@ def study(workspace, tiny_llama_dir, make_entity_table, tmp_path, monkeypatch):
     """A small workspace: one dataset, its cache of the tiny model and one probe run; an empty download cache."""
     monkeypatch.setenv("WORLDPROBE_CACHE", str(tmp_path / "cache"))
     make_entity_table(workspace, [f"Place {i}" for i in range(30)])
-    cache = run_extraction("world_place", str(tiny_llama_dir), workspace=workspace, batch_size=8, progress=False)
+    cache = run_extraction(
+        "world_place", str(tiny_llama_dir), workspace=workspace, progress=False, batching=Batching(batch_size=8)
+    )
     results = run_probe("world_place", str(tiny_llama_dir), workspace=workspace, progress=False)
     return workspace, cache, results
 

@@ -4,7 +4,7 @@ A :class:`Rule` checks one value and returns it in the shape the code keeps (a T
 section of a study file is a table of key -> rule, checked by :func:`check_table`, which names the file and the key
 (``datasets[2].limit``) in the error. A public function declares its arguments' rules with :func:`checked_arguments`
 (scikit-learn's ``validate_params``), checked at the door before any work; :func:`whole_number` is the same check
-for a single value.
+for a single value, :func:`checked_fields` for the fields of a settings object.
 """
 
 from __future__ import annotations
@@ -224,6 +224,7 @@ SEED = Rule(int, minimum=0, maximum=SEED_MAX, optional=False)
 COUNT = Rule(int, minimum=1)
 NAME = Rule(str, optional=False)
 FLAG = Rule(bool, optional=False)
+WORKERS = Rule(int, minimum=1, example="workers = 2")
 LAYER_LIST = Rule(int, many=True, minimum=0)
 LAYERS = OneOf((Rule(str), LAYER_LIST), "text such as 'all' or '1:4', or a list of layer numbers")
 
@@ -258,6 +259,27 @@ def checked_arguments(**rules: Any) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def checked_fields(settings: Any, rules: Mapping[str, Any], prefix: str = "") -> None:
+    """Check the fields of a frozen settings object against ``rules`` (field -> rule) in its ``__post_init__``: a
+    bad value raises the one WorldprobeError :func:`checked_arguments` gives, naming ``prefix + field``; values are
+    kept in the shape the rule keeps (a list as a tuple)."""
+    for name, rule in rules.items():
+        value = getattr(settings, name)
+        if getattr(rule, "many", False) or isinstance(rule, OneOf):
+            value = _as_list(value)
+        object.__setattr__(settings, name, check_argument(prefix + name, rule, value))
+
+
+def check_call(function: Callable[..., Any], **arguments: Any) -> None:
+    """Check ``arguments`` against the rules ``function`` declares (:func:`checked_arguments`) without calling it: a
+    command that does work before the call (extracting a control's twins, making a folder) checks them first."""
+    for name, value in arguments.items():
+        rule = function.rules[name]  # type: ignore[attr-defined]
+        if getattr(rule, "many", False) or isinstance(rule, OneOf):
+            value = _as_list(value)
+        check_argument(name, rule, value)
 
 
 def _as_list(value: Any) -> Any:

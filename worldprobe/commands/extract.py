@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import typer
 
-from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.commands.common import count_option, model_request, seed_option, set_threads, workspace_of
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT
 from worldprobe.errors import WorldprobeError
 
@@ -42,10 +44,10 @@ def extract(
 
     Example: worldprobe extract -d world_place -m smollm2-135m --dtype fast"""
     from worldprobe.devices import resolve_device
-    from worldprobe.extract.runner import run_extraction
+    from worldprobe.extract.runner import Batching, run_extraction
 
-    if load_in_4bit and load_in_8bit:
-        raise WorldprobeError("choose one of --load-in-4bit and --load-in-8bit")
+    request = model_request(model, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype, device=device,
+                            gguf_file=gguf_file, revision=revision)  # fmt: skip
     limits = _parse_max_memory(max_memory)
     if limits and not resolve_device(device).startswith("cuda"):
         raise WorldprobeError(
@@ -54,10 +56,9 @@ def extract(
         )  # fmt: skip
     set_threads(threads)
     path = run_extraction(
-        dataset, model, prompt, workspace=workspace_of(ctx), layers=layers, batch_size=batch_size, dtype=dtype,
-        device=device, quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None, limit=limit,
-        aggregation="mean" if mean else "last", seed=seed, gguf_file=gguf_file, flush_rows=flush_every,
-        max_memory=limits, revision=revision, rebuild=rebuild,
+        dataset, replace(request, max_memory=limits), prompt, workspace=workspace_of(ctx), layers=layers,
+        aggregation="mean" if mean else "last", limit=limit, seed=seed,
+        batching=Batching(batch_size=batch_size, flush_rows=flush_every), rebuild=rebuild,
     )  # fmt: skip
     typer.echo(str(path))
 

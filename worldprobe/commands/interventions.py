@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.commands.common import count_option, model_request, seed_option, set_threads, workspace_of
 from worldprobe.config import (
     DEFAULT_MODEL,
     DEFAULT_PROMPT,
@@ -18,33 +18,27 @@ from worldprobe.config import (
     STEER_SELECT,
 )
 from worldprobe.errors import WorldprobeError
-from worldprobe.interventions.options import DasSettings
+from worldprobe.interventions.options import Asking, DasSettings, Steering
 
 # The options ask and steer share, declared once.
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="A dataset with an activation cache of --model.")]
 Model = Annotated[str, typer.Option(
     "--model", "-m", help="Model of the activation cache (preset, random:<preset>, hub id, folder or .gguf).")]
 Prompt = Annotated[str, typer.Option("--prompt", "-p", help="Prompt of the activation cache the probe is fitted on.")]
-Shots = Annotated[int, typer.Option("--shots", min=0, help="Seeded train examples of a few-shot prompt.")]
+Shots = Annotated[int, typer.Option("--shots", help="Seeded train examples of a few-shot prompt.")]
 MaxNewTokens = Annotated[int | None, typer.Option(
-    "--max-new-tokens", min=1, help="Token budget per answer (default per question).")]
+    "--max-new-tokens", help="Token budget per answer (default per question).")]
 BatchSize = Annotated[int | None, typer.Option(
-    "--batch-size", min=1, help="Prompts per batch (default by model size).")]
+    "--batch-size", help="Prompts per batch (default by model size).")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto|fast|float32|bfloat16|float16.")]
 Device = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps.")]
 LoadIn4bit = Annotated[bool, typer.Option("--load-in-4bit", help="bitsandbytes 4-bit weights.")]
 LoadIn8bit = Annotated[bool, typer.Option("--load-in-8bit", help="bitsandbytes 8-bit weights.")]
 GgufFile = Annotated[str | None, typer.Option(
     "--gguf-file", help="A GGUF file (inside --model's folder, or a path).")]
-Threads = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")]
+Threads = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")]
 Revision = Annotated[str | None, typer.Option(
     "--revision", help="Hub model revision, as given to extract.")]
-
-
-def _quantization(load_in_4bit: bool, load_in_8bit: bool) -> str | None:
-    if load_in_4bit and load_in_8bit:
-        raise WorldprobeError("choose one of --load-in-4bit and --load-in-8bit")
-    return "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
 
 
 def _estimate(found: dict | None, digits: int = 2) -> str:
@@ -63,8 +57,8 @@ def ask(
     fmt: str = typer.Option("auto", "--format", help="auto (chat template if the tokenizer has one) | chat | fewshot."),
     shots: Shots = DEFAULT_SHOTS,
     limit: int = count_option("--limit", help="A seeded sample of N test entities (default: all test entities)."),
-    layer: int = typer.Option(None, "--layer", min=0, help="Probe layer (default: chosen on train rows)."),
-    tolerance: float = typer.Option(None, "--tolerance", min=0, help="Correct within N years / km (default 50 / 500)."),
+    layer: int = typer.Option(None, "--layer", help="Probe layer (default: chosen on train rows)."),
+    tolerance: float = typer.Option(None, "--tolerance", help="Correct within N years / km (default 50 / 500)."),
     max_new_tokens: MaxNewTokens = None,
     batch_size: BatchSize = None,
     dtype: Dtype = "auto",
@@ -83,11 +77,12 @@ def ask(
     from worldprobe.probes.results import read_summary
 
     set_threads(threads)
+    request = model_request(model, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype, device=device,
+                            gguf_file=gguf_file, revision=revision)  # fmt: skip
     folder = run_ask(
-        dataset, model, question=question, prompt=prompt, workspace=workspace_of(ctx), fmt=fmt, shots=shots,
-        limit=limit, layer=layer, tolerance=tolerance, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        dtype=dtype, device=device, quantization=_quantization(load_in_4bit, load_in_8bit), gguf_file=gguf_file,
-        seed=seed, revision=revision,
+        dataset, request, question=question, prompt=prompt, workspace=workspace_of(ctx),
+        asking=Asking(format=fmt, shots=shots, batch_size=batch_size, max_new_tokens=max_new_tokens), limit=limit,
+        layer=layer, tolerance=tolerance, seed=seed,
     )  # fmt: skip
     s = read_summary(folder)
     typer.echo(f"{s['question']['name']} ({s['format']}), probe layer {s['probe']['selected_layer']}/"
@@ -137,9 +132,9 @@ def steer(
     steer_generated: bool = typer.Option(False, "--steer-generated", help="Also add the vector at generated tokens."),
     select_limit: int = count_option("--select-limit", default=STEER_SELECT, help="Train entities the map is "
                                      "measured on (the direction, layer and position are chosen there)."),
-    map_random: int = typer.Option(STEER_MAP_RANDOM, "--map-random", min=0,
+    map_random: int = typer.Option(STEER_MAP_RANDOM, "--map-random",
                                    help="Random directions per layer in the map."),
-    random_directions: int = typer.Option(5, "--random", min=1, help="Random directions of the same norm at the chosen "
+    random_directions: int = typer.Option(5, "--random", help="Random directions of the same norm at the chosen "
                                           "layer (the test's control)."),
     random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="The random-init twin's direction "
                                      "of the chosen method as a control (its cache is extracted when missing)."),
@@ -170,15 +165,19 @@ def steer(
     from worldprobe.probes.results import read_summary
 
     set_threads(threads)
+    request = model_request(model, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype, device=device,
+                            gguf_file=gguf_file, revision=revision)  # fmt: skip
+    steering = Steering(
+        target=target, directions=_names(direction), layers=_ints(layers, "layers", "4,8,12"),
+        positions=_names(positions), doses=_floats(doses, "doses", "-2,-1,1,2") or STEER_DOSES,
+        generated=steer_generated, use_cache=use_cache, select_limit=select_limit, map_random=map_random,
+        random_directions=random_directions, random_init=random_init,
+        das=DasSettings(entities=das_entities, steps=das_steps),
+    )  # fmt: skip
     folder = run_steer(
-        dataset, model, question=question, prompt=prompt, workspace=workspace_of(ctx), target=target,
-        directions=_names(direction), layers=_ints(layers, "layers", "4,8,12"), positions=_names(positions),
-        doses=_floats(doses, "doses", "-2,-1,1,2") or STEER_DOSES, generated=steer_generated,
-        select_limit=select_limit, map_random=map_random, random_directions=random_directions,
-        random_init=random_init, use_cache=use_cache, fmt=fmt, shots=shots, limit=limit, batch_size=batch_size,
-        max_new_tokens=max_new_tokens, dtype=dtype, device=device,
-        quantization=_quantization(load_in_4bit, load_in_8bit), gguf_file=gguf_file, seed=seed, revision=revision,
-        das_settings=DasSettings(entities=das_entities, steps=das_steps),
+        dataset, request, question=question, prompt=prompt, workspace=workspace_of(ctx), steering=steering,
+        asking=Asking(format=fmt, shots=shots, batch_size=batch_size, max_new_tokens=max_new_tokens), limit=limit,
+        seed=seed,
     )  # fmt: skip
     typer.echo(map_text(folder))
     typer.echo(read_summary(folder)["verdict"])
@@ -235,10 +234,12 @@ def context(
     from worldprobe.probes.results import read_summary
 
     set_threads(threads)
+    request = model_request(model, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype, device=device,
+                            gguf_file=gguf_file, revision=revision)  # fmt: skip
     folder = run_context(
-        dataset, model, question=question, prompt=prompt, workspace=workspace_of(ctx), fmt=fmt, shots=shots,
-        limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, device=device,
-        quantization=_quantization(load_in_4bit, load_in_8bit), gguf_file=gguf_file, seed=seed, revision=revision,
+        dataset, request, question=question, prompt=prompt, workspace=workspace_of(ctx),
+        asking=Asking(format=fmt, shots=shots, batch_size=batch_size, max_new_tokens=max_new_tokens), limit=limit,
+        seed=seed,
     )  # fmt: skip
     s = read_summary(folder)
     for condition, row in s["conditions"].items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import typer
 
-from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
+from worldprobe.commands.common import count_option, model_request, seed_option, set_threads, workspace_of
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_TOP_K
 
 
@@ -39,16 +39,14 @@ def neurons(
     probe direction. Writes neurons.parquet into the results folder.
 
     Example: worldprobe neurons -d historical_figure -m smollm2-135m --top-k 10"""
-    from worldprobe.commands.interventions import _quantization
     from worldprobe.neurons.search import find_neurons
     from worldprobe.probes.results import NEURONS_FILE
 
     set_threads(threads)
-    folder = find_neurons(
-        dataset, model, prompt, workspace=workspace_of(ctx), top_k=top_k, layers=layers, limit=limit, seed=seed,
-        batch_size=batch_size, dtype=dtype, device=device, quantization=_quantization(load_in_4bit, load_in_8bit),
-        revision=revision,
-    )  # fmt: skip
+    request = model_request(model, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype, device=device,
+                            revision=revision)  # fmt: skip
+    folder = find_neurons(dataset, request, prompt, workspace=workspace_of(ctx), top_k=top_k, layers=layers,
+                          limit=limit, seed=seed, batch_size=batch_size)  # fmt: skip
     table = pd.read_parquet(folder / NEURONS_FILE)
     typer.echo(best_neurons(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo(f"wrote {folder / NEURONS_FILE}")

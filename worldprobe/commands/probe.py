@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from worldprobe.checks import check_call
 from worldprobe.commands.common import count_option, seed_option, set_threads, workspace_of
 from worldprobe.config import DEFAULT_MARGINS, DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_RESAMPLES, RANDOM_INIT_SEEDS
 from worldprobe.workspace import Workspace
@@ -27,15 +28,15 @@ def probe(
                                       "random_init, shuffled, lexical, embedding, group_oracle, within_group, "
                                       "alt_world."),
     seed: int = seed_option(help="Seed of the MLP probe, the controls and the bootstrap."),
-    random_init_seeds: int = typer.Option(RANDOM_INIT_SEEDS, "--random-init-seeds", min=1,
+    random_init_seeds: int = typer.Option(RANDOM_INIT_SEEDS, "--random-init-seeds",
                                           help="Random-weight twins for the random_init control (seeds seed..)."),
-    resamples: int = typer.Option(DEFAULT_RESAMPLES, "--resamples", min=100, help="Bootstrap resamples per interval "
+    resamples: int = typer.Option(DEFAULT_RESAMPLES, "--resamples", help="Bootstrap resamples per interval "
                                   "printed for reading (the comparisons a label reads use 10,000)."),
-    margin_r2: float = typer.Option(DEFAULT_MARGINS["r2"], "--margin-r2", min=0.001, max=0.999,
+    margin_r2: float = typer.Option(DEFAULT_MARGINS["r2"], "--margin-r2",
                                     help="Equivalence margin for differences of R² (docs/verdicts.md)."),
-    margin_r: float = typer.Option(DEFAULT_MARGINS["r"], "--margin-r", min=0.001, max=0.999,
+    margin_r: float = typer.Option(DEFAULT_MARGINS["r"], "--margin-r",
                                    help="Equivalence margin for the within-group difference of r."),
-    resplits: int = typer.Option(0, "--resplits", min=0, help="Also refit the probe, lexical and random-init "
+    resplits: int = typer.Option(0, "--resplits", help="Also refit the probe, lexical and random-init "
                                  "controls on K re-drawn train/test splits and print their spread."),
     dtype: str = typer.Option(None, "--dtype", help="Probe the cache extracted with this dtype (as given to "
                               "extract) when there are several; default: the only one."),
@@ -47,12 +48,19 @@ def probe(
 
     Example: worldprobe probe -d world_place -m smollm2-135m --control all --holdout country"""
     from worldprobe.datasets.prompts import get_prompt
+    from worldprobe.extract.options import ModelRequest
     from worldprobe.probes.controls import resolve_controls
     from worldprobe.probes.experiments import run_probe
+    from worldprobe.probes.options import ProbeOptions
     from worldprobe.probes.results import read_summary
 
     get_prompt(dataset, prompt)  # an unknown dataset or prompt, not a missing cache
     resolve_controls(control)  # a misspelt control before the probe's work, not after it
+    check_call(run_probe, seed=seed, layers=None if layers == "all" else layers, target=target)  # before the twins
+    options = ProbeOptions(
+        log_target=log_target, holdouts=tuple(holdout), standardize=standardize, random_init_seeds=random_init_seeds,
+        resamples=resamples, resplits=resplits, margin_r2=margin_r2, margin_r=margin_r,
+    )  # fmt: skip
 
     set_threads(threads)
     ws = workspace_of(ctx)
@@ -61,10 +69,9 @@ def probe(
     if "embedding" in resolve_controls(control):
         extract_pooled_embedding(ws, dataset, model, prompt, dtype)
     folder = run_probe(
-        dataset, model, prompt, workspace=ws, probe=probe_kind,
-        layers=None if layers == "all" else layers, target=target, log_target=log_target, holdouts=tuple(holdout),
-        controls=tuple(control), standardize=standardize, seed=seed, random_init_seeds=random_init_seeds,
-        resamples=resamples, dtype=dtype, margin_r2=margin_r2, margin_r=margin_r, resplits=resplits,
+        dataset, model if dtype is None else ModelRequest(model, dtype=dtype), prompt, workspace=ws, probe=probe_kind,
+        layers=None if layers == "all" else layers, target=target, controls=tuple(control), seed=seed,
+        options=options,
     )  # fmt: skip
     summary = read_summary(folder)
     typer.echo(f"{summary['dataset']} x {summary['model']}: {summary['verdict']['label']}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from worldprobe.checks import check_call
 from worldprobe.commands.common import count_option, seed_option, workspace_of
 from worldprobe.errors import WorldprobeError
 
@@ -24,6 +25,7 @@ def report(
     Example: worldprobe --workspace my-ws report"""
     from worldprobe.reports.build import build_report
 
+    check_call(build_report, seed=seed, workers=1 if workers is None else workers)  # before the output folder is made
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,11 @@ def run(
 def _check_executor(executor: str, address: str | None, workers: int | None) -> None:
     """A known executor; --workers only for processes and ray, --address (auto, local, host:port, ray://host:port)
     only for ray, and a reachable one."""
+    from worldprobe.checks import check_argument
     from worldprobe.study import EXECUTORS
+    from worldprobe.study.settings import HEAD_RULES
 
+    check_argument("workers", HEAD_RULES["workers"], workers)  # the rule of [study] workers
     if executor not in EXECUTORS:
         raise WorldprobeError(
             f"unknown executor {executor!r}", field="executor", hint=f"executors: {', '.join(EXECUTORS)}"

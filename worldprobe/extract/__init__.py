@@ -14,6 +14,7 @@ _EXPORTS = {
     "find_cache": "worldprobe.extract.cache", "open_cache": "worldprobe.extract.cache",
     "PRESETS": "worldprobe.extract.models", "LoadedModel": "worldprobe.extract.models",
     "load_model": "worldprobe.extract.models", "register_model": "worldprobe.extract.models",
+    "ModelRequest": "worldprobe.extract.options", "Batching": "worldprobe.extract.options",
     "forward_batches": "worldprobe.extract.runner",
     "run_extraction": "worldprobe.extract.runner", "extract_twin": "worldprobe.extract.runner",
     "extract_pooled": "worldprobe.extract.runner", "find_pooled": "worldprobe.extract.cache",

@@ -32,6 +32,7 @@ from worldprobe.checks import FLAG, NAME, PathRule, Rule, checked_arguments
 from worldprobe.checksums import file_problem
 from worldprobe.config import RANDOM_PREFIX
 from worldprobe.errors import WorldprobeError
+from worldprobe.extract.options import Shard, check_shard  # noqa: F401  (part of the cache API)
 from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
 FORMAT_VERSION = 2  # 2: rows_written and per-file sizes and sha256 in the manifest
@@ -110,18 +111,6 @@ LOOSE_FIELDS = ("layers", "n_entities", "entity_order_sha256")
 
 def layer_file(layer: int) -> str:
     return f"layer_{layer:03d}.npy"
-
-
-Shard = tuple[int, int]
-"""(index, count): shard ``index`` (0-based) of ``count``; (0, 1) is the whole cache written by one writer."""
-
-
-def check_shard(shard: Shard | None) -> Shard:
-    """``shard`` as (index, count), (0, 1) for None; refuses a count below 1 or an index outside 0..count-1."""
-    index, count = shard or (0, 1)
-    if int(count) != count or count < 1 or int(index) != index or not 0 <= index < count:
-        raise WorldprobeError(f"shard {shard} is not (index, count) with 0 <= index < count", field="shard")
-    return int(index), int(count)
 
 
 def shard_name(shard: Shard) -> str:

@@ -14,7 +14,7 @@ import inspect
 import json
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,8 @@ from worldprobe.checksums import (
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
 from worldprobe.devices import DTYPES, resolve_device, resolve_dtype
 from worldprobe.errors import WorldprobeError
+from worldprobe.extract.options import QUANTIZATIONS, ModelRequest
 from worldprobe.extract.presets import PRESETS, dequantised_folder, fetch_gguf
-
-QUANTIZATIONS = (None, "4bit", "8bit")
 
 
 @dataclass
@@ -251,8 +250,9 @@ def register_model(model: torch.nn.Module, tokenizer: Any) -> str:
         raise WorldprobeError(f"a {type(model).__name__} is not a Hugging Face causal LM (no config)",
                               field="model", hint="pass a transformers PreTrainedModel, e.g. AutoModelForCausalLM")
     if tokenizer is None or not getattr(tokenizer, "is_fast", False):
-        raise WorldprobeError("a model object needs its fast tokenizer (tokenizer=..., offsets find the entity)",
-                              field="tokenizer", hint="AutoTokenizer.from_pretrained(..., use_fast=True)")
+        raise WorldprobeError("a model object needs its fast tokenizer (offsets find the entity)", field="tokenizer",
+                              hint="pass register_model(model, tokenizer), with AutoTokenizer.from_pretrained(..., "
+                              "use_fast=True)")  # fmt: skip
     digest = hashlib.sha256(config.to_json_string(use_diff=False).encode())
     weights = hashlib.sha256()
     with torch.no_grad():
@@ -267,13 +267,10 @@ def register_model(model: torch.nn.Module, tokenizer: Any) -> str:
     return name
 
 
-def model_name(model: str | torch.nn.Module, tokenizer: Any = None) -> str:
-    """The name a stage takes ``model`` by: a string as given, a loaded model registered (:func:`register_model`)."""
-    if isinstance(model, str):
-        if tokenizer is not None:
-            raise WorldprobeError("tokenizer= goes with a model object, not a model name", field="tokenizer")
-        return model
-    return register_model(model, tokenizer)
+def model_name(model: str | torch.nn.Module) -> str:
+    """The name a stage takes ``model`` by: a string as given; a model object must be registered with its tokenizer
+    first (:func:`register_model` returns the name), so an object alone is refused, saying so."""
+    return model if isinstance(model, str) else register_model(model, None)
 
 
 def _object(name: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
@@ -481,42 +478,18 @@ def _same_load(model: str, options: dict[str, Any]) -> dict[str, Any]:
     return chosen
 
 
-@dataclass(frozen=True)
-class ModelRequest:
-    """One model as a stage asks for it: the name it is taken by and its loading options, gathered once at the
-    stage's door and passed whole (as HF datasets passes a ``DownloadConfig``). ``options`` is what
-    :func:`load_model` takes and what a run's ``settings.model_options`` records."""
+def requested(model: str | torch.nn.Module | ModelRequest, seed: int = DEFAULT_SEED) -> ModelRequest:
+    """What a stage does with its ``model`` argument: a :class:`ModelRequest` as it is, a name as a request with the
+    default options, a loaded model registered (:func:`register_model`, which needs its tokenizer, so pass the name
+    it returns); an unset request ``seed`` becomes the stage's ``seed``."""
+    if not isinstance(model, ModelRequest):
+        model = ModelRequest(model_name(model))
+    return model if model.seed is not None else replace(model, seed=seed)
 
-    name: str
-    dtype: str = "auto"
-    device: str = "auto"
-    quantization: str | None = None
-    gguf_file: str | None = None
-    revision: str | None = None
-    seed: int = DEFAULT_SEED
 
-    @classmethod
-    def of(cls, model: str | torch.nn.Module, tokenizer: Any = None, **options: Any) -> ModelRequest:
-        """The request for a model name or a loaded model object (registered with its ``tokenizer``)."""
-        return cls(model_name(model, tokenizer), **options)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options :func:`load_model` takes (``revision`` only when given)."""
-        out = {"dtype": self.dtype, "device": self.device, "quantization": self.quantization,
-               "gguf_file": self.gguf_file, "seed": self.seed}  # fmt: skip
-        return {**out, "revision": self.revision} if self.revision is not None else out
-
-    @property
-    def cache_dtype(self) -> str:
-        """The dtype its activation cache was extracted in (``auto``/``fast`` resolved for ``device`` here)."""
-        from worldprobe.devices import cache_dtype
-
-        return cache_dtype(self.dtype, self.device)
-
-    def load(self) -> LoadedModel:
-        """The loaded model (kept for the next identical request, :func:`load_model_kept`)."""
-        return load_model_kept(self.name, **self.options)
+def load_requested(request: ModelRequest) -> LoadedModel:
+    """The model of ``request``, loaded (kept for the next identical request, :func:`load_model_kept`)."""
+    return load_model_kept(request.name, **request.options)
 
 
 def release_kept_model() -> None:

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 import worldprobe
-from worldprobe.checks import COUNT, FLAG, LAYERS, NAME, SEED, SEED_MAX, Rule, checked_arguments
+from worldprobe.checks import COUNT, FLAG, LAYERS, NAME, SEED, checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, RANDOM_PREFIX
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import load_user_specs
@@ -27,13 +27,12 @@ from worldprobe.datasets.table import checked_fingerprint, fingerprint, load, lo
 from worldprobe.devices import dtype_choice, resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
-from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, model_name
+from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, requested
+from worldprobe.extract.options import DEFAULT_FLUSH_ROWS, Batching, ModelRequest
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.extract.writer import CacheWriter, merge_shards, remove_cache, shard_done
 from worldprobe.reuse import starting_work
 from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
-
-DEFAULT_FLUSH_ROWS = 2048
 
 
 @dataclass
@@ -242,70 +241,59 @@ def twin_quantization(model: str, quantization: str | None) -> str | None:
 
 
 @checked_arguments(
-    dataset=NAME, prompt=NAME, workspace=WORKSPACE, layers=LAYERS, batch_size=COUNT, dtype=NAME,
-    device=NAME, limit=COUNT, aggregation=cache_mod.AGGREGATION, seed=SEED,
-    limit_seed=Rule(int, minimum=0, maximum=SEED_MAX), padding_side=Rule(str, choices=("left", "right")),
-    flush_rows=COUNT, progress=FLAG, rebuild=FLAG, pooled_embedding=FLAG,
+    dataset=NAME, prompt=NAME, workspace=WORKSPACE, layers=LAYERS, limit=COUNT, aggregation=cache_mod.AGGREGATION,
+    seed=SEED, progress=FLAG, rebuild=FLAG, pooled_embedding=FLAG,
 )  # fmt: skip
 def run_extraction(
     dataset: str,
-    model: str | torch.nn.Module = DEFAULT_MODEL,
+    model: str | torch.nn.Module | ModelRequest = DEFAULT_MODEL,
     prompt: str = "empty",
     *,
     workspace: Workspace | str | Path | None = None,
     layers: str | Sequence[int] = "all",
-    batch_size: int | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    quantization: str | None = None,
-    limit: int | None = None,
     aggregation: str = "last",
+    limit: int | None = None,
     seed: int = DEFAULT_SEED,
-    limit_seed: int | None = None,
-    gguf_file: str | None = None,
-    padding_side: str = "right",
-    flush_rows: int = DEFAULT_FLUSH_ROWS,
-    max_memory: dict[Any, str] | None = None,
+    batching: Batching = Batching(),
     progress: bool = True,
-    shard: cache_mod.Shard | None = None,
-    revision: str | None = None,
     rebuild: bool = False,
     pooled_embedding: bool = False,
-    tokenizer: Any = None,
 ) -> Path:
     """Cache the residual stream of every entity of a built dataset at the requested layers; return the folder.
+
+    ``model``: a name or a :class:`~worldprobe.extract.options.ModelRequest` (dtype, device, quantization, GGUF file,
+    hub revision, a twin's seed, max_memory); a loaded Hugging Face causal LM goes by the name
+    ``register_model(model, tokenizer)`` gives it (a fingerprint of its config and weights, so an edited model gets
+    a cache of its own). ``limit``: a seeded sample of that many entities (``seed``; a random-init twin's weights take
+    the request's seed when it has one, so that twins of several seeds share their model's rows). ``batching``: how
+    the entities are fed (:class:`Batching`, including sharding).
 
     Returns at once when an intact finished cache with the same settings (and all requested layers) exists; resumes
     an unfinished one from its ledger; refuses a folder whose manifest disagrees, saying what differs, and a damaged
     finished cache (``rebuild=True`` deletes the request's cache folder and extracts it afresh). The settings that
     make a cache (its identity) include the model's weights checksum (local folders, GGUF files), the hub revision
-    (``revision``: branch, tag or commit; the resolved commit is recorded) and the prompt's template.
-
-    ``shard=(i, k)`` computes only shard i (0-based) of k: its contiguous share of the length-sorted batches, into the
-    same cache files, which k processes can write at once. The shard that finishes last completes the cache; until
-    then the returned folder holds an unfinished cache. Every shard must use the same ``batch_size`` (the first
-    writer's is kept).
+    (the resolved commit is recorded) and the prompt's template. A sharded call leaves an unfinished cache until its
+    last shard finishes.
 
     With ``pooled_embedding`` an unsharded cache of the last token that holds layer 0 also gets its companion: layer 0
     averaged over the entity's tokens (aggregation ``mean``, layers ``[0]``), which the embedding control reads
     (``extract.cache.find_pooled``); with the model already loaded it costs one block's forward pass (``worldprobe
     run`` asks for it when its probes run the embedding control; ``worldprobe probe --control embedding`` extracts it
     when missing).
-
-    ``model`` may be a loaded Hugging Face causal LM with its fast ``tokenizer`` (``extract.models.register_model``:
-    named by a fingerprint of its config and weights, so an edited model gets a cache of its own).
     """
-    model = model_name(model, tokenizer)
+    request = requested(model, seed)
+    shard = batching.shard
     path = _extract_cache(
-        dataset, model, prompt, workspace=workspace, layers=layers, batch_size=batch_size, dtype=dtype, device=device,
-        quantization=quantization, limit=limit, aggregation=aggregation, seed=seed, limit_seed=limit_seed,
-        gguf_file=gguf_file, padding_side=padding_side, flush_rows=flush_rows, max_memory=max_memory,
-        progress=progress, shard=shard, revision=revision, rebuild=rebuild,
+        dataset, request.name, prompt, workspace=workspace, layers=layers, batch_size=batching.batch_size,
+        dtype=request.dtype, device=request.device, quantization=request.quantization, limit=limit,
+        aggregation=aggregation, seed=request.options["seed"], limit_seed=seed, gguf_file=request.gguf_file,
+        padding_side=batching.padding_side, flush_rows=batching.flush_rows, max_memory=request.max_memory,
+        progress=progress, shard=shard, revision=request.revision, rebuild=rebuild,
     )  # fmt: skip
     manifest = cache_mod.read_manifest(path)
     if pooled_embedding and wants_pooled(manifest) and cache_mod.check_shard(shard)[1] == 1:
-        extract_pooled(manifest, workspace=workspace, batch_size=batch_size, device=device,
-                       gguf_file=gguf_file, max_memory=max_memory, progress=progress)  # fmt: skip
+        extract_pooled(manifest, workspace=workspace, batch_size=batching.batch_size, device=request.device,
+                       gguf_file=request.gguf_file, max_memory=request.max_memory, progress=progress)  # fmt: skip
     return path
 
 
@@ -439,11 +427,12 @@ def extract_twin(
     """The random-init twin's cache for the model cache with ``manifest`` (extracted when missing): the same rows
     (limit and its seed), dtype as the model's cache resolved it, aggregation and padding, so the control differs
     from the model only in its weights. Unquantised (bitsandbytes does not quantise random weights)."""
+    twin = ModelRequest(f"{RANDOM_PREFIX}{model}", dtype=manifest.get("dtype", "auto"), seed=seed)
+    rows_seed = manifest.get("limit_seed")
     return run_extraction(
-        dataset, f"{RANDOM_PREFIX}{model}", prompt, workspace=workspace, layers=layers,
-        dtype=manifest.get("dtype", "auto"), aggregation=manifest.get("aggregation", "last"),
-        padding_side=manifest.get("padding_side", "right"),
-        limit=manifest.get("limit"), limit_seed=manifest.get("limit_seed"), seed=seed,
+        dataset, twin, prompt, workspace=workspace, layers=layers, aggregation=manifest.get("aggregation", "last"),
+        limit=manifest.get("limit"), seed=seed if rows_seed is None else rows_seed,
+        batching=Batching(padding_side=manifest.get("padding_side", "right")),
     )  # fmt: skip
 
 

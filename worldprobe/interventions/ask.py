@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from worldprobe.checks import Rule, checked_arguments
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
-from worldprobe.extract.models import ModelRequest
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED
+from worldprobe.extract.models import load_requested, requested
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.interventions import behaviour
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import generate
-from worldprobe.interventions.options import ASK_ARGUMENTS
+from worldprobe.interventions.options import ASK_ARGUMENTS, Asking
 from worldprobe.probes.results import ANSWERS, RunFolder, is_complete, run_key, write_run
 from worldprobe.reuse import starting_work
 from worldprobe.workspace import Workspace, as_workspace
@@ -29,31 +29,24 @@ def run_ask(
     question: str | None = None,
     prompt: str = "empty",
     workspace: Workspace | str | Path | None = None,
-    fmt: str = "auto",
-    shots: int = DEFAULT_SHOTS,
+    asking: Asking = Asking(),
     limit: int | None = None,
     layer: int | None = None,
     tolerance: float | None = None,
-    batch_size: int | None = None,
-    max_new_tokens: int | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    quantization: str | None = None,
-    gguf_file: str | None = None,
-    revision: str | None = None,
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
-    tokenizer: Any = None,
 ) -> RunFolder:
     """Ask ``model`` the ``question`` of ``dataset`` about its test entities (all, or a seeded sample of ``limit``)
     and write the answers beside the probe's predictions; return the results folder (reused when finished).
 
-    ``prompt`` names the activation cache the probe is fitted on (``worldprobe extract -p``); ``fmt`` is ``auto``
-    (the chat template when the tokenizer has one), ``chat`` or ``fewshot`` (``shots`` seeded train examples).
+    ``model``: a name, a :class:`~worldprobe.extract.models.ModelRequest` or a loaded model (as for
+    ``run_extraction``); ``prompt`` names the activation cache the probe is fitted on (``worldprobe extract -p``);
+    ``asking``: the prompt format, few-shot examples, batch size and token budget (:class:`Asking`); ``layer``: the
+    probe's layer (None: chosen on train rows); ``tolerance``: an answer within this many years or km is correct.
     """
-    request = ModelRequest.of(model, tokenizer, dtype=dtype, device=device, quantization=quantization,
-                              gguf_file=gguf_file, revision=revision, seed=seed)  # fmt: skip
+    request = requested(model, seed)
+    fmt, shots, batch_size, max_new_tokens = asking.format, asking.shots, asking.batch_size, asking.max_new_tokens
     model = request.name
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
@@ -70,7 +63,7 @@ def run_ask(
     if is_complete(folder, key, (ANSWERS,)):
         return folder
     starting_work(f"{folder.name}")
-    loaded = request.load()
+    loaded = load_requested(request)
     texts, encoded, used = setup_mod.prompts_for(s, loaded.tokenizer, rows, fmt, shots, seed)
     answers = generate(loaded, encoded, max_new_tokens=budget, batch_size=batch_size or default_batch_size(loaded),
                        progress=progress, desc=f"ask {dataset}")  # fmt: skip

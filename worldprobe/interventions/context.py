@@ -31,15 +31,15 @@ import numpy as np
 import pandas as pd
 
 from worldprobe.checks import checked_arguments
-from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_SHOTS
+from worldprobe.config import DEFAULT_MODEL, DEFAULT_RESAMPLES, DEFAULT_SEED
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import LoadedModel, ModelRequest
+from worldprobe.extract.models import LoadedModel, load_requested, requested
 from worldprobe.extract.runner import default_batch_size, forward_batches
 from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions import steermap
 from worldprobe.interventions.generate import generate
-from worldprobe.interventions.options import CONTEXT_ARGUMENTS
+from worldprobe.interventions.options import CONTEXT_ARGUMENTS, Asking
 from worldprobe.interventions.parse import UNPARSED
 from worldprobe.probes.bootstrap import fmt
 from worldprobe.probes.inference import TEST_RESAMPLES, compare, family
@@ -73,26 +73,17 @@ def run_context(
     question: str | None = None,
     prompt: str = "empty",
     workspace: Workspace | str | Path | None = None,
-    fmt: str = "auto",
-    shots: int = DEFAULT_SHOTS,
+    asking: Asking = Asking(),
     limit: int | None = DEFAULT_CONTEXT_LIMIT,
-    batch_size: int | None = None,
-    max_new_tokens: int | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    quantization: str | None = None,
-    gguf_file: str | None = None,
-    revision: str | None = None,
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
-    tokenizer: Any = None,
 ) -> RunFolder:
     """Ask ``model`` its question about ``limit`` seeded test entities of ``dataset`` under the four conditions and
     write how far the probe's reading and the answer move toward the counterfactual; return the results folder
-    (reused when finished). See the module docstring."""
-    request = ModelRequest.of(model, tokenizer, dtype=dtype, device=device, quantization=quantization,
-                              gguf_file=gguf_file, revision=revision, seed=seed)  # fmt: skip
+    (reused when finished). ``model`` and ``asking`` as for ``run_ask``. See the module docstring."""
+    request = requested(model, seed)
+    fmt, shots, batch_size, max_new_tokens = asking.format, asking.shots, asking.batch_size, asking.max_new_tokens
     model = request.name
     clock, cpu = time.perf_counter(), time.process_time()
     ws = as_workspace(workspace)
@@ -110,7 +101,7 @@ def run_context(
     if is_complete(folder, key, (CONTEXT, CONTEXT_ANSWERS)):
         return folder
     starting_work(f"{folder.name}")
-    loaded = request.load()
+    loaded = load_requested(request)
     plan = counterfactuals(s, rows, seed)
     size = batch_size or default_batch_size(loaded)
     frames = []

@@ -3,7 +3,6 @@ ask, the rendered prompts, group centroids, and the numeric reading of an answer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pandas as pd
 from worldprobe.datasets.registry import get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import ActivationCache, find_cache, open_cache
-from worldprobe.extract.models import ModelRequest
+from worldprobe.extract.options import ModelRequest
 from worldprobe.extract.tokens import EncodedEntity
 from worldprobe.interventions import direction, questions
 from worldprobe.interventions.parse import GroupVocabulary
@@ -112,15 +111,11 @@ def prepare(
 def stored_choice(workspace: Workspace, cache: ActivationCache, candidates: list[int]) -> direction.LayerChoice | None:
     """The layer choice a finished ridge probe run of this very cache already made (the same rule: leave-one-out R²
     on train rows, with the probe stage's default settings, every candidate layer scored), or None."""
-    from worldprobe.probes.results import SUMMARY
+    from worldprobe.probes.results import summaries
     from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE
     from worldprobe.probes.selection import criterion, select_layer
 
-    for path in sorted(workspace.results.glob(f"*/{SUMMARY}")):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+    for folder, summary in summaries(workspace.results):
         settings, used = summary.get("settings") or {}, summary.get("cache") or {}
         if (summary.get("probe") != "ridge" or not summary.get("complete") or settings.get("target") is not None
                 or settings.get("log_target") or settings.get("standardize") != DEFAULT_STANDARDIZE
@@ -134,7 +129,7 @@ def stored_choice(workspace: Workspace, cache: ActivationCache, candidates: list
             continue
         chosen = {v: scores[v] for v in candidates}
         return direction.LayerChoice(select_layer(chosen), f"{criterion('ridge')} (scores of the probe run "
-                                     f"{path.parent.name})", chosen)  # fmt: skip
+                                     f"{folder.name})", chosen)  # fmt: skip
     return None
 
 

@@ -46,15 +46,10 @@ from worldprobe.config import (
     DEFAULT_MODEL,
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
-    DEFAULT_SHOTS,
     DEFAULT_STEER_LIMIT,
-    STEER_DOSES,
-    STEER_MAP_RANDOM,
-    STEER_METHODS,
-    STEER_SELECT,
 )
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.models import LoadedModel, ModelRequest
+from worldprobe.extract.models import LoadedModel, load_requested, requested
 from worldprobe.extract.runner import default_batch_size
 from worldprobe.extract.tokens import EncodedEntity
 from worldprobe.interventions import das, questions, steermap
@@ -63,7 +58,9 @@ from worldprobe.interventions import setup as setup_mod
 from worldprobe.interventions.generate import Answer, Edit, continuation_logprobs, generate
 from worldprobe.interventions.options import (
     STEER_ARGUMENTS,
+    Asking,
     DasSettings,
+    Steering,
     checked_doses,
     checked_methods,
     checked_positions,
@@ -98,38 +95,24 @@ def run_steer(
     question: str | None = None,
     prompt: str = "empty",
     workspace: Workspace | str | Path | None = None,
-    target: str | None = None,
-    directions: Sequence[str] = STEER_METHODS,
-    layers: Sequence[int] | None = None,
-    positions: Sequence[str] = ("last",),
-    doses: Sequence[float] = STEER_DOSES,
-    generated: bool = False,
-    select_limit: int = STEER_SELECT,
+    steering: Steering = Steering(),
+    asking: Asking = Asking(),
     limit: int | None = DEFAULT_STEER_LIMIT,
-    map_random: int = STEER_MAP_RANDOM,
-    random_directions: int = 5,
-    random_init: bool = True,
-    use_cache: bool = True,
-    fmt: str = "auto",
-    shots: int = DEFAULT_SHOTS,
-    batch_size: int | None = None,
-    max_new_tokens: int | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    quantization: str | None = None,
-    gguf_file: str | None = None,
-    revision: str | None = None,
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     progress: bool = True,
-    tokenizer: Any = None,
-    das_settings: DasSettings = DasSettings(),
 ) -> RunFolder:
     """Map which direction x layer x position moves ``model``'s answers to ``question`` on train entities, choose
-    the best there, measure it on test entities beside its controls, and write the results folder (reused when
-    finished). See the module docstring."""
-    request = ModelRequest.of(model, tokenizer, dtype=dtype, device=device, quantization=quantization,
-                              gguf_file=gguf_file, revision=revision, seed=seed)  # fmt: skip
+    the best there, measure it on ``limit`` test entities beside its controls, and write the results folder (reused
+    when finished). ``steering``: what is mapped and tested (:class:`Steering`); ``model`` and ``asking`` as for
+    ``run_ask``. See the module docstring."""
+    request = requested(model, seed)
+    fmt, shots, batch_size, max_new_tokens = asking.format, asking.shots, asking.batch_size, asking.max_new_tokens
+    st = steering
+    target, directions, layers, positions, doses = st.target, st.directions, st.layers, st.positions, st.doses
+    generated, use_cache, select_limit, map_random = st.generated, st.use_cache, st.select_limit, st.map_random
+    random_directions, random_init, das_settings = st.random_directions, st.random_init, st.das
+    revision = request.revision
     model = request.name
     clock, cpu = time.perf_counter(), time.process_time()
     doses = checked_doses(doses)
@@ -163,7 +146,7 @@ def run_steer(
 
     y = s.y[:, t_index]
     stats, per_layer = _layer_directions(s, chosen_layers, [m for m in methods if m != "das"], y, map_random, seed)
-    loaded = request.load()
+    loaded = load_requested(request)
     examples_used, select_rows, pool = _select_rows(s, select_limit, shots, fmt, loaded, seed)
     test_rows = setup_mod.nested_sample(s.entities["is_test"].to_numpy(dtype=bool) & np.isfinite(y), limit, seed)
     asker = _Asker(s, loaded, fmt, shots, seed, budget, batch_size or default_batch_size(loaded), use_cache,

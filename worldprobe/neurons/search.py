@@ -11,7 +11,7 @@ layer of the activation cache.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,19 @@ from sklearn.metrics import r2_score
 from tqdm.auto import tqdm
 
 from worldprobe import anchors
+from worldprobe.checks import COUNT, LAYERS, NAME, SEED, checked_arguments
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED, DEFAULT_TOP_K
 from worldprobe.datasets.prompts import get_prompt
 from worldprobe.datasets.registry import get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract.cache import open_cache, parse_layers
-from worldprobe.extract.models import LoadedModel, load_model_kept, model_name
+from worldprobe.extract.models import LoadedModel, load_requested, requested
+from worldprobe.extract.options import Batching, ModelRequest
 from worldprobe.extract.runner import default_batch_size, forward_batches, run_extraction
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.probes.results import NEURON_COLUMNS, NEURONS_FILE, run_dir, run_key, write_neurons
 from worldprobe.reuse import starting_work
-from worldprobe.workspace import Workspace, as_workspace
+from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
 CHUNK_ROWS = 4096
 
@@ -340,9 +342,11 @@ def _existing_dtype(ws: Workspace, dataset: str, model: str, prompt: str, limit:
         return None
 
 
+@checked_arguments(dataset=NAME, prompt=NAME, workspace=WORKSPACE, top_k=COUNT, layers=LAYERS, limit=COUNT,
+                   seed=SEED, batch_size=COUNT)  # fmt: skip
 def find_neurons(
     dataset: str,
-    model: str = DEFAULT_MODEL,
+    model: str | torch.nn.Module | ModelRequest = DEFAULT_MODEL,
     prompt: str = "empty",
     *,
     workspace: Workspace | str | Path | None = None,
@@ -351,31 +355,24 @@ def find_neurons(
     limit: int | None = None,
     seed: int = DEFAULT_SEED,
     batch_size: int | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    quantization: str | None = None,
-    gguf_file: str | None = None,
-    revision: str | None = None,
-    tokenizer: Any = None,
 ) -> Path:
     """Rank MLP neurons and residual coordinates of ``model`` for ``dataset``'s targets; write ``neurons.parquet``
     into ``results/<dataset>__<model>__<prompt>__neurons__<key>/`` and return the folder.
 
-    Uses (or builds) the activation cache for the residual search and the probe directions, and runs the model twice
-    more (train rows, then test rows) for the MLP neurons. A finished search with the same inputs is not redone.
+    ``model`` as for ``run_extraction`` (a request's dtype ``auto`` takes a finished cache of the request in another
+    dtype, a study's ``fast`` one, when there is one). Uses (or builds) the activation cache for the residual search
+    and the probe directions, and runs the model twice more (train rows, then test rows) for the MLP neurons. A
+    finished search with the same inputs is not redone.
     """
-    if top_k < 1:
-        raise WorldprobeError(f"--top-k must be at least 1, not {top_k}", field="top_k")
-    model = model_name(model, tokenizer)
+    request = requested(model, seed)
+    model = request.name
     ws = as_workspace(workspace)
     load_user_specs(ws.datasets)
     spec = get_spec(dataset)
-    if dtype == "auto":  # a finished cache of the request in another dtype (a study's "fast" one) is reused
-        dtype = _existing_dtype(ws, dataset, model, prompt, limit) or dtype
-    options = {"dtype": dtype, "device": device, "quantization": quantization, "gguf_file": gguf_file,
-               "revision": revision}  # fmt: skip
-    path = run_extraction(dataset, model, prompt, workspace=ws, layers=layers, limit=limit, seed=seed,
-                          batch_size=batch_size, **options)  # fmt: skip
+    if request.dtype == "auto":  # a finished cache of the request in another dtype (a study's "fast" one) is reused
+        request = replace(request, dtype=_existing_dtype(ws, dataset, model, prompt, limit) or "auto")
+    path = run_extraction(dataset, request, prompt, workspace=ws, layers=layers, limit=limit, seed=seed,
+                          batching=Batching(batch_size=batch_size))  # fmt: skip
     cache = open_cache(path)
     chosen = parse_layers(layers, cache.n_layers)
     settings = {"search": "neurons", "top_k": top_k, "layers": chosen, "seed": seed, "targets": list(spec.targets)}
@@ -390,7 +387,7 @@ def find_neurons(
     rows = residual_search(cache.layer, chosen, y, is_test, spec.targets, k=top_k)
     network = None
     if any(layer >= 1 for layer in chosen):
-        loaded = load_model_kept(model, seed=seed, max_memory=None, **options)  # as run_extraction asks
+        loaded = load_requested(request)  # as run_extraction asks
         encoded = encode_entities(
             loaded.tokenizer, entities["text"].tolist(), get_prompt(dataset, prompt), seed,
             keys=entities["entity_id"].astype(str).tolist(),

@@ -2,8 +2,8 @@
 
 Python API::
 
-    from worldprobe.probes import RidgeProbe, MLPProbe, run_probe, probe_cache
-    folder = run_probe("world_place", "smollm2-135m", "empty", holdouts=("country",))
+    from worldprobe.probes import RidgeProbe, MLPProbe, ProbeOptions, run_probe, probe_cache
+    folder = run_probe("world_place", "smollm2-135m", "empty", options=ProbeOptions(holdouts=("country",)))
 """
 
 from worldprobe.lazy import lazy_dir, lazy_exports
@@ -16,6 +16,7 @@ _EXPORTS = {
     "holdout_blocks": "worldprobe.probes.holdouts",
     **dict.fromkeys(["ProbeResult", "layer_sweep"], "worldprobe.probes.sweep"),
     "MLPProbe": "worldprobe.probes.mlp",
+    "ProbeOptions": "worldprobe.probes.options",
     "RunFolder": "worldprobe.probes.results",
     "RidgeProbe": "worldprobe.probes.ridge",
 }  # fmt: skip

@@ -16,12 +16,13 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
-from worldprobe.config import DEFAULT_MARGINS, RANDOM_INIT_SEEDS
+from worldprobe.config import DEFAULT_MARGINS
 from worldprobe.datasets.registry import get_spec
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes.altworld import MatchedWorlds, matched_worlds
 from worldprobe.probes.lexical import LexicalFit, lexical_fit
 from worldprobe.probes.metrics import pearson_columns, r2_columns, spearman_columns
+from worldprobe.probes.options import ProbeOptions
 from worldprobe.probes.residual import ResidualFit, fit_residual_probe, residual_fit, residual_targets
 from worldprobe.probes.results import CONTROLS, LAYER_ROW_COLUMNS
 from worldprobe.probes.selection import SCORE_METRIC, select_layer, selection_score
@@ -143,6 +144,20 @@ class CacheLike(Protocol):
     def layer(self, layer: int) -> np.ndarray: ...
 
 
+@dataclass
+class MainProbe:
+    """What the probe's own layer sweep hands its controls: the probe factory, the probe's predictions of every row
+    per layer (columns in target order), its train-selected layer (None: the deepest), the fits the sweep already
+    made for shuffled / alt_world on the same decompositions (``shared``, not refitted), and the matched alternative
+    worlds they were made for (``control_targets``; built by the controls when not given)."""
+
+    make_probe: Callable[[], BaseEstimator]
+    predictions: dict[int, np.ndarray]
+    selected_layer: int | None = None
+    shared: dict[str, SharedFits] | None = None
+    worlds: MatchedWorlds | None = None
+
+
 def run_controls(
     names: Sequence[str],
     *,
@@ -153,38 +168,29 @@ def run_controls(
     cache: CacheLike,
     targets: pd.DataFrame,
     layers: Sequence[int],
-    make_probe: Callable[[], BaseEstimator],
-    predictions: dict[int, np.ndarray],
+    main: MainProbe,
     seed: int,
-    selected_layer: int | None = None,
-    random_init_seeds: int = RANDOM_INIT_SEEDS,
-    shared: dict[str, SharedFits] | None = None,
-    worlds: MatchedWorlds | None = None,
-    margin_r2: float = DEFAULT_MARGINS["r2"],
+    options: ProbeOptions = ProbeOptions(),
     progress: bool = True,
 ) -> ControlRun:
     """Run the named controls; return their tidy metric rows (columns of ``metrics.parquet``) and their fits.
 
-    ``targets`` holds the target columns in cache order, ``predictions[layer]`` the main probe's predictions for every
-    row (columns in target order); the split is ``cache.entities["is_test"]``. ``selected_layer`` is the probe's
-    train-selected layer (default: the deepest of ``layers``); ``random_init`` runs ``random_init_seeds`` twins.
-    ``shared`` holds fits the probe's layer sweep already made for shuffled / alt_world (not refitted here), and
-    ``worlds`` the matched alternative worlds they were made for (``control_targets``; built here when not given).
+    ``targets`` holds the target columns in cache order; the split is ``cache.entities["is_test"]``; ``main``: what
+    the probe's layer sweep hands over (:class:`MainProbe`). From ``options``: ``random_init`` runs
+    ``random_init_seeds`` twins, and the residual's equivalence reads ``margin_r2``.
     ``names`` may be ``["all"]`` for every control in :data:`CONTROLS`.
     """
     names = resolve_controls(names)
     entities = cache.entities.reset_index(drop=True)
     if len(entities) != len(targets):
         raise WorldprobeError(f"{len(targets)} target rows for a cache of {len(entities)} entities", field="targets")
-    if random_init_seeds < 1:
-        raise WorldprobeError(f"random_init_seeds must be at least 1, not {random_init_seeds}", field="random_init")
     job = _Job(
         dataset=dataset, model=model, prompt=prompt, cache=cache, entities=entities,
         y=targets.to_numpy(dtype=np.float64), target_names=list(targets.columns), layers=list(layers),
-        make_probe=make_probe, predictions=predictions, seed=seed, workspace=workspace,
-        selected_layer=max(layers) if selected_layer is None else int(selected_layer),
-        twin_seeds=[seed + i for i in range(random_init_seeds)], shared=shared or {}, progress=progress,
-        worlds=worlds, margin_r2=margin_r2,
+        make_probe=main.make_probe, predictions=main.predictions, seed=seed, workspace=workspace,
+        selected_layer=max(layers) if main.selected_layer is None else int(main.selected_layer),
+        twin_seeds=[seed + i for i in range(options.random_init_seeds)], shared=main.shared or {}, progress=progress,
+        worlds=main.worlds, margin_r2=options.margin_r2,
     )  # fmt: skip
     frames = [pd.DataFrame(_RUNNERS[name](job)) for name in tqdm(names, desc="controls", unit="control",
                                                                             disable=not progress)]

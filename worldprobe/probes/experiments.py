@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
-from worldprobe.checks import COUNT, FLAG, LAYERS, NAME, SEED, Rule, checked_arguments
-from worldprobe.config import DEFAULT_MARGINS, DEFAULT_RESAMPLES, DEFAULT_SEED, RANDOM_INIT_SEEDS
+from worldprobe.checks import FLAG, LAYERS, NAME, SEED, Rule, checked_arguments
+from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import era_labels, get_spec, load_user_specs
 from worldprobe.errors import WorldprobeError
 from worldprobe.probes.controls import (
@@ -25,6 +26,7 @@ from worldprobe.probes.controls import (
 from worldprobe.probes.headline import ALL, RunData, headline
 from worldprobe.probes.holdouts import holdout_blocks
 from worldprobe.probes.mlp import MLPProbe
+from worldprobe.probes.options import ProbeOptions
 from worldprobe.probes.results import HOLDOUT_COLUMNS, RunFolder, is_complete, run_dir, run_key, write_results
 from worldprobe.probes.ridge import DEFAULT_ALPHAS, DEFAULT_STANDARDIZE, RidgeProbe
 from worldprobe.probes.selection import criterion
@@ -32,6 +34,9 @@ from worldprobe.probes.sweep import ProbeResult, layer_sweep, score
 from worldprobe.probes.verdict import verdict
 from worldprobe.reuse import starting_work
 from worldprobe.workspace import WORKSPACE, as_workspace
+
+if TYPE_CHECKING:
+    from worldprobe.extract.options import ModelRequest
 
 PROBES = ("ridge", "mlp")
 
@@ -178,40 +183,31 @@ def compare_models(dataset: str, models: Sequence[str], prompt: str = "empty", *
 
 
 @checked_arguments(
-    dataset=NAME, model=NAME, prompt=NAME, workspace=WORKSPACE, probe=NAME, layers=LAYERS,
-    target=Rule(str), log_target=FLAG, holdouts=Rule(str, many=True), controls=Rule(str, many=True),
-    standardize=Rule(bool), seed=SEED, random_init_seeds=COUNT, resamples=COUNT, margin_r2=Rule(float),
-    margin_r=Rule(float), resplits=Rule(int, minimum=0), progress=FLAG,
+    dataset=NAME, prompt=NAME, workspace=WORKSPACE, probe=NAME, layers=LAYERS, target=Rule(str),
+    controls=Rule(str, many=True), seed=SEED, prefer_dtype=Rule(str), progress=FLAG,
 )  # fmt: skip
 def run_probe(
     dataset: str,
-    model: str,
+    model: str | ModelRequest,
     prompt: str = "empty",
     *,
     workspace=None,
     probe: str = "ridge",
     layers: Sequence[int] | str | None = None,
     target: str | None = None,
-    log_target: bool = False,
-    holdouts: Sequence[str] = (),
     controls: Sequence[str] = (),
-    standardize: bool | None = None,
     seed: int = DEFAULT_SEED,
-    random_init_seeds: int = RANDOM_INIT_SEEDS,
-    resamples: int = DEFAULT_RESAMPLES,
-    margin_r2: float = DEFAULT_MARGINS["r2"],
-    margin_r: float = DEFAULT_MARGINS["r"],
-    resplits: int = 0,
-    dtype: str | None = None,
+    options: ProbeOptions = ProbeOptions(),
     prefer_dtype: str | None = None,
-    device: str = "auto",
     progress: bool = True,
 ) -> RunFolder:
     """Probe one finished activation cache and write ``results/<run-key>/``; return that folder.
 
-    ``dtype`` (``auto``/``fast`` resolved for the extraction ``device`` on this machine) takes only the cache
-    extracted with that dtype; ``prefer_dtype`` takes it when the workspace holds several, else the only one (a study:
-    its probe task may run on another machine than its extraction did). Neither: the only one.
+    ``model``: its name, or a :class:`~worldprobe.extract.models.ModelRequest` whose dtype (``auto``/``fast``
+    resolved for its device on this machine) takes only the cache extracted with that dtype; ``prefer_dtype`` takes
+    that dtype's cache when the workspace holds several, else the only one (a study: its probe task may run on another
+    machine than its extraction did). Neither: the only one. ``options``: fitting, hold-outs and inference
+    (:class:`ProbeOptions`).
 
     Layer sweep over ``layers`` (default: every cached layer), train and test metrics per layer, the layer selected
     on train rows (``worldprobe.probes.selection``), the named ``controls`` (``worldprobe.probes.controls``; the
@@ -232,8 +228,14 @@ def run_probe(
     spec = get_spec(dataset)
     if probe not in PROBES:
         raise WorldprobeError(f"unknown probe {probe!r}", field="probe", hint=f"one of {', '.join(PROBES)}")
+    o = options
+    log_target, holdouts, standardize, resamples, resplits = o.log_target, o.holdouts, o.standardize, o.resamples, \
+        o.resplits
     std = DEFAULT_STANDARDIZE if standardize is None else bool(standardize)
-    narrow = {} if dtype is None else {"dtype": cache_dtype(dtype, device)}
+    request = None if isinstance(model, str) else model  # a ModelRequest: its dtype narrows the choice of cache
+    narrow = {"dtype": request.cache_dtype} if request else {}
+    device = request.device if request else "auto"
+    model = request.name if request else model
     prefer = {} if prefer_dtype is None else {"dtype": cache_dtype(prefer_dtype, device)}
     cache = open_cache(find_cache(dataset, model, prompt, "last", workspace=ws, prefer=prefer, **narrow))
     available = [int(v) for v in cache.layers]
@@ -252,13 +254,13 @@ def run_probe(
         raise WorldprobeError(
             f"no column {bad[0]!r} to hold out", field="holdout", hint=f"{list(spec.holdout_columns)}"
         )
-    margins = checked_margins(margin_r2, margin_r)
+    margins = {"r2": o.margin_r2, "r": o.margin_r}
     requested = list(controls)
     controls = resolve_controls(requested)  # canonical: "all" expanded, in CONTROLS order (one run key per set)
     settings = {
         "probe": probe, "layers": chosen, "target": target, "log_target": log_target, "holdouts": list(holdouts),
         "controls": controls, "standardize": std, "seed": seed, "resamples": resamples,
-        "random_init_seeds": random_init_seeds if "random_init" in controls else None,
+        "random_init_seeds": o.random_init_seeds if "random_init" in controls else None,
         "alphas": [float(a) for a in DEFAULT_ALPHAS] if probe == "ridge" else None,
         "margins": margins, "resplits": int(resplits),
     }  # fmt: skip
@@ -299,17 +301,20 @@ def run_probe(
     view = cache if valid.all() else _RowSubset(cache, valid)
     frames = [result.metrics.assign(control="none", seed=seed)]
     if controls:
-        from worldprobe.probes.controls import run_controls
+        from worldprobe.probes.controls import MainProbe, run_controls
 
-        ctl = run_controls(
-            list(controls), workspace=ws, dataset=dataset, model=model, prompt=prompt, cache=view,
-            targets=targets[valid].reset_index(drop=True), layers=chosen, make_probe=make,
-            predictions={k: v[valid] for k, v in result.predictions.items()}, seed=seed, selected_layer=selected,
-            random_init_seeds=random_init_seeds, progress=progress, shared={
+        main = MainProbe(
+            make_probe=make, predictions={k: v[valid] for k, v in result.predictions.items()},
+            selected_layer=selected, worlds=extra.worlds, shared={
                 name: SharedFits(extra.sets[name], [{k: v[valid] for k, v in p.items()} for p in fits.predictions],
                                  fits.selection)
                 for name, fits in result.shared.items()
-            }, worlds=extra.worlds, margin_r2=margins["r2"],
+            },
+        )  # fmt: skip
+        ctl = run_controls(
+            list(controls), workspace=ws, dataset=dataset, model=model, prompt=prompt, cache=view,
+            targets=targets[valid].reset_index(drop=True), layers=chosen, main=main, seed=seed, options=options,
+            progress=progress,
         )  # fmt: skip
         frames.append(ctl.rows)
         fits, alt, residual, twins = ctl.fits, ctl.alt_world, ctl.residual, ctl.twins
@@ -384,16 +389,6 @@ def run_probe(
     }  # fmt: skip
     return write_results(folder, metrics=metrics_table, predictions=predictions, holdouts=holdouts_table,
                          summary=summary)  # fmt: skip
-
-
-def checked_margins(margin_r2: float, margin_r: float) -> dict[str, float]:
-    """The equivalence margins of a run (``worldprobe.probes.inference.DEFAULT_MARGINS``), each in (0, 1)."""
-    margins = {"r2": float(margin_r2), "r": float(margin_r)}
-    for name, value in margins.items():
-        if not 0 < value < 1:
-            raise WorldprobeError(f"the equivalence margin of {name} must lie between 0 and 1, not {value}",
-                                  field=f"margin_{name}", hint="e.g. 0.05")  # fmt: skip
-    return margins
 
 
 def _eras(spec, targets: pd.DataFrame, target: str | None, kind: str, valid: np.ndarray) -> np.ndarray | None:

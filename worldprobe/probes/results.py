@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,14 +223,13 @@ def run_problems(
 ) -> list[str]:
     """What keeps ``folder`` from being a finished, readable run (with ``key``, when given) holding ``tables`` with
     the checksums its summary records: empty when none. ``full`` re-reads every file for its sha256."""
-    path = folder / SUMMARY
     try:
-        summary = json.loads(path.read_text())
+        summary = load_summary(folder)
     except FileNotFoundError:
         return [f"no {SUMMARY} (the run did not finish)"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return [f"{SUMMARY} is unreadable ({type(error).__name__})"]
-    if not isinstance(summary, dict) or summary.get("complete") is not True:
+    except WorldprobeError as error:
+        return [error.message]
+    if summary.get("complete") is not True:
         return [f"{SUMMARY} does not mark the run complete"]
     if key is not None and summary.get("run_key") != key:
         return [f"{SUMMARY} has run key {summary.get('run_key')!r}, expected {key!r}"]
@@ -260,12 +259,40 @@ def read_metrics(folder: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def read_summary(folder: Path) -> dict[str, Any]:
-    """The summary.json of a results folder."""
+def load_summary(folder: Path) -> dict[str, Any]:
+    """The one reader of a run's ``summary.json``: its content. A missing file raises ``FileNotFoundError``; one that
+    does not read back as a JSON object raises a WorldprobeError naming it (and the line, for bad JSON)."""
     path = Path(folder) / SUMMARY
-    if not path.exists():
-        raise WorldprobeError("no summary in this results folder", file=path, hint="run `worldprobe probe` first")
-    return json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except json.JSONDecodeError as error:
+        raise WorldprobeError(f"{SUMMARY} is not valid JSON: {error.msg}", file=path, row=error.lineno) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise WorldprobeError(f"{SUMMARY} is unreadable ({type(error).__name__})", file=path) from None
+    if not isinstance(summary, dict):
+        raise WorldprobeError(f"{SUMMARY} is not a JSON object", file=path)
+    return summary
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """The summary.json of a results folder (a missing one is an error saying how to make it)."""
+    try:
+        return load_summary(folder)
+    except FileNotFoundError:
+        raise WorldprobeError("no summary in this results folder", file=Path(folder) / SUMMARY,
+                              hint="run `worldprobe probe` first") from None  # fmt: skip
+
+
+def summaries(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(folder, summary) of every run under ``results_dir`` whose summary reads back, in folder-name order; the
+    others are passed over (:func:`run_problems` and ``worldprobe verify`` say what is wrong with them)."""
+    for folder in sorted(p.parent for p in Path(results_dir).glob(f"*/{SUMMARY}")):
+        try:
+            yield folder, load_summary(folder)
+        except (FileNotFoundError, WorldprobeError):
+            continue
 
 
 # --- every run of a workspace --------------------------------------------------------------------------------------
@@ -368,8 +395,8 @@ def stale_reason(folder: Path, datasets_dir: Path) -> str | None:
     if not record.exists():
         return "no record of the dataset build it used (written by an older worldprobe): re-run it"
     try:
-        summary = json.loads(record.read_text())
-    except json.JSONDecodeError:
+        summary = load_summary(folder) if record.name == SUMMARY else json.loads(record.read_text())
+    except (json.JSONDecodeError, WorldprobeError):
         return f"{record.name} is not valid JSON: re-run it"
     probe_run = record.name == SUMMARY and "stage" not in summary
     if probe_run and "headline" not in summary:
@@ -399,8 +426,8 @@ def find_runs(results_dir: Path, *, stage: str, dataset: str, datasets_dir: Path
     found, notes = [], []
     for folder in sorted(p for p in Path(results_dir).iterdir() if (p / SUMMARY).is_file()):
         try:
-            summary = json.loads((folder / SUMMARY).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            summary = load_summary(folder)
+        except WorldprobeError:
             notes.append(f"{folder / SUMMARY} is not valid JSON: left out")
             continue
         if summary.get("stage") != stage or summary.get("dataset") != dataset or not summary.get("complete"):
@@ -418,11 +445,10 @@ def _read_run(
 ) -> dict[str, Any] | None:
     """Append the run's tables to ``frames`` (unless ``leave_out`` names a reason); return its summary (with
     ``run``), or None for a neuron search or a run left out."""
-    summary_path = folder / SUMMARY
     try:
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    except json.JSONDecodeError as error:
-        raise WorldprobeError(f"summary is not valid JSON: {error.msg}", file=summary_path, row=error.lineno) from error
+        summary = load_summary(folder)
+    except FileNotFoundError:
+        summary = {}
     summary["run"] = folder.name
     tables = {}
     for table in READ_TABLES:
@@ -456,10 +482,9 @@ def _unfinished(folder: Path) -> bool:
     """A probe run (metrics or predictions) is finished once its summary says so; a neurons-only folder always is."""
     if not any((folder / f"{t}.parquet").exists() for t in (METRICS, PREDICTIONS)):
         return False
-    path = folder / SUMMARY
     try:
-        return not path.exists() or json.loads(path.read_text()).get("complete", True) is False
-    except json.JSONDecodeError:
+        return load_summary(folder).get("complete", True) is False
+    except (FileNotFoundError, WorldprobeError):
         return True
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from worldprobe.checks import FLAG, SEED, WORKERS, checked_arguments
 from worldprobe.config import DEFAULT_SEED
 from worldprobe.datasets.registry import load_user_specs
 from worldprobe.datasets.table import checked_fingerprint
@@ -25,11 +26,12 @@ from worldprobe.reports.summary import as_markdown, verdict_table
 from worldprobe.workspace import Workspace
 
 
+@checked_arguments(seed=SEED, svg=FLAG, workers=WORKERS)
 def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFAULT_SEED, *,
-                 svg: bool = False, workers: int = 1) -> Report:  # fmt: skip
+                 svg: bool = False, workers: int | None = 1) -> Report:  # fmt: skip
     """Read ``workspace/results``; write ``out/figures/*.png`` (``svg``: and an SVG copy of each),
-    ``out/index.html`` and ``out/verdicts.md``. ``workers`` > 1 draws the datasets' sections in that many processes
-    (the same files as one process draws).
+    ``out/index.html`` and ``out/verdicts.md``. ``workers`` > 1 (None: 1) draws the datasets' sections in that many
+    processes (the same files as one process draws).
 
     ``out`` defaults to ``workspace/reports``. Everything is written to a staging folder beside it first and then
     moved in (the figures, then ``verdicts.md``, then ``index.html``): a report stopped half-way leaves the last
@@ -50,7 +52,7 @@ def build_report(workspace: Workspace, out: Path | None = None, seed: int = DEFA
     palette = curves.model_palette(models)
     jobs = [_SectionJob(_of_dataset(results, dataset), runs, dataset, out, palette, seed, workspace, svg)
             for dataset in results.datasets]  # fmt: skip
-    sections = _drawn(jobs, workers)
+    sections = _drawn(jobs, workers or 1)
     missing = results.missing + [f"{s.dataset}: {note}" for s in sections for note in s.notes]
     missing += left_out_runs(results.summaries)
     report = Report(out / "index.html", view.table, sections, missing, view.sentences, results.stale, view.note)

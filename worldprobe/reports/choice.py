@@ -3,14 +3,22 @@ first, which run per dataset and model goes in the verdict table, and what it sa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from worldprobe.datasets.registry import DATASETS, all_specs
-from worldprobe.probes.results import CONTROLS, METRICS, READ_TABLES, Results, load_results, stale_reason
+from worldprobe.probes.results import (
+    CONTROLS,
+    METRICS,
+    READ_TABLES,
+    SUMMARY,
+    Results,
+    load_results,
+    stale_reason,
+    summaries,
+)
 
 PRIMARY_PROMPTS = ("empty", "")
 """The prompt shown first when a dataset has several (the paper's bare entity name)."""
@@ -81,19 +89,15 @@ def superseded_runs(results_dir: Path, datasets_dir: Path | None = None) -> dict
     one on the full cache, or a run of a few layers, drew one curve with two chosen layers): the report draws the run
     with the most controls, then the newest. Stale and unfinished runs take no part (load_results names them)."""
     groups: dict[tuple[Any, ...], list[tuple[tuple[int, int], str]]] = {}
-    for path in Path(results_dir).glob("*/summary.json"):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+    for folder, summary in summaries(results_dir):
         if "headline" not in summary or not summary.get("complete", True):
             continue
-        if datasets_dir is not None and stale_reason(path.parent, datasets_dir):
+        if datasets_dir is not None and stale_reason(folder, datasets_dir):
             continue
         key = (summary.get("dataset"), summary.get("model"), summary.get("prompt"), summary.get("probe"),
                tuple(summary.get("targets", [])))  # fmt: skip
-        rank = (len(summary["headline"].get("controls", {})), path.stat().st_mtime_ns, path.parent.name)
-        groups.setdefault(key, []).append((rank, path.parent.name))
+        rank = (len(summary["headline"].get("controls", {})), (folder / SUMMARY).stat().st_mtime_ns, folder.name)
+        groups.setdefault(key, []).append((rank, folder.name))
     _, passed_over = one_per_group(groups)
     return {name: (f"is not drawn: run {kept} of the same dataset, model, prompt and probe replaces it (the report "
                    "draws one run each: the most controls, then the newest)")

@@ -9,7 +9,7 @@ from typing import Any
 
 from worldprobe.datasets.registry import get_spec
 from worldprobe.datasets.table import BuildReport
-from worldprobe.interventions.options import DasSettings
+from worldprobe.interventions.options import Asking, DasSettings, Steering
 from worldprobe.reuse import starting_work
 from worldprobe.study.plan import Unit
 from worldprobe.study.settings import DatasetEntry, Study
@@ -42,29 +42,32 @@ def _model(p: dict[str, Any], study: Study, workspace: Workspace) -> str | Path:
 
 
 def _extract(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
-    from worldprobe.extract.runner import run_extraction
+    from worldprobe.extract.runner import Batching, run_extraction
 
     x = study.extract
+    batching = Batching(batch_size=x.batch_size, shard=p.get("shard"),
+                        **({"flush_rows": x.flush_rows} if x.flush_rows else {}))  # fmt: skip
     return run_extraction(
-        p["dataset"], p["model"], p["prompt"], workspace=workspace, layers=x.layers, batch_size=x.batch_size,
-        dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]), seed=p["seed"],
-        shard=p.get("shard"), **({"flush_rows": x.flush_rows} if x.flush_rows else {}),
-        pooled_embedding="embedding" in study.controls_for(p["model"]),
+        p["dataset"], study.request(p["model"], p["seed"]), p["prompt"], workspace=workspace, layers=x.layers,
+        seed=study.seed, batching=batching, pooled_embedding="embedding" in study.controls_for(p["model"]),
     )  # fmt: skip
 
 
 def _probe(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
+    from worldprobe.devices import cache_dtype
     from worldprobe.probes import run_probe
+    from worldprobe.probes.options import ProbeOptions
 
     holdouts = get_spec(p["dataset"]).holdout_columns if study.probes.holdouts else ()
     if "embedding" in study.controls_for(p["model"]):
         _ensure_pooled(study, workspace, p)
+    pr = study.probes
+    options = ProbeOptions(holdouts=holdouts, standardize=pr.standardize, margin_r2=pr.margin_r2, margin_r=pr.margin_r,
+                           random_init_seeds=study.extract.random_init_seeds, resplits=pr.resplits)  # fmt: skip
     return run_probe(
-        p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"], holdouts=holdouts,
-        controls=study.controls_for(p["model"]), standardize=study.probes.standardize, seed=study.seed,
-        random_init_seeds=study.extract.random_init_seeds, prefer_dtype=study.extract.dtype,
-        device=study.extract.device, margin_r2=study.probes.margin_r2, margin_r=study.probes.margin_r,
-        resplits=study.probes.resplits,
+        p["dataset"], p["model"], p["prompt"], workspace=workspace, probe=p["probe"],
+        controls=study.controls_for(p["model"]), seed=study.seed, options=options,
+        prefer_dtype=cache_dtype(study.extract.dtype, study.extract.device),
     )  # fmt: skip
 
 
@@ -73,8 +76,8 @@ def _neurons(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
 
     x = study.extract
     return find_neurons(
-        p["dataset"], p["model"], workspace=workspace, top_k=study.neurons.top_k, layers=x.layers,
-        seed=study.seed, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
+        p["dataset"], study.request(p["model"]), workspace=workspace, top_k=study.neurons.top_k, layers=x.layers,
+        seed=study.seed, batch_size=x.batch_size,
     )  # fmt: skip
 
 
@@ -86,10 +89,9 @@ def _ask(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
 
 def _asked(run: Callable[..., Path], section: Any, p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
     """``run_ask`` or ``run_context``: the model asked its dataset's question in ``section``'s format and limit."""
-    x = study.extract
     return run(
-        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=section.format, limit=section.limit,
-        batch_size=x.batch_size, dtype=x.dtype, device=x.device, quantization=x.quantization_of(p["model"]),
+        p["dataset"], study.request(p["model"]), prompt=p["prompt"], workspace=workspace,
+        asking=Asking(format=section.format, batch_size=study.extract.batch_size), limit=section.limit,
         seed=study.seed,
     )  # fmt: skip
 
@@ -98,13 +100,14 @@ def _steer(p: dict[str, Any], study: Study, workspace: Workspace) -> Path:
     from worldprobe.interventions import run_steer
 
     x, st = study.extract, study.steer
+    steering = Steering(
+        directions=st.directions, layers=st.layers or None, positions=st.positions, doses=st.doses,
+        select_limit=st.select_limit, map_random=st.map_random, random_directions=st.random,
+        random_init=p["model"] in x.random_init, das=DasSettings(entities=st.das_entities, steps=st.das_steps),
+    )  # fmt: skip
     return run_steer(
-        p["dataset"], p["model"], prompt=p["prompt"], workspace=workspace, fmt=st.format, limit=st.limit,
-        select_limit=st.select_limit, directions=st.directions, layers=st.layers or None,
-        positions=st.positions, doses=st.doses, random_directions=st.random, map_random=st.map_random,
-        random_init=p["model"] in x.random_init, batch_size=x.batch_size, dtype=x.dtype, device=x.device,
-        quantization=x.quantization_of(p["model"]), seed=study.seed,
-        das_settings=DasSettings(entities=st.das_entities, steps=st.das_steps),
+        p["dataset"], study.request(p["model"]), prompt=p["prompt"], workspace=workspace, steering=steering,
+        asking=Asking(format=st.format, batch_size=x.batch_size), limit=st.limit, seed=study.seed,
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from worldprobe.checks import SEED_MAX, Invalid, Rule, check_table, closest
+from worldprobe.checks import SEED_MAX, WORKERS, Invalid, Rule, check_table, closest
 from worldprobe.config import (
     DEFAULT_MARGINS,
     DEFAULT_MODEL,
@@ -29,13 +29,17 @@ from worldprobe.config import (
 )
 from worldprobe.datasets.registry import DATASETS, get_spec
 from worldprobe.errors import WorldprobeError
+from worldprobe.extract.options import BATCHING_RULES
 from worldprobe.interventions.options import (
     ASK_ARGUMENTS,
+    ASKING_RULES,
     CONTEXT_ARGUMENTS,
     DAS_RULES,
     STEER_ARGUMENTS,
+    STEERING_RULES,
     DasSettings,
 )
+from worldprobe.probes.options import PROBE_OPTION_RULES
 
 EXECUTORS = ("serial", "processes", "ray")
 
@@ -162,6 +166,15 @@ class Study:
         if model.startswith(RANDOM_PREFIX):
             return tuple(self.seed + i for i in range(self.extract.random_init_seeds))
         return (self.seed,)
+
+    def request(self, model: str, seed: int | None = None) -> Any:
+        """The :class:`~worldprobe.extract.models.ModelRequest` of one of the study's models: ``[extract]``'s dtype,
+        device and the model's quantization (a twin's ``seed``: None, the study's)."""
+        from worldprobe.extract.options import ModelRequest
+
+        x = self.extract
+        return ModelRequest(model, dtype=x.dtype, device=x.device, quantization=x.quantization_of(model),
+                            seed=self.seed if seed is None else seed)  # fmt: skip
 
     def controls_for(self, model: str) -> tuple[str, ...]:
         """The controls of one model's probe runs: ``random_init`` only for the models whose twin the study extracts
@@ -441,7 +454,7 @@ HEAD_RULES = {
     "seed": Rule(int, minimum=0, maximum=SEED_MAX, example="seed = 0"),
     "description": Rule(str),
     "executor": Rule(str, choices=EXECUTORS, noun="executor"),
-    "workers": Rule(int, minimum=1, example="workers = 2"),
+    "workers": WORKERS,
 }
 DATASET_RULES = {
     "name": Rule(str, choices=DATASETS, noun="dataset"),
@@ -456,21 +469,18 @@ EXTRACT_RULES = {
     "layers": Rule(str, extra=_layers_problem, example='layers = "all", "0,5,10" or "12:20"'),
     "dtype": Rule(str, choices=_dtypes, noun="dtype"),
     "device": Rule(str, extra=_device_problem, example='device = "auto", "cpu", "cuda", "cuda:1" or "mps"'),
-    "batch_size": Rule(int, minimum=1, example="batch_size = 32"),
+    "batch_size": BATCHING_RULES["batch_size"],
     "quantization": Rule((str, dict), extra=_quantization_problem,
                          example='quantization = "8bit", or per model { "llama-2-70b" = "8bit" }'),
-    "flush_rows": Rule(int, minimum=1, example="flush_rows = 2048"),
+    "flush_rows": BATCHING_RULES["flush_rows"],
     "shards": Rule(int, minimum=1, example="shards = 2"),
-    "random_init_seeds": Rule(int, minimum=1, example="random_init_seeds = 3"),
+    "random_init_seeds": PROBE_OPTION_RULES["random_init_seeds"],
 }  # fmt: skip
 PROBE_RULES = {
     "probes": Rule(str, many=True, nonempty=True, choices=_probes, noun="probe"),
     "controls": Rule(str, many=True, choices=_controls, noun="control"),
     "holdouts": Rule(bool, example="holdouts = true (each dataset's hold-out columns, e.g. country for world_place)"),
-    "standardize": Rule(bool, example="standardize = true"),
-    "margin_r2": Rule(float, minimum=0.001, maximum=0.999, example="margin_r2 = 0.05"),
-    "margin_r": Rule(float, minimum=0.001, maximum=0.999, example="margin_r = 0.05"),
-    "resplits": Rule(int, minimum=0, example="resplits = 5"),
+    **{key: PROBE_OPTION_RULES[key] for key in ("standardize", "margin_r2", "margin_r", "resplits")},
 }
 NEURON_RULES = {
     "datasets": Rule(str, many=True, choices=DATASETS, noun="dataset"),
@@ -480,18 +490,19 @@ NEURON_RULES = {
 ASK_RULES = {
     "datasets": Rule(str, many=True, choices=DATASETS, noun="dataset"),
     "models": Rule(str, many=True, extra=_model_problem, example='models = ["smollm2-135m"]'),
-    "format": ASK_ARGUMENTS["fmt"],  # the API's own rules (interventions.options): one rule, one message
+    "format": ASKING_RULES["format"],  # the API's own rules (interventions.options): one rule, one message
     "limit": ASK_ARGUMENTS["limit"],
 }
 STEER_RULES = {
-    **{key: ASK_RULES[key] for key in ("datasets", "models")}, "format": STEER_ARGUMENTS["fmt"],
-    **{key: STEER_ARGUMENTS[key] for key in ("limit", "select_limit", "directions", "layers", "positions", "doses",
-                                      "map_random")},
-    "random": STEER_ARGUMENTS["random_directions"],
+    **{key: ASK_RULES[key] for key in ("datasets", "models")}, "format": ASKING_RULES["format"],
+    "limit": STEER_ARGUMENTS["limit"],
+    **{key: STEERING_RULES[key] for key in ("select_limit", "directions", "layers", "positions", "doses",
+                                            "map_random")},
+    "random": STEERING_RULES["random_directions"],
     "das_entities": DAS_RULES["entities"], "das_steps": DAS_RULES["steps"],
 }  # fmt: skip
 CONTEXT_RULES = {
-    **{key: ASK_RULES[key] for key in ("datasets", "models")}, "format": CONTEXT_ARGUMENTS["fmt"],
+    **{key: ASK_RULES[key] for key in ("datasets", "models")}, "format": ASKING_RULES["format"],
     "limit": CONTEXT_ARGUMENTS["limit"],
 }
 SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
