@@ -102,9 +102,9 @@ def peak_rss_mb(root: Path, n: int, model: str, dtype: str) -> tuple[float, floa
     """Peak RSS (MB) and seconds of a fresh process extracting ``n`` entities (all layers)."""
     code = (
         "import resource, sys, time, torch; torch.set_num_threads(1);"
-        "from worldprobe.extract.runner import run_extraction; t = time.perf_counter();"
-        f"run_extraction('world_place', {model!r}, workspace={str(root)!r}, limit={n}, dtype={dtype!r},"
-        " progress=False);"
+        "from worldprobe.extract.options import ModelRequest; from worldprobe.extract.runner import run_extraction;"
+        f"t = time.perf_counter(); run_extraction('world_place', ModelRequest({model!r}, dtype={dtype!r}),"
+        f" workspace={str(root)!r}, limit={n}, progress=False);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
