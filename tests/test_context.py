@@ -111,27 +111,10 @@ def test_the_real_planted_model_runs_the_whole_context_pipeline(planted_run):
     """The planted Llama's representation of the entity ignores what comes before it: no condition moves the probe's
     reading (its answer, an average over the prompt, does move with the prompt's length)."""
     workspace, folder, _ = planted_run
-    out = context.run_context(
-        "historical_figure",
-        str(folder),
-        workspace=workspace,
-        limit=12,
-        resamples=100,
-        progress=False,
-        asking=Asking(format="fewshot", shots=0, max_new_tokens=1),
-    )
+    request = dict(workspace=workspace, limit=12, resamples=100, progress=False,
+                   asking=Asking(format="fewshot", shots=0, max_new_tokens=1))  # fmt: skip
+    out = context.run_context("historical_figure", str(folder), **request)
     rows = pd.read_parquet(out / "context.parquet").set_index("condition")
     assert rows["parse_rate"].eq(1.0).all()
     assert (rows["probe_shift"].abs() < 0.02).all() and abs(rows.loc["none", "answer_shift"]) < 0.06
-    assert (
-        context.run_context(
-            "historical_figure",
-            str(folder),
-            workspace=workspace,
-            limit=12,
-            resamples=100,
-            progress=False,
-            asking=Asking(format="fewshot", shots=0, max_new_tokens=1),
-        )
-        == out
-    )  # reused
+    assert context.run_context("historical_figure", str(folder), **request) == out  # reused

@@ -350,15 +350,9 @@ def test_resplits_refit_the_probe_and_its_controls_on_redrawn_splits(cached):
     """--resplits K: K seeded, grouped re-drawn splits, each refitting the probe (layer chosen again on its train
     rows) and the lexical control; the spread is in the headline and the sentence, the same on a re-run."""
     workspace, _, entities = cached
-    folder = run_probe(
-        "world_place",
-        "tiny",
-        workspace=workspace,
-        layers=[2, 4],
-        controls=("lexical",),
-        progress=False,
-        options=ProbeOptions(resplits=3),
-    )
+    request = dict(workspace=workspace, layers=[2, 4], controls=("lexical",), progress=False,
+                   options=ProbeOptions(resplits=3))  # fmt: skip
+    folder = run_probe("world_place", "tiny", **request)
     spread = read_summary(folder)["headline"]["resplits"]
     assert spread["resplits"] == 3 and len(spread["draws"]) == 3
     assert {"r2", "spearman", "diff_r2_lexical"} <= set(spread) and "diff_r2_random_init" not in spread
@@ -367,15 +361,7 @@ def test_resplits_refit_the_probe_and_its_controls_on_redrawn_splits(cached):
     assert all(d["layer"] in (2, 4) for d in spread["draws"])
     assert "Refitted on 3 re-drawn train/test splits: R² " in read_summary(folder)["verdict"]["sentence"]
     (folder / "summary.json").unlink()
-    again = run_probe(
-        "world_place",
-        "tiny",
-        workspace=workspace,
-        layers=[2, 4],
-        controls=("lexical",),
-        progress=False,
-        options=ProbeOptions(resplits=3),
-    )
+    again = run_probe("world_place", "tiny", **request)
     assert read_summary(again)["headline"]["resplits"] == spread
     with pytest.raises(WorldprobeError, match="resplits"):
         run_probe("world_place", "tiny", workspace=workspace, progress=False, options=ProbeOptions(resplits=-1))

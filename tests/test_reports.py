@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from test_reports_fixture import write_results
+from test_reports_fixture import build_report_of, write_results
 from typer.testing import CliRunner
 
 from worldprobe.cli import app
@@ -164,7 +164,7 @@ def test_results_of_another_dataset_build_are_left_out_as_stale(tmp_path):
     results = write_results(tmp_path, datasets=("world_place", "us_place"), models={"m": 4}, prompts=("empty",),
                             n=40, neurons=True)  # fmt: skip
     build = tmp_path / "datasets" / "us_place.build.json"
-    build.write_text(json.dumps({"fingerprint": "rebuilt with another --limit"}))
+    build.write_text(build_report_of("us_place", "rebuilt with another --limit"))
     loaded = report_results(results, tmp_path / "datasets")
     assert set(loaded.metrics["dataset"]) == {"world_place"} and set(loaded.neurons["dataset"]) == {"world_place"}
     assert len(loaded.stale) == 2 and all("another build of us_place" in note for note in loaded.stale)
@@ -509,7 +509,7 @@ def test_ask_steer_and_context_runs_are_found_through_the_one_stale_check(tmp_pa
 
     results, datasets = tmp_path / "results", tmp_path / "datasets"
     datasets.mkdir()
-    (datasets / "historical_figure.build.json").write_text(json.dumps({"fingerprint": "new"}))
+    (datasets / "historical_figure.build.json").write_text(build_report_of("historical_figure", "new"))
 
     def run(name: str, **summary) -> None:
         (results / name).mkdir(parents=True)

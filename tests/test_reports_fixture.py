@@ -152,7 +152,7 @@ def write_results(
         entities = _entities(dataset, n, rng)
         spec = DATASETS[dataset]
         fingerprint = f"fixture-{dataset}-{n}-{seed}"
-        (root / "datasets" / f"{dataset}.build.json").write_text(json.dumps({"fingerprint": fingerprint}))
+        (root / "datasets" / f"{dataset}.build.json").write_text(build_report_of(dataset, fingerprint))
         for model, n_layers in (models or MODELS).items():
             for prompt in prompts:
                 penalty = 0.0 if prompt == "empty" else 0.15
@@ -243,3 +243,11 @@ def test_fixture_follows_the_design_columns(tmp_path):
     predictions = pd.read_parquet(results / "historical_figure__tiny-b__empty" / "predictions.parquet")
     assert {"true_year", "pred_year", "century", "occupation", "entity_id", "is_test"} <= set(predictions.columns)
     assert len(list(results.iterdir())) == 4 + 4  # probe runs + neuron searches
+
+
+def build_report_of(dataset: str, fingerprint: str) -> str:
+    """A build report (``<dataset>.build.json``) of a fixture table: its fingerprint is what the stale check reads."""
+    from worldprobe.datasets.table import BuildReport
+
+    return BuildReport(dataset=dataset, source="fixture", inputs=[], rows_in=0, rows_out=0, dropped={}, split_rule="",
+                       seed=0, fingerprint=fingerprint).to_json()  # fmt: skip

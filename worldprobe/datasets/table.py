@@ -85,12 +85,12 @@ def checked_fingerprint(
 
 
 def recorded_fingerprint(report: Path) -> str | None:
-    """The table fingerprint a build report (``<name>.build.json``) records, None when it records none: the one reader
-    of it for every stage that asks whether a cache or result comes from the current build. An unreadable report is
-    a :class:`WorldprobeError` naming it."""
+    """The table fingerprint a build report (``<name>.build.json``) records, None when it records none, read through
+    :meth:`BuildReport.from_json` (the one reader of the file): what every stage asks to know whether a cache or result
+    comes from the current build. An unreadable report is a :class:`WorldprobeError` naming it."""
     try:
-        recorded = json.loads(report.read_text()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
+        recorded = BuildReport.from_json(report.read_text()).fingerprint
+    except (OSError, ValueError, TypeError):
         name = report.name.removesuffix(".build.json")
         raise WorldprobeError("unreadable build report", file=report,
                               hint=f"build it again: `worldprobe datasets build {name}`") from None  # fmt: skip
