@@ -1,8 +1,9 @@
 """The whole ridge probe stage against scikit-learn pipelines doing the same fits, interleaved, in one run.
 
+    python benchmarks/probe_stage_bench.py                            # the quick study's size, 2,000 x 576, 3 layers
     python benchmarks/probe_stage_bench.py paper -w /work/bws -d world_place -m smollm2-135m
-    python benchmarks/probe_stage_bench.py synthetic --n 40000 --d 4096 --layers 2 --sklearn-sample 2
-    python benchmarks/probe_stage_bench.py --quick                   # the quick study's size, 2,000 x 576
+    python benchmarks/probe_stage_bench.py synthetic --n 39585 --d 576 --layers 2 --sklearn-sample 2
+    python benchmarks/probe_stage_bench.py synthetic --n 40000 --d 4096 --layers 1 --sklearn-sample 1 --repeats 1
 
 The stage's fits, on both sides: at every layer the probe, the shuffled-target control and the alternative worlds
 (``controls.control_targets``); the random-init control (each twin at every layer, then the alternative worlds at the
@@ -403,13 +404,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", choices=["paper", "synthetic"], default="synthetic")
     parser.add_argument("--quick", action="store_true", help="synthetic 2,000 x 576 (the quick study's SmolLM2 "
-                        "caches), 3 layers, every fit measured")
+                        "caches), 3 layers, every fit measured: the default size")
     parser.add_argument("-w", "--workspace")
     parser.add_argument("-d", "--dataset", default="world_place")
     parser.add_argument("-m", "--model", default="smollm2-135m")
-    parser.add_argument("--n", type=int, default=40_000)
-    parser.add_argument("--d", type=int, default=4096)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--d", type=int, default=576)
+    parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--sklearn-sample", type=int, default=None, help="at most K scikit-learn fits per kind")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every side")
