@@ -187,3 +187,33 @@ def test_the_study_reads_the_rules_the_api_declares_not_copies_of_them():
                                                            "doses", "map_random")}}  # fmt: skip
     assert {key: tables[key[0]][key[1]] for key in shared} == shared
     assert all(tables[section][field] is rule for (section, field), rule in shared.items())
+
+
+@pytest.mark.parametrize(("function", "keyword"), [
+    (run_extraction, "dtype"), (run_extraction, "batch_size"), (run_extraction, "limit_seed"),
+    (run_extraction, "tokenizer"), (find_neurons, "quantization"), (run_probe, "holdouts"), (run_probe, "margin_r2"),
+    (run_ask, "fmt"), (run_ask, "max_new_tokens"), (run_steer, "doses"), (run_steer, "das_settings"),
+    (run_context, "shots"),
+])  # fmt: skip
+def test_a_keyword_that_moved_into_a_settings_object_says_where_it_went(function, keyword, tmp_path, monkeypatch):
+    """Code written for the loose keywords gets one line naming the settings object the keyword went to, not
+    Python's "unexpected keyword argument", and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorldprobeError) as info:
+        function("world_place", "m", **{keyword: 1})
+    assert info.value.field == keyword and "settings object" in info.value.message
+    assert info.value.hint.startswith("pass ") and "\n" not in str(info.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_moved_keyword_points_at_a_field_that_exists():
+    import dataclasses
+    import re
+
+    from worldprobe.checks import MOVED_KEYWORDS
+
+    fields = {cls.__name__: {f.name for f in dataclasses.fields(cls)}
+              for cls in (ModelRequest, Batching, Asking, Steering, ProbeOptions)}  # fmt: skip
+    for keyword, where in MOVED_KEYWORDS.items():
+        for cls, field in re.findall(r"(\w+)\((?:name, )?(\w+)=", where):
+            assert field in fields[cls], (keyword, where)

@@ -230,6 +230,27 @@ LAYERS = OneOf((Rule(str), LAYER_LIST), "text such as 'all' or '1:4', or a list 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_MODEL = "the model as ModelRequest(name, {0}=...) (worldprobe.extract.ModelRequest)"
+_ASKING = "asking=Asking({0}=...) (worldprobe.interventions.Asking)"
+_STEERING = "steering=Steering({0}=...) (worldprobe.interventions.Steering)"
+_PROBE = "options=ProbeOptions({0}=...) (worldprobe.probes.ProbeOptions)"
+MOVED_KEYWORDS: dict[str, str] = {
+    **{k: _MODEL.format(k) for k in ("dtype", "device", "quantization", "gguf_file", "revision", "max_memory")},
+    "tokenizer": "the name register_model(model, tokenizer) returns (worldprobe.extract.register_model)",
+    "limit_seed": "seed= (the rows' seed); a random-init twin's weights take ModelRequest(name, seed=...)",
+    **{k: f"batching=Batching({k}=...) (worldprobe.extract.Batching)" for k in ("padding_side", "flush_rows", "shard")},
+    "batch_size": "batching=Batching(batch_size=...) to run_extraction, asking=Asking(batch_size=...) to ask, steer "
+                  "and context",
+    "fmt": _ASKING.format("format"), **{k: _ASKING.format(k) for k in ("shots", "max_new_tokens")},
+    **{k: _STEERING.format(k) for k in ("target", "directions", "positions", "doses", "generated", "use_cache",
+                                        "select_limit", "map_random", "random_directions", "random_init")},
+    "das_settings": _STEERING.format("das"),
+    **{k: _PROBE.format(k) for k in ("log_target", "holdouts", "standardize", "random_init_seeds", "resplits",
+                                     "margin_r2", "margin_r")},
+}  # fmt: skip
+"""Keywords the stage functions took before their options were grouped into settings objects -> where each goes now:
+a call with an old keyword gets one line saying so instead of Python's "unexpected keyword argument"."""
+
 
 def checked_arguments(**rules: Any) -> Callable[[F], F]:
     """Declare the rules of a public function's arguments (each a :class:`Rule`, :class:`PathRule` or
@@ -245,6 +266,10 @@ def checked_arguments(**rules: Any) -> Callable[[F], F]:
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            moved = [name for name in kwargs if name not in signature.parameters and name in MOVED_KEYWORDS]
+            if moved:
+                raise WorldprobeError(f"{function.__name__} takes no {moved[0]}= any more: it travels in a settings "
+                                      "object", field=moved[0], hint=f"pass {MOVED_KEYWORDS[moved[0]]}")  # fmt: skip
             bound = signature.bind(*args, **kwargs)
             for name, rule in rules.items():
                 if name not in bound.arguments:
