@@ -264,9 +264,11 @@ def checked_arguments(**rules: Any) -> Callable[[F], F]:
         if unknown:
             raise TypeError(f"{function.__qualname__} has no arguments {sorted(unknown)}")
 
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())  # find_cache's **identity
+
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            moved = [name for name in kwargs if name not in signature.parameters and name in MOVED_KEYWORDS]
+            moved = [] if takes_any else [k for k in kwargs if k not in signature.parameters and k in MOVED_KEYWORDS]
             if moved:
                 raise WorldprobeError(f"{function.__name__} takes no {moved[0]}= any more: it travels in a settings "
                                       "object", field=moved[0], hint=f"pass {MOVED_KEYWORDS[moved[0]]}")  # fmt: skip
