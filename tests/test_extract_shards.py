@@ -12,7 +12,8 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract import open_cache, runner
 from worldprobe.extract import writer as writer_mod
-from worldprobe.extract.runner import Batching, run_extraction
+from worldprobe.extract.options import Batching, check_shard
+from worldprobe.extract.runner import run_extraction
 from worldprobe.extract.writer import CacheWriter, shard_done
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -60,7 +61,7 @@ def test_shard_batch_ranges_tile_the_batches():
     assert cache_mod.shard_batches(3, 4, (0, 2)) == (0, 0) and cache_mod.shard_batches(3, 4, (1, 2)) == (0, 1)
     for bad in [(2, 2), (-1, 2), (0, 0)]:
         with pytest.raises(WorldprobeError, match="0 <= index < count"):
-            cache_mod.check_shard(bad)
+            check_shard(bad)
 
 
 @pytest.mark.parametrize("order", [(0, 1), (1, 0), (2, 0, 1)])

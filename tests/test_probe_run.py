@@ -292,14 +292,8 @@ def test_a_block_with_nothing_outside_it_is_skipped_and_recorded(cached, recwarn
     """A dataset of one source cannot hold that source out: the block is recorded as skipped (rows outside it), not
     fitted, and nothing is printed as a Python warning."""
     workspace, _, _ = cached
-    folder = run_probe(
-        "world_place",
-        "tiny",
-        workspace=workspace,
-        layers=[4],
-        progress=False,
-        options=ProbeOptions(holdouts=("source",)),
-    )
+    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], progress=False,
+                       options=ProbeOptions(holdouts=("source",)))  # fmt: skip
     table = pd.read_parquet(folder / "holdouts.parquet")
     assert table[["block", "setting", "metric", "value"]].values.tolist() == [["synthetic", "skipped", "rows_outside",
                                                                                0.0]]  # fmt: skip
@@ -308,14 +302,8 @@ def test_a_block_with_nothing_outside_it_is_skipped_and_recorded(cached, recwarn
 
 def test_held_out_rows_record_each_block_penalty(cached):
     workspace, _, _ = cached
-    folder = run_probe(
-        "world_place",
-        "tiny",
-        workspace=workspace,
-        layers=[4],
-        progress=False,
-        options=ProbeOptions(holdouts=("entity_type",)),
-    )
+    folder = run_probe("world_place", "tiny", workspace=workspace, layers=[4], progress=False,
+                       options=ProbeOptions(holdouts=("entity_type",)))  # fmt: skip
     table = pd.read_parquet(folder / "holdouts.parquet")
     alphas = table[table["metric"] == "alpha"]
     blocks = set(table.loc[table["setting"] == "held_out", "block"]) - {"(mean)"}

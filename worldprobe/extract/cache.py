@@ -32,7 +32,7 @@ from worldprobe.checks import FLAG, NAME, PathRule, Rule, checked_arguments
 from worldprobe.checksums import file_problem
 from worldprobe.config import RANDOM_PREFIX
 from worldprobe.errors import WorldprobeError
-from worldprobe.extract.options import Shard, check_shard  # noqa: F401  (part of the cache API)
+from worldprobe.extract.options import Shard
 from worldprobe.workspace import WORKSPACE, Workspace, as_workspace
 
 FORMAT_VERSION = 2  # 2: rows_written and per-file sizes and sha256 in the manifest

@@ -28,7 +28,7 @@ from worldprobe.devices import dtype_choice, resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, requested
-from worldprobe.extract.options import DEFAULT_FLUSH_ROWS, Batching, ModelRequest
+from worldprobe.extract.options import DEFAULT_FLUSH_ROWS, Batching, ModelRequest, Shard, check_shard
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.extract.writer import CacheWriter, merge_shards, remove_cache, shard_done
 from worldprobe.reuse import starting_work
@@ -291,7 +291,7 @@ def run_extraction(
         progress=progress, shard=shard, revision=request.revision, rebuild=rebuild,
     )  # fmt: skip
     manifest = cache_mod.read_manifest(path)
-    if pooled_embedding and wants_pooled(manifest) and cache_mod.check_shard(shard)[1] == 1:
+    if pooled_embedding and wants_pooled(manifest) and check_shard(shard)[1] == 1:
         extract_pooled(manifest, workspace=workspace, batch_size=batching.batch_size, device=request.device,
                        gguf_file=request.gguf_file, max_memory=request.max_memory, progress=progress)  # fmt: skip
     return path
@@ -347,12 +347,12 @@ def _extract_cache(
     flush_rows: int = DEFAULT_FLUSH_ROWS,
     max_memory: dict[Any, str] | None = None,
     progress: bool = True,
-    shard: cache_mod.Shard | None = None,
+    shard: Shard | None = None,
     revision: str | None = None,
     rebuild: bool = False,
 ) -> Path:
     """The cache of exactly this request (``run_extraction`` without its pooled-embedding companion)."""
-    shard = cache_mod.check_shard(shard)
+    shard = check_shard(shard)
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise WorldprobeError(f"--batch-size must be a positive whole number, not {batch_size}", field="batch_size")
     ws = as_workspace(workspace)

@@ -32,14 +32,13 @@ from worldprobe.extract.cache import (
     READ_LOCK,
     SETUP_LOCK,
     CacheIdentity,
-    Shard,
-    check_shard,
     layer_file,
     n_batches,
     read_manifest,
     shard_batches,
     shard_name,
 )
+from worldprobe.extract.options import Shard, check_shard
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
