@@ -101,7 +101,8 @@ def test_capture_inputs_gives_mlp_neuron_activations(loaded, encoded):
 
     handle = down.register_forward_hook(keep_input)
     try:
-        (batch, rows), *_ = list(forward_batches(loaded, encoded, 64, capture_inputs={"mlp1": down}))
+        (batch, rows), *_ = list(forward_batches(loaded, encoded, 64, capture_inputs={"mlp1": down},
+                                                 share_prefix=False))  # the hook sees every token of the pass
     finally:
         handle.remove()
     assert rows["mlp1"].shape == (len(encoded), down.in_features)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worldprobe.checks import COUNT, NAME, SEED_MAX, Rule, checked_fields
+from worldprobe.checks import COUNT, FLAG, NAME, SEED_MAX, Rule, checked_fields
 from worldprobe.config import DEFAULT_MODEL, DEFAULT_SEED
 from worldprobe.errors import WorldprobeError
 
@@ -84,7 +84,7 @@ class ModelRequest:
 
 BATCHING_RULES: dict[str, Rule] = {
     "batch_size": COUNT, "padding_side": Rule(str, choices=("left", "right"), optional=False, noun="padding side"),
-    "flush_rows": Rule(int, minimum=1, optional=False),
+    "flush_rows": Rule(int, minimum=1, optional=False), "share_prefix": FLAG,
 }  # fmt: skip
 """The rules of :class:`Batching`'s fields (the CLI's and a study's options of the same names read them)."""
 
@@ -95,12 +95,15 @@ class Batching:
     device), the side padding goes on, rows written between ledger commits (how much a killed run loses), and
     ``shard=(i, k)``: compute only shard i (0-based) of k, its contiguous share of the length-sorted batches, into the
     same cache files, which k processes can write at once (the shard that finishes last completes the cache; every
-    shard must use the same ``batch_size``: the first writer's is kept)."""
+    shard must use the same ``batch_size``: the first writer's is kept). With ``share_prefix`` the tokens every row
+    starts with before its entity (the BOS, a prompt's fixed words) run once (:mod:`worldprobe.extract.prefix`; the
+    manifest's ``shared_prefix_tokens`` says how many)."""
 
     batch_size: int | None = None
     padding_side: str = "right"
     flush_rows: int = DEFAULT_FLUSH_ROWS
     shard: Shard | None = None
+    share_prefix: bool = True
 
     def __post_init__(self) -> None:
         checked_fields(self, BATCHING_RULES)

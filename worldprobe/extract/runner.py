@@ -29,6 +29,7 @@ from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, requested
 from worldprobe.extract.options import DEFAULT_FLUSH_ROWS, Batching, ModelRequest, Shard, check_shard
+from worldprobe.extract.prefix import batch_cache, empty_cache, planned_prefix
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.extract.writer import CacheWriter, merge_shards, remove_cache, shard_done
 from worldprobe.reuse import starting_work
@@ -146,13 +147,15 @@ def _tapped(
 
     def output_hook(key: Any) -> Callable:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            sink[key] = gather_rows(_first_tensor(output), current[0]).cpu()
+            if current:  # no batch: the shared prefix's own pass, which has no entity rows
+                sink[key] = gather_rows(_first_tensor(output), current[0]).cpu()
 
         return hook
 
     def input_hook(key: Any) -> Callable:
         def hook(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
-            sink[key] = gather_rows(args[0] if args else kwargs["hidden_states"], current[0]).cpu()
+            if current:
+                sink[key] = gather_rows(args[0] if args else kwargs["hidden_states"], current[0]).cpu()
 
         return hook
 
@@ -190,13 +193,15 @@ def forward_batches(
     sort: bool = True,
     start: int = 0,
     stop: int | None = None,
+    share_prefix: bool = True,
 ) -> Iterator[tuple[Batch, dict[Any, np.ndarray]]]:
     """Run the model over ``encoded`` in batches and yield ``(batch, rows)`` per batch.
 
     ``rows[layer]`` is (B, d_model) float32 for each requested layer; ``rows[name]`` is the gathered input
     (``capture_inputs``) or output (``capture_outputs``) of any other module, e.g. an MLP's ``down_proj`` input for
     neuron activations. Row i belongs to ``encoded[batch.indices[i]]``. The forward pass stops after the deepest
-    block any of these needs.
+    block any of these needs. With ``share_prefix`` (and right padding) the tokens every row starts with before its
+    entity run once and each batch continues from their keys and values (:mod:`worldprobe.extract.prefix`).
     """
     if aggregation not in cache_mod.AGGREGATIONS:
         raise WorldprobeError(f"unknown aggregation {aggregation!r}", hint="last or mean")
@@ -210,17 +215,43 @@ def forward_batches(
     current: list[Batch] = []
     pad_id = pad_token_id(loaded.tokenizer)
     device = loaded.input_device
+    keyword, shared = planned_prefix(loaded.model, encoded, padding_side, share_prefix)
     with _tapped(loaded, layers, sink, current, capture_inputs, capture_outputs, stop_after), torch.inference_mode():
+        prefix = _run_prefix(loaded, encoded[0].input_ids[:shared], keyword) if shared else None
         for batch in iter_batches(encoded, batch_size, pad_id, padding_side=padding_side, aggregation=aggregation,
                                   sort=sort, start=start, stop=stop):  # fmt: skip
-            current[:] = [batch]
+            fed = _without_prefix(batch, shared)
+            current[:] = [fed]
             sink.clear()
+            cache = {keyword: batch_cache(prefix, len(batch.indices)), "use_cache": True} if shared else {}
             with suppress(_StopForward):
-                loaded.model(
-                    input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                    position_ids=batch.position_ids.to(device), use_cache=False,
-                )  # fmt: skip
+                loaded.model(**{
+                    "input_ids": fed.input_ids.to(device), "attention_mask": batch.attention_mask.to(device),
+                    "position_ids": fed.position_ids.to(device), "use_cache": False, **cache,
+                })  # fmt: skip
             yield batch, {key: value.numpy() for key, value in sink.items()}
+
+
+def _run_prefix(loaded: LoadedModel, ids: Sequence[int], keyword: str) -> Any:
+    """The key/value cache of the shared prefix ``ids``, from one pass (which stops where the batches stop)."""
+    cache = empty_cache(loaded.model)
+    device = loaded.input_device
+    with suppress(_StopForward):
+        loaded.model(**{
+            "input_ids": torch.tensor([list(ids)], device=device), "attention_mask": torch.ones(1, len(ids),
+            dtype=torch.long, device=device), "position_ids": torch.arange(len(ids), device=device)[None],
+            "use_cache": True, keyword: cache,
+        })  # fmt: skip
+    return cache
+
+
+def _without_prefix(batch: Batch, shared: int) -> Batch:
+    """The batch's tokens after the first ``shared`` (what its forward pass feeds; the attention mask keeps them)."""
+    if not shared:
+        return batch
+    weights = None if batch.weights is None else batch.weights[:, shared:]
+    return Batch(batch.indices, batch.input_ids[:, shared:], batch.attention_mask, batch.position_ids[:, shared:],
+                 batch.last - shared, weights)  # fmt: skip
 
 
 def default_batch_size(loaded: LoadedModel) -> int:
@@ -288,7 +319,7 @@ def run_extraction(
         dtype=request.dtype, device=request.device, quantization=request.quantization, limit=limit,
         aggregation=aggregation, seed=request.options["seed"], limit_seed=seed, gguf_file=request.gguf_file,
         padding_side=batching.padding_side, flush_rows=batching.flush_rows, max_memory=request.max_memory,
-        progress=progress, shard=shard, revision=request.revision, rebuild=rebuild,
+        progress=progress, shard=shard, revision=request.revision, rebuild=rebuild, share_prefix=batching.share_prefix,
     )  # fmt: skip
     manifest = cache_mod.read_manifest(path)
     if pooled_embedding and wants_pooled(manifest) and check_shard(shard)[1] == 1:
@@ -324,6 +355,7 @@ def extract_pooled(
         seed=int(manifest.get("seed") or DEFAULT_SEED), limit_seed=manifest.get("limit_seed"),
         gguf_file=gguf_file or manifest.get("gguf_file"), padding_side=str(manifest.get("padding_side", "right")),
         max_memory=max_memory, progress=progress, revision=source.get("revision"),
+        share_prefix=bool(manifest.get("shared_prefix_tokens")),
     )  # fmt: skip
 
 
@@ -350,6 +382,7 @@ def _extract_cache(
     shard: Shard | None = None,
     revision: str | None = None,
     rebuild: bool = False,
+    share_prefix: bool = True,
 ) -> Path:
     """The cache of exactly this request (``run_extraction`` without its pooled-embedding companion)."""
     shard = check_shard(shard)
@@ -407,7 +440,8 @@ def _extract_cache(
     manifest = {
         **identity.as_dict(), "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
         "random_prefix_tokens": prompt_obj.random_tokens, "bos_token": loaded.tokenizer.bos_token,
-        "padding_side": padding_side, "limit": limit, "limit_seed": limit_seed if limit else None,
+        "padding_side": padding_side, "shared_prefix_tokens": planned_prefix(loaded.model, encoded, padding_side,
+        share_prefix)[1], "limit": limit, "limit_seed": limit_seed if limit else None,
         "device": loaded.device, "dtype_choice": dtype_choice(dtype, resolve_device(device))[1], "gguf_file": gguf_file,
         "layer_definition": "0 = embedding output (input of block 0); l = output of block l, before the final norm",
         "versions": _versions(),
@@ -415,7 +449,8 @@ def _extract_cache(
     size = batch_size or default_batch_size(loaded)
     with CacheWriter.open(path, manifest, table, shard=shard, batch_size=size) as writer:
         if not writer.complete:
-            _fill(writer, loaded, encoded, wanted, aggregation, padding_side, flush_rows, progress)
+            _fill(writer, loaded, encoded, wanted, aggregation, Batching(padding_side=padding_side,
+                  flush_rows=flush_rows, share_prefix=share_prefix), progress)  # fmt: skip
             writer.finish(batch_size=writer.batch_size)
     return path
 
@@ -432,7 +467,8 @@ def extract_twin(
     return run_extraction(
         dataset, twin, prompt, workspace=workspace, layers=layers, aggregation=manifest.get("aggregation", "last"),
         limit=manifest.get("limit"), seed=seed if rows_seed is None else rows_seed,
-        batching=Batching(padding_side=manifest.get("padding_side", "right")),
+        batching=Batching(padding_side=manifest.get("padding_side", "right"),
+                          share_prefix=bool(manifest.get("shared_prefix_tokens"))),
     )  # fmt: skip
 
 
@@ -442,8 +478,7 @@ def _fill(
     encoded: Sequence[EncodedEntity],
     layers: list[int],
     aggregation: str,
-    padding_side: str,
-    flush_rows: int,
+    batching: Batching,
     progress: bool,
 ) -> None:
     """The extraction loop over the writer's batches: forward, write rows at their cache index, commit the ledger
@@ -457,15 +492,15 @@ def _fill(
     bar = tqdm(total=total, initial=rows_done, unit="entity", desc=f"extract {loaded.name}{suffix}",
                disable=not progress, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     for batch, rows in forward_batches(loaded, encoded, batch_size, layers=layers, aggregation=aggregation,
-                                       padding_side=padding_side, start=first + batches_done,
-                                       stop=stop):  # fmt: skip
+                                       padding_side=batching.padding_side, start=first + batches_done, stop=stop,
+                                       share_prefix=batching.share_prefix):  # fmt: skip
         for layer in layers:
             writer.write(layer, batch.indices, rows[layer])
         batches_done += 1
         rows_done += len(batch.indices)
         pending += len(batch.indices)
         bar.update(len(batch.indices))
-        if pending >= flush_rows:
+        if pending >= batching.flush_rows:
             writer.commit(batches_done, rows_done)
             pending = 0
     writer.commit(batches_done, rows_done, done=True)
