@@ -7,6 +7,8 @@ import gc
 import numpy as np
 import pytest
 import torch
+from test_anchors import FAMILIES
+from test_anchors import _tiny as tiny_model
 
 from worldprobe.datasets.prompts import PROMPTS
 from worldprobe.extract.models import load_model
@@ -112,3 +114,25 @@ def test_the_manifest_records_the_shared_tokens_and_a_twin_follows_its_model(wor
     twin = open_cache(extract_twin("world_place", str(tiny_llama_dir), "coords", full.manifest, seed=0,
                                    workspace=workspace, layers=[2]))  # fmt: skip
     assert twin.manifest["shared_prefix_tokens"] == 0  # its model's cache fed every token
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_of_the_anchor_table_gives_the_same_rows_from_a_shared_prefix(family):
+    from types import SimpleNamespace
+
+    from worldprobe import anchors
+    from worldprobe.extract.models import LoadedModel
+
+    model = tiny_model(family).eval()
+    blocks = anchors.blocks(model)
+    loaded = LoadedModel(model, SimpleNamespace(pad_token_id=0, eos_token_id=None, unk_token_id=None), family, {},
+                         len(blocks), 32, blocks)  # fmt: skip
+    rng = np.random.default_rng(0)
+    encoded = [entity([1, 5, 7, *rng.integers(8, 50, size=n)], range(3, 3 + n)) for n in (1, 4, 2, 6, 3, 5, 1, 2)]
+    assert shared_prefix_length(encoded) == 3
+    layers = range(len(blocks) + 1)
+    full = rows_of(loaded, encoded, layers=layers, share_prefix=False)
+    fast = rows_of(loaded, encoded, layers=layers)
+    assert sum(fast["fed"]) < sum(full["fed"])
+    for layer in layers:
+        np.testing.assert_allclose(fast[layer], full[layer], rtol=1e-5, atol=1e-5)
