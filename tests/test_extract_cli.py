@@ -28,6 +28,19 @@ def test_extract_command_writes_a_cache(workspace, tiny_llama_dir, make_entity_t
     assert cache.manifest["batch_size"] == 3 and cache.manifest["prompt"] == "coords"
 
 
+def test_extract_command_shares_the_prompt_prefix_unless_told_to_feed_every_token(workspace, tiny_llama_dir,
+                                                                                 make_entity_table):  # fmt: skip
+    make_entity_table(workspace, ["Paris", "Kraków", "São Paulo", "Tokyo"])
+    shared = {}
+    for flag in ([], ["--every-token"]):
+        args = ["--workspace", str(workspace.root), "extract", "--dataset", "world_place", "--model",
+                str(tiny_llama_dir), "--prompt", "coords", "--layers", "2", "--limit", str(3 + len(flag)), *flag]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        shared[bool(flag)] = open_cache(result.stdout.strip().splitlines()[-1]).manifest["shared_prefix_tokens"]
+    assert shared[False] > 5 and shared[True] == 0
+
+
 def test_models_command_lists_the_presets():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0 and "smollm2-135m" in result.output and "qwen2.5-1.5b" in result.output

@@ -39,6 +39,9 @@ def extract(
                                  "the commit it resolves to)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete this request's cache folder and extract it afresh "
                                  "(for a damaged cache)."),
+    share_prefix: bool = typer.Option(True, "--share-prefix/--every-token", help="Run the prompt prefix every row "
+                                      "shares (the BOS, a prompt's words) once, the rows the same to rounding; "
+                                      "--every-token feeds every token of every row."),
 ) -> None:  # fmt: skip
     """Cache each entity's residual stream (last token, every requested layer) for probes; resumable.
 
@@ -58,7 +61,7 @@ def extract(
     path = run_extraction(
         dataset, replace(request, max_memory=limits), prompt, workspace=workspace_of(ctx), layers=layers,
         aggregation="mean" if mean else "last", limit=limit, seed=seed,
-        batching=Batching(batch_size=batch_size, flush_rows=flush_every), rebuild=rebuild,
+        batching=Batching(batch_size=batch_size, flush_rows=flush_every, share_prefix=share_prefix), rebuild=rebuild,
     )  # fmt: skip
     typer.echo(str(path))
 
