@@ -28,7 +28,7 @@ from worldprobe.devices import dtype_choice, resolve_device
 from worldprobe.errors import WorldprobeError
 from worldprobe.extract import cache as cache_mod
 from worldprobe.extract.models import LoadedModel, describe_model, load_model_kept, requested
-from worldprobe.extract.options import DEFAULT_FLUSH_ROWS, Batching, ModelRequest, Shard, check_shard
+from worldprobe.extract.options import Batching, ModelRequest, check_shard
 from worldprobe.extract.prefix import batch_cache, empty_cache, planned_prefix
 from worldprobe.extract.tokens import EncodedEntity, encode_entities
 from worldprobe.extract.writer import CacheWriter, merge_shards, remove_cache, shard_done
@@ -223,11 +223,11 @@ def forward_batches(
             fed = _without_prefix(batch, shared)
             current[:] = [fed]
             sink.clear()
-            cache = {keyword: batch_cache(prefix, len(batch.indices)), "use_cache": True} if shared else {}
+            cache = {keyword: batch_cache(prefix, len(batch.indices))} if shared else {}
             with suppress(_StopForward):
                 loaded.model(**{
                     "input_ids": fed.input_ids.to(device), "attention_mask": batch.attention_mask.to(device),
-                    "position_ids": fed.position_ids.to(device), "use_cache": False, **cache,
+                    "position_ids": fed.position_ids.to(device), "use_cache": bool(shared), **cache,
                 })  # fmt: skip
             yield batch, {key: value.numpy() for key, value in sink.items()}
 
@@ -313,16 +313,14 @@ def run_extraction(
     when missing).
     """
     request = requested(model, seed)
-    shard = batching.shard
     path = _extract_cache(
-        dataset, request.name, prompt, workspace=workspace, layers=layers, batch_size=batching.batch_size,
-        dtype=request.dtype, device=request.device, quantization=request.quantization, limit=limit,
-        aggregation=aggregation, seed=request.options["seed"], limit_seed=seed, gguf_file=request.gguf_file,
-        padding_side=batching.padding_side, flush_rows=batching.flush_rows, max_memory=request.max_memory,
-        progress=progress, shard=shard, revision=request.revision, rebuild=rebuild, share_prefix=batching.share_prefix,
+        dataset, request.name, prompt, workspace=workspace, layers=layers, batching=batching, dtype=request.dtype,
+        device=request.device, quantization=request.quantization, limit=limit, aggregation=aggregation,
+        seed=request.options["seed"], limit_seed=seed, gguf_file=request.gguf_file, max_memory=request.max_memory,
+        progress=progress, revision=request.revision, rebuild=rebuild,
     )  # fmt: skip
     manifest = cache_mod.read_manifest(path)
-    if pooled_embedding and wants_pooled(manifest) and check_shard(shard)[1] == 1:
+    if pooled_embedding and wants_pooled(manifest) and check_shard(batching.shard)[1] == 1:
         extract_pooled(manifest, workspace=workspace, batch_size=batching.batch_size, device=request.device,
                        gguf_file=request.gguf_file, max_memory=request.max_memory, progress=progress)  # fmt: skip
     return path
@@ -350,12 +348,12 @@ def extract_pooled(
     source = manifest.get("model_source") or {}
     return _extract_cache(
         str(manifest["dataset"]), str(manifest["model"]), str(manifest.get("prompt", "empty")), workspace=workspace,
-        layers=[0], batch_size=batch_size, dtype=str(manifest.get("dtype", "auto")), device=device,
+        layers=[0], dtype=str(manifest.get("dtype", "auto")), device=device,
         quantization=manifest.get("quantization"), limit=manifest.get("limit"), aggregation="mean",
         seed=int(manifest.get("seed") or DEFAULT_SEED), limit_seed=manifest.get("limit_seed"),
-        gguf_file=gguf_file or manifest.get("gguf_file"), padding_side=str(manifest.get("padding_side", "right")),
-        max_memory=max_memory, progress=progress, revision=source.get("revision"),
-        share_prefix=bool(manifest.get("shared_prefix_tokens")),
+        gguf_file=gguf_file or manifest.get("gguf_file"), max_memory=max_memory, progress=progress,
+        revision=source.get("revision"), batching=Batching(batch_size=batch_size, padding_side=str(manifest.get(
+        "padding_side", "right")), share_prefix=bool(manifest.get("shared_prefix_tokens"))),
     )  # fmt: skip
 
 
@@ -366,7 +364,7 @@ def _extract_cache(
     *,
     workspace: Workspace | str | Path | None = None,
     layers: str | Sequence[int] = "all",
-    batch_size: int | None = None,
+    batching: Batching = Batching(),
     dtype: str = "auto",
     device: str = "auto",
     quantization: str | None = None,
@@ -375,19 +373,13 @@ def _extract_cache(
     seed: int = DEFAULT_SEED,
     limit_seed: int | None = None,
     gguf_file: str | None = None,
-    padding_side: str = "right",
-    flush_rows: int = DEFAULT_FLUSH_ROWS,
     max_memory: dict[Any, str] | None = None,
     progress: bool = True,
-    shard: Shard | None = None,
     revision: str | None = None,
     rebuild: bool = False,
-    share_prefix: bool = True,
 ) -> Path:
     """The cache of exactly this request (``run_extraction`` without its pooled-embedding companion)."""
-    shard = check_shard(shard)
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise WorldprobeError(f"--batch-size must be a positive whole number, not {batch_size}", field="batch_size")
+    shard = check_shard(batching.shard)
     ws = as_workspace(workspace)
     load_user_specs(ws.datasets)
     prompt_obj = get_prompt(dataset, prompt)
@@ -440,17 +432,16 @@ def _extract_cache(
     manifest = {
         **identity.as_dict(), "format_version": cache_mod.FORMAT_VERSION, "prompt_prefix": prompt_obj.prefix,
         "random_prefix_tokens": prompt_obj.random_tokens, "bos_token": loaded.tokenizer.bos_token,
-        "padding_side": padding_side, "shared_prefix_tokens": planned_prefix(loaded.model, encoded, padding_side,
-        share_prefix)[1], "limit": limit, "limit_seed": limit_seed if limit else None,
+        "padding_side": batching.padding_side, "shared_prefix_tokens": planned_prefix(loaded.model, encoded,
+        batching.padding_side, batching.share_prefix)[1], "limit": limit, "limit_seed": limit_seed if limit else None,
         "device": loaded.device, "dtype_choice": dtype_choice(dtype, resolve_device(device))[1], "gguf_file": gguf_file,
         "layer_definition": "0 = embedding output (input of block 0); l = output of block l, before the final norm",
         "versions": _versions(),
     }  # fmt: skip
-    size = batch_size or default_batch_size(loaded)
+    size = batching.batch_size or default_batch_size(loaded)
     with CacheWriter.open(path, manifest, table, shard=shard, batch_size=size) as writer:
         if not writer.complete:
-            _fill(writer, loaded, encoded, wanted, aggregation, Batching(padding_side=padding_side,
-                  flush_rows=flush_rows, share_prefix=share_prefix), progress)  # fmt: skip
+            _fill(writer, loaded, encoded, wanted, aggregation, batching, progress)
             writer.finish(batch_size=writer.batch_size)
     return path
 
